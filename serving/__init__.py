@@ -1,0 +1,1 @@
+"""``python -m serving`` = ``tpsim run``, for users coming from LLMServingSim."""

@@ -1,0 +1,5 @@
+import sys
+
+from tpsim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``tpsim`` sub-command; each exposes ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Typed configuration, validated when it is read (the edge), never later."""

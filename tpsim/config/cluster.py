@@ -1,0 +1,283 @@
+"""LLMServingSim's cluster-config JSON, validated into typed objects.
+
+Schema (LLMServingSim 2.0): ``num_nodes``, ``link_bw`` (GB/s), ``link_latency``
+(ns), ``nodes[]`` with ``num_instances``, ``cpu_mem`` and ``instances[]``; each
+instance has ``model_name``, ``hardware``, ``npu_mem`` {mem_size, mem_bw,
+mem_latency, mem_util}, ``num_npus`` / ``tp_size`` / ``pp_size``, ``pd_type``
+and optional per-instance engine keys.
+
+Units: ``npu_mem.mem_size`` is read as GiB (2**30 bytes), exactly as
+LLMServingSim reads it (its docs say "GB"); ``mem_bw`` and ``link_bw`` are GB/s
+(1e9 B/s); latencies are ns.  Keys we do not know are collected (with their
+path) so the run can warn about them and list them in the summary.  Features
+we do not model (PIM, CXL, power, offloading, data-parallel groups,
+prefill/decode disaggregation) are rejected, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tpsim.errors import InputError, NotSupportedError
+from tpsim.hashing import sha256_file
+
+#: per-instance engine keys LLMServingSim accepts in ``instances[i]``
+ENGINE_KEYS = (
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "long_prefill_token_threshold",
+    "block_size",
+    "dtype",
+    "kv_cache_dtype",
+    "enable_chunked_prefill",
+    "enable_prefix_caching",
+    "reserve_full_isl",
+)
+#: per-instance keys that switch on features tpsim does not model
+UNSUPPORTED_INSTANCE_KEYS = {
+    "enable_local_offloading": "weight offloading",
+    "enable_attn_offloading": "attention offloading to PIM",
+    "enable_sub_batch_interleaving": "sub-batch interleaving",
+    "placement": "per-layer/per-block memory placement",
+    "dp_group": "wave-synchronised data-parallel groups",
+}
+#: keys that exist in LLMServingSim but change nothing in tpsim (recorded as ignored)
+IGNORED_INSTANCE_KEYS = {
+    "enable_block_copy": "a trace-generation shortcut of LLMServingSim; tpsim computes every layer anyway",
+    "ep_size": "expert parallelism (only meaningful for MoE, which tpsim rejects)",
+}
+_INSTANCE_KEYS = {"model_name", "hardware", "npu_mem", "num_npus", "tp_size", "pp_size", "pd_type"}
+_NPU_MEM_KEYS = {"mem_size", "mem_bw", "mem_latency", "mem_util"}
+_NODE_KEYS = {"num_instances", "cpu_mem", "instances", "power"}
+_CPU_MEM_KEYS = {"mem_size", "mem_bw", "mem_latency", "pim_config"}
+_TOP_KEYS = {"num_nodes", "link_bw", "link_latency", "nodes", "cxl_mem"}
+
+
+@dataclass(frozen=True)
+class NpuMem:
+    mem_size_gib: float
+    mem_bw_gbps: float
+    mem_latency_ns: float
+    mem_util: float | None
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    index: int  # global instance id, in file order
+    node: int
+    model_name: str
+    hardware: str
+    npu_mem: NpuMem
+    num_npus: int
+    tp_size: int
+    pp_size: int
+    pd_type: str | None
+    engine_overrides: dict  # per-instance engine keys, as given
+    ignored_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    path: str
+    sha256: str
+    num_nodes: int
+    link_bw_gbps: float
+    link_latency_ns: float
+    instances: tuple[InstanceConfig, ...]
+    unknown_keys: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_int(value, where: str, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{where} must be an integer, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InputError(f"{where} must be {'>= 0' if allow_zero else '>= 1'}, got {value}")
+    return value
+
+
+def _dimension_value(value, where: str, allow_zero: bool) -> tuple[float, str | None]:
+    """Scalar or per-topology-dimension list; tensor parallelism uses dimension 0."""
+    note = None
+    if isinstance(value, list):
+        if not value:
+            raise InputError(f"{where} must be a number or a non-empty list of numbers")
+        if len(value) > 1:
+            note = f"{where.split(': ')[-1]} lists {len(value)} dimensions; tpsim uses the first (intra-instance) one"
+        value = value[0]
+    if not _is_number(value):
+        raise InputError(f"{where} must be a number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InputError(f"{where} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
+    return float(value), note
+
+
+def _parse_npu_mem(obj, where: str) -> NpuMem:
+    if not isinstance(obj, dict):
+        raise InputError(f"{where} must be an object with mem_size (GiB), mem_bw (GB/s), mem_latency (ns)")
+    for key in ("mem_size", "mem_bw"):
+        if key not in obj:
+            raise InputError(f"{where}.{key} is missing; add it (mem_size in GiB, mem_bw in GB/s)")
+        if not _is_number(obj[key]) or obj[key] <= 0:
+            raise InputError(f"{where}.{key} must be a positive number, got {obj[key]!r}")
+    latency = obj.get("mem_latency", 0)
+    if not _is_number(latency) or latency < 0:
+        raise InputError(f"{where}.mem_latency must be a number >= 0 (ns), got {latency!r}")
+    util = obj.get("mem_util")
+    if util is not None and (not _is_number(util) or not 0 < util <= 1):
+        raise InputError(f"{where}.mem_util must be in (0, 1], got {util!r}")
+    return NpuMem(float(obj["mem_size"]), float(obj["mem_bw"]), float(latency), None if util is None else float(util))
+
+
+def resolve_parallelism(inst: dict, where: str) -> tuple[int, int, int]:
+    """LLMServingSim's rules: num_npus = tp_size x pp_size, inferring the missing one."""
+    num_npus = inst.get("num_npus")
+    tp = inst.get("tp_size")
+    pp = inst.get("pp_size")
+    for key, value in (("num_npus", num_npus), ("tp_size", tp), ("pp_size", pp)):
+        if value is not None:
+            _positive_int(value, f"{where}.{key}")
+    if pp is None:
+        if num_npus is not None and tp is not None:
+            if num_npus % tp:
+                raise InputError(
+                    f"{where}: num_npus ({num_npus}) is not a multiple of tp_size ({tp}); "
+                    "set num_npus = tp_size x pp_size"
+                )
+            pp = num_npus // tp
+        else:
+            pp = 1
+    if tp is None:
+        if num_npus is None:
+            tp = 1
+        elif num_npus % pp:
+            raise InputError(f"{where}: num_npus ({num_npus}) is not a multiple of pp_size ({pp})")
+        else:
+            tp = num_npus // pp
+    if num_npus is None:
+        num_npus = tp * pp
+    if num_npus != tp * pp:
+        raise InputError(
+            f"{where}: num_npus ({num_npus}) != tp_size ({tp}) x pp_size ({pp}); "
+            f"set num_npus to {tp * pp} or change tp_size/pp_size"
+        )
+    return num_npus, tp, pp
+
+
+def parse_cluster(doc, path: str, sha256: str = "") -> ClusterConfig:
+    where = path
+    if not isinstance(doc, dict):
+        raise InputError(f"{where}: expected a JSON object with num_nodes, link_bw, link_latency, nodes")
+    unknown: list[str] = [k for k in doc if k not in _TOP_KEYS]
+    for key in ("num_nodes", "link_bw", "link_latency", "nodes"):
+        if key not in doc:
+            raise InputError(f"{where}: missing field '{key}'")
+    if "cxl_mem" in doc:
+        raise NotSupportedError(f"{where}: field 'cxl_mem' (CXL memory pools) is not supported by tpsim; remove it")
+    num_nodes = _positive_int(doc["num_nodes"], f"{where}: num_nodes")
+    link_bw, note_bw = _dimension_value(doc["link_bw"], f"{where}: link_bw", allow_zero=False)
+    link_latency, note_lat = _dimension_value(doc["link_latency"], f"{where}: link_latency", allow_zero=True)
+    notes = [n for n in (note_bw, note_lat) if n]
+    nodes = doc["nodes"]
+    if not isinstance(nodes, list) or not nodes:
+        raise InputError(f"{where}: 'nodes' must be a non-empty list")
+    if len(nodes) != num_nodes:
+        raise InputError(f"{where}: num_nodes is {num_nodes} but 'nodes' lists {len(nodes)}; make them agree")
+    instances: list[InstanceConfig] = []
+    for n, node in enumerate(nodes):
+        nwhere = f"{where}: nodes[{n}]"
+        if not isinstance(node, dict):
+            raise InputError(f"{nwhere} must be an object")
+        unknown += [f"nodes[{n}].{k}" for k in node if k not in _NODE_KEYS]
+        if "power" in node:
+            raise NotSupportedError(f"{nwhere}.power: power modelling is not supported by tpsim; remove the 'power' block")
+        cpu_mem = node.get("cpu_mem")
+        if isinstance(cpu_mem, dict):
+            if cpu_mem.get("pim_config"):
+                raise NotSupportedError(f"{nwhere}.cpu_mem.pim_config: PIM is not supported by tpsim; remove it")
+            unknown += [f"nodes[{n}].cpu_mem.{k}" for k in cpu_mem if k not in _CPU_MEM_KEYS]
+        if "instances" not in node:
+            raise InputError(f"{nwhere}: missing field 'instances'")
+        insts = node["instances"]
+        if not isinstance(insts, list) or not insts:
+            raise InputError(f"{nwhere}.instances must be a non-empty list")
+        declared = node.get("num_instances", len(insts))
+        if declared != len(insts):
+            raise InputError(
+                f"{nwhere}: num_instances is {declared} but 'instances' lists {len(insts)}; make them agree"
+            )
+        for j, inst in enumerate(insts):
+            iwhere = f"{nwhere}.instances[{j}]"
+            if not isinstance(inst, dict):
+                raise InputError(f"{iwhere} must be an object")
+            for key in ("model_name", "hardware", "npu_mem"):
+                if key not in inst:
+                    raise InputError(f"{iwhere}: missing field '{key}'")
+            for key in ("model_name", "hardware"):
+                if not isinstance(inst[key], str) or not inst[key]:
+                    raise InputError(f"{iwhere}.{key} must be a non-empty string")
+            for key, what in UNSUPPORTED_INSTANCE_KEYS.items():
+                if inst.get(key):
+                    raise NotSupportedError(f"{iwhere}.{key}: {what} is not supported by tpsim; remove the key")
+            pd_type = inst.get("pd_type")
+            if pd_type is not None:
+                if pd_type not in ("prefill", "decode"):
+                    raise InputError(f"{iwhere}.pd_type must be null, \"prefill\" or \"decode\", got {pd_type!r}")
+                raise NotSupportedError(
+                    f"{iwhere}.pd_type={pd_type!r}: prefill/decode disaggregation is not supported yet; "
+                    "use pd_type null (colocated)"
+                )
+            ep = inst.get("ep_size")
+            if ep not in (None, 1):
+                raise NotSupportedError(f"{iwhere}.ep_size={ep!r}: expert parallelism is not supported (dense models only)")
+            num_npus, tp, pp = resolve_parallelism(inst, iwhere)
+            overrides = {k: inst[k] for k in ENGINE_KEYS if k in inst}
+            npu_mem = _parse_npu_mem(inst["npu_mem"], f"{iwhere}.npu_mem")
+            unknown += [f"nodes[{n}].instances[{j}].npu_mem.{k}" for k in inst["npu_mem"] if k not in _NPU_MEM_KEYS]
+            known = _INSTANCE_KEYS | set(ENGINE_KEYS) | set(UNSUPPORTED_INSTANCE_KEYS) | set(IGNORED_INSTANCE_KEYS)
+            unknown += [f"nodes[{n}].instances[{j}].{k}" for k in inst if k not in known]
+            ignored = tuple(k for k in IGNORED_INSTANCE_KEYS if k in inst)
+            instances.append(
+                InstanceConfig(
+                    index=len(instances),
+                    node=n,
+                    model_name=inst["model_name"],
+                    hardware=inst["hardware"],
+                    npu_mem=npu_mem,
+                    num_npus=num_npus,
+                    tp_size=tp,
+                    pp_size=pp,
+                    pd_type=None,
+                    engine_overrides=overrides,
+                    ignored_keys=ignored,
+                )
+            )
+    return ClusterConfig(
+        path=path,
+        sha256=sha256,
+        num_nodes=num_nodes,
+        link_bw_gbps=link_bw,
+        link_latency_ns=link_latency,
+        instances=tuple(instances),
+        unknown_keys=tuple(unknown),
+        notes=tuple(notes),
+    )
+
+
+def load_cluster(path: str | Path) -> ClusterConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"cluster config {path}: no such file; pass --cluster-config PATH to an existing JSON file")
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file; pass a JSON cluster config") from None
+    return parse_cluster(doc, str(path), sha256_file(p))

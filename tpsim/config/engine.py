@@ -1,0 +1,117 @@
+"""Per-instance engine settings (vLLM's scheduler and cache knobs).
+
+Precedence, as in LLMServingSim: a key in ``instances[i]`` of the cluster
+config, then the command-line flag, then the built-in default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tpsim.errors import InputError
+from tpsim.units import DTYPE_BYTES
+
+UNLIMITED = 1 << 62
+
+DEFAULTS = {
+    "max_num_seqs": 128,
+    "max_num_batched_tokens": 2048,
+    "long_prefill_token_threshold": 0,
+    "block_size": 16,
+    "dtype": None,  # None -> the model's torch_dtype
+    "kv_cache_dtype": "auto",
+    "enable_chunked_prefill": True,
+    "enable_prefix_caching": True,
+    "reserve_full_isl": False,
+    "mem_util": 0.9,
+}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    long_prefill_token_threshold: int
+    block_size: int
+    dtype: str  # weight / compute dtype
+    kv_cache_dtype: str  # resolved: bfloat16/float16/float32/fp8
+    enable_chunked_prefill: bool
+    enable_prefix_caching: bool
+    reserve_full_isl: bool
+    mem_util: float
+    max_model_len: int
+
+    @property
+    def weight_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def act_bytes(self) -> int:
+        """Activations stay 16-bit when weights are fp8 (vLLM's W8A8 keeps bf16 outputs)."""
+        return 4 if self.dtype == "float32" else 2
+
+    @property
+    def kv_bytes(self) -> int:
+        return DTYPE_BYTES[self.kv_cache_dtype]
+
+
+def _int(value, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{where} must be an integer, got {value!r}")
+    if value < minimum:
+        raise InputError(f"{where} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def resolve_engine(cli: dict, overrides: dict, model_dtype: str, max_position: int, mem_util_cfg: float | None,
+                   where: str) -> EngineConfig:
+    """Merge defaults < CLI < instance overrides and validate the result.
+
+    ``cli`` holds the command-line values (all keys of :data:`DEFAULTS`).
+    ``where`` names the instance in error messages.
+    """
+    merged = {**DEFAULTS, **{k: v for k, v in cli.items() if k in DEFAULTS}}
+    src = {k: "--" + k.replace("_", "-") for k in merged}
+    for key, value in overrides.items():
+        merged[key] = value
+        src[key] = f"{where}.{key}"
+    if mem_util_cfg is not None:
+        merged["mem_util"] = mem_util_cfg
+        src["mem_util"] = f"{where}.npu_mem.mem_util"
+    max_seqs = _int(merged["max_num_seqs"], src["max_num_seqs"], 0) or UNLIMITED
+    max_tokens = _int(merged["max_num_batched_tokens"], src["max_num_batched_tokens"], 0) or UNLIMITED
+    max_tokens = min(max_tokens, max_position)  # LLMServingSim clamps the budget to the context window
+    threshold = _int(merged["long_prefill_token_threshold"], src["long_prefill_token_threshold"], 0)
+    block = _int(merged["block_size"], src["block_size"], 1)
+    dtype = merged["dtype"] or model_dtype
+    if dtype not in DTYPE_BYTES:
+        raise InputError(f"{src['dtype']}: unknown dtype {dtype!r}; choose float16, bfloat16, float32 or fp8")
+    kv = merged["kv_cache_dtype"]
+    if kv == "auto":
+        kv_resolved = "bfloat16" if dtype == "fp8" else dtype  # vLLM: KV in the activation dtype
+    elif kv == "fp8":
+        kv_resolved = "fp8"
+    else:
+        raise InputError(f"{src['kv_cache_dtype']}: unknown kv cache dtype {kv!r}; choose auto or fp8")
+    util = merged["mem_util"]
+    if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
+        raise InputError(f"{src['mem_util']} must be in (0, 1], got {util!r}")
+    return EngineConfig(
+        max_num_seqs=max_seqs,
+        max_num_batched_tokens=max_tokens,
+        long_prefill_token_threshold=threshold,
+        block_size=block,
+        dtype=dtype,
+        kv_cache_dtype=kv_resolved,
+        enable_chunked_prefill=_bool(merged["enable_chunked_prefill"], src["enable_chunked_prefill"]),
+        enable_prefix_caching=_bool(merged["enable_prefix_caching"], src["enable_prefix_caching"]),
+        reserve_full_isl=_bool(merged["reserve_full_isl"], src["reserve_full_isl"]),
+        mem_util=float(util),
+        max_model_len=max_position,
+    )

@@ -1,0 +1,159 @@
+"""Hardware catalog: spec-sheet figures plus the parameters that turn them into time.
+
+Each entry is ``configs/hardware/<NAME>.yaml``.  Spec-sheet numbers live under
+``spec:``; the analytical latency model's parameters (achieved-efficiency
+factors and overheads) under ``perf_model:``.  Every value carries its source
+in a YAML comment; ``provenance:`` says, per perf_model key, whether it came
+from a spec sheet, a public measurement, or our own measured profiles.
+
+The cluster config's ``npu_mem`` stays authoritative for memory size and
+bandwidth: the catalog's ``memory_gib`` / ``memory_bw_gbps`` are only used
+when a cluster config is derived from a hardware name (campaigns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+
+import yaml
+
+from tpsim.config import catalog
+from tpsim.errors import InputError
+from tpsim.hashing import sha256_file
+
+try:  # the C loader is ~10x faster; fall back to pure Python where absent
+    _Loader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _Loader = yaml.SafeLoader
+
+
+@dataclass(frozen=True)
+class PerfModelParams:
+    """Parameters of the analytical (roofline) latency model for one GPU type.
+
+    Efficiencies are fractions of the spec-sheet peak that kernels achieve;
+    overheads are fixed costs in ns.
+    """
+
+    gemm_efficiency: float  # achieved / peak tensor FLOP/s on large GEMMs
+    memory_efficiency: float  # achieved / peak DRAM bandwidth for streaming kernels
+    attention_compute_efficiency: float  # FlashAttention achieved / peak FLOP/s (prefill)
+    attention_memory_efficiency: float  # achieved / peak bandwidth reading the KV cache (decode)
+    kernel_overhead_ns: float  # per kernel, eager launch (prefill and mixed batches)
+    graph_kernel_overhead_ns: float  # per kernel when replayed from a CUDA graph (decode batches)
+    iteration_overhead_ns: float  # per engine step: scheduler, input prep, output processing
+    per_sequence_overhead_ns: float  # per scheduled request per step (host-side bookkeeping)
+    activation_reserve_gib: float  # non-KV memory beyond weights: CUDA graphs, NCCL, allocator slack
+    max_graph_batch: int = 512  # largest decode batch captured as a CUDA graph (vLLM default 512)
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    name: str
+    description: str
+    memory_gib: float
+    memory_bw_gbps: float
+    peak_tflops: dict  # dtype name -> dense TFLOPS (None where the GPU has no such tensor cores)
+    link_bw_gbps: float  # default per-direction GPU-to-GPU bandwidth for derived configs
+    link_latency_ns: float  # default GPU-to-GPU latency for derived configs
+    interconnect: str
+    perf: PerfModelParams
+    provenance: dict = field(default_factory=dict)
+    source: str = ""
+    sha256: str = ""
+
+    def peak_flops_per_ns(self, dtype: str) -> float:
+        """Dense tensor FLOP per ns for ``dtype``; fp8 falls back to 16-bit (weight-only)."""
+        tflops = self.peak_tflops.get(dtype)
+        if tflops is None and dtype == "fp8":
+            tflops = self.peak_tflops.get("bfloat16")
+        if tflops is None:
+            raise InputError(f"{self.source}: no peak_tflops for dtype {dtype}; add it under spec.peak_tflops")
+        return tflops * 1e3  # 1 TFLOPS = 1e12 FLOP/s = 1e3 FLOP/ns
+
+
+_REQUIRED_SPEC = ("memory_gib", "memory_bw_gbps", "peak_tflops", "interconnect")
+_PERF_FIELDS = {f.name: f for f in fields(PerfModelParams)}
+
+
+def _number(value, where: str, positive: bool = True, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{where} must be a number, got {value!r}")
+    if positive and (value < 0 or (value == 0 and not allow_zero)):
+        raise InputError(f"{where} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+    return float(value)
+
+
+def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
+    if not isinstance(doc, dict):
+        raise InputError(f"{where}: expected a YAML mapping with 'spec' and 'perf_model'")
+    spec = doc.get("spec")
+    perf = doc.get("perf_model")
+    if not isinstance(spec, dict):
+        raise InputError(f"{where}: missing mapping 'spec'")
+    if not isinstance(perf, dict):
+        raise InputError(f"{where}: missing mapping 'perf_model'")
+    for key in _REQUIRED_SPEC:
+        if key not in spec:
+            raise InputError(f"{where}: missing field 'spec.{key}'")
+    peaks = spec["peak_tflops"]
+    if not isinstance(peaks, dict) or not peaks:
+        raise InputError(f"{where}: 'spec.peak_tflops' must map dtypes (bfloat16, float16, fp8, float32) to TFLOPS")
+    peak_tflops = {}
+    for dtype, value in peaks.items():
+        peak_tflops[dtype] = None if value is None else _number(value, f"{where}: spec.peak_tflops.{dtype}")
+    ic = spec["interconnect"]
+    if not isinstance(ic, dict):
+        raise InputError(f"{where}: 'spec.interconnect' must be a mapping with kind, link_bw_gbps, link_latency_ns")
+    for key in ("kind", "link_bw_gbps", "link_latency_ns"):
+        if key not in ic:
+            raise InputError(f"{where}: missing field 'spec.interconnect.{key}'")
+    values = {}
+    for key, fdef in _PERF_FIELDS.items():
+        if key not in perf:
+            if fdef.default is not MISSING:
+                continue
+            raise InputError(f"{where}: missing field 'perf_model.{key}'")
+        allow_zero = key.endswith("_ns") or key.endswith("_gib")
+        values[key] = _number(perf[key], f"{where}: perf_model.{key}", allow_zero=allow_zero)
+        if key.endswith("efficiency") and values[key] > 1:
+            raise InputError(f"{where}: perf_model.{key} is a fraction of peak and must be <= 1, got {values[key]}")
+        if key == "max_graph_batch":
+            values[key] = int(values[key])
+    unknown = sorted(set(perf) - set(_PERF_FIELDS))
+    if unknown:
+        raise InputError(f"{where}: unknown perf_model keys {unknown}; known: {sorted(_PERF_FIELDS)}")
+    return HardwareSpec(
+        name=name,
+        description=str(doc.get("description", name)),
+        memory_gib=_number(spec["memory_gib"], f"{where}: spec.memory_gib"),
+        memory_bw_gbps=_number(spec["memory_bw_gbps"], f"{where}: spec.memory_bw_gbps"),
+        peak_tflops=peak_tflops,
+        link_bw_gbps=_number(ic["link_bw_gbps"], f"{where}: spec.interconnect.link_bw_gbps"),
+        link_latency_ns=_number(ic["link_latency_ns"], f"{where}: spec.interconnect.link_latency_ns", allow_zero=True),
+        interconnect=str(ic["kind"]),
+        perf=PerfModelParams(**values),
+        provenance=dict(doc.get("provenance") or {}),
+    )
+
+
+def load_hardware(name: str) -> HardwareSpec:
+    path = catalog.find("hardware", f"{name}.yaml")
+    if path is None:
+        known = ", ".join(catalog.available("hardware", ".yaml"))
+        raise InputError(
+            f"unknown hardware '{name}': no configs/hardware/{name}.yaml; known: {known}; "
+            "add a catalog entry for it (see configs/hardware/README.md)"
+        )
+    try:
+        doc = yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise InputError(f"{path}{line}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    spec = parse_hardware(doc, name, str(path))
+    return HardwareSpec(**{**spec.__dict__, "source": str(path), "sha256": sha256_file(path)})
+
+
+def available_hardware() -> list[str]:
+    return catalog.available("hardware", ".yaml")

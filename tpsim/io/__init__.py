@@ -1,0 +1,1 @@
+"""File formats: traces in, per-request CSV and run summary out."""

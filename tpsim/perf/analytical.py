@@ -1,0 +1,222 @@
+"""Analytical (roofline) iteration latency: usable for any catalog GPU with no profiling.
+
+One decoder layer on one GPU is the sequence vLLM runs::
+
+    input_layernorm -> qkv_proj -> [q/k norm] -> rotary -> kv_cache_write -> attention
+    -> o_proj -> all-reduce -> post_attention_layernorm -> gate_up_proj -> act_fn
+    -> down_proj -> all-reduce
+
+Each compute op costs ``max(FLOPs / (peak x eff), bytes / (bw x eff))`` plus a
+per-kernel overhead (smaller when the step replays a CUDA graph).  Norms,
+rotary and the activation are memory-bound.  Attention is one varlen kernel
+over the batch: each prefill chunk with its prior context, and the decoding
+requests together (their reads of the KV cache dominate).  Around the layers:
+the embedding (plus its all-reduce under TP), the final norm, the LM head over
+the sequences that sample, the gather of their logits, the sampler, and a
+per-step framework overhead.  With ``pp > 1`` the layers are split over stages
+and hidden states cross ``pp - 1`` links.
+
+Everything here is an estimate with provenance "analytical": the parameters
+come from the hardware catalog (spec sheets and published measurements).
+"""
+
+from __future__ import annotations
+
+from tpsim.config.engine import EngineConfig
+from tpsim.config.hardware import HardwareSpec
+from tpsim.config.model import ModelSpec
+from tpsim.memory import ShardShape
+from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
+from tpsim.perf.collectives import p2p_ns, ring_allgather_ns, ring_allreduce_ns
+
+
+class AnalyticalModel(LatencyModel):
+    name = "analytical"
+
+    def __init__(self, model: ModelSpec, hardware: HardwareSpec, engine: EngineConfig, tp: int, pp: int,
+                 mem_bw_gbps: float, link_bw_gbps: float, link_latency_ns: float):
+        p = hardware.perf
+        self.model = model
+        self.hardware = hardware
+        self.engine = engine
+        self.tp = tp
+        self.pp = pp
+        self.shape = ShardShape.of(model, tp, pp)
+        self.link_bw = link_bw_gbps
+        self.link_latency = link_latency_ns
+        self.mem_bw = mem_bw_gbps
+        act_dtype = "float32" if engine.dtype == "float32" else "bfloat16"
+        self.gemm_flops = hardware.peak_flops_per_ns(engine.dtype) * p.gemm_efficiency  # FLOP/ns
+        self.attn_flops = hardware.peak_flops_per_ns(act_dtype) * p.attention_compute_efficiency
+        self.bw = mem_bw_gbps * p.memory_efficiency  # bytes/ns
+        self.attn_bw = mem_bw_gbps * p.attention_memory_efficiency
+        self.wb = engine.weight_bytes
+        self.edge_wb = max(engine.weight_bytes, 2)
+        self.ab = engine.act_bytes
+        self.kvb = engine.kv_bytes
+        self.kernel_ns = p.kernel_overhead_ns
+        self.graph_kernel_ns = p.graph_kernel_overhead_ns
+        self.max_graph_batch = p.max_graph_batch
+        self.iter_ns = p.iteration_overhead_ns
+        self.seq_ns = p.per_sequence_overhead_ns
+        self.num_layers = model.num_layers
+        s = self.shape
+        # attention FLOPs per (query token x key token): QK^T and PV, 2 FLOP per MAC, all local heads
+        self._attn_flop_per_pair = 4.0 * s.heads * s.head_dim
+        self._kv_bytes_per_token = 2.0 * s.kv_dim * self.kvb  # K and V of one token, one layer
+        self._fixed_cache: dict[tuple[int, int, int], float] = {}
+        self._decode_attn_q_bytes = 2.0 * s.q_dim * self.ab  # read q, write o per decode token
+
+    # ----------------------------------------------------------------- op costs
+    def _kernel(self, n_tokens: int, graph: bool) -> float:
+        return self.graph_kernel_ns if graph else self.kernel_ns
+
+    def _gemm(self, n: int, k: int, m: int, wb: float, overhead: float) -> tuple[float, float, float, str]:
+        flops = 2.0 * n * k * m
+        nbytes = k * m * wb + n * (k + m) * self.ab
+        t_c = flops / self.gemm_flops
+        t_m = nbytes / self.bw
+        return (max(t_c, t_m) + overhead, flops, nbytes, "compute" if t_c >= t_m else "memory")
+
+    def _mem(self, nbytes: float, overhead: float) -> tuple[float, float, float, str]:
+        return (nbytes / self.bw + overhead, 0.0, nbytes, "memory")
+
+    def _layer_ops(self, n: int, graph: bool) -> list[tuple[str, str, tuple]]:
+        """Per-layer ops that depend only on the token count (attention excluded)."""
+        s = self.shape
+        h, ab = s.hidden, self.ab
+        k = self._kernel(n, graph)
+        ops = [
+            ("input_layernorm", "layer", self._mem(4.0 * n * h * ab, k)),
+            ("qkv_proj", "layer", self._gemm(n, h, s.q_dim + 2 * s.kv_dim, self.wb, k)),
+        ]
+        if s.qk_norm:
+            ops.append(("qk_norm", "layer", self._mem(2.0 * n * (s.q_dim + s.kv_dim) * ab, k)))
+        ops += [
+            ("rotary_emb", "layer", self._mem(2.0 * n * (s.q_dim + s.kv_dim) * ab, k)),
+            ("kv_cache_write", "layer", self._mem(n * 2.0 * s.kv_dim * (ab + self.kvb), k)),
+            ("o_proj", "layer", self._gemm(n, s.q_dim, h, self.wb, k)),
+            ("post_attention_layernorm", "layer", self._mem(4.0 * n * h * ab, k)),
+            ("gate_up_proj", "layer", self._gemm(n, h, 2 * s.inter, self.wb, k)),
+            ("act_fn", "layer", self._mem(3.0 * n * s.inter * ab, k)),
+            ("down_proj", "layer", self._gemm(n, s.inter, h, self.wb, k)),
+        ]
+        if self.tp > 1:
+            t = ring_allreduce_ns(n * h * ab, self.tp, self.link_bw, self.link_latency)
+            ops.append(("all_reduce_attn", "comm", (t, 0.0, n * h * ab, "latency" if t < 2 * self.link_latency * self.tp else "link")))
+            ops.append(("all_reduce_mlp", "comm", (t, 0.0, n * h * ab, "latency" if t < 2 * self.link_latency * self.tp else "link")))
+        return ops
+
+    def _head_ops(self, n: int, sampled: int, num_seqs: int, graph: bool) -> list[tuple[str, str, tuple]]:
+        s = self.shape
+        h, ab = s.hidden, self.ab
+        k = self._kernel(n, graph)
+        ops = [("embedding", "head", self._mem(2.0 * n * h * ab, k))]
+        if self.tp > 1:
+            t = ring_allreduce_ns(n * h * ab, self.tp, self.link_bw, self.link_latency)
+            ops.append(("embedding_all_reduce", "head", (t, 0.0, n * h * ab, "link")))
+        ops.append(("final_layernorm", "head", self._mem(2.0 * n * h * ab, k)))
+        if sampled:
+            ops.append(("lm_head", "head", self._gemm(sampled, h, s.vocab, self.edge_wb, k)))
+            logits = sampled * s.vocab * s.tp * 4.0  # fp32 logits over the full vocabulary
+            if self.tp > 1:
+                t = ring_allgather_ns(logits, self.tp, self.link_bw, self.link_latency)
+                ops.append(("logits_gather", "head", (t, 0.0, logits, "link")))
+            ops.append(("sampler", "head", self._mem(3.0 * logits, 4 * k)))
+        if self.pp > 1:
+            t = p2p_ns(n * h * ab, self.link_bw, self.link_latency)
+            ops.append(("pp_send_recv", "head", (t * (self.pp - 1), 0.0, n * h * ab, "link")))
+        ops.append(("framework", "overhead", (self.iter_ns + self.seq_ns * num_seqs, 0.0, 0.0, "fixed")))
+        return ops
+
+    def _attention(self, batch: BatchShape, graph: bool) -> tuple[float, float, float, str]:
+        """One varlen attention kernel: each prefill chunk plus all decodes (per layer)."""
+        pair = self._attn_flop_per_pair
+        kvt = self._kv_bytes_per_token
+        qb = 2.0 * self.shape.q_dim * self.ab
+        total_t = 0.0
+        flops = 0.0
+        nbytes = 0.0
+        compute_t = 0.0
+        for q, c in batch.prefill:
+            f = pair * (q * c + q * (q + 1) / 2.0)
+            b = (c + q) * kvt + q * qb
+            tc, tm = f / self.attn_flops, b / self.attn_bw
+            total_t += tc if tc > tm else tm
+            compute_t += tc
+            flops += f
+            nbytes += b
+        if batch.num_decode:
+            f = pair * batch.decode_ctx_sum
+            b = batch.decode_ctx_sum * kvt + batch.num_decode * qb
+            tc, tm = f / self.attn_flops, b / self.attn_bw
+            total_t += tc if tc > tm else tm
+            compute_t += tc
+            flops += f
+            nbytes += b
+        bound = "compute" if compute_t >= total_t / 2 else "memory"
+        return (total_t + self._kernel(batch.num_tokens, graph), flops, nbytes, bound)
+
+    # ----------------------------------------------------------------- interface
+    def _is_graph(self, batch: BatchShape) -> bool:
+        return not batch.prefill and batch.num_tokens <= self.max_graph_batch
+
+    def explain(self, batch: BatchShape) -> Breakdown:
+        n = batch.num_tokens
+        graph = self._is_graph(batch)
+        layers = self.num_layers
+        ops: list[OpTime] = []
+        layer_ops = self._layer_ops(n, graph)
+        attn = ("attention", "layer", self._attention(batch, graph))
+        # keep vLLM's order: attention sits after the KV-cache write
+        idx = next(i for i, (name, _, _) in enumerate(layer_ops) if name == "kv_cache_write") + 1
+        layer_ops.insert(idx, attn)
+        for name, comp, (t, f, b, bound) in layer_ops:
+            ops.append(OpTime(name, comp, t, layers, f, b, bound, "analytical"))
+        for name, comp, (t, f, b, bound) in self._head_ops(n, batch.num_sampled, batch.num_seqs, graph):
+            ops.append(OpTime(name, comp, t, 1, f, b, bound, "analytical"))
+        return Breakdown(ops=ops, num_layers=layers, pp=self.pp)
+
+    def _fixed_ns(self, n: int, sampled: int, num_seqs: int, graph: bool) -> float:
+        """All time except attention's, cached by shape (decode steps repeat shapes)."""
+        key = (n, sampled, num_seqs if not graph else -num_seqs - 1)
+        cached = self._fixed_cache.get(key)
+        if cached is None:
+            per_layer = sum(op[2][0] for op in self._layer_ops(n, graph))
+            head = sum(op[2][0] for op in self._head_ops(n, sampled, num_seqs, graph))
+            cached = per_layer * self.num_layers + head
+            self._fixed_cache[key] = cached
+        return cached
+
+    def iteration_ns(self, batch: BatchShape) -> int:
+        graph = self._is_graph(batch)
+        fixed = self._fixed_ns(batch.num_tokens, batch.num_sampled, batch.num_seqs, graph)
+        return int(round(fixed + self._attention(batch, graph)[0] * self.num_layers))
+
+    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
+        graph = num_decode <= self.max_graph_batch
+        fixed = self._fixed_ns(num_decode, num_decode, num_decode, graph)
+        f = self._attn_flop_per_pair * ctx_sum / self.attn_flops
+        m = (ctx_sum * self._kv_bytes_per_token + num_decode * self._decode_attn_q_bytes) / self.attn_bw
+        attn = (f if f > m else m) + (self.graph_kernel_ns if graph else self.kernel_ns)
+        return int(round(fixed + attn * self.num_layers))
+
+    def stage_interval_ns(self, batch: BatchShape) -> int:
+        if self.pp == 1:
+            return self.iteration_ns(batch)
+        bd = self.explain(batch)
+        comp = bd.by_component()
+        per_stage_layers = (comp.get("layer", 0.0) + comp.get("comm", 0.0)) * self.shape.layers_per_stage / self.num_layers
+        return int(round(per_stage_layers + comp.get("head", 0.0) / 2 + comp.get("overhead", 0.0)))
+
+    def describe(self) -> dict:
+        p = self.hardware.perf
+        return {
+            "name": self.name,
+            "hardware_entry": self.hardware.name,
+            "hardware_source": self.hardware.source,
+            "peak_tflops": self.hardware.peak_tflops.get(self.engine.dtype),
+            "mem_bw_gbps": self.mem_bw,
+            "params": {k: getattr(p, k) for k in p.__dataclass_fields__},
+            "provenance": self.hardware.provenance,
+        }

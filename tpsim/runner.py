@@ -1,0 +1,352 @@
+"""One simulation run from start to finish: load, simulate, report, write.
+
+Kept apart from the argument parsing so campaigns and tests can call
+:func:`execute` with a namespace, and apart from the event loop so that stays
+small.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tpsim import __version__
+from tpsim.build import InstanceSetup, build_instances
+from tpsim.config.catalog import PACKAGE_ROOT
+from tpsim.config.cluster import IGNORED_INSTANCE_KEYS, load_cluster
+from tpsim.errors import InfeasibleError
+from tpsim.io.output import HEADER, atomic_write_json, atomic_write_text, render_csv
+from tpsim.io.trace import load_trace
+from tpsim.sim.engine import SimResult, Simulation
+from tpsim.sim.instance import Instance
+from tpsim.sim.request import Request
+from tpsim.sim.router import Router
+from tpsim.stats import describe, describe_weighted
+from tpsim.units import GB, GiB, NS_PER_S
+
+SCHEMA_VERSION = 1
+
+#: what every run approximates, stated once in each summary
+APPROXIMATIONS = [
+    "Iteration latency is predicted per step from batch shape (prefill chunks with their context, decode count "
+    "and total context); kernels are not executed.",
+    "Tensor parallelism: two ring all-reduces per decoder layer (after o_proj and down_proj) plus the embedding "
+    "all-reduce and the logits gather, costed as 2(n-1)*link_latency + 2(n-1)/n*S/link_bw with link_bw in GB/s "
+    "(1e9 B/s); no overlap of communication with compute, no NCCL protocol switching, no link contention.",
+    "Engine steps run back to back; host-side work is a fixed per-step plus per-request overhead, "
+    "not overlapped with the GPU (no async scheduling).",
+    "Outputs are exactly output_toks tokens (ignore_eos); sampling parameters, speculative decoding, LoRA and "
+    "structured output are not modelled.",
+    "KV capacity = mem_size (GiB, as LLMServingSim reads it) x mem_util - weights - an estimated activation peak - "
+    "the hardware entry's reserve; vLLM measures these by profiling, so capacity can differ by a few percent.",
+    "queuing_delay is measured to the first scheduling of the request (LLMServingSim measures to the last prefill "
+    "chunk).",
+]
+PP_APPROXIMATION = ("Pipeline parallelism: a batch takes the full-model latency plus pp-1 hidden-state transfers; "
+                    "the next batch may start after one stage's share (balanced stages assumed).")
+
+
+def _git_commit() -> str | None:
+    if not (PACKAGE_ROOT / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _engine_cli(args) -> dict:
+    return {
+        "max_num_seqs": args.max_num_seqs,
+        "max_num_batched_tokens": args.max_num_batched_tokens,
+        "long_prefill_token_threshold": args.long_prefill_token_threshold,
+        "block_size": args.block_size,
+        "dtype": args.dtype,
+        "kv_cache_dtype": args.kv_cache_dtype,
+        "enable_chunked_prefill": args.enable_chunked_prefill,
+        "enable_prefix_caching": args.enable_prefix_caching,
+        "reserve_full_isl": args.reserve_full_isl,
+        "mem_util": args.npu_memory_utilization,
+    }
+
+
+def _flags(args) -> dict:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "command")}
+
+
+class Console:
+    """Banner, throughput lines and the final summary on stdout; warnings on stderr."""
+
+    def __init__(self, level: str):
+        self.warn_enabled = level in ("WARNING", "INFO", "DEBUG")
+        self.out = sys.stdout
+
+    def line(self, text: str) -> None:
+        self.out.write(text + "\n")
+
+    def warn(self, text: str) -> None:
+        if self.warn_enabled:
+            sys.stderr.write(f"tpsim: warning: {text}\n")
+
+
+def _banner(console: Console, cluster, setups: list[InstanceSetup], trace_desc: str) -> None:
+    console.line(f"tpsim {__version__}: {len(setups)} instance(s) from {cluster.path}; "
+                 f"link_bw {cluster.link_bw_gbps:g} GB/s, link_latency {cluster.link_latency_ns:g} ns; {trace_desc}")
+    for s in setups:
+        c, m, e = s.config, s.memory, s.engine
+        console.line(
+            f"Instance [{c.index}] {c.model_name} on {c.num_npus}x {c.hardware} (tp={c.tp_size}, pp={c.pp_size}), "
+            f"{e.dtype}, perf model {s.latency.name}"
+        )
+        console.line(
+            f"  per GPU: weights {m.weights_bytes / GB:.2f} GB ({m.weights_bytes / GiB:.2f} GiB), activations "
+            f"{m.activation_bytes / GB:.2f} GB, reserve {m.reserve_bytes / GB:.2f} GB, budget {m.budget_bytes / GB:.2f} GB "
+            f"({c.npu_mem.mem_size_gib:g} GiB x {e.mem_util:g})"
+        )
+        console.line(
+            f"  KV cache: {m.kv_capacity_bytes / GB:.2f} GB/GPU = {m.num_blocks:,} blocks x {m.block_size} = "
+            f"{m.kv_capacity_tokens:,} tokens ({m.kv_bytes_per_token:,} B/token/GPU, {e.kv_cache_dtype})"
+        )
+
+
+def _default_requests(n_instances: int) -> list[Request]:
+    """LLMServingSim's built-in workload when no dataset is given: 16 x (64 in, 64 out) at t=0 per instance."""
+    return [Request(i, 0, 64, 64, None, 0) for i in range(16 * n_instances)]
+
+
+def _instance_summary(s: InstanceSetup, inst: Instance | None) -> dict:
+    c = s.config
+    out = {
+        "instance": c.index,
+        "node": c.node,
+        "model": c.model_name,
+        "hardware": c.hardware,
+        "tp_size": c.tp_size,
+        "pp_size": c.pp_size,
+        "num_npus": c.num_npus,
+        "perf_model": s.latency.name,
+        "engine": {k: getattr(s.engine, k) for k in s.engine.__dataclass_fields__},
+        "memory": s.memory.as_dict(),
+        "latency_model": s.latency.describe(),
+    }
+    if inst is not None:
+        peak = inst.kv.peak_used
+        out.update({
+            "peak_kv_blocks_used": peak,
+            "peak_kv_utilization": round(peak / inst.kv.num_blocks, 6),
+            "peak_npu_mem_gb": round((s.memory.weights_bytes + peak * s.memory.block_size * s.memory.kv_bytes_per_token) / GB, 4),
+            "iterations": len(inst.iter_ends),
+            "finished": len(inst.finished),
+            "preemptions": inst.preemptions,
+            "recomputed_tokens": inst.recomputed_tokens,
+            "prefix_hit_tokens": inst.prefix_hit_tokens,
+            "prefix_queried_tokens": inst.kv.queried_tokens,
+        })
+    return out
+
+
+def _metrics(result: SimResult, itl_counts: dict) -> dict:
+    done = [r for inst in result.instances for r in inst.finished]
+    ttft = [r.first_token - r.arrival for r in done]
+    tpot = [(r.finish - r.first_token) // (r.output - 1) for r in done if r.output > 1]
+    lat = [r.finish - r.arrival for r in done]
+    queue = [r.first_scheduled - r.arrival for r in done]
+    ms = 1e-6
+    return {
+        "ttft": describe(ttft, ms),
+        "tpot": describe(tpot, ms),
+        "itl": describe_weighted(itl_counts, ms),
+        "latency": describe(lat, ms),
+        "queuing_delay": describe(queue, ms),
+    }
+
+
+def _timeline(result: SimResult) -> list[dict]:
+    if not result.gen_bins and not result.prompt_bins:
+        return []
+    last = max(list(result.gen_bins) + list(result.prompt_bins))
+    sec = result.interval_ns / NS_PER_S
+    return [
+        {"t_s": round((b + 1) * sec, 6),
+         "prompt_tokens_per_s": round(result.prompt_bins.get(b, 0) / sec, 3),
+         "generation_tokens_per_s": round(result.gen_bins.get(b, 0) / sec, 3)}
+        for b in range(last + 1)
+    ]
+
+
+def _infeasible(args, out, cluster, exc, provenance, ignored, console, t0) -> int:
+    console.line(f"tpsim: infeasible: {exc}")
+    if out is not None:
+        atomic_write_text(out, HEADER)
+        from tpsim.commands.run import summary_path
+
+        atomic_write_json(summary_path(out), {
+            "schema_version": SCHEMA_VERSION,
+            "status": "infeasible",
+            "reason": str(exc),
+            "tpsim_version": __version__,
+            "provenance": provenance,
+            "instances": [],
+            "totals": None,
+            "simulated_time_s": None,
+            "throughput": None,
+            "metrics_ms": None,
+            "rejected_requests": [],
+            "approximations": [],
+            "ignored": ignored,
+            "warnings": [],
+            "timing": {"wall_time_s": round(time.perf_counter() - t0, 6), "speedup": None},
+        })
+    return 0
+
+
+def execute(args, out: str | None, ignored: list[str], t0: float) -> int:
+    console = Console(args.log_level)
+    cluster = load_cluster(args.cluster_config)
+    warnings: list[str] = []
+    if cluster.unknown_keys:
+        msg = f"{cluster.path}: unknown keys ignored: {', '.join(cluster.unknown_keys)}"
+        warnings.append(msg)
+        console.warn(msg)
+    for note in cluster.notes:
+        warnings.append(note)
+        console.warn(note)
+    ignored = list(ignored) + [
+        f"{cluster.path}: instance {i.index}: key '{k}' ignored ({IGNORED_INSTANCE_KEYS[k]})"
+        for i in cluster.instances for k in i.ignored_keys
+    ]
+    provenance = {
+        "git_commit": _git_commit(),
+        "argv": sys.argv[1:],
+        "flags": _flags(args),
+        "seed": args.seed,
+        "inputs": {"cluster_config": {"path": cluster.path, "sha256": cluster.sha256}},
+    }
+    try:
+        setups = build_instances(cluster, _engine_cli(args), args.perf_model, args.profile_dir)
+    except InfeasibleError as exc:
+        if not args.record_infeasible:
+            raise
+        return _infeasible(args, out, cluster, exc, provenance, ignored, console, t0)
+    provenance["inputs"]["models"] = {s.model.name: {"path": s.model.source, "sha256": s.model.sha256} for s in setups}
+    provenance["inputs"]["hardware"] = {s.hardware.name: {"path": s.hardware.source, "sha256": s.hardware.sha256}
+                                        for s in setups}
+    if args.dataset:
+        trace = load_trace(args.dataset, args.num_reqs)
+        provenance["inputs"]["dataset"] = {"path": trace.path, "sha256": trace.sha256}
+        by_trace = {}
+        requests = []
+        for tr in trace.requests:
+            r = Request(tr.request_id, tr.arrival_ns, tr.input_toks, tr.output_toks, tr.token_ids,
+                        tr.num_input_ids, tr if (tr.next_in_session or tr.session) else None)
+            by_trace[id(tr)] = r
+            requests.append(r)
+        initial = [by_trace[id(tr)] for tr in trace.initial]
+        trace_desc = f"{len(requests)} requests from {trace.path}"
+        if trace.has_token_ids and not any(s.engine.enable_prefix_caching for s in setups):
+            warnings.append("the trace has token ids but prefix caching is off; they are unused")
+    else:
+        requests = _default_requests(len(setups))
+        initial = list(requests)
+        provenance["inputs"]["dataset"] = None
+        trace_desc = f"{len(requests)} built-in requests (no --dataset)"
+    _banner(console, cluster, setups, trace_desc)
+    has_ids = any(r.token_ids is not None for r in requests)
+    instances = [Instance(s.config.index, s.engine, s.memory, s.latency, s.config.model_name, s.config.pp_size,
+                          args.fast_forward, has_ids) for s in setups]
+    router = Router(args.request_routing_policy, len(instances), args.seed)
+    interval_ns = int(round(args.log_interval * NS_PER_S)) if args.log_interval > 0 else NS_PER_S
+    sim = Simulation(
+        instances, router, requests, initial, interval_ns,
+        log=console.line if args.log_interval > 0 else None,
+        bytes_per_block=[s.memory.block_size * s.memory.kv_bytes_per_token for s in setups],
+        weights_bytes=[s.memory.weights_bytes for s in setups],
+    )
+    result = sim.run()
+    itl_counts: dict = {}
+    csv_text = render_csv(instances, itl_counts)  # also fills the ITL distribution
+    sim_s = result.end_ns / NS_PER_S
+    done = [r for inst in instances for r in inst.finished]
+    in_tok = sum(r.prompt for r in done)
+    out_tok = sum(r.output for r in done)
+    for rej in result.rejected:
+        warnings.append(f"request {rej.request.rid} rejected: {rej.reason}")
+    if result.rejected:
+        console.warn(f"{len(result.rejected)} request(s) rejected (see the run summary); first: "
+                     f"request {result.rejected[0].request.rid}: {result.rejected[0].reason}")
+    wall = time.perf_counter() - t0
+    approximations = list(APPROXIMATIONS)
+    if any(s.config.pp_size > 1 for s in setups):
+        approximations.append(PP_APPROXIMATION)
+    if any(s.engine.dtype == "fp8" and s.hardware.peak_tflops.get("fp8") is None for s in setups):
+        approximations.append("fp8 on a GPU without FP8 tensor cores: weight-only fp8 (16-bit math, 1-byte weights).")
+    for s in setups:
+        approximations.append(f"instance {s.config.index}: latency model '{s.latency.name}' "
+                              f"({s.latency.describe().get('source', s.hardware.source)})")
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "ok",
+        "reason": None,
+        "tpsim_version": __version__,
+        "provenance": provenance,
+        "instances": [_instance_summary(s, inst) for s, inst in zip(setups, instances)],
+        "totals": {
+            "requests": len(requests),
+            "finished": len(done),
+            "rejected": len(result.rejected),
+            "input_tokens": in_tok,
+            "output_tokens": out_tok,
+            "prefix_hit_tokens": sum(i.prefix_hit_tokens for i in instances),
+            "preemptions": sum(i.preemptions for i in instances),
+            "recomputed_tokens": sum(i.recomputed_tokens for i in instances),
+            "iterations": result.iterations,
+        },
+        "simulated_time_s": round(sim_s, 9),
+        "throughput": {
+            "requests_per_s": round(len(done) / sim_s, 6) if sim_s else 0.0,
+            "input_tokens_per_s": round(in_tok / sim_s, 6) if sim_s else 0.0,
+            "output_tokens_per_s": round(out_tok / sim_s, 6) if sim_s else 0.0,
+            "total_tokens_per_s": round((in_tok + out_tok) / sim_s, 6) if sim_s else 0.0,
+        },
+        "metrics_ms": _metrics(result, itl_counts),
+        "timeline": _timeline(result),
+        "rejected_requests": [{"request_id": r.request.rid, "reason": r.reason} for r in result.rejected],
+        "approximations": approximations,
+        "ignored": ignored,
+        "warnings": warnings,
+        "timing": {"wall_time_s": round(wall, 6), "speedup": round(sim_s / wall, 3) if wall > 0 else None},
+    }
+    if out is not None:
+        from tpsim.commands.run import summary_path
+
+        atomic_write_text(out, csv_text)
+        atomic_write_json(summary_path(out), summary)
+    _final(console, summary, out)
+    return 0
+
+
+def _final(console: Console, s: dict, out: str | None) -> None:
+    t = s["totals"]
+    m = s["metrics_ms"]
+    tp = s["throughput"]
+    console.line("---- summary ----")
+    console.line(f"requests: {t['finished']} finished, {t['rejected']} rejected of {t['requests']}; "
+                 f"simulated time {s['simulated_time_s']:.3f} s in {t['iterations']:,} iterations; "
+                 f"preemptions {t['preemptions']}, prefix-cache hits {t['prefix_hit_tokens']:,} tokens")
+    console.line(f"throughput: {tp['requests_per_s']:.3f} req/s, prompt {tp['input_tokens_per_s']:.1f} tok/s, "
+                 f"generation {tp['output_tokens_per_s']:.1f} tok/s")
+    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("latency", "latency")):
+        d = m.get(key)
+        if d:
+            console.line(f"{label:8s} ms: mean {d['mean']:.2f}  p50 {d['p50']:.2f}  p90 {d['p90']:.2f}  p99 {d['p99']:.2f}")
+    timing = s["timing"]
+    console.line(f"wall time {timing['wall_time_s']:.3f} s ({timing['speedup']:,.0f}x faster than real time)"
+                 if timing["speedup"] else f"wall time {timing['wall_time_s']:.3f} s")
+    if out:
+        from tpsim.commands.run import summary_path
+
+        console.line(f"wrote {out} and {summary_path(out)}")
+

@@ -1,0 +1,1 @@
+"""Entities (requests, KV cache), the per-instance scheduler, routing and the event loop."""

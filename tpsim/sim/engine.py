@@ -1,0 +1,226 @@
+"""The discrete-event loop: request arrivals and iteration completions, in time order.
+
+At each event time ``now`` the loop (1) completes every batch that ends at
+``now``, (2) routes every request that has arrived by ``now``, (3) lets every
+free instance with work schedule its next step.  Completions come before
+arrivals at equal times, and a step scheduled at ``now`` sees every request
+that arrived at or before ``now`` — exactly as an engine that finishes a step
+and then polls its queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from tpsim.sim.instance import Instance
+from tpsim.sim.request import Request
+from tpsim.sim.router import Router
+
+INF = float("inf")
+
+
+@dataclass
+class Rejection:
+    request: Request
+    reason: str
+
+
+@dataclass
+class SimResult:
+    instances: list[Instance]
+    requests: list[Request]
+    rejected: list[Rejection]
+    end_ns: int
+    interval_ns: int
+    prompt_bins: dict = field(default_factory=dict)  # interval index -> prompt tokens credited
+    gen_bins: dict = field(default_factory=dict)  # interval index -> tokens sampled
+
+    @property
+    def iterations(self) -> int:
+        return sum(len(inst.iter_ends) for inst in self.instances)
+
+
+def _fmt_rate(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:.1f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:.0f}"
+
+
+class Simulation:
+    def __init__(self, instances: list[Instance], router: Router, requests: list[Request],
+                 initial: list[Request], interval_ns: int, log=None, bytes_per_block: list[int] | None = None,
+                 weights_bytes: list[int] | None = None):
+        self.instances = instances
+        self.router = router
+        self.requests = requests
+        self.initial = initial  # sorted by (arrival, id)
+        self.interval = interval_ns
+        self.log = log
+        self.bytes_per_block = bytes_per_block or [0] * len(instances)
+        self.weights_bytes = weights_bytes or [0] * len(instances)
+        self.released: list[tuple[int, int, Request]] = []  # heap of session follow-ups
+        self.pending_followups = sum(1 for r in requests if r.trace is not None and r.trace.next_in_session)
+        self.rejected: list[Rejection] = []
+        self.prompt_bins: dict[int, int] = {}
+        self.gen_bins: dict[int, int] = {}
+        n = len(instances)
+        self.last_line = [0] * n
+        self.next_log = [interval_ns] * n
+        self.line_prompt = [0] * n
+        self.line_gen = [0] * n
+        self._by_trace = {id(r.trace): r for r in requests if r.trace is not None}
+
+    # ------------------------------------------------------------------ helpers
+    def _reject_reason(self, inst: Instance, req: Request) -> str | None:
+        e = inst.engine
+        total = req.prompt + req.output
+        if total > e.max_model_len:
+            return f"context {total} tokens (input {req.prompt} + output {req.output}) exceeds max_model_len {e.max_model_len}"
+        need = inst.kv_blocks_needed(req)
+        if need > inst.kv.num_blocks:
+            return f"needs {need} KV blocks for {req.max_kv_tokens} tokens but the KV cache holds {inst.kv.num_blocks} blocks"
+        if not e.enable_chunked_prefill and req.max_kv_tokens > e.max_num_batched_tokens:
+            return (f"sequence of up to {req.max_kv_tokens} tokens exceeds max_num_batched_tokens "
+                    f"{e.max_num_batched_tokens} with chunked prefill disabled")
+        return None
+
+    def _route(self, req: Request) -> int | None:
+        candidates = []
+        reason = None
+        for inst in self.instances:
+            why = self._reject_reason(inst, req)
+            if why is None:
+                candidates.append(inst.index)
+            elif reason is None:
+                reason = why
+        if not candidates:
+            self._reject(req, reason)
+            return None
+        idx = self.router.pick(self.instances, candidates)
+        self.instances[idx].add(req)
+        return idx
+
+    def _reject(self, req: Request, reason: str) -> None:
+        self.rejected.append(Rejection(req, reason))
+        follow = req.trace.next_in_session if req.trace is not None else None
+        while follow is not None:  # the rest of an agentic session never starts
+            self.pending_followups -= 1
+            self.rejected.append(Rejection(self._by_trace[id(follow)], f"session aborted: request {req.rid} was rejected"))
+            follow = follow.next_in_session
+
+    def _next_arrival(self, ptr: int) -> float:
+        t = self.initial[ptr].arrival if ptr < len(self.initial) else INF
+        if self.released and self.released[0][0] < t:
+            t = self.released[0][0]
+        return t
+
+    def _credit(self, inst: Instance, batch, sampled: int, prompt: int) -> None:
+        """Throughput statistics: tokens by interval and for the next log line."""
+        interval = self.interval
+        ends = batch.ends
+        gen_bins = self.gen_bins
+        if sampled:
+            k = len(ends)
+            if k > 1:  # all but the last step of a span end inside one interval
+                b = ends[0] // interval
+                gen_bins[b] = gen_bins.get(b, 0) + sampled * (k - 1)
+            b = ends[-1] // interval
+            gen_bins[b] = gen_bins.get(b, 0) + sampled
+            self.line_gen[inst.index] += sampled * k
+        if prompt:
+            b = ends[0] // interval
+            self.prompt_bins[b] = self.prompt_bins.get(b, 0) + prompt
+            self.line_prompt[inst.index] += prompt
+
+    def _maybe_log(self, inst: Instance, now: int) -> None:
+        i = inst.index
+        if now < self.next_log[i]:
+            return
+        if self.log is not None:
+            dt = (now - self.last_line[i]) / 1e9
+            dt = dt if dt > 0 else 1.0
+            mem = self.weights_bytes[i] + inst.kv.num_used * self.bytes_per_block[i]
+            prefix = f"[INFO] inst={i} " if len(self.instances) > 1 else "[INFO] "
+            self.log(
+                f"{prefix}step={len(inst.iter_ends)} batch={inst.last_batch_size} "
+                f"prompt_t={_fmt_rate(self.line_prompt[i] / dt)} tok/s "
+                f"decode_t={_fmt_rate(self.line_gen[i] / dt)} tok/s npu_mem={mem / 1e9:.1f} GB"
+            )
+        self.line_prompt[i] = 0
+        self.line_gen[i] = 0
+        self.last_line[i] = now
+        self.next_log[i] = (now // self.interval + 1) * self.interval
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> SimResult:
+        instances = self.instances
+        events: list[tuple[int, int, int]] = []
+        seq = 0
+        ptr = 0
+        initial = self.initial
+        n_initial = len(initial)
+        released = self.released
+        now = 0
+        while True:
+            t_event = events[0][0] if events else INF
+            t_arrival = self._next_arrival(ptr)
+            now = t_event if t_event < t_arrival else t_arrival
+            if now == INF:
+                break
+            dirty: set[int] = set()
+            while events and events[0][0] == now:
+                dirty.add(heapq.heappop(events)[2])
+            for idx in sorted(dirty):
+                inst = instances[idx]
+                done = sorted((b for b in inst.inflight if b.end <= now), key=lambda b: b.end)
+                for batch in done:
+                    finished, sampled, prompt = inst.complete(batch)
+                    self._credit(inst, batch, sampled, prompt)
+                    for r in finished:
+                        follow = r.trace.next_in_session if r.trace is not None else None
+                        if follow is not None:
+                            nxt = self._by_trace[id(follow)]
+                            nxt.arrival = r.finish + follow.tool_duration_ns
+                            self.pending_followups -= 1
+                            heapq.heappush(released, (nxt.arrival, nxt.rid, nxt))
+                    self._maybe_log(inst, now)
+            while True:
+                if ptr < n_initial and initial[ptr].arrival <= now and (
+                        not released or initial[ptr].arrival <= released[0][0]):
+                    req = initial[ptr]
+                    ptr += 1
+                elif released and released[0][0] <= now:
+                    req = heapq.heappop(released)[2]
+                else:
+                    break
+                idx = self._route(req)
+                if idx is not None:
+                    dirty.add(idx)
+            if not dirty:
+                continue
+            next_arrival = self._next_arrival(ptr)
+            if self.pending_followups and len(instances) > 1 and events:
+                # a completion elsewhere may release a session follow-up before then
+                next_arrival = min(next_arrival, events[0][0])
+            for idx in sorted(dirty):
+                inst = instances[idx]
+                if inst.stage_free_at > now or len(inst.inflight) >= inst.pp or not inst.has_work():
+                    continue
+                batch = inst.schedule(now, next_arrival, self.next_log[idx])
+                if batch is None:
+                    if not inst.inflight and inst.waiting:
+                        raise RuntimeError(
+                            f"internal error: instance {idx} cannot schedule any of its {len(inst.waiting)} "
+                            "waiting requests with nothing running; please report this with your inputs"
+                        )
+                    continue
+                heapq.heappush(events, (batch.end, seq, idx))
+                seq += 1
+                if inst.pp > 1 and inst.stage_free_at < batch.end:
+                    heapq.heappush(events, (inst.stage_free_at, seq, idx))
+                    seq += 1
+        end = max((r.finish for r in self.requests if r.finish >= 0), default=0)
+        return SimResult(instances, self.requests, self.rejected, end, self.interval, self.prompt_bins, self.gen_bins)

@@ -1,0 +1,180 @@
+"""Paged KV cache of one instance: fixed-size blocks, all-or-nothing allocation.
+
+Two pools share one interface:
+
+* :class:`BlockCounter` when prefix caching is off: only the number of free
+  blocks matters, so it is a counter (fast).
+* :class:`PrefixCachingPool` mirrors vLLM V1's ``BlockPool``: blocks have a
+  reference count; free blocks sit in an LRU queue (allocation takes the head,
+  freeing appends to the tail, a request's blocks are freed last-block-first);
+  a full block of known token ids gets a chained hash and stays findable in
+  the index until its block is reused.  A lookup walks the request's hash chain
+  and stops at the first miss; at least one token is always recomputed.
+
+Block ids are unobservable: only counts and hashes influence the simulation.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from tpsim.sim.request import Request
+
+HASH_SEED = 0x9E3779B97F4A7C15
+
+
+def block_hashes(token_ids: list, block_size: int) -> list[int]:
+    """Chained hashes of the full blocks of ``token_ids`` (deterministic: ints and tuples)."""
+    out = []
+    parent = HASH_SEED
+    for start in range(0, len(token_ids) - block_size + 1, block_size):
+        parent = hash((parent, tuple(token_ids[start:start + block_size])))
+        out.append(parent)
+    return out
+
+
+class BlockCounter:
+    """KV pool without prefix caching: counts blocks, nothing else."""
+
+    caching = False
+
+    def __init__(self, num_blocks: int, block_size: int):
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.num_free = num_blocks
+        self.peak_used = 0
+        self.hit_tokens = 0
+        self.queried_tokens = 0
+
+    @property
+    def num_used(self) -> int:
+        return self.num_blocks - self.num_free
+
+    def lookup(self, req: Request) -> tuple[tuple, int]:
+        return (), 0
+
+    def can_fit(self, tokens: int) -> bool:
+        return -(-tokens // self.block_size) <= self.num_free
+
+    def allocate(self, req: Request, total_tokens: int, hits=()) -> bool:
+        need = -(-total_tokens // self.block_size) - req.nblocks
+        if need <= 0:
+            return True
+        if need > self.num_free:
+            return False
+        self.num_free -= need
+        req.nblocks += need
+        used = self.num_blocks - self.num_free
+        if used > self.peak_used:
+            self.peak_used = used
+        return True
+
+    def free(self, req: Request) -> None:
+        self.num_free += req.nblocks
+        req.nblocks = 0
+
+    def register(self, req: Request) -> None:
+        return None
+
+
+class PrefixCachingPool(BlockCounter):
+    """vLLM V1's block pool with automatic prefix caching."""
+
+    caching = True
+
+    def __init__(self, num_blocks: int, block_size: int):
+        super().__init__(num_blocks, block_size)
+        self.ref = [0] * num_blocks
+        self.block_hash: list[int | None] = [None] * num_blocks
+        self.free_queue: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        self.index: dict[int, int] = {}
+
+    def _hashes(self, req: Request) -> list[int]:
+        if req.hashes is None:
+            req.hashes = block_hashes(req.token_ids, self.block_size) if req.token_ids else []
+        return req.hashes
+
+    def lookup(self, req: Request) -> tuple[list, int]:
+        """Cached leading blocks of ``req`` (at least one token left to compute)."""
+        if req.token_ids is None:
+            return [], 0
+        hashes = self._hashes(req)
+        limit = min(len(hashes), (req.num_tokens - 1) // self.block_size)
+        hits = []
+        index = self.index
+        for i in range(limit):
+            block = index.get(hashes[i])
+            if block is None:
+                break
+            hits.append(block)
+        return hits, len(hits) * self.block_size
+
+    def allocate(self, req: Request, total_tokens: int, hits=()) -> bool:
+        blocks = req.blocks
+        need = -(-total_tokens // self.block_size) - len(blocks) - len(hits)
+        if need < 0:
+            need = 0
+        ref = self.ref
+        evictable = 0
+        for b in hits:
+            if ref[b] == 0:
+                evictable += 1
+        if need + evictable > self.num_free:
+            return False
+        free_queue = self.free_queue
+        for b in hits:
+            if ref[b] == 0:
+                del free_queue[b]
+            ref[b] += 1
+            blocks.append(b)
+        block_hash = self.block_hash
+        index = self.index
+        for _ in range(need):
+            b = free_queue.popitem(last=False)[0]
+            h = block_hash[b]
+            if h is not None:  # evict the cached content it held
+                if index.get(h) == b:
+                    del index[h]
+                block_hash[b] = None
+            ref[b] = 1
+            blocks.append(b)
+        self.num_free -= need + evictable
+        req.nblocks = len(blocks)
+        used = self.num_blocks - self.num_free
+        if used > self.peak_used:
+            self.peak_used = used
+        return True
+
+    def free(self, req: Request) -> None:
+        ref = self.ref
+        free_queue = self.free_queue
+        released = 0
+        for b in reversed(req.blocks):
+            ref[b] -= 1
+            if ref[b] == 0:
+                free_queue[b] = None
+                released += 1
+        self.num_free += released
+        req.blocks = []
+        req.nblocks = 0
+        req.num_registered = 0
+
+    def register(self, req: Request) -> None:
+        """Make ``req``'s full, computed blocks findable by later requests."""
+        if req.token_ids is None:
+            return
+        hashes = self._hashes(req)
+        full = min(req.num_computed // self.block_size, len(hashes), len(req.blocks))
+        if full <= req.num_registered:
+            return
+        block_hash = self.block_hash
+        index = self.index
+        blocks = req.blocks
+        for i in range(req.num_registered, full):
+            b = blocks[i]
+            if block_hash[b] is None:
+                h = hashes[i]
+                if h not in index:
+                    index[h] = b
+                    block_hash[b] = h
+        req.num_registered = full
