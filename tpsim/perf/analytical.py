@@ -103,8 +103,8 @@ class AnalyticalModel(LatencyModel):
         ]
         if self.tp > 1:
             t = ring_allreduce_ns(n * h * ab, self.tp, self.link_bw, self.link_latency)
-            ops.append(("all_reduce_attn", "comm", (t, 0.0, n * h * ab, "latency" if t < 2 * self.link_latency * self.tp else "link")))
-            ops.append(("all_reduce_mlp", "comm", (t, 0.0, n * h * ab, "latency" if t < 2 * self.link_latency * self.tp else "link")))
+            ops.append(("all_reduce_attn", "comm", (t, 0.0, n * h * ab, "link")))
+            ops.append(("all_reduce_mlp", "comm", (t, 0.0, n * h * ab, "link")))
         return ops
 
     def _head_ops(self, n: int, sampled: int, num_seqs: int, graph: bool) -> list[tuple[str, str, tuple]]:

@@ -1,0 +1,148 @@
+"""``tpsim step``: explain the predicted latency of one engine iteration.
+
+Example::
+
+    tpsim step --model Qwen/Qwen3-32B --hardware RTXPRO6000 --tp 2 \\
+        --link-bw 16 --link-latency 20000 --prefill 512@1024 --decode 32@2000
+
+prints each operation's time on one GPU (per decoder layer, then once per
+step), the split into compute / communication / head / overhead, and where
+each number came from.  ``--json`` prints the same as one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+_PAIR = re.compile(r"^(\d+)(?:@(\d+))?$")
+
+
+def _pair(text: str, flag: str, need_ctx: bool) -> tuple[int, int]:
+    from tpsim.errors import InputError
+
+    m = _PAIR.match(text.strip())
+    if not m or (need_ctx and m.group(2) is None):
+        form = "N@CTX" if need_ctx else "LEN[@CTX]"
+        raise InputError(f"{flag} {text!r}: expected {form} with non-negative integers, e.g. {flag} 512@1024")
+    a, b = int(m.group(1)), int(m.group(2) or 0)
+    if a <= 0:
+        raise InputError(f"{flag} {text!r}: the first number must be >= 1")
+    if need_ctx and b <= 0:
+        raise InputError(f"{flag} {text!r}: a decoding request's context must be >= 1 token")
+    return a, b
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "step", help="explain one iteration's predicted latency, op by op",
+        description="Predict and break down the latency of one engine step on one instance.")
+    p.add_argument("--model", required=True, help="model name (configs/model/<name>.json) or a config.json path")
+    p.add_argument("--hardware", required=True, help="hardware catalog entry (configs/hardware/<NAME>.yaml)")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size")
+    p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size")
+    p.add_argument("--link-bw", type=float, default=None, help="GB/s per direction (default: the catalog's)")
+    p.add_argument("--link-latency", type=float, default=None, help="ns per ring step (default: the catalog's)")
+    p.add_argument("--mem-bw", type=float, default=None, help="GPU memory bandwidth, GB/s (default: the catalog's)")
+    p.add_argument("--prefill", action="append", default=[], metavar="LEN[@CTX]",
+                   help="a prefill chunk of LEN new tokens after CTX cached ones (repeatable)")
+    p.add_argument("--decode", action="append", default=[], metavar="N@CTX",
+                   help="N decoding requests at context length CTX (repeatable)")
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32", "fp8"], default=None)
+    p.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto")
+    p.add_argument("--perf-model", choices=["analytical", "profile", "auto"], default="auto")
+    p.add_argument("--profile-dir", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=handle)
+
+
+def explain_step(args) -> dict:
+    from tpsim.config.engine import DEFAULTS, resolve_engine
+    from tpsim.config.hardware import load_hardware
+    from tpsim.config.model import load_model
+    from tpsim.errors import InputError
+    from tpsim.memory import check_parallelism
+    from tpsim.perf.base import BatchShape
+    from tpsim.perf.factory import make_latency_model
+
+    if args.tp < 1 or args.pp < 1:
+        raise InputError(f"--tp and --pp must be >= 1, got tp={args.tp} pp={args.pp}")
+    for flag, value in (("--link-bw", args.link_bw), ("--mem-bw", args.mem_bw)):
+        if value is not None and value <= 0:
+            raise InputError(f"{flag} must be a positive number of GB/s, got {value}")
+    if args.link_latency is not None and args.link_latency < 0:
+        raise InputError(f"--link-latency must be >= 0 ns, got {args.link_latency}")
+    prefill = [_pair(t, "--prefill", False) for t in args.prefill]
+    decode = [_pair(t, "--decode", True) for t in args.decode]
+    if not prefill and not decode:
+        raise InputError("give a batch: at least one --prefill LEN[@CTX] or --decode N@CTX")
+    model = load_model(args.model)
+    hw = load_hardware(args.hardware)
+    check_parallelism(model, args.tp, args.pp, f"--model {args.model} --tp {args.tp} --pp {args.pp}")
+    cli = dict(DEFAULTS, dtype=args.dtype, kv_cache_dtype=args.kv_cache_dtype)
+    engine = resolve_engine(cli, {}, model.torch_dtype, model.max_position_embeddings, None, "tpsim step")
+    for q, c in prefill:
+        if q + c > model.max_position_embeddings:
+            raise InputError(f"--prefill {q}@{c}: {q + c} tokens exceed {model.name}'s context of "
+                             f"{model.max_position_embeddings}")
+    link_bw = args.link_bw if args.link_bw is not None else hw.link_bw_gbps
+    link_lat = args.link_latency if args.link_latency is not None else hw.link_latency_ns
+    mem_bw = args.mem_bw if args.mem_bw is not None else hw.memory_bw_gbps
+    latency = make_latency_model(args.perf_model, model=model, hardware=hw, engine=engine, tp=args.tp, pp=args.pp,
+                                 mem_bw_gbps=mem_bw, link_bw_gbps=link_bw, link_latency_ns=link_lat,
+                                 profile_dir=args.profile_dir, where="tpsim step")
+    batch = BatchShape.parse(prefill, decode)
+    bd = latency.explain(batch)
+    return {
+        "model": model.name,
+        "hardware": hw.name,
+        "tp": args.tp,
+        "pp": args.pp,
+        "dtype": engine.dtype,
+        "link_bw_gbps": link_bw,
+        "link_latency_ns": link_lat,
+        "mem_bw_gbps": mem_bw,
+        "perf_model": latency.name,
+        "batch": {"prefill": [{"tokens": q, "context": c} for q, c in prefill],
+                  "decode": [{"requests": n, "context": c} for n, c in decode],
+                  "num_tokens": batch.num_tokens, "num_sampled": batch.num_sampled},
+        "total_ns": bd.total_ns,
+        "iteration_ns": latency.iteration_ns(batch),
+        "per_layer_compute_ns": round(bd.per_layer_compute_ns, 3),
+        "per_layer_comm_ns": round(bd.per_layer_comm_ns, 3),
+        "num_layers": bd.num_layers,
+        "components_ns": {k: round(v, 3) for k, v in bd.by_component().items()},
+        "ops": [
+            {"name": op.name, "component": op.component, "time_ns": round(op.time_ns, 3), "count": op.count,
+             "total_ns": round(op.total_ns, 3), "flops": op.flops, "bytes": op.bytes, "bound": op.bound,
+             "source": op.source}
+            for op in bd.ops
+        ],
+    }
+
+
+def _table(d: dict) -> str:
+    lines = [
+        f"{d['model']} on {d['hardware']}, tp={d['tp']} pp={d['pp']}, {d['dtype']}, perf model {d['perf_model']}; "
+        f"mem_bw {d['mem_bw_gbps']:g} GB/s, link {d['link_bw_gbps']:g} GB/s / {d['link_latency_ns']:g} ns",
+        f"batch: {d['batch']['num_tokens']} tokens, {d['batch']['num_sampled']} sequences sampling",
+        "",
+        f"{'op':28s} {'per op (us)':>12s} {'x':>4s} {'total (us)':>11s} {'share':>6s}  {'bound':8s} source",
+    ]
+    total = d["total_ns"] or 1
+    for op in d["ops"]:
+        lines.append(f"{op['name']:28s} {op['time_ns'] / 1e3:12.2f} {op['count']:>4d} {op['total_ns'] / 1e3:11.1f} "
+                     f"{op['total_ns'] / total:6.1%}  {op['bound']:8s} {op['source']}")
+    lines.append("")
+    for comp, ns in d["components_ns"].items():
+        lines.append(f"{comp:28s} {ns / 1e3:12.1f} us  {ns / total:6.1%}")
+    lines.append(f"{'per layer: compute':28s} {d['per_layer_compute_ns'] / 1e3:12.2f} us")
+    lines.append(f"{'per layer: communication':28s} {d['per_layer_comm_ns'] / 1e3:12.2f} us")
+    lines.append(f"{'iteration total':28s} {d['total_ns'] / 1e6:12.3f} ms  ({d['num_layers']} layers)")
+    return "\n".join(lines)
+
+
+def handle(args) -> int:
+    d = explain_step(args)
+    print(json.dumps(d, indent=2) if args.json else _table(d))
+    return 0
