@@ -1,0 +1,528 @@
+"""Seeded synthetic request traces in LLMServingSim's JSONL format (``tpsim trace``).
+
+One request per line, keys in this order, compact JSON::
+
+    {"input_toks":812,"output_toks":230,"arrival_time_ns":1250000,
+     "input_tok_ids":[...],"output_tok_ids":[...]}          # ids optional
+
+The same :class:`TraceSpec` (including ``seed``) always gives the same requests
+and byte-identical files.  Each random quantity has its own stream derived from
+the seed (arrivals, input lengths, output lengths, prefix groups, token ids), so
+turning token ids on or off, or adding prefix groups, leaves the arrivals and
+drawn lengths unchanged, and the first ``k`` requests of a longer trace equal a
+``k``-request trace.
+
+Semantics (documented in ``workloads/README.md``):
+
+* Arrivals: the first request arrives at ``start_s`` (default 0) unless
+  ``first_gap`` is set, in which case one gap is drawn before it, as
+  LLMServingSim's generator does.  ``poisson`` gaps are exponential with mean
+  ``1/rate``; ``gamma`` gaps have mean ``1/rate`` and coefficient of variation
+  ``cv`` (shape ``1/cv**2``); ``burst`` (or ``rate == 0``) puts every request at
+  ``start_s``.  Gaps are rounded to whole nanoseconds and summed, so arrival
+  times are exact integers, non-decreasing.
+* Lengths (input and output independently): ``fixed`` (``len``), ``uniform``
+  (integers in ``[min, max]`` inclusive) or ``lognormal`` (``len`` is the mean of
+  the lognormal, ``sigma`` its shape: median ``= len * exp(-sigma**2 / 2)``).
+  ``min``/``max`` *truncate* the lognormal (values outside are never drawn, like
+  LLMServingSim's length filters drop requests) instead of clamping, which would
+  pile probability onto the bounds.  Draws are rounded to integers.
+* ``max_total_toks`` (default 16384, LLMServingSim's ``--max-kv-toks``): when
+  ``input + output`` would exceed it, the output is shortened to fit.
+* Shared prefixes: each request joins one of ``prefix_groups`` groups (uniform);
+  its prompt starts with the group's ``prefix_len`` token ids, followed by
+  random ids.  The prefix counts inside ``input_toks``; a drawn input shorter
+  than ``prefix_len + 1`` is raised to ``prefix_len + 1``.
+
+Pure standard library on purpose: the simulator may import :func:`generate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from tpsim.errors import InputError
+
+NS_PER_S = 1_000_000_000
+
+ARRIVALS = ("poisson", "gamma", "burst")
+DISTS = ("fixed", "uniform", "lognormal")
+
+#: LLMServingSim's ``--fix-len`` defaults (fixed input 128, fixed output 512)
+DEFAULT_INPUT_LEN = 128
+DEFAULT_OUTPUT_LEN = 512
+#: lognormal shape when ``--*-sigma`` is not given
+DEFAULT_SIGMA = 1.0
+#: LLMServingSim's ``--max-kv-toks`` default
+DEFAULT_MAX_TOTAL_TOKS = 16384
+#: Llama-2 vocabulary; ids only feed prefix-cache block hashes
+DEFAULT_VOCAB_SIZE = 32000
+#: guard against a --duration-s that would build an enormous trace in memory
+MAX_REQUESTS = 10_000_000
+#: a truncated lognormal must keep at least this share of the distribution
+_MIN_TRUNCATED_MASS = 1e-6
+
+# --- ShareGPT preset --------------------------------------------------------
+# Source: the ShareGPT trace bundled with LLMServingSim 2.0 (casys-kaist/
+# LLMServingSim, MIT licence, workloads/sharegpt-llama-3.1-8b-300-sps10.jsonl, made
+# by workloads/examples/gen-llama-3.1-8b.sh from shibing624/sharegpt_gpt4 with
+# multi-turn expansion, the Llama-3.1 tokenizer and the filters
+# --min-input-toks 256 --min-output-toks 512 --max-kv-toks 16384).  Measured on
+# that file (300 requests): input  mean 857, median 732, range 262-3998;
+#                           output mean 653, median 632, range 512-1021.
+# Fit: a lognormal truncated to the filter bounds ([256, 12288] input,
+# [512, 4096] output; 12288 + 4096 = 16384 keeps input+output within
+# --max-kv-toks) whose *truncated* median and mean equal the figures above
+# (solved numerically; the naive untruncated fit mu = ln(median),
+# sigma = sqrt(2 ln(mean/median)) ignores the 256/512 filters).
+# Underlying parameters (natural log of tokens):
+#   input:  mu = 6.57294, sigma = 0.55768  -> untruncated median 715.5, mean 835.8
+#   output: mu = 6.38948, sigma = 0.20389  -> untruncated median 595.5, mean 608.1
+# Truncated (what the preset draws, before integer rounding):
+#   input median 732.0 / mean 857.0;  output median 632.0 / mean 653.0.
+# Expected range of 300 draws matches the file's: P(input > 3998) = 0.1 %,
+# P(output > 1021) = 0.5 %.
+# Not ShareGPT in general: vLLM's single-turn benchmark sampling of
+# ShareGPT_V3_unfiltered_cleaned_split gives much shorter requests (1000 prompts,
+# Llama-3.1 tokenizer: 229,711 input / 203,068 generated tokens, i.e. means of
+# ~230 / ~203; vllm-project/vllm PR #18566); use explicit --input-*/--output-*
+# flags for such workloads.
+SHAREGPT_SOURCE = ("LLMServingSim 2.0 workloads/sharegpt-llama-3.1-8b-300-sps10.jsonl "
+                   "(ShareGPT, input mean 857 / median 732, output mean 653 / median 632)")
+_SHAREGPT_INPUT = {"dist": "lognormal", "len": 835.8, "sigma": 0.5577, "min": 256, "max": 12288}
+_SHAREGPT_OUTPUT = {"dist": "lognormal", "len": 608.1, "sigma": 0.2039, "min": 512, "max": 4096}
+#: name -> (input length defaults, output length defaults, description)
+PRESETS = {
+    "sharegpt": (_SHAREGPT_INPUT, _SHAREGPT_OUTPUT, SHAREGPT_SOURCE),
+}
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    """Everything that determines a trace.  Validated on construction.
+
+    Length fields left ``None`` take the preset's value (when ``preset`` is set
+    and the side's ``*_dist`` is not given) or the built-in default; after
+    construction they hold the values actually used.  Errors name the
+    ``tpsim trace`` flag to fix.
+    """
+
+    num_reqs: int | None = None
+    duration_s: float | None = None
+    rate: float = 1.0
+    arrival: str = "poisson"
+    cv: float | None = None
+    start_s: float = 0.0
+    first_gap: bool = False
+    seed: int = 0
+    preset: str | None = None
+    input_dist: str | None = None
+    input_len: float | None = None
+    input_min: int | None = None
+    input_max: int | None = None
+    input_sigma: float | None = None
+    output_dist: str | None = None
+    output_len: float | None = None
+    output_min: int | None = None
+    output_max: int | None = None
+    output_sigma: float | None = None
+    max_total_toks: int = DEFAULT_MAX_TOTAL_TOKS
+    prefix_groups: int = 0
+    prefix_len: int | None = None
+    token_ids: bool | None = None
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation -----------------------------------------------------------
+    def _set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+
+    def validate(self) -> None:
+        """Check and normalise every field; raise :class:`InputError` naming the flag."""
+        # request count
+        if self.num_reqs is not None and self.duration_s is not None:
+            raise InputError("give --num-reqs N or --duration-s S, not both")
+        if self.num_reqs is None and self.duration_s is None:
+            raise InputError("--num-reqs N (or --duration-s S) is required")
+        if self.num_reqs is not None:
+            n = _int(self.num_reqs, "--num-reqs")
+            if n < 1:
+                raise InputError(f"--num-reqs must be >= 1, got {n}")
+            if n > MAX_REQUESTS:
+                raise InputError(f"--num-reqs must be <= {MAX_REQUESTS}, got {n}; split the trace")
+            self._set("num_reqs", n)
+        # arrivals
+        if self.arrival not in ARRIVALS:
+            raise InputError(f"--arrival must be one of {', '.join(ARRIVALS)}; got {self.arrival!r}")
+        rate = _float(self.rate, "--rate")
+        if rate < 0:
+            raise InputError(f"--rate must be >= 0 requests/s (0 = all requests at --start-s), got {rate:g}")
+        self._set("rate", rate)
+        if self.cv is not None:
+            if self.arrival != "gamma":
+                raise InputError(f"--cv applies only to --arrival gamma (got --arrival {self.arrival}); drop --cv")
+            cv = _float(self.cv, "--cv")
+            if cv <= 0:
+                raise InputError(f"--cv must be > 0 (1 = Poisson, > 1 burstier), got {cv:g}")
+            self._set("cv", cv)
+        elif self.arrival == "gamma":
+            self._set("cv", 1.0)
+        start = _float(self.start_s, "--start-s")
+        if start < 0:
+            raise InputError(f"--start-s must be >= 0 seconds, got {start:g}")
+        self._set("start_s", start)
+        if self.duration_s is not None:
+            d = _float(self.duration_s, "--duration-s")
+            if d <= 0:
+                raise InputError(f"--duration-s must be > 0 seconds, got {d:g}")
+            if self.is_burst:
+                raise InputError("--duration-s needs a positive --rate and --arrival poisson or gamma; "
+                                 "for a burst give --num-reqs")
+            if rate * d > MAX_REQUESTS:
+                raise InputError(f"--rate x --duration-s = {rate * d:.0f} requests exceeds {MAX_REQUESTS}; "
+                                 "shorten --duration-s")
+            self._set("duration_s", d)
+        if not isinstance(self.first_gap, bool):
+            raise InputError(f"--first-gap must be true or false, got {self.first_gap!r}")
+        self._set("seed", _int(self.seed, "--seed"))
+        # lengths
+        total = _int(self.max_total_toks, "--max-total-toks")
+        if total < 2:
+            raise InputError(f"--max-total-toks must be >= 2 (one input and one output token), got {total}")
+        self._set("max_total_toks", total)
+        if self.preset is not None and self.preset not in PRESETS:
+            raise InputError(f"--preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
+        for side in ("input", "output"):
+            self._resolve_lengths(side)
+        in_lo, in_hi = self.length_bounds("input")
+        out_lo, _ = self.length_bounds("output")
+        if in_hi > total - 1:
+            flag = "--input-len" if self.input_dist == "fixed" else "--input-max"
+            raise InputError(f"{flag} ({in_hi}) must leave room for one output token within "
+                             f"--max-total-toks ({total}); lower it or raise --max-total-toks")
+        if in_lo + out_lo > total:
+            raise InputError(f"the shortest input ({in_lo}) plus the shortest output ({out_lo}) exceed "
+                             f"--max-total-toks ({total}); lower the lengths or raise --max-total-toks")
+        # prefixes and token ids
+        groups = _int(self.prefix_groups, "--prefix-groups")
+        if groups < 0:
+            raise InputError(f"--prefix-groups must be >= 0, got {groups}")
+        self._set("prefix_groups", groups)
+        if groups == 0:
+            if self.prefix_len is not None:
+                raise InputError("--prefix-len needs --prefix-groups G >= 1")
+        else:
+            if self.prefix_len is None:
+                raise InputError("--prefix-groups needs --prefix-len P (shared prompt tokens per group)")
+            plen = _int(self.prefix_len, "--prefix-len")
+            if plen < 1:
+                raise InputError(f"--prefix-len must be >= 1, got {plen}")
+            if plen + 1 > in_hi:
+                flag = "--input-len" if self.input_dist == "fixed" else "--input-max"
+                raise InputError(f"--prefix-len ({plen}) must be smaller than the longest input ({in_hi}, "
+                                 f"from {flag}); each prompt needs at least one token after the prefix")
+            if plen + 1 + out_lo > total:
+                raise InputError(f"--prefix-len ({plen}) plus one token plus the shortest output ({out_lo}) "
+                                 f"exceed --max-total-toks ({total})")
+            self._set("prefix_len", plen)
+        if self.token_ids is None:
+            self._set("token_ids", groups > 0)
+        elif not isinstance(self.token_ids, bool):
+            raise InputError(f"--token-ids must be true or false, got {self.token_ids!r}")
+        elif not self.token_ids and groups > 0:
+            raise InputError("--no-token-ids conflicts with --prefix-groups: shared prefixes exist only "
+                             "in the token ids; drop --no-token-ids")
+        vocab = _int(self.vocab_size, "--vocab-size")
+        if vocab < 2:
+            raise InputError(f"--vocab-size must be >= 2, got {vocab}")
+        if groups > 0 and vocab ** min(self.prefix_len, 16) < 2 * groups:
+            raise InputError(f"--vocab-size {vocab} is too small to give {groups} groups distinct prefixes; "
+                             "raise --vocab-size or --prefix-len")
+        self._set("vocab_size", vocab)
+
+    def _resolve_lengths(self, side: str) -> None:
+        flag = f"--{side}"
+        names = {k: f"{side}_{k}" for k in ("dist", "len", "min", "max", "sigma")}
+        vals = {k: getattr(self, n) for k, n in names.items()}
+        if self.preset is not None and vals["dist"] is None:
+            preset = PRESETS[self.preset][0 if side == "input" else 1]
+            for k, v in preset.items():
+                if vals[k] is None:
+                    vals[k] = v
+        dist = vals["dist"] if vals["dist"] is not None else "fixed"
+        if dist not in DISTS:
+            raise InputError(f"{flag}-dist must be one of {', '.join(DISTS)}; got {dist!r}")
+        length, lo, hi, sigma = vals["len"], vals["min"], vals["max"], vals["sigma"]
+        total = self.max_total_toks
+        if dist == "fixed":
+            if lo is not None or hi is not None:
+                raise InputError(f"{flag}-min/{flag}-max do not apply to {flag}-dist fixed; "
+                                 f"use {flag}-dist uniform or lognormal")
+            if sigma is not None:
+                raise InputError(f"{flag}-sigma applies only to {flag}-dist lognormal")
+            if length is None:
+                length = DEFAULT_INPUT_LEN if side == "input" else DEFAULT_OUTPUT_LEN
+            length = _float(length, f"{flag}-len")
+            if not length.is_integer() or length < 1:
+                raise InputError(f"{flag}-len must be a whole number >= 1 for {flag}-dist fixed, got {length:g}")
+            length = int(length)
+        elif dist == "uniform":
+            if length is not None:
+                raise InputError(f"{flag}-len does not apply to {flag}-dist uniform; give {flag}-min and {flag}-max")
+            if sigma is not None:
+                raise InputError(f"{flag}-sigma applies only to {flag}-dist lognormal")
+            if lo is None or hi is None:
+                raise InputError(f"{flag}-dist uniform needs both {flag}-min and {flag}-max")
+            lo, hi = _bounds(lo, hi, flag)
+        else:  # lognormal
+            if length is None:
+                raise InputError(f"{flag}-dist lognormal needs {flag}-len (the mean, in tokens)")
+            length = _float(length, f"{flag}-len")
+            if length <= 0:
+                raise InputError(f"{flag}-len must be > 0, got {length:g}")
+            sigma = _float(sigma if sigma is not None else DEFAULT_SIGMA, f"{flag}-sigma")
+            if sigma <= 0:
+                raise InputError(f"{flag}-sigma must be > 0, got {sigma:g}")
+            lo, hi = _bounds(1 if lo is None else lo, total - 1 if hi is None else hi, flag)
+            if _truncation(math.log(length) - sigma * sigma / 2, sigma, lo, hi)[2] < _MIN_TRUNCATED_MASS:
+                raise InputError(f"{flag}-min/{flag}-max ({lo}-{hi}) exclude almost all of the lognormal "
+                                 f"(mean {length:g}, sigma {sigma:g}); widen the bounds or change {flag}-len")
+        for k, v in (("dist", dist), ("len", length), ("min", lo), ("max", hi), ("sigma", sigma)):
+            self._set(names[k], v)
+
+    # -- derived --------------------------------------------------------------
+    @property
+    def is_burst(self) -> bool:
+        return self.arrival == "burst" or self.rate == 0
+
+    def length_bounds(self, side: str) -> tuple[int, int]:
+        """Smallest and largest length one side can draw (before the prefix raise and output cap)."""
+        dist = getattr(self, f"{side}_dist")
+        if dist == "fixed":
+            n = getattr(self, f"{side}_len")
+            return n, n
+        return getattr(self, f"{side}_min"), getattr(self, f"{side}_max")
+
+
+# -- helpers --------------------------------------------------------------------
+def _int(value, flag: str) -> int:
+    if isinstance(value, bool):
+        raise InputError(f"{flag} must be an integer, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise InputError(f"{flag} must be an integer, got {value!r}")
+    return value
+
+
+def _float(value, flag: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{flag} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InputError(f"{flag} must be a finite number, got {value!r}")
+    return value
+
+
+def _bounds(lo, hi, flag: str) -> tuple[int, int]:
+    lo, hi = _int(lo, f"{flag}-min"), _int(hi, f"{flag}-max")
+    if lo < 1:
+        raise InputError(f"{flag}-min must be >= 1 token, got {lo}")
+    if lo > hi:
+        raise InputError(f"{flag}-min ({lo}) must be <= {flag}-max ({hi})")
+    return lo, hi
+
+
+_NORMAL = []
+
+
+def _std_normal():
+    """The standard normal distribution (``statistics`` is imported only when a lognormal is used)."""
+    if not _NORMAL:
+        from statistics import NormalDist
+
+        _NORMAL.append(NormalDist())
+    return _NORMAL[0]
+
+
+def _truncation(mu: float, sigma: float, lo: float, hi: float) -> tuple[float, float, float]:
+    """(P(X < lo), P(X <= hi), mass in between) for X = exp(N(mu, sigma))."""
+    n = _std_normal()
+    p_lo = n.cdf((math.log(lo) - mu) / sigma)
+    p_hi = n.cdf((math.log(hi) - mu) / sigma)
+    return p_lo, p_hi, p_hi - p_lo
+
+
+def truncated_lognormal_stats(mean: float, sigma: float, lo: float, hi: float) -> tuple[float, float]:
+    """Median and mean of a lognormal (untruncated ``mean``, shape ``sigma``) truncated to [lo, hi].
+
+    Documents (and lets tests check) what a ``lognormal`` side with bounds draws.
+    """
+    mu = math.log(mean) - sigma * sigma / 2
+    p_lo, p_hi, mass = _truncation(mu, sigma, lo, hi)
+    n = _std_normal()
+    median = math.exp(mu + sigma * n.inv_cdf(p_lo + mass / 2))
+    a, b = (math.log(lo) - mu) / sigma, (math.log(hi) - mu) / sigma
+    tmean = mean * (n.cdf(b - sigma) - n.cdf(a - sigma)) / mass
+    return median, tmean
+
+
+class _LengthSampler:
+    def __init__(self, spec: TraceSpec, side: str, rng: random.Random):
+        self.rng = rng
+        self.dist = getattr(spec, f"{side}_dist")
+        self.lo, self.hi = spec.length_bounds(side)
+        if self.dist == "lognormal":
+            sigma = getattr(spec, f"{side}_sigma")
+            self.mu = math.log(getattr(spec, f"{side}_len")) - sigma * sigma / 2
+            self.sigma = sigma
+            self.p_lo, _, self.mass = _truncation(self.mu, sigma, self.lo, self.hi)
+            self.inv_cdf = _std_normal().inv_cdf
+
+    def draw(self) -> int:
+        if self.dist == "fixed":
+            return self.lo
+        if self.dist == "uniform":
+            return self.rng.randint(self.lo, self.hi)
+        # inverse-CDF sampling of the truncated normal in log space: one uniform per draw
+        u = self.p_lo + self.rng.random() * self.mass
+        u = min(max(u, 1e-300), 1.0 - 1e-16)
+        x = math.exp(self.mu + self.sigma * self.inv_cdf(u))
+        return min(max(round(x), self.lo), self.hi)
+
+
+def _streams(seed: int) -> dict[str, random.Random]:
+    # str seeds are hashed with SHA-512 by random.Random: stable across runs and platforms
+    return {name: random.Random(f"tpsim-trace/{seed}/{name}")
+            for name in ("arrival", "input", "output", "group", "prefix", "ids")}
+
+
+def _arrivals(spec: TraceSpec, rng: random.Random):
+    """Yield arrival times in ns (non-decreasing), forever or until --duration-s is spent."""
+    start = round(spec.start_s * NS_PER_S)
+    if spec.is_burst:
+        while True:
+            yield start
+    if spec.arrival == "gamma":
+        shape = 1.0 / (spec.cv * spec.cv)
+        scale = 1.0 / (spec.rate * shape)
+
+        def gap() -> int:
+            return round(rng.gammavariate(shape, scale) * NS_PER_S)
+    else:
+        def gap() -> int:
+            return round(rng.expovariate(spec.rate) * NS_PER_S)
+    end = None if spec.duration_s is None else start + round(spec.duration_s * NS_PER_S)
+    t = start + gap() if spec.first_gap else start
+    while end is None or t < end:
+        yield t
+        t += gap()
+
+
+def generate(spec: TraceSpec) -> list[dict]:
+    """The trace's requests, sorted by arrival, as dicts with keys in file order."""
+    rng = _streams(spec.seed)
+    in_len = _LengthSampler(spec, "input", rng["input"])
+    out_len = _LengthSampler(spec, "output", rng["output"])
+    vocab = range(spec.vocab_size)
+    ids_rng = rng["ids"]
+    prefixes: list[list[int]] = []
+    if spec.prefix_groups:
+        seen = set()
+        head = min(spec.prefix_len, 16)
+        while len(prefixes) < spec.prefix_groups:
+            p = rng["prefix"].choices(vocab, k=spec.prefix_len)
+            if tuple(p[:head]) not in seen:  # groups differ within their first block
+                seen.add(tuple(p[:head]))
+                prefixes.append(p)
+    requests = []
+    limit = spec.num_reqs if spec.num_reqs is not None else MAX_REQUESTS
+    for arrival in _arrivals(spec, rng["arrival"]):
+        if len(requests) >= limit:
+            break
+        n_in, n_out = in_len.draw(), out_len.draw()
+        group = rng["group"].randrange(spec.prefix_groups) if spec.prefix_groups else None
+        if group is not None:
+            n_in = max(n_in, spec.prefix_len + 1)
+        n_out = min(n_out, spec.max_total_toks - n_in)
+        req = {"input_toks": n_in, "output_toks": n_out, "arrival_time_ns": arrival}
+        if spec.token_ids:
+            if group is None:
+                req["input_tok_ids"] = ids_rng.choices(vocab, k=n_in)
+            else:
+                req["input_tok_ids"] = prefixes[group] + ids_rng.choices(vocab, k=n_in - spec.prefix_len)
+            req["output_tok_ids"] = ids_rng.choices(vocab, k=n_out)
+        requests.append(req)
+    if not requests:
+        raise InputError(f"no request arrives within --duration-s {spec.duration_s:g}; "
+                         "lengthen it, raise --rate or drop --first-gap")
+    return requests
+
+
+def dumps(requests: list[dict]) -> str:
+    """The JSONL text of ``requests`` (compact, one request per line, trailing newline)."""
+    return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in requests)
+
+
+def write_jsonl(requests: list[dict], path: str | os.PathLike) -> int:
+    """Write ``requests`` to ``path`` atomically (temp file + ``os.replace``); return bytes written.
+
+    Creates the parent directory when missing.  Problems become
+    :class:`InputError` naming ``--output``.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"--output {path} is a directory; give a file path such as {p / 'trace.jsonl'}")
+    import tempfile
+
+    data = dumps(requests).encode("utf-8")
+    parent = p.parent
+    tmp = None
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file's mode
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        tmp = None
+    except OSError as exc:
+        raise InputError(f"--output {path}: cannot write ({exc.strerror or exc}); "
+                         "choose a writable path") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return len(data)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def summarize(requests: list[dict]) -> dict:
+    """Count, arrival span (s) and mean lengths of a generated trace."""
+    n = len(requests)
+    first = requests[0]["arrival_time_ns"]
+    last = requests[-1]["arrival_time_ns"]
+    return {
+        "requests": n,
+        "first_arrival_s": first / NS_PER_S,
+        "last_arrival_s": last / NS_PER_S,
+        "span_s": (last - first) / NS_PER_S,
+        "mean_input_toks": sum(r["input_toks"] for r in requests) / n,
+        "mean_output_toks": sum(r["output_toks"] for r in requests) / n,
+    }
