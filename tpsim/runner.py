@@ -7,7 +7,6 @@ small.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 
@@ -16,6 +15,7 @@ from tpsim.build import InstanceSetup, build_instances
 from tpsim.config.catalog import PACKAGE_ROOT
 from tpsim.config.cluster import IGNORED_INSTANCE_KEYS, load_cluster
 from tpsim.errors import InfeasibleError
+from tpsim.hashing import sha256_file
 from tpsim.io.output import HEADER, atomic_write_json, atomic_write_text, render_csv
 from tpsim.io.trace import load_trace
 from tpsim.sim.engine import SimResult, Simulation
@@ -48,14 +48,24 @@ PP_APPROXIMATION = ("Pipeline parallelism: a batch takes the full-model latency 
 
 
 def _git_commit() -> str | None:
-    if not (PACKAGE_ROOT / ".git").exists():
-        return None
+    """The checkout's HEAD commit, read from .git directly (no subprocess on the hot path)."""
+    git = PACKAGE_ROOT / ".git"
     try:
-        out = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head or None
+        ref = head[5:]
+        ref_file = git / ref
+        if ref_file.is_file():
+            return ref_file.read_text().strip() or None
+        packed = git / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                if line.endswith(" " + ref):
+                    return line.split(" ", 1)[0]
+    except OSError:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return None
 
 
 def _engine_cli(args) -> dict:
@@ -177,23 +187,28 @@ def _timeline(result: SimResult) -> list[dict]:
     ]
 
 
-def _infeasible(args, out, cluster, exc, provenance, ignored, console, t0) -> int:
+def _infeasible(args, out, exc, ignored, console, t0) -> int:
+    """--record-infeasible: a header-only CSV and a summary saying why the run cannot happen."""
     console.line(f"tpsim: infeasible: {exc}")
     if out is not None:
-        atomic_write_text(out, HEADER)
         from tpsim.commands.run import summary_path
 
+        atomic_write_text(out, HEADER)
         atomic_write_json(summary_path(out), {
             "schema_version": SCHEMA_VERSION,
             "status": "infeasible",
             "reason": str(exc),
             "tpsim_version": __version__,
-            "provenance": provenance,
+            "provenance": {"git_commit": _git_commit(), "argv": sys.argv[1:], "flags": _flags(args), "seed": args.seed,
+                           "inputs": {"cluster_config": {"path": args.cluster_config,
+                                                         "sha256": sha256_file(args.cluster_config)}}},
             "instances": [],
             "totals": None,
             "simulated_time_s": None,
+            "mean_requests_in_system": None,
             "throughput": None,
             "metrics_ms": None,
+            "timeline": [],
             "rejected_requests": [],
             "approximations": [],
             "ignored": ignored,
@@ -203,8 +218,23 @@ def _infeasible(args, out, cluster, exc, provenance, ignored, console, t0) -> in
     return 0
 
 
-def execute(args, out: str | None, ignored: list[str], t0: float) -> int:
-    console = Console(args.log_level)
+class PreparedRun:
+    """Everything a run needs, validated; built by :func:`prepare`."""
+
+    def __init__(self, args, cluster, setups, requests, initial, provenance, warnings, ignored, trace_desc):
+        self.args = args
+        self.cluster = cluster
+        self.setups: list[InstanceSetup] = setups
+        self.requests: list[Request] = requests
+        self.initial: list[Request] = initial
+        self.provenance = provenance
+        self.warnings = warnings
+        self.ignored = ignored
+        self.trace_desc = trace_desc
+
+
+def prepare(args, ignored: list[str], console: Console) -> PreparedRun:
+    """Load and validate every input; raises InputError (InfeasibleError if the model cannot run)."""
     cluster = load_cluster(args.cluster_config)
     warnings: list[str] = []
     if cluster.unknown_keys:
@@ -225,59 +255,57 @@ def execute(args, out: str | None, ignored: list[str], t0: float) -> int:
         "seed": args.seed,
         "inputs": {"cluster_config": {"path": cluster.path, "sha256": cluster.sha256}},
     }
-    try:
-        setups = build_instances(cluster, _engine_cli(args), args.perf_model, args.profile_dir)
-    except InfeasibleError as exc:
-        if not args.record_infeasible:
-            raise
-        return _infeasible(args, out, cluster, exc, provenance, ignored, console, t0)
-    provenance["inputs"]["models"] = {s.model.name: {"path": s.model.source, "sha256": s.model.sha256} for s in setups}
+    run = PreparedRun(args, cluster, [], [], [], provenance, warnings, ignored, "")
+    run.setups = build_instances(cluster, _engine_cli(args), args.perf_model, args.profile_dir)
+    provenance["inputs"]["models"] = {s.model.name: {"path": s.model.source, "sha256": s.model.sha256}
+                                      for s in run.setups}
     provenance["inputs"]["hardware"] = {s.hardware.name: {"path": s.hardware.source, "sha256": s.hardware.sha256}
-                                        for s in setups}
+                                        for s in run.setups}
     if args.dataset:
         trace = load_trace(args.dataset, args.num_reqs)
         provenance["inputs"]["dataset"] = {"path": trace.path, "sha256": trace.sha256}
         by_trace = {}
-        requests = []
         for tr in trace.requests:
             r = Request(tr.request_id, tr.arrival_ns, tr.input_toks, tr.output_toks, tr.token_ids,
                         tr.num_input_ids, tr if (tr.next_in_session or tr.session) else None)
             by_trace[id(tr)] = r
-            requests.append(r)
-        initial = [by_trace[id(tr)] for tr in trace.initial]
-        trace_desc = f"{len(requests)} requests from {trace.path}"
-        if trace.has_token_ids and not any(s.engine.enable_prefix_caching for s in setups):
+            run.requests.append(r)
+        run.initial = [by_trace[id(tr)] for tr in trace.initial]
+        run.trace_desc = f"{len(run.requests)} requests from {trace.path}"
+        if trace.has_token_ids and not any(s.engine.enable_prefix_caching for s in run.setups):
             warnings.append("the trace has token ids but prefix caching is off; they are unused")
     else:
-        requests = _default_requests(len(setups))
-        initial = list(requests)
+        run.requests = _default_requests(len(run.setups))
+        run.initial = list(run.requests)
         provenance["inputs"]["dataset"] = None
-        trace_desc = f"{len(requests)} built-in requests (no --dataset)"
-    _banner(console, cluster, setups, trace_desc)
-    has_ids = any(r.token_ids is not None for r in requests)
+        run.trace_desc = f"{len(run.requests)} built-in requests (no --dataset)"
+    return run
+
+
+def simulate(run: PreparedRun, log=None) -> SimResult:
+    """Run the event loop over fresh instances."""
+    args = run.args
+    has_ids = any(r.token_ids is not None for r in run.requests)
     instances = [Instance(s.config.index, s.engine, s.memory, s.latency, s.config.model_name, s.config.pp_size,
-                          args.fast_forward, has_ids) for s in setups]
+                          args.fast_forward, has_ids) for s in run.setups]
     router = Router(args.request_routing_policy, len(instances), args.seed)
     interval_ns = int(round(args.log_interval * NS_PER_S)) if args.log_interval > 0 else NS_PER_S
     sim = Simulation(
-        instances, router, requests, initial, interval_ns,
-        log=console.line if args.log_interval > 0 else None,
-        bytes_per_block=[s.memory.block_size * s.memory.kv_bytes_per_token for s in setups],
-        weights_bytes=[s.memory.weights_bytes for s in setups],
+        instances, router, run.requests, run.initial, interval_ns,
+        log=log if args.log_interval > 0 else None,
+        bytes_per_block=[s.memory.block_size * s.memory.kv_bytes_per_token for s in run.setups],
+        weights_bytes=[s.memory.weights_bytes for s in run.setups],
     )
-    result = sim.run()
-    itl_counts: dict = {}
-    csv_text = render_csv(instances, itl_counts)  # also fills the ITL distribution
+    return sim.run()
+
+
+def summarize(run: PreparedRun, result: SimResult, itl_counts: dict, wall_s: float) -> dict:
+    setups, instances = run.setups, result.instances
     sim_s = result.end_ns / NS_PER_S
     done = [r for inst in instances for r in inst.finished]
     in_tok = sum(r.prompt for r in done)
     out_tok = sum(r.output for r in done)
-    for rej in result.rejected:
-        warnings.append(f"request {rej.request.rid} rejected: {rej.reason}")
-    if result.rejected:
-        console.warn(f"{len(result.rejected)} request(s) rejected (see the run summary); first: "
-                     f"request {result.rejected[0].request.rid}: {result.rejected[0].reason}")
-    wall = time.perf_counter() - t0
+    warnings = list(run.warnings) + [f"request {rej.request.rid} rejected: {rej.reason}" for rej in result.rejected]
     approximations = list(APPROXIMATIONS)
     if any(s.config.pp_size > 1 for s in setups):
         approximations.append(PP_APPROXIMATION)
@@ -286,15 +314,15 @@ def execute(args, out: str | None, ignored: list[str], t0: float) -> int:
     for s in setups:
         approximations.append(f"instance {s.config.index}: latency model '{s.latency.name}' "
                               f"({s.latency.describe().get('source', s.hardware.source)})")
-    summary = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "status": "ok",
         "reason": None,
         "tpsim_version": __version__,
-        "provenance": provenance,
+        "provenance": run.provenance,
         "instances": [_instance_summary(s, inst) for s, inst in zip(setups, instances)],
         "totals": {
-            "requests": len(requests),
+            "requests": len(run.requests),
             "finished": len(done),
             "rejected": len(result.rejected),
             "input_tokens": in_tok,
@@ -305,6 +333,7 @@ def execute(args, out: str | None, ignored: list[str], t0: float) -> int:
             "iterations": result.iterations,
         },
         "simulated_time_s": round(sim_s, 9),
+        "mean_requests_in_system": round(result.occupancy_ns / result.end_ns, 9) if result.end_ns else 0.0,
         "throughput": {
             "requests_per_s": round(len(done) / sim_s, 6) if sim_s else 0.0,
             "input_tokens_per_s": round(in_tok / sim_s, 6) if sim_s else 0.0,
@@ -315,10 +344,29 @@ def execute(args, out: str | None, ignored: list[str], t0: float) -> int:
         "timeline": _timeline(result),
         "rejected_requests": [{"request_id": r.request.rid, "reason": r.reason} for r in result.rejected],
         "approximations": approximations,
-        "ignored": ignored,
+        "ignored": run.ignored,
         "warnings": warnings,
-        "timing": {"wall_time_s": round(wall, 6), "speedup": round(sim_s / wall, 3) if wall > 0 else None},
+        "timing": {"wall_time_s": round(wall_s, 6), "speedup": round(sim_s / wall_s, 3) if wall_s > 0 else None},
     }
+
+
+def execute(args, out: str | None, ignored: list[str], t0: float) -> int:
+    console = Console(args.log_level)
+    try:
+        run = prepare(args, ignored, console)
+    except InfeasibleError as exc:
+        if not args.record_infeasible:
+            raise
+        return _infeasible(args, out, exc, ignored, console, t0)
+    _banner(console, run.cluster, run.setups, run.trace_desc)
+    result = simulate(run, console.line)
+    itl_counts: dict = {}
+    csv_text = render_csv(result.instances, itl_counts)  # also fills the ITL distribution
+    if result.rejected:
+        first = result.rejected[0]
+        console.warn(f"{len(result.rejected)} request(s) rejected (see the run summary); first: "
+                     f"request {first.request.rid}: {first.reason}")
+    summary = summarize(run, result, itl_counts, time.perf_counter() - t0)
     if out is not None:
         from tpsim.commands.run import summary_path
 

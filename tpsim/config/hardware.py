@@ -15,16 +15,12 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 
-import yaml
+import json
+import os
 
 from tpsim.config import catalog
 from tpsim.errors import InputError
-from tpsim.hashing import sha256_file
-
-try:  # the C loader is ~10x faster; fall back to pure Python where absent
-    _Loader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
+from tpsim.hashing import sha256_bytes
 
 
 @dataclass(frozen=True)
@@ -137,6 +133,46 @@ def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
     )
 
 
+def _cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tpsim", "hardware")
+
+
+def _parse_yaml(text: str, path) -> dict:
+    """Parse a catalog entry, memoised by content hash.
+
+    PyYAML costs more to import than a whole simulation of a small trace, so a
+    parsed entry is kept as JSON under ``~/.cache/tpsim/hardware/<sha256>.json``;
+    the hash makes a stale entry impossible.  Any cache problem falls back to
+    parsing.
+    """
+    digest = sha256_bytes(text.encode())
+    cached = os.path.join(_cache_dir(), digest + ".json")
+    try:
+        with open(cached, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        pass
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        doc = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise InputError(f"{path}{line}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    try:
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        tmp = f"{cached}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        os.replace(tmp, cached)
+    except (OSError, TypeError, ValueError):
+        pass  # not cacheable (read-only home, non-JSON values): parse next time too
+    return doc
+
+
 def load_hardware(name: str) -> HardwareSpec:
     path = catalog.find("hardware", f"{name}.yaml")
     if path is None:
@@ -145,14 +181,15 @@ def load_hardware(name: str) -> HardwareSpec:
             f"unknown hardware '{name}': no configs/hardware/{name}.yaml; known: {known}; "
             "add a catalog entry for it (see configs/hardware/README.md)"
         )
+    with open(path, "rb") as f:
+        raw = f.read()
     try:
-        doc = yaml.load(path.read_text(), Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{line}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    doc = _parse_yaml(text, path)
     spec = parse_hardware(doc, name, str(path))
-    return HardwareSpec(**{**spec.__dict__, "source": str(path), "sha256": sha256_file(path)})
+    return HardwareSpec(**{**spec.__dict__, "source": str(path), "sha256": sha256_bytes(raw)})
 
 
 def available_hardware() -> list[str]:

@@ -7,7 +7,11 @@ One decoder layer on one GPU is the sequence vLLM runs::
     -> down_proj -> all-reduce
 
 Each compute op costs ``max(FLOPs / (peak x eff), bytes / (bw x eff))`` plus a
-per-kernel overhead (smaller when the step replays a CUDA graph).  Norms,
+per-kernel cost: replayed from a CUDA graph a kernel adds a small gap
+(``graph_kernel_overhead_ns``); launched eagerly it takes at least the host's
+launch time (``kernel_overhead_ns``), which a long kernel hides.  As in vLLM
+V1, steps of up to ``max_graph_batch`` tokens replay graphs (pure decode as one
+full graph; mixed batches piecewise, with attention launched eagerly).  Norms,
 rotary and the activation are memory-bound.  Attention is one varlen kernel
 over the batch: each prefill chunk with its prior context, and the decoding
 requests together (their reads of the KV cache dominate).  Around the layers:
@@ -68,24 +72,29 @@ class AnalyticalModel(LatencyModel):
         self._decode_attn_q_bytes = 2.0 * s.q_dim * self.ab  # read q, write o per decode token
 
     # ----------------------------------------------------------------- op costs
-    def _kernel(self, n_tokens: int, graph: bool) -> float:
-        return self.graph_kernel_ns if graph else self.kernel_ns
+    def _kernel_time(self, t: float, graph: bool) -> float:
+        """A kernel's time on the critical path: roofline plus its gap, floored by launch when eager."""
+        t += self.graph_kernel_ns
+        if not graph and t < self.kernel_ns:
+            return self.kernel_ns
+        return t
 
-    def _gemm(self, n: int, k: int, m: int, wb: float, overhead: float) -> tuple[float, float, float, str]:
+    def _gemm(self, n: int, k: int, m: int, wb: float, graph: bool) -> tuple[float, float, float, str]:
         flops = 2.0 * n * k * m
         nbytes = k * m * wb + n * (k + m) * self.ab
         t_c = flops / self.gemm_flops
         t_m = nbytes / self.bw
-        return (max(t_c, t_m) + overhead, flops, nbytes, "compute" if t_c >= t_m else "memory")
+        return (self._kernel_time(max(t_c, t_m), graph), flops, nbytes, "compute" if t_c >= t_m else "memory")
 
-    def _mem(self, nbytes: float, overhead: float) -> tuple[float, float, float, str]:
-        return (nbytes / self.bw + overhead, 0.0, nbytes, "memory")
+    def _mem(self, nbytes: float, graph: bool, kernels: int = 1) -> tuple[float, float, float, str]:
+        return (self._kernel_time(nbytes / self.bw, graph) + (kernels - 1) * self._kernel_time(0.0, graph),
+                0.0, nbytes, "memory")
 
     def _layer_ops(self, n: int, graph: bool) -> list[tuple[str, str, tuple]]:
         """Per-layer ops that depend only on the token count (attention excluded)."""
         s = self.shape
         h, ab = s.hidden, self.ab
-        k = self._kernel(n, graph)
+        k = graph
         ops = [
             ("input_layernorm", "layer", self._mem(4.0 * n * h * ab, k)),
             ("qkv_proj", "layer", self._gemm(n, h, s.q_dim + 2 * s.kv_dim, self.wb, k)),
@@ -110,7 +119,7 @@ class AnalyticalModel(LatencyModel):
     def _head_ops(self, n: int, sampled: int, num_seqs: int, graph: bool) -> list[tuple[str, str, tuple]]:
         s = self.shape
         h, ab = s.hidden, self.ab
-        k = self._kernel(n, graph)
+        k = graph
         ops = [("embedding", "head", self._mem(2.0 * n * h * ab, k))]
         if self.tp > 1:
             t = ring_allreduce_ns(n * h * ab, self.tp, self.link_bw, self.link_latency)
@@ -122,7 +131,7 @@ class AnalyticalModel(LatencyModel):
             if self.tp > 1:
                 t = ring_allgather_ns(logits, self.tp, self.link_bw, self.link_latency)
                 ops.append(("logits_gather", "head", (t, 0.0, logits, "link")))
-            ops.append(("sampler", "head", self._mem(3.0 * logits, 4 * k)))
+            ops.append(("sampler", "head", self._mem(3.0 * logits, k, kernels=4)))
         if self.pp > 1:
             t = p2p_ns(n * h * ab, self.link_bw, self.link_latency)
             ops.append(("pp_send_recv", "head", (t * (self.pp - 1), 0.0, n * h * ab, "link")))
@@ -130,7 +139,11 @@ class AnalyticalModel(LatencyModel):
         return ops
 
     def _attention(self, batch: BatchShape, graph: bool) -> tuple[float, float, float, str]:
-        """One varlen attention kernel: each prefill chunk plus all decodes (per layer)."""
+        """One varlen attention kernel: each prefill chunk plus all decodes (per layer).
+
+        ``graph`` is true only for a pure-decode step replayed as a full graph;
+        piecewise graphs launch attention eagerly.
+        """
         pair = self._attn_flop_per_pair
         kvt = self._kv_bytes_per_token
         qb = 2.0 * self.shape.q_dim * self.ab
@@ -155,11 +168,11 @@ class AnalyticalModel(LatencyModel):
             flops += f
             nbytes += b
         bound = "compute" if compute_t >= total_t / 2 else "memory"
-        return (total_t + self._kernel(batch.num_tokens, graph), flops, nbytes, bound)
+        return (self._kernel_time(total_t, graph), flops, nbytes, bound)
 
     # ----------------------------------------------------------------- interface
     def _is_graph(self, batch: BatchShape) -> bool:
-        return not batch.prefill and batch.num_tokens <= self.max_graph_batch
+        return batch.num_tokens <= self.max_graph_batch
 
     def explain(self, batch: BatchShape) -> Breakdown:
         n = batch.num_tokens
@@ -167,7 +180,7 @@ class AnalyticalModel(LatencyModel):
         layers = self.num_layers
         ops: list[OpTime] = []
         layer_ops = self._layer_ops(n, graph)
-        attn = ("attention", "layer", self._attention(batch, graph))
+        attn = ("attention", "layer", self._attention(batch, graph and not batch.prefill))
         # keep vLLM's order: attention sits after the KV-cache write
         idx = next(i for i, (name, _, _) in enumerate(layer_ops) if name == "kv_cache_write") + 1
         layer_ops.insert(idx, attn)
@@ -191,15 +204,33 @@ class AnalyticalModel(LatencyModel):
     def iteration_ns(self, batch: BatchShape) -> int:
         graph = self._is_graph(batch)
         fixed = self._fixed_ns(batch.num_tokens, batch.num_sampled, batch.num_seqs, graph)
-        return int(round(fixed + self._attention(batch, graph)[0] * self.num_layers))
+        return int(round(fixed + self._attention(batch, graph and not batch.prefill)[0] * self.num_layers))
 
     def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(num_decode, num_decode, num_decode, graph)
         f = self._attn_flop_per_pair * ctx_sum / self.attn_flops
         m = (ctx_sum * self._kv_bytes_per_token + num_decode * self._decode_attn_q_bytes) / self.attn_bw
-        attn = (f if f > m else m) + (self.graph_kernel_ns if graph else self.kernel_ns)
+        attn = self._kernel_time(f if f > m else m, graph)
         return int(round(fixed + attn * self.num_layers))
+
+    def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
+                     ends: list) -> None:
+        graph = num_decode <= self.max_graph_batch
+        fixed = self._fixed_ns(num_decode, num_decode, num_decode, graph)
+        pair, flops, kvt, bw = self._attn_flop_per_pair, self.attn_flops, self._kv_bytes_per_token, self.attn_bw
+        q_bytes = num_decode * self._decode_attn_q_bytes
+        kernel_time = self._kernel_time
+        layers = self.num_layers
+        append = ends.append
+        for _ in range(steps):  # same arithmetic as decode_iteration_ns, constants hoisted
+            ctx_sum += num_decode
+            f = pair * ctx_sum / flops
+            m = (ctx_sum * kvt + q_bytes) / bw
+            t += int(round(fixed + kernel_time(f if f > m else m, graph) * layers))
+            append(t)
+            if t >= bound:
+                return
 
     def stage_interval_ns(self, batch: BatchShape) -> int:
         if self.pp == 1:

@@ -107,6 +107,23 @@ class LatencyModel:
         """A step of ``num_decode`` decoding requests and nothing else."""
         return self.iteration_ns(BatchShape((), num_decode, ctx_sum, ctx_max, num_decode))
 
+    def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
+                     ends: list) -> None:
+        """Append the end times of up to ``steps`` further pure-decode steps after time ``t``.
+
+        Every step adds one token to each request's context.  Stops after the
+        first step ending at or after ``bound``.  Must equal calling
+        :meth:`decode_iteration_ns` step by step (subclasses may hoist constants).
+        """
+        for _ in range(steps):
+            ctx_sum += num_decode
+            if ctx_max:
+                ctx_max += 1
+            t += self.decode_iteration_ns(num_decode, ctx_sum, ctx_max)
+            ends.append(t)
+            if t >= bound:
+                return
+
     def stage_interval_ns(self, batch: BatchShape) -> int:
         """With pipeline parallelism, how soon the first stage can take the next batch."""
         return self.iteration_ns(batch)

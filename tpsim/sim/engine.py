@@ -35,6 +35,7 @@ class SimResult:
     interval_ns: int
     prompt_bins: dict = field(default_factory=dict)  # interval index -> prompt tokens credited
     gen_bins: dict = field(default_factory=dict)  # interval index -> tokens sampled
+    occupancy_ns: int = 0  # integral of the number of requests in the system over time
 
     @property
     def iterations(self) -> int:
@@ -72,6 +73,8 @@ class Simulation:
         self.line_prompt = [0] * n
         self.line_gen = [0] * n
         self._by_trace = {id(r.trace): r for r in requests if r.trace is not None}
+        self.in_system = 0  # routed, not yet finished
+        self.occupancy_ns = 0  # integral over time of in_system (Little's law: = sum of latencies)
 
     # ------------------------------------------------------------------ helpers
     def _reject_reason(self, inst: Instance, req: Request) -> str | None:
@@ -155,6 +158,23 @@ class Simulation:
         self.next_log[i] = (now // self.interval + 1) * self.interval
 
     # ------------------------------------------------------------------ loop
+    def _complete(self, inst: Instance, now: int) -> None:
+        done = [b for b in inst.inflight if b.end <= now]
+        if len(done) > 1:
+            done.sort(key=lambda b: b.end)
+        for batch in done:
+            finished, sampled, prompt = inst.complete(batch)
+            self._credit(inst, batch, sampled, prompt)
+            self.in_system -= len(finished)
+            for r in finished:
+                follow = r.trace.next_in_session if r.trace is not None else None
+                if follow is not None:
+                    nxt = self._by_trace[id(follow)]
+                    nxt.arrival = r.finish + follow.tool_duration_ns
+                    self.pending_followups -= 1
+                    heapq.heappush(self.released, (nxt.arrival, nxt.rid, nxt))
+            self._maybe_log(inst, now)
+
     def run(self) -> SimResult:
         instances = self.instances
         events: list[tuple[int, int, int]] = []
@@ -163,53 +183,55 @@ class Simulation:
         initial = self.initial
         n_initial = len(initial)
         released = self.released
-        now = 0
+        next_log = self.next_log
+        last = 0
         while True:
             t_event = events[0][0] if events else INF
-            t_arrival = self._next_arrival(ptr)
+            t_arrival = initial[ptr].arrival if ptr < n_initial else INF
+            if released and released[0][0] < t_arrival:
+                t_arrival = released[0][0]
             now = t_event if t_event < t_arrival else t_arrival
             if now == INF:
                 break
-            dirty: set[int] = set()
+            self.occupancy_ns += self.in_system * (now - last)  # time-integral of requests in the system
+            last = now
+            dirty: list[int] = []
             while events and events[0][0] == now:
-                dirty.add(heapq.heappop(events)[2])
-            for idx in sorted(dirty):
-                inst = instances[idx]
-                done = sorted((b for b in inst.inflight if b.end <= now), key=lambda b: b.end)
-                for batch in done:
-                    finished, sampled, prompt = inst.complete(batch)
-                    self._credit(inst, batch, sampled, prompt)
-                    for r in finished:
-                        follow = r.trace.next_in_session if r.trace is not None else None
-                        if follow is not None:
-                            nxt = self._by_trace[id(follow)]
-                            nxt.arrival = r.finish + follow.tool_duration_ns
-                            self.pending_followups -= 1
-                            heapq.heappush(released, (nxt.arrival, nxt.rid, nxt))
-                    self._maybe_log(inst, now)
-            while True:
-                if ptr < n_initial and initial[ptr].arrival <= now and (
-                        not released or initial[ptr].arrival <= released[0][0]):
-                    req = initial[ptr]
-                    ptr += 1
-                elif released and released[0][0] <= now:
-                    req = heapq.heappop(released)[2]
-                else:
-                    break
-                idx = self._route(req)
-                if idx is not None:
-                    dirty.add(idx)
+                idx = heapq.heappop(events)[2]
+                if idx not in dirty:
+                    dirty.append(idx)
+            if len(dirty) > 1:
+                dirty.sort()
+            for idx in dirty:
+                self._complete(instances[idx], now)
+            if t_arrival <= now:
+                while True:
+                    if ptr < n_initial and initial[ptr].arrival <= now and (
+                            not released or initial[ptr].arrival <= released[0][0]):
+                        req = initial[ptr]
+                        ptr += 1
+                    elif released and released[0][0] <= now:
+                        req = heapq.heappop(released)[2]
+                    else:
+                        break
+                    idx = self._route(req)
+                    if idx is not None:
+                        self.in_system += 1
+                        if idx not in dirty:
+                            dirty.append(idx)
+                if len(dirty) > 1:
+                    dirty.sort()
             if not dirty:
                 continue
             next_arrival = self._next_arrival(ptr)
             if self.pending_followups and len(instances) > 1 and events:
                 # a completion elsewhere may release a session follow-up before then
                 next_arrival = min(next_arrival, events[0][0])
-            for idx in sorted(dirty):
+            for idx in dirty:
                 inst = instances[idx]
                 if inst.stage_free_at > now or len(inst.inflight) >= inst.pp or not inst.has_work():
                     continue
-                batch = inst.schedule(now, next_arrival, self.next_log[idx])
+                batch = inst.schedule(now, next_arrival, next_log[idx])
                 if batch is None:
                     if not inst.inflight and inst.waiting:
                         raise RuntimeError(
@@ -223,4 +245,5 @@ class Simulation:
                     heapq.heappush(events, (inst.stage_free_at, seq, idx))
                     seq += 1
         end = max((r.finish for r in self.requests if r.finish >= 0), default=0)
-        return SimResult(instances, self.requests, self.rejected, end, self.interval, self.prompt_bins, self.gen_bins)
+        return SimResult(instances, self.requests, self.rejected, end, self.interval, self.prompt_bins, self.gen_bins,
+                         self.occupancy_ns)

@@ -468,6 +468,15 @@ class Instance:
                 kv.register(r)
         return True
 
+    def _blocks_for_steps(self, s: int, j: int) -> int:
+        """Counting pool: blocks the cohort needs for steps s+1 .. s+j (a full cycle of B steps needs n)."""
+        bs = self.block_size
+        bucket = self.bucket
+        total = (j // bs) * self.n_dec
+        for i in range(j - j % bs + 1, j + 1):
+            total += bucket[-(s + i) % bs]
+        return total
+
     def _extend(self, batch: Batch, s: int, n: int, ctx_sum: int, ctx_max: int,
                 next_arrival: float, next_log: float) -> None:
         """Run identical cohort-only steps after step ``s`` until the next event."""
@@ -475,38 +484,31 @@ class Instance:
         if not self.counting:
             k_max = min(k_max, self._next_event_step() - s)
         k_max = int(min(k_max, MAX_SPAN))
+        kv = self.kv
+        if self.counting and k_max > 1 and self._blocks_for_steps(s, k_max - 1) > kv.num_free:
+            lo, hi = 0, k_max - 1  # largest number of extra steps whose blocks fit
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if self._blocks_for_steps(s, mid) <= kv.num_free:
+                    lo = mid
+                else:
+                    hi = mid
+            k_max = lo + 1
         if k_max <= 1:
             return
         bound = next_log
         if n < self.max_seqs and not self.waiting and next_arrival < bound:
             bound = next_arrival
-        model = self.model
-        kv = self.kv
         ends = batch.ends
-        t = ends[0]
-        counting = self.counting
-        bucket = self.bucket
-        bs = self.block_size
-        free = kv.num_free
-        taken = 0
-        for j in range(1, k_max):
-            if counting:
-                need = bucket[-(s + j) % bs]
-                if taken + need > free:
-                    break
-                taken += need
-            ctx_sum += n
-            ctx_max += 1 if ctx_max else 0
-            t += model.decode_iteration_ns(n, ctx_sum, ctx_max)
-            ends.append(t)
-            if t >= bound:
-                break
+        self.model.decode_steps(n, ctx_sum, ctx_max, ends[0], k_max - 1, bound, ends)
         batch.span = len(ends)
-        if taken:
-            kv.num_free -= taken
-            used = kv.num_blocks - kv.num_free
-            if used > kv.peak_used:
-                kv.peak_used = used
+        if self.counting:
+            taken = self._blocks_for_steps(s, batch.span - 1)
+            if taken:
+                kv.num_free -= taken
+                used = kv.num_blocks - kv.num_free
+                if used > kv.peak_used:
+                    kv.peak_used = used
 
     # ------------------------------------------------------------------ completion
     def complete(self, batch: Batch) -> tuple[list[Request], int, int]:
