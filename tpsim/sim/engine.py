@@ -170,7 +170,7 @@ class Simulation:
                 follow = r.trace.next_in_session if r.trace is not None else None
                 if follow is not None:
                     nxt = self._by_trace[id(follow)]
-                    nxt.arrival = r.finish + follow.tool_duration_ns
+                    nxt.arrival = r.finish + r.trace.tool_duration_ns  # the tool call after request k
                     self.pending_followups -= 1
                     heapq.heappush(self.released, (nxt.arrival, nxt.rid, nxt))
             self._maybe_log(inst, now)
