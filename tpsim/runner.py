@@ -97,6 +97,9 @@ class Console:
     def line(self, text: str) -> None:
         self.out.write(text + "\n")
 
+    def debug(self, text: str) -> None:
+        sys.stderr.write(f"tpsim: debug: {text}\n")
+
     def warn(self, text: str) -> None:
         if self.warn_enabled:
             sys.stderr.write(f"tpsim: warning: {text}\n")
@@ -282,7 +285,7 @@ def prepare(args, ignored: list[str], console: Console) -> PreparedRun:
     return run
 
 
-def simulate(run: PreparedRun, log=None) -> SimResult:
+def simulate(run: PreparedRun, log=None, debug=None) -> SimResult:
     """Run the event loop over fresh instances."""
     args = run.args
     has_ids = any(r.token_ids is not None for r in run.requests)
@@ -295,6 +298,7 @@ def simulate(run: PreparedRun, log=None) -> SimResult:
         log=log if args.log_interval > 0 else None,
         bytes_per_block=[s.memory.block_size * s.memory.kv_bytes_per_token for s in run.setups],
         weights_bytes=[s.memory.weights_bytes for s in run.setups],
+        debug=debug,
     )
     return sim.run()
 
@@ -359,7 +363,7 @@ def execute(args, out: str | None, ignored: list[str], t0: float) -> int:
             raise
         return _infeasible(args, out, exc, ignored, console, t0)
     _banner(console, run.cluster, run.setups, run.trace_desc)
-    result = simulate(run, console.line)
+    result = simulate(run, console.line, console.debug if args.log_level == "DEBUG" else None)
     itl_counts: dict = {}
     csv_text = render_csv(result.instances, itl_counts)  # also fills the ITL distribution
     if result.rejected:

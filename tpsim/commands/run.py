@@ -73,8 +73,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--log-interval", type=float, default=1.0,
                    help="simulated seconds between throughput lines (0 = no lines)")
     s.add_argument("--log-level", choices=["ERROR", "WARNING", "INFO", "DEBUG"], default="WARNING",
-                   help="WARNING shows warnings; ERROR hides them; the banner, throughput lines and final "
-                        "summary always print")
+                   help="WARNING (default) and INFO show warnings on stderr, ERROR hides them, DEBUG adds one "
+                        "line per scheduled step; the banner, throughput lines and final summary always print")
     s.add_argument("--fast-forward", action=B, default=True,
                    help="compute runs of identical decode steps in one go (identical results; off only to debug)")
     u = p.add_argument_group("LLMServingSim flags that tpsim rejects or ignores")

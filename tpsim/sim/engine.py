@@ -53,13 +53,14 @@ def _fmt_rate(x: float) -> str:
 class Simulation:
     def __init__(self, instances: list[Instance], router: Router, requests: list[Request],
                  initial: list[Request], interval_ns: int, log=None, bytes_per_block: list[int] | None = None,
-                 weights_bytes: list[int] | None = None):
+                 weights_bytes: list[int] | None = None, debug=None):
         self.instances = instances
         self.router = router
         self.requests = requests
         self.initial = initial  # sorted by (arrival, id)
         self.interval = interval_ns
         self.log = log
+        self.debug = debug  # per-step trace (--log-level DEBUG)
         self.bytes_per_block = bytes_per_block or [0] * len(instances)
         self.weights_bytes = weights_bytes or [0] * len(instances)
         self.released: list[tuple[int, int, Request]] = []  # heap of session follow-ups
@@ -241,6 +242,10 @@ class Simulation:
                     continue
                 heapq.heappush(events, (batch.end, seq, idx))
                 seq += 1
+                if self.debug is not None:
+                    self.debug(f"t={now} ns inst={idx} step={batch.first_iter} steps={batch.span} "
+                               f"decoding={batch.n_cohort} explicit={[(r.rid, n) for r, n in batch.items]} "
+                               f"end={batch.end} ns waiting={len(inst.waiting)} kv_free={inst.kv.num_free}")
                 if inst.pp > 1 and inst.stage_free_at < batch.end:
                     heapq.heappush(events, (inst.stage_free_at, seq, idx))
                     seq += 1
