@@ -7,6 +7,9 @@ are looked up under a ``configs/`` folder.  The search order is:
 2. ``./configs`` in the working directory (LLMServingSim resolves paths from
    the repository root, so its users keep working),
 3. the ``configs/`` folder of the tpsim checkout this package was imported from.
+
+Measured profile bundles (``--perf-model profile``) are found the same way
+under ``profiles/`` (:func:`profile_roots`), after any ``--profile-dir``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,22 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def config_roots() -> list[Path]:
+    return _roots("TPSIM_CONFIG_DIR", "configs")
+
+
+def profile_roots() -> list[Path]:
+    """``$TPSIM_PROFILE_DIR``, ``./profiles``, then the checkout's ``profiles/`` (bundle layout
+    ``<hardware>/<org>/<model>/<variant>/tp<N>/``)."""
+    return _roots("TPSIM_PROFILE_DIR", "profiles")
+
+
+def _roots(env_var: str, folder: str) -> list[Path]:
     roots: list[Path] = []
-    env = os.environ.get("TPSIM_CONFIG_DIR")
+    env = os.environ.get(env_var)
     if env:
         roots.append(Path(env))
-    roots.append(Path.cwd() / "configs")
-    roots.append(PACKAGE_ROOT / "configs")
+    roots.append(Path.cwd() / folder)
+    roots.append(PACKAGE_ROOT / folder)
     seen: set[Path] = set()
     unique = []
     for root in roots:

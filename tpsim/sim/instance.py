@@ -46,11 +46,10 @@ _ALLOC, _REGISTER = 1, 0  # caching-pool cohort events (registration first at eq
 class Batch:
     """What one engine step (or a run of identical decode steps) does."""
 
-    __slots__ = ("items", "start", "end", "ends", "span", "first_iter", "n_cohort", "reference")
+    __slots__ = ("items", "end", "ends", "span", "first_iter", "n_cohort", "reference")
 
     def __init__(self, items, start):
         self.items = items  # explicit (request, tokens scheduled) pairs
-        self.start = start
         self.end = start
         self.ends: list[int] = []  # end time of each step (len == span)
         self.span = 1
@@ -347,10 +346,6 @@ class Instance:
             if caching:
                 kv.register(r)
         return n_dec, ctx_sum, ctx_max, sampled
-
-    def _launch(self, batch: Batch, now: int, model_ns: int) -> Batch:
-        batch.ends.append(now + model_ns)
-        return batch
 
     def _finalize(self, batch: Batch, now: int, shape: BatchShape | None, size: int) -> Batch:
         batch.end = batch.ends[-1]
