@@ -133,7 +133,8 @@ BAD_FLAGS = [
     (["--network-backend", "ns3"], ["ns3"]),
     (["--request-routing-policy", "CUSTOM"], ["CUSTOM is not supported"]),
     (["--dtype", "int8"], ["int8 is not supported"]),
-    (["--perf-model", "profile", "--profile-dir", "/nonexistent"], ["no measured profile bundle"]),
+    (["--perf-model", "profile", "--profile-dir", "/nonexistent"], ["--profile-dir /nonexistent", "no such folder"]),
+    (["--perf-model", "profile", "--profile-dir", "."], ["no measured profile bundle"]),
 ]
 
 
