@@ -34,8 +34,9 @@ APPROXIMATIONS = [
     "Tensor parallelism: two ring all-reduces per decoder layer (after o_proj and down_proj) plus the embedding "
     "all-reduce and the logits gather, costed as 2(n-1)*link_latency + 2(n-1)/n*S/link_bw with link_bw in GB/s "
     "(1e9 B/s); no overlap of communication with compute, no NCCL protocol switching, no link contention.",
-    "Engine steps run back to back; host-side work is a fixed per-step plus per-request overhead, "
-    "not overlapped with the GPU (no async scheduling).",
+    "Engine steps run back to back. Host-side work is a fixed per-step plus per-request overhead; with async "
+    "scheduling (vLLM >= 0.12's default) it overlaps the GPU and only its excess over the GPU time is charged, "
+    "and the one-step admission lag of async scheduling is not modelled; without it, it is charged in series.",
     "Outputs are exactly output_toks tokens (ignore_eos); sampling parameters, speculative decoding, LoRA and "
     "structured output are not modelled.",
     "KV capacity = mem_size (GiB, as LLMServingSim reads it) x mem_util - weights - an estimated activation peak - "
@@ -79,6 +80,7 @@ def _engine_cli(args) -> dict:
         "enable_chunked_prefill": args.enable_chunked_prefill,
         "enable_prefix_caching": args.enable_prefix_caching,
         "reserve_full_isl": args.reserve_full_isl,
+        "async_scheduling": args.async_scheduling,
         "mem_util": args.npu_memory_utilization,
     }
 

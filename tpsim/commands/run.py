@@ -60,6 +60,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--reserve-full-isl", action=B, default=False,
                    help="admit a request only if its whole prompt fits in free blocks (LLMServingSim's default; "
                         "vLLM does not, so tpsim's default is off)")
+    e.add_argument("--async-scheduling", action=B, default=True,
+                   help="host work of the next step overlaps the current GPU step (vLLM's default since 0.12); "
+                        "--no-async-scheduling charges it in series")
     e.add_argument("--npu-memory-utilization", type=float, default=0.9,
                    help="fraction of npu_mem.mem_size for weights, activations and KV (vLLM gpu_memory_utilization)")
     s = p.add_argument_group("simulation")

@@ -34,6 +34,7 @@ ENGINE_KEYS = (
     "enable_chunked_prefill",
     "enable_prefix_caching",
     "reserve_full_isl",
+    "async_scheduling",
 )
 #: per-instance keys that switch on features tpsim does not model
 UNSUPPORTED_INSTANCE_KEYS = {

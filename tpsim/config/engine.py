@@ -23,6 +23,7 @@ DEFAULTS = {
     "enable_chunked_prefill": True,
     "enable_prefix_caching": True,
     "reserve_full_isl": False,
+    "async_scheduling": True,
     "mem_util": 0.9,
 }
 
@@ -38,6 +39,7 @@ class EngineConfig:
     enable_chunked_prefill: bool
     enable_prefix_caching: bool
     reserve_full_isl: bool
+    async_scheduling: bool  # host work of step N+1 overlaps the GPU's step N (vLLM >= 0.12 default)
     mem_util: float
     max_model_len: int
 
@@ -112,6 +114,7 @@ def resolve_engine(cli: dict, overrides: dict, model_dtype: str, max_position: i
         enable_chunked_prefill=_bool(merged["enable_chunked_prefill"], src["enable_chunked_prefill"]),
         enable_prefix_caching=_bool(merged["enable_prefix_caching"], src["enable_prefix_caching"]),
         reserve_full_isl=_bool(merged["reserve_full_isl"], src["reserve_full_isl"]),
+        async_scheduling=_bool(merged["async_scheduling"], src["async_scheduling"]),
         mem_util=float(util),
         max_model_len=max_position,
     )

@@ -17,7 +17,8 @@ over the batch: each prefill chunk with its prior context, and the decoding
 requests together (their reads of the KV cache dominate).  Around the layers:
 the embedding (plus its all-reduce under TP), the final norm, the LM head over
 the sequences that sample, the gather of their logits, the sampler, and a
-per-step framework overhead.  With ``pp > 1`` the layers are split over stages
+per-step framework (host) overhead, which under async scheduling runs beside
+the GPU so only its excess over the GPU's time counts.  With ``pp > 1`` the layers are split over stages
 and hidden states cross ``pp - 1`` links.
 
 Everything here is an estimate with provenance "analytical": the parameters
@@ -63,6 +64,7 @@ class AnalyticalModel(LatencyModel):
         self.max_graph_batch = p.max_graph_batch
         self.iter_ns = p.iteration_overhead_ns
         self.seq_ns = p.per_sequence_overhead_ns
+        self.async_scheduling = engine.async_scheduling
         self.num_layers = model.num_layers
         s = self.shape
         # attention FLOPs per (query token x key token): QK^T and PV, 2 FLOP per MAC, all local heads
@@ -135,8 +137,14 @@ class AnalyticalModel(LatencyModel):
         if self.pp > 1:
             t = p2p_ns(n * h * ab, self.link_bw, self.link_latency)
             ops.append(("pp_send_recv", "head", (t * (self.pp - 1), 0.0, n * h * ab, "link")))
-        ops.append(("framework", "overhead", (self.iter_ns + self.seq_ns * num_seqs, 0.0, 0.0, "fixed")))
         return ops
+
+    def _host_visible_ns(self, gpu_ns: float, num_seqs: int) -> float:
+        """Host time on the critical path: all of it, or under async scheduling what the GPU does not hide."""
+        host = self.iter_ns + self.seq_ns * num_seqs
+        if not self.async_scheduling:
+            return host
+        return host - gpu_ns if host > gpu_ns else 0.0
 
     def _attention(self, batch: BatchShape, graph: bool) -> tuple[float, float, float, str]:
         """One varlen attention kernel: each prefill chunk plus all decodes (per layer).
@@ -188,11 +196,14 @@ class AnalyticalModel(LatencyModel):
             ops.append(OpTime(name, comp, t, layers, f, b, bound, "analytical"))
         for name, comp, (t, f, b, bound) in self._head_ops(n, batch.num_sampled, batch.num_seqs, graph):
             ops.append(OpTime(name, comp, t, 1, f, b, bound, "analytical"))
+        gpu = sum(op.total_ns for op in ops)
+        ops.append(OpTime("framework", "overhead", self._host_visible_ns(gpu, batch.num_seqs), 1, 0.0, 0.0,
+                          "host", "analytical"))
         return Breakdown(ops=ops, num_layers=layers, pp=self.pp)
 
     def _fixed_ns(self, n: int, sampled: int, num_seqs: int, graph: bool) -> float:
-        """All time except attention's, cached by shape (decode steps repeat shapes)."""
-        key = (n, sampled, num_seqs if not graph else -num_seqs - 1)
+        """All GPU time except attention's, cached by shape (decode steps repeat shapes)."""
+        key = (n, sampled, graph)
         cached = self._fixed_cache.get(key)
         if cached is None:
             per_layer = sum(op[2][0] for op in self._layer_ops(n, graph))
@@ -204,15 +215,16 @@ class AnalyticalModel(LatencyModel):
     def iteration_ns(self, batch: BatchShape) -> int:
         graph = self._is_graph(batch)
         fixed = self._fixed_ns(batch.num_tokens, batch.num_sampled, batch.num_seqs, graph)
-        return int(round(fixed + self._attention(batch, graph and not batch.prefill)[0] * self.num_layers))
+        gpu = fixed + self._attention(batch, graph and not batch.prefill)[0] * self.num_layers
+        return int(round(gpu + self._host_visible_ns(gpu, batch.num_seqs)))
 
     def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(num_decode, num_decode, num_decode, graph)
         f = self._attn_flop_per_pair * ctx_sum / self.attn_flops
         m = (ctx_sum * self._kv_bytes_per_token + num_decode * self._decode_attn_q_bytes) / self.attn_bw
-        attn = self._kernel_time(f if f > m else m, graph)
-        return int(round(fixed + attn * self.num_layers))
+        gpu = fixed + self._kernel_time(f if f > m else m, graph) * self.num_layers
+        return int(round(gpu + self._host_visible_ns(gpu, num_decode)))
 
     def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
                      ends: list) -> None:
@@ -223,11 +235,13 @@ class AnalyticalModel(LatencyModel):
         kernel_time = self._kernel_time
         layers = self.num_layers
         append = ends.append
+        host_visible = self._host_visible_ns
         for _ in range(steps):  # same arithmetic as decode_iteration_ns, constants hoisted
             ctx_sum += num_decode
             f = pair * ctx_sum / flops
             m = (ctx_sum * kvt + q_bytes) / bw
-            t += int(round(fixed + kernel_time(f if f > m else m, graph) * layers))
+            gpu = fixed + kernel_time(f if f > m else m, graph) * layers
+            t += int(round(gpu + host_visible(gpu, num_decode)))
             append(t)
             if t >= bound:
                 return
