@@ -20,16 +20,19 @@ def make_latency_model(kind: str, *, model, hardware, engine, tp: int, pp: int, 
     if kind not in PERF_MODELS:
         raise InputError(f"--perf-model {kind!r}: choose one of {', '.join(PERF_MODELS)}")
     if kind in ("profile", "auto"):
-        try:
-            from tpsim.perf import profile as profile_mod  # optional until bundles exist
-        except ImportError:
-            profile_mod = None
-        bundle = None
-        if profile_mod is not None:
+        from pathlib import Path
+
+        from tpsim.config.catalog import profile_roots
+        from tpsim.perf.bundle_paths import locate
+
+        if profile_dir and not Path(profile_dir).is_dir():
+            raise InputError(f"--profile-dir {profile_dir}: no such folder")
+        roots = ([Path(profile_dir)] if profile_dir else []) + profile_roots()
+        if locate(roots, hardware.name, model.name, engine.dtype, engine.kv_cache_dtype, tp) is not None:
+            from tpsim.perf import profile as profile_mod  # reads tables: only when a bundle exists
+
             bundle = profile_mod.find_bundle(hardware=hardware.name, model=model.name, dtype=engine.dtype,
-                                             kv_cache_dtype=engine.kv_cache_dtype, tp=tp,
-                                             profile_dir=profile_dir)
-        if bundle is not None:
+                                             kv_cache_dtype=engine.kv_cache_dtype, tp=tp, profile_dir=profile_dir)
             return profile_mod.ProfileModel(bundle, model=model, hardware=hardware, engine=engine, tp=tp, pp=pp,
                                             mem_bw_gbps=mem_bw_gbps, link_bw_gbps=link_bw_gbps,
                                             link_latency_ns=link_latency_ns)
