@@ -127,6 +127,7 @@ def workloads(draw):
         "--enable-chunked-prefill" if draw(st.booleans()) else "--no-enable-chunked-prefill",
         "--enable-prefix-caching" if draw(st.booleans()) else "--no-enable-prefix-caching",
         "--reserve-full-isl" if draw(st.integers(0, 3)) == 0 else "--no-reserve-full-isl",
+        "--async-scheduling" if draw(st.booleans()) else "--no-async-scheduling",
     ]
     blocks = draw(st.integers(4, 400)) * (16 // block)
     return trace, flags, {"mem_size": mem_size_for_blocks(blocks, block)}
@@ -295,6 +296,21 @@ def test_larger_tp_halves_weights_in_summary(tmp_path, test_configs):
         _, summary, _, _ = run_case(tmp_path, trace, [], True, {"tp": tp})
         w.append(summary["instances"][0]["memory"]["weights_gb"])
     assert w[1] == pytest.approx(w[0] / 2, rel=0.01)
+
+
+def test_async_scheduling_sees_arrivals_one_step_later(tmp_path, test_configs):
+    """vLLM >= 0.12 plans step N+1 while step N runs: a request arriving during a busy step waits one more."""
+    trace = [{"input_toks": 50, "output_toks": 400, "arrival_time_ns": 0},  # busy for ~1 s
+             {"input_toks": 20, "output_toks": 2, "arrival_time_ns": 150_000_000}]
+    sync = run_case(tmp_path, trace, ["--no-async-scheduling"], True)
+    asyn = run_case(tmp_path, trace, ["--async-scheduling"], True)
+    q = lambda text: {int(r["request id"]): int(r["queuing_delay"]) for r in csv.DictReader(io.StringIO(text))}  # noqa: E731
+    qs, qa = q(sync[0]), q(asyn[0])
+    assert qs[0] == qa[0] == 0  # an idle engine plans at once either way
+    assert qa[1] > qs[1]  # busy engine: the second request is first scheduled a step later
+    # an idle engine sees an arrival immediately in both modes
+    lone = [{"input_toks": 20, "output_toks": 2, "arrival_time_ns": 5}]
+    assert q(run_case(tmp_path, lone, ["--async-scheduling"], True)[0])[0] == 0
 
 
 def test_throughput_lines_format(tmp_path, test_configs):

@@ -79,6 +79,12 @@ class Instance:
         self.chunked = engine.enable_chunked_prefill
         self.reserve_full = engine.reserve_full_isl
         self.needs_ctx_max = getattr(model, "needs_ctx_max", False)
+        # async scheduling: step N+1 is planned while step N runs, so a request arriving
+        # during step N is first seen when step N+2 is planned
+        self.async_lag = engine.async_scheduling and pp == 1
+        self.last_start = -1  # start and end of the most recent step
+        self.last_end = -1
+        self.cutoff = 0  # arrivals after this are not yet visible to the scheduler
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # reference path: every running request, admission order
         self.inflight: list[Batch] = []
@@ -293,6 +299,8 @@ class Instance:
             if budget <= 0 or running_count >= self.max_seqs:
                 return True
             r = waiting[0]
+            if r.arrival > self.cutoff and r.first_scheduled < 0:
+                return False  # arrived while the previous step was being planned: next time
             hits, hit_tokens = kv.lookup(r) if r.num_computed == 0 else ((), 0)
             computed = r.num_computed + hit_tokens
             num_new = r.num_tokens - computed
@@ -349,6 +357,8 @@ class Instance:
 
     def _finalize(self, batch: Batch, now: int, shape: BatchShape | None, size: int) -> Batch:
         batch.end = batch.ends[-1]
+        self.last_start = batch.ends[-2] if len(batch.ends) > 1 else now
+        self.last_end = batch.end
         batch.first_iter = len(self.iter_ends)
         self.iter_ends.extend(batch.ends)
         if self.pp > 1 and shape is not None:
@@ -360,11 +370,20 @@ class Instance:
         return batch
 
     # ------------------------------------------------------------------ reference step
+    def _set_cutoff(self, now: int) -> None:
+        """Arrivals the scheduler sees: under async scheduling, those before the previous step began
+        (when this step was planned) if the engine was busy; every arrival so far if it was idle."""
+        self.cutoff = self.last_start if self.async_lag and now == self.last_end else now
+
     def _schedule_reference(self, now: int) -> Batch | None:
+        self._set_cutoff(now)
         items: list = []
         budget, preempted = self._run_explicit(self.running, self.max_tokens, items)
         if not preempted:
             self._admit(now, budget, len(self.running), self.running, items)
+            if not items and self.cutoff < now:  # nothing left to run: the idle engine plans at once
+                self.cutoff = now
+                self._admit(now, budget, len(self.running), self.running, items)
         if not items:
             return None
         prefill: list = []
@@ -383,6 +402,7 @@ class Instance:
     def schedule(self, now: int, next_arrival: float, next_log: float) -> Batch | None:
         if not self.fast:
             return self._schedule_reference(now)
+        self._set_cutoff(now)
         s = len(self.iter_ends)
         n = self.n_dec
         kv = self.kv
@@ -413,6 +433,9 @@ class Instance:
         stable = False
         if not preempted:
             stable = self._admit(now, budget, n + len(prefillers), prefillers, items)
+            if not items and not n and self.cutoff < now:  # nothing left to run: the idle engine plans at once
+                self.cutoff = now
+                stable = self._admit(now, budget, len(prefillers), prefillers, items)
         if not items and not n:
             return None
         prefill: list = []
