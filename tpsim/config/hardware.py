@@ -41,6 +41,10 @@ class PerfModelParams:
     per_sequence_overhead_ns: float  # per scheduled request per step (host-side bookkeeping)
     activation_reserve_gib: float  # non-KV memory beyond weights: CUDA graphs, NCCL, allocator slack
     max_graph_batch: int = 512  # largest decode batch captured as a CUDA graph (vLLM default 512)
+    # FlashAttention-2 backends run a mixed prefill+decode step as one varlen call in which every
+    # decoding request occupies a whole query tile of this many rows, without GQA head packing;
+    # 0 where the attention backend handles decodes in mixed steps efficiently (FA3, FlashInfer)
+    mixed_decode_tile_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class HardwareSpec:
     description: str
     memory_gib: float
     memory_bw_gbps: float
+    l2_cache_mib: float  # last-level cache; 0 if unknown (no reuse is assumed then)
     peak_tflops: dict  # dtype name -> dense TFLOPS (None where the GPU has no such tensor cores)
     link_bw_gbps: float  # default per-direction GPU-to-GPU bandwidth for derived configs
     link_latency_ns: float  # default GPU-to-GPU latency for derived configs
@@ -110,11 +115,11 @@ def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
             if fdef.default is not MISSING:
                 continue
             raise InputError(f"{where}: missing field 'perf_model.{key}'")
-        allow_zero = key.endswith("_ns") or key.endswith("_gib")
+        allow_zero = key.endswith("_ns") or key.endswith("_gib") or key == "mixed_decode_tile_rows"
         values[key] = _number(perf[key], f"{where}: perf_model.{key}", allow_zero=allow_zero)
         if key.endswith("efficiency") and values[key] > 1:
             raise InputError(f"{where}: perf_model.{key} is a fraction of peak and must be <= 1, got {values[key]}")
-        if key == "max_graph_batch":
+        if key in ("max_graph_batch", "mixed_decode_tile_rows"):
             values[key] = int(values[key])
     unknown = sorted(set(perf) - set(_PERF_FIELDS))
     if unknown:
@@ -124,6 +129,7 @@ def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
         description=str(doc.get("description", name)),
         memory_gib=_number(spec["memory_gib"], f"{where}: spec.memory_gib"),
         memory_bw_gbps=_number(spec["memory_bw_gbps"], f"{where}: spec.memory_bw_gbps"),
+        l2_cache_mib=_number(spec.get("l2_cache_mib", 0), f"{where}: spec.l2_cache_mib", allow_zero=True),
         peak_tflops=peak_tflops,
         link_bw_gbps=_number(ic["link_bw_gbps"], f"{where}: spec.interconnect.link_bw_gbps"),
         link_latency_ns=_number(ic["link_latency_ns"], f"{where}: spec.interconnect.link_latency_ns", allow_zero=True),

@@ -65,6 +65,7 @@ class AnalyticalModel(LatencyModel):
         self.iter_ns = p.iteration_overhead_ns
         self.seq_ns = p.per_sequence_overhead_ns
         self.async_scheduling = engine.async_scheduling
+        self.mixed_tile_rows = p.mixed_decode_tile_rows
         self.num_layers = model.num_layers
         s = self.shape
         # attention FLOPs per (query token x key token): QK^T and PV, 2 FLOP per MAC, all local heads
@@ -72,6 +73,9 @@ class AnalyticalModel(LatencyModel):
         self._kv_bytes_per_token = 2.0 * s.kv_dim * self.kvb  # K and V of one token, one layer
         self._fixed_cache: dict[tuple[int, int, int], float] = {}
         self._decode_attn_q_bytes = 2.0 * s.q_dim * self.ab  # read q, write o per decode token
+        self.gqa_group = s.heads / s.kv_heads  # query heads per KV head on one GPU
+        self._kv_head_bytes_per_token = 2.0 * s.head_dim * self.kvb  # K and V of one KV head, one layer
+        self.l2_bytes = hardware.l2_cache_mib * (1 << 20)
 
     # ----------------------------------------------------------------- op costs
     def _kernel_time(self, t: float, graph: bool) -> float:
@@ -168,8 +172,19 @@ class AnalyticalModel(LatencyModel):
             flops += f
             nbytes += b
         if batch.num_decode:
-            f = pair * batch.decode_ctx_sum
-            b = batch.decode_ctx_sum * kvt + batch.num_decode * qb
+            if batch.prefill and self.mixed_tile_rows:
+                # FA2 varlen (vllm-project/vllm#58013): each decoding row fills a whole query tile
+                # of tensor-core work, and each query head reads its KV head's cache itself (no GQA
+                # packing); the heads of one KV group run back to back, so the re-reads hit L2 as
+                # far as one KV head's cache over all decoding requests fits in it
+                f = pair * batch.decode_ctx_sum * self.mixed_tile_rows
+                group_bytes = batch.decode_ctx_sum * self._kv_head_bytes_per_token
+                hit = self.l2_bytes / group_bytes if group_bytes > self.l2_bytes else 1.0
+                reads = 1.0 + (self.gqa_group - 1.0) * (1.0 - hit)
+                b = batch.decode_ctx_sum * kvt * reads + batch.num_decode * qb
+            else:
+                f = pair * batch.decode_ctx_sum
+                b = batch.decode_ctx_sum * kvt + batch.num_decode * qb
             tc, tm = f / self.attn_flops, b / self.attn_bw
             total_t += tc if tc > tm else tm
             compute_t += tc
