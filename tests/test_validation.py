@@ -1,0 +1,499 @@
+"""``tpsim validate`` and ``tpsim replay``: the arithmetic on hand-made data, bad inputs, and fidelity on
+the shared measured case (vLLM 0.19 on an RTX PRO 6000, Llama-3.1-8B, TP=1) next to LLMServingSim's."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+from conftest import REPO, read_csv_rows, run_subprocess, run_tpsim, shared_path
+
+from tpsim.errors import InputError
+from tpsim.io.output import HEADER
+from tpsim.validation import (
+    accuracy_rows,
+    compare,
+    read_measured,
+    read_sim_csv,
+    sim_timeline,
+    validate,
+    write_accuracy_table,
+)
+
+CASE = "rtxpro6000-llama-3.1-8b-tp1"
+
+# ---------------------------------------------------------------- a hand-made measured run and simulation
+#
+# measured (s)          queued  sched   first   last    out  -> TTFT  TPOT  latency  queue  (ms)
+#   bench-0             100.0   100.0   100.1   100.3   3       100   100   300      0
+#   bench-1             100.5   100.7   100.9   101.7   5       400   200   1200     200
+#   bench-2             101.0   101.0   101.2   101.2   1       200   -     200      0
+#   bench-3             102.0   102.5   103.0   103.3   2       1000  300   1300     500
+# simulated (ms)        id 0: TTFT 110 TPOT 90 lat 290 q 0;  id 1: 300/250/1300/100;
+#                       id 2: 250/-/250/0 (one token);       id 4: 500/100/600/200 (no measured twin)
+MEASURED = [
+    ("bench-0", 10, 3, 100.0, 100.0, 100.1, 100.3),
+    ("bench-1", 20, 5, 100.5, 100.7, 100.9, 101.7),
+    ("bench-2", 30, 1, 101.0, 101.0, 101.2, 101.2),
+    ("bench-3", 40, 2, 102.0, 102.5, 103.0, 103.3),
+]
+SIM = [  # id, input, output, TTFT, TPOT, latency, queuing delay (ms)
+    (0, 10, 3, 110, 90, 290, 0),
+    (1, 20, 5, 300, 250, 1300, 100),
+    (2, 30, 1, 250, 0, 250, 0),
+    (4, 50, 2, 500, 100, 600, 200),
+]
+MS = 1_000_000
+
+
+def write_measured(root, rows=MEASURED, timeseries=True, meta=None):
+    (root / "vllm").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for rid, inp, out, q, s, f, last in rows:
+        lines.append(json.dumps({"request_id": rid, "input_toks": inp, "output_toks": out, "arrival_time": 1.7e9 + q,
+                                 "queued_ts": q, "scheduled_ts": s, "first_token_ts": f, "last_token_ts": last}))
+    (root / "vllm" / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    if timeseries:
+        (root / "vllm" / "timeseries.csv").write_text(
+            "t,prompt_throughput,gen_throughput,running,waiting,kv_cache_pct\n1.0,60.0,5.0,2,0,0.1\n"
+            "2.0,40.0,6.0,1,0,0.1\n3.0,0.0,2.0,1,0,0.0\n")
+    if meta is not None:
+        (root / "vllm" / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def write_sim(path, rows=SIM):
+    out = [HEADER]
+    for i, inp, o, ttft, tpot, lat, q in rows:
+        gaps = [tpot * MS] * (o - 1)
+        if gaps:
+            gaps[-1] = lat * MS - ttft * MS - tpot * MS * (o - 2)
+        arrival = i * 1_000 * MS
+        out.append(f"0,{i},test/model,{inp},{o},{arrival},{arrival + lat * MS},{lat * MS},{q * MS},{ttft * MS},"
+                   f"{tpot * MS},\"[{', '.join(map(str, gaps))}]\"\n")
+    path.write_text("".join(out))
+    return path
+
+
+@pytest.fixture
+def case(tmp_path):
+    return write_measured(tmp_path / "measured"), write_sim(tmp_path / "sim.csv")
+
+
+def test_arithmetic_by_hand(case):
+    measured_dir, sim_csv = case
+    doc, _ = validate(measured_dir, sim_csv)
+    p = doc["pairing"]
+    assert (p["measured_requests"], p["sim_requests"], p["paired"]) == (4, 4, 3)
+    assert (p["measured_only"], p["sim_only"], p["measured_only_ids"], p["sim_only_ids"]) == (1, 1, [3], [4])
+    assert p["output_tokens_mismatch"] == 0 and p["input_tokens_mismatch"] == 0
+    m = doc["metrics"]
+    approx = pytest.approx
+    # TTFT: measured [100, 200, 400, 1000]; sim [110, 250, 300, 500]
+    assert m["ttft"]["measured"] == approx({"n": 4, "mean": 425.0, "p50": 300.0, "p90": 820.0, "p99": 982.0})
+    assert m["ttft"]["sim"] == approx({"n": 4, "mean": 290.0, "p50": 275.0, "p90": 440.0, "p99": 494.0})
+    assert m["ttft"]["diff_pct"]["mean"] == approx((290 - 425) / 425 * 100, abs=1e-5)
+    assert m["ttft"]["diff_pct"]["p90"] == approx((440 - 820) / 820 * 100, abs=1e-5)
+    assert m["ttft"]["paired"]["n"] == 3
+    assert m["ttft"]["paired"]["mape_pct"] == approx((0.1 + 0.25 + 0.25) / 3 * 100, abs=1e-5)  # 20 %
+    assert m["ttft"]["paired"]["mae_ms"] == approx((10 + 100 + 50) / 3, abs=1e-5)
+    # TPOT: one-token requests skipped on both sides; measured [100, 200, 300], sim [90, 250, 100]
+    assert m["tpot"]["measured"] == approx({"n": 3, "mean": 200.0, "p50": 200.0, "p90": 280.0, "p99": 298.0})
+    assert m["tpot"]["sim"]["mean"] == approx(440 / 3)
+    assert m["tpot"]["sim"]["p90"] == approx(100 + 0.8 * 150)
+    assert m["tpot"]["paired"]["n"] == 2
+    assert m["tpot"]["paired"]["mape_pct"] == approx((0.1 + 0.25) / 2 * 100, abs=1e-5)  # 17.5 %
+    # latency: measured [200, 300, 1200, 1300], sim [250, 290, 600, 1300]
+    assert m["latency"]["measured"] == approx({"n": 4, "mean": 750.0, "p50": 750.0, "p90": 1270.0, "p99": 1297.0})
+    assert m["latency"]["diff_pct"]["mean"] == approx((610 - 750) / 750 * 100, abs=1e-5)
+    assert m["latency"]["paired"]["mape_pct"] == approx((10 / 300 + 100 / 1200 + 50 / 200) / 3 * 100, abs=1e-5)
+    # queuing delay: compared, but its MAPE is withheld (measured delays of ~0)
+    assert m["queuing_delay"]["measured"]["mean"] == approx(175.0)
+    assert m["queuing_delay"]["sim"]["mean"] == approx(75.0)
+    assert m["queuing_delay"]["paired"]["mape_pct"] is None
+    assert m["queuing_delay"]["paired"]["mae_ms"] == approx(100 / 3, abs=1e-5)
+
+
+def test_percentiles_match_numpy(case):
+    np = pytest.importorskip("numpy")
+    measured_dir, sim_csv = case
+    doc, _ = validate(measured_dir, sim_csv)
+    ttft = [100, 400, 200, 1000]
+    for q in (50, 90, 99):
+        assert doc["metrics"]["ttft"]["measured"][f"p{q}"] == pytest.approx(float(np.percentile(ttft, q)))
+
+
+def test_pairing_output_mismatch_and_unfinished(tmp_path):
+    rows = MEASURED + [("bench-7", 5, 4, 104.0, None, None, None)]  # never produced a token
+    measured_dir = write_measured(tmp_path / "m", rows)
+    sim = [(0, 10, 4, 110, 90, 380, 0)] + SIM[1:]  # request 0 simulated with 4 output tokens instead of 3
+    side_m = read_measured(measured_dir / "vllm" / "requests.jsonl")
+    side_s = read_sim_csv(write_sim(tmp_path / "s.csv", sim))
+    result = compare(side_m, side_s)
+    assert result["pairing"]["measured_unfinished"] == 1
+    assert result["pairing"]["output_tokens_mismatch"] == 1
+    assert result["pairing"]["measured_only_ids"] == [3, 7]
+    assert result["metrics"]["ttft"]["measured"]["n"] == 4  # the unfinished request has no TTFT
+
+
+def test_no_common_requests(tmp_path):
+    measured_dir = write_measured(tmp_path / "m")
+    sim_csv = write_sim(tmp_path / "s.csv", [(10 + i, *row[1:]) for i, row in enumerate(SIM)])
+    doc, _ = validate(measured_dir, sim_csv)
+    assert doc["pairing"]["paired"] == 0
+    assert doc["metrics"]["ttft"]["paired"] == {"n": 0, "mape_pct": None, "mae_ms": None}
+    assert doc["metrics"]["ttft"]["diff_pct"]["mean"] is not None  # the distributions still compare
+
+
+def test_cli_writes_json_markdown_and_figures(case, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    measured_dir, sim_csv = case
+    out = tmp_path / "val"
+    assert run_tpsim(["validate", "--measured", str(measured_dir), "--sim", str(sim_csv), "--out", str(out),
+                      "--label", "mysim"]) == 0
+    printed = capsys.readouterr().out
+    assert "| TTFT | mean | 425.00 | 290.00 | -31.8 |" in printed
+    assert "| TTFT | 3 | 20.00 | 53.33 |" in printed
+    doc = json.loads((out / "validation.json").read_text())
+    assert doc["sim"]["label"] == "mysim"
+    assert sorted(doc["figures"]) == ["cdf.pdf", "cdf.png", "throughput.pdf", "throughput.png"]
+    assert (out / "validation.md").read_text().startswith("Validation of `mysim`")
+    for name in doc["figures"]:
+        assert (out / name).stat().st_size > 1000
+    assert b"CreationDate" not in (out / "cdf.pdf").read_bytes()
+    # deterministic: a second run writes the same bytes
+    out2 = tmp_path / "val2"
+    assert run_tpsim(["validate", "--measured", str(measured_dir), "--sim", str(sim_csv), "--out", str(out2),
+                      "--label", "mysim"]) == 0
+    for name in [*doc["figures"], "validation.json", "validation.md"]:
+        assert (out / name).read_bytes() == (out2 / name).read_bytes(), name
+
+
+def test_cli_json_to_stdout(case, capsys):
+    measured_dir, sim_csv = case
+    assert run_tpsim(["validate", "--measured", str(measured_dir), "--sim", str(sim_csv), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema_version"] == 1 and doc["pairing"]["paired"] == 3
+    assert doc["sim"]["label"] == "sim"  # no run summary beside the CSV: the file's name
+
+
+def test_sim_label_and_timeline_from_tpsim_summary(case, tmp_path):
+    measured_dir, sim_csv = case
+    (tmp_path / "sim.summary.json").write_text(json.dumps({
+        "instances": [{"perf_model": "analytical"}],
+        "timeline": [{"t_s": 1.0, "prompt_tokens_per_s": 50.0, "generation_tokens_per_s": 3.0}],
+    }))
+    doc, data = validate(measured_dir, sim_csv)
+    assert doc["sim"]["label"] == "tpsim-analytical"
+    series, source = sim_timeline(data["summary"], data["sim"])
+    assert series == [{"t_s": 1.0, "prompt": 50.0, "generation": 3.0}] and source == "run summary timeline"
+
+
+def test_generation_timeline_from_itl(case):
+    _, sim_csv = case
+    side = read_sim_csv(sim_csv, with_itl=True)
+    series, _ = sim_timeline(None, side)
+    assert sum(b["generation"] for b in series) == sum(row[2] for row in SIM)  # every token once (1 s bins)
+    assert all(b["prompt"] is None for b in series)
+
+
+# ---------------------------------------------------------------- bad inputs: one line, exit 2
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tpsim: error: "), err
+    return lines[0]
+
+
+def test_malformed_jsonl_names_file_and_line(case, capsys):
+    measured_dir, sim_csv = case
+    path = measured_dir / "vllm" / "requests.jsonl"
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2][:-5]  # truncate line 3
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"requests\.jsonl:3: malformed JSON"):
+        read_measured(path)
+    assert run_tpsim(["validate", "--measured", str(measured_dir), "--sim", str(sim_csv)]) == 2
+    assert "requests.jsonl:3: malformed JSON" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("queued_ts"), r"requests\.jsonl:2: missing field 'queued_ts'"),
+    (lambda d: d.update(request_id="req-x"), r"requests\.jsonl:2: request_id 'req-x' is not of the form 'bench-<i>'"),
+    (lambda d: d.update(output_toks="many"), r"requests\.jsonl:2: field 'output_toks' must be a number"),
+    (lambda d: d.update(request_id="bench-0"), r"requests\.jsonl:2: duplicate request_id 'bench-0'"),
+    (lambda d: d.update(last_token_ts=50.0), r"requests\.jsonl:2: last_token_ts 50.0 is before first_token_ts"),
+])
+def test_bad_measured_fields(tmp_path, mutate, message):
+    measured_dir = write_measured(tmp_path / "m")
+    path = measured_dir / "vllm" / "requests.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    mutate(rows[1])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError, match=message):
+        read_measured(path)
+
+
+def test_missing_inputs(case, tmp_path, capsys):
+    measured_dir, sim_csv = case
+    assert run_tpsim(["validate", "--measured", str(tmp_path / "nope"), "--sim", str(sim_csv)]) == 2
+    assert "nope: no such folder" in _one_error_line(capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_tpsim(["validate", "--measured", str(empty), "--sim", str(sim_csv)]) == 2
+    assert "vllm/requests.jsonl: no such file" in _one_error_line(capsys)
+    assert run_tpsim(["validate", "--measured", str(measured_dir), "--sim", str(tmp_path / "none.csv")]) == 2
+    assert "none.csv: no such file" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", r"empty file"),
+    (HEADER, r"no request rows \(header only"),
+    ("a,b,c\n1,2,3\n", r"sim\.csv:1: expected the 12-column header"),
+    (HEADER + "0,0,m,10,3,0,1,1,0,1,1,\"[1, 1]\"\n0,1,m,10,x,0,1,1,0,1,1,\"[]\"\n",
+     r"sim\.csv:3: column 'output' must be an integer"),
+    (HEADER + "0,0,m,10,3,0,1,1,0,1\n", r"sim\.csv:2: expected 12 columns, got 10"),
+    (HEADER + "0,0,m,10,3,0,1,1,0,1,1,\"[1, 1]\"\n1,0,m,10,3,0,1,1,0,1,1,\"[1, 1]\"\n",
+     r"sim\.csv:3: duplicate request id 0"),
+])
+def test_bad_sim_csv(case, tmp_path, capsys, text, message):
+    measured_dir, _ = case
+    bad = tmp_path / "sim.csv"
+    bad.write_text(text)
+    with pytest.raises(InputError, match=message):
+        read_sim_csv(bad)
+    assert run_tpsim(["validate", "--measured", str(measured_dir), "--sim", str(bad)]) == 2
+    _one_error_line(capsys)
+
+
+def test_subprocess_error_is_one_line(case, tmp_path):
+    measured_dir, _ = case
+    (measured_dir / "vllm" / "requests.jsonl").write_text('{"request_id": "bench-0"}\n{oops\n')
+    proc = run_subprocess(["-m", "tpsim", "validate", "--measured", str(measured_dir), "--sim",
+                           str(tmp_path / "sim.csv")])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith("tpsim: error: ") and "requests.jsonl:1: missing field 'output_toks'" in proc.stderr
+
+
+def test_commands_keep_plotting_off_the_import_path():
+    code = ("import sys; from tpsim.cli import build_parser; build_parser(); import tpsim.validation; "
+            "print(sorted(m for m in ('matplotlib', 'pandas', 'numpy') if m in sys.modules))")
+    proc = run_subprocess(["-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- accuracy table
+
+
+def test_accuracy_table(case, tmp_path):
+    measured_dir, sim_csv = case
+    doc, _ = validate(measured_dir, sim_csv)
+    entries = []
+    for sim in ("LLMServingSim", "tpsim-analytical"):
+        p = tmp_path / "c1" / sim / "validation.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps(doc))
+        entries.append(("c1", sim, p))
+    rows = accuracy_rows(entries)
+    assert [r["simulator"] for r in rows] == ["tpsim-analytical", "LLMServingSim"]
+    assert rows[0]["ttft_mape_pct"] == pytest.approx(20.0)
+    assert rows[0]["tpot_mean_diff_pct"] == pytest.approx((440 / 3 - 200) / 200 * 100, abs=1e-5)
+    write_accuracy_table(rows, tmp_path / "acc.csv", tmp_path / "acc.md")
+    csv_rows = read_csv_rows(tmp_path / "acc.csv")
+    assert csv_rows[0]["simulator"] == "tpsim-analytical" and csv_rows[0]["ttft_mape_pct"] == "20.00"
+    md = (tmp_path / "acc.md").read_text()
+    assert "| c1 | tpsim-analytical | 3/4 | -31.8 |" in md
+
+
+# ---------------------------------------------------------------- replay: engine settings from meta.json
+
+
+def test_engine_from_meta():
+    from tpsim.commands.replay import engine_from_meta
+
+    meta = {"vllm_version": "0.19.0",
+            "engine_kwargs": {"max_num_seqs": 64, "max_num_batched_tokens": 4096, "dtype": "float16",
+                              "kv_cache_dtype": "fp8_e4m3", "seed": 7, "max_model_len": 8192},
+            "kv_cache": {"block_size": 32, "enable_prefix_caching": False, "gpu_memory_utilization": 0.8}}
+    values, source, notes = engine_from_meta(meta, "meta.json")
+    assert values == {"max_num_seqs": 64, "max_num_batched_tokens": 4096, "dtype": "float16", "kv_cache_dtype": "fp8",
+                      "seed": 7, "block_size": 32, "enable_prefix_caching": False, "npu_memory_utilization": 0.8,
+                      "async_scheduling": True}
+    assert source["block_size"] == "kv_cache.block_size"
+    assert any("max_model_len" in n for n in notes)
+    assert engine_from_meta({"vllm_version": "0.10.1"}, "m")[0] == {"async_scheduling": False}
+    rc = {"vllm_version": "0.19.0", "resolved_config": {"scheduler_config": {"async_scheduling": False,
+                                                                             "enable_chunked_prefill": False}}}
+    assert engine_from_meta(rc, "m")[0] == {"async_scheduling": False, "enable_chunked_prefill": False}
+    assert engine_from_meta({"engine_kwargs": {"dtype": "auto"}}, "m")[0] == {"dtype": None}
+    with pytest.raises(InputError, match="meta.json: engine_kwargs.max_num_seqs must be a non-negative integer"):
+        engine_from_meta({"engine_kwargs": {"max_num_seqs": "lots"}}, "meta.json")
+
+
+def _replay_dir(root, test_configs, *, layers=None, meta=None):
+    """A small measured directory for Qwen3-0.6B on the made-up TESTGPU."""
+    from conftest import write_cluster, write_trace
+
+    root.mkdir()
+    write_cluster(root / "config.json", model="Qwen/Qwen3-0.6B", hardware="TESTGPU", mem_util=0.9)
+    write_trace(root / "trace.jsonl", [{"input_toks": 64 + 8 * i, "output_toks": 8, "arrival_time_ns": i * 10_000_000}
+                                       for i in range(6)])
+    model = json.loads((REPO / "configs" / "model" / "Qwen" / "Qwen3-0.6B.json").read_text())
+    if layers is not None:
+        model["num_hidden_layers"] = layers
+    (root / "model_config.json").write_text(json.dumps(model))
+    write_measured(root, [(f"bench-{i}", 64 + 8 * i, 8, 10.0 + i / 100, 10.0 + i / 100, 10.05 + i / 100,
+                           10.3 + i / 100) for i in range(6)], timeseries=False, meta=meta)
+    return root
+
+
+def test_replay_uses_the_directory(tmp_path, test_configs, capsys):
+    meta = {"vllm_version": "0.19.0", "model": "Qwen/Qwen3-0.6B",
+            "engine_kwargs": {"max_num_seqs": 4, "max_num_batched_tokens": 256, "dtype": "bfloat16",
+                              "kv_cache_dtype": "auto", "seed": 3},
+            "kv_cache": {"block_size": 32, "enable_prefix_caching": False}}
+    d = _replay_dir(tmp_path / "case", test_configs, layers=4, meta=meta)
+    out = tmp_path / "out" / "replay.csv"
+    before = os.environ.get("TPSIM_CONFIG_DIR")
+    assert run_tpsim(["replay", "--measured", str(d), "--output", str(out), "--perf-model", "analytical",
+                      "--max-num-batched-tokens", "128", "--log-interval", "0"]) == 0
+    assert os.environ.get("TPSIM_CONFIG_DIR") == before  # the model overlay is undone
+    rows = read_csv_rows(out)
+    assert len(rows) == 6 and {r["model"] for r in rows} == {"Qwen/Qwen3-0.6B"}  # the name is kept
+    s = json.loads((tmp_path / "out" / "replay.summary.json").read_text())
+    eng = s["instances"][0]["engine"]
+    assert (eng["max_num_seqs"], eng["block_size"], eng["enable_prefix_caching"], eng["async_scheduling"]) == \
+        (4, 32, False, True)
+    assert eng["max_num_batched_tokens"] == 128  # an explicit flag wins over meta.json
+    assert s["replay"]["settings"]["max_num_batched_tokens"]["source"] == "command line"
+    assert s["replay"]["settings"]["seed"]["value"] == 3
+    assert s["provenance"]["inputs"]["models"]["Qwen/Qwen3-0.6B"]["path"] == str(d / "model_config.json")
+    # the directory's model config (4 layers, not 28) is what ran: far less weight memory than the catalog's
+    assert run_tpsim(["run", "--cluster-config", str(d / "config.json"), "--dataset", str(d / "trace.jsonl"),
+                      "--output", str(tmp_path / "cat.csv"), "--perf-model", "analytical", "--log-interval", "0"]) == 0
+    catalog = json.loads((tmp_path / "cat.summary.json").read_text())
+    assert s["instances"][0]["memory"]["weights_gb"] < catalog["instances"][0]["memory"]["weights_gb"]
+    capsys.readouterr()
+    # and validate reads the replay back
+    assert run_tpsim(["validate", "--measured", str(d), "--sim", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["pairing"]["paired"] == 6 and doc["sim"]["label"] == "tpsim-analytical"
+
+
+def test_replay_errors(tmp_path, test_configs, capsys):
+    d = _replay_dir(tmp_path / "case", test_configs)
+    assert run_tpsim(["replay", "--measured", str(d)]) == 2
+    assert "--output is required" in _one_error_line(capsys)
+    (d / "model_config.json").write_text('{"model_type": "llama"}')
+    assert run_tpsim(["replay", "--measured", str(d), "--output", str(tmp_path / "r.csv")]) == 2
+    assert f"{d / 'model_config.json'}: missing field 'hidden_size'" in _one_error_line(capsys)
+    (d / "trace.jsonl").unlink()
+    assert run_tpsim(["replay", "--measured", str(d), "--output", str(tmp_path / "r.csv")]) == 2
+    assert "trace.jsonl: no such file" in _one_error_line(capsys)
+
+
+# ---------------------------------------------------------------- fidelity on the shared measured case
+
+#: the project's accuracy target: mean TTFT, TPOT and latency within 10 % of vLLM's
+TARGET_PCT = 10.0
+
+
+@pytest.fixture(scope="module")
+def analytical_replay(tmp_path_factory):
+    case = shared_path("validation", CASE)
+    out = tmp_path_factory.mktemp("replay") / "tpsim-analytical.csv"
+    proc = run_subprocess(["-m", "tpsim", "replay", "--measured", str(case), "--output", str(out),
+                           "--perf-model", "analytical"])
+    assert proc.returncode == 0, proc.stderr
+    return case, out
+
+
+def test_replay_shared_case_finishes_every_request(analytical_replay):
+    case, out = analytical_replay
+    summary = json.loads(out.with_name("tpsim-analytical.summary.json").read_text())
+    n = sum(1 for line in (case / "trace.jsonl").read_text().splitlines() if line.strip())
+    assert summary["totals"]["finished"] == n == 300 and summary["totals"]["rejected"] == 0
+    doc, _ = validate(case, out)
+    assert doc["pairing"]["paired"] == 300 and doc["pairing"]["output_tokens_mismatch"] == 0
+    assert doc["pairing"]["input_tokens_mismatch"] == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap, issue 5: the analytical model predicts steps that mix a prefill chunk with decodes too fast "
+    "(mean TTFT about -22 %, latency -12 %, TPOT -8 % on this overloaded case, where queueing amplifies step-time "
+    "errors); strict, so this test fails loudly once the model meets the target"))
+def test_analytical_model_accuracy_targets(analytical_replay):
+    """Mean TTFT, TPOT and latency of the analytical model within 10 % of the measured vLLM run."""
+    case, out = analytical_replay
+    doc, _ = validate(case, out)
+    diffs = {k: doc["metrics"][k]["diff_pct"]["mean"] for k in ("ttft", "tpot", "latency")}
+    misses = {k: round(v, 1) for k, v in diffs.items() if abs(v) > TARGET_PCT}
+    assert not misses, f"mean differences vs vLLM outside ±{TARGET_PCT:g} %: {misses} (all: " \
+                       f"{ {k: round(v, 1) for k, v in diffs.items()} })"
+
+
+@pytest.fixture(scope="module")
+def profile_replay(tmp_path_factory):
+    case = shared_path("validation", CASE)
+    bundles = shared_path("profiles", "llmservingsim")
+    out = tmp_path_factory.mktemp("replay") / "tpsim-profile.csv"
+    proc = run_subprocess(["-m", "tpsim", "replay", "--measured", str(case), "--output", str(out),
+                           "--perf-model", "profile", "--profile-dir", str(bundles)])
+    assert proc.returncode == 0, proc.stderr
+    return case, out
+
+
+def test_profile_model_accuracy_targets(profile_replay):
+    """Fed the peer's measured bundle: means within 3 % of vLLM, paired TTFT MAPE below LLMServingSim's 10.8 %."""
+    case, out = profile_replay
+    summary = json.loads(out.with_name("tpsim-profile.summary.json").read_text())
+    assert summary["instances"][0]["perf_model"] == "profile"
+    doc, _ = validate(case, out)
+    diffs = {k: doc["metrics"][k]["diff_pct"]["mean"] for k in ("ttft", "tpot", "latency")}
+    assert all(abs(v) <= 3.0 for v in diffs.values()), diffs
+    assert doc["metrics"]["ttft"]["paired"]["mape_pct"] < 10.8
+
+
+def test_llmservingsim_paired_ttft_mape():
+    """The peer's own simulation of the case, scored the same way: paired TTFT MAPE about 10.8 %."""
+    case = shared_path("validation", CASE)
+    doc, _ = validate(case, case / "llmservingsim" / "sim.csv", label="LLMServingSim")
+    assert doc["pairing"]["paired"] == 300
+    assert doc["metrics"]["ttft"]["paired"]["mape_pct"] == pytest.approx(10.79, abs=0.01)
+    # its summary.txt's table (vLLM vs Sim), reproduced with the publishers' definitions
+    assert doc["metrics"]["ttft"]["measured"]["mean"] == pytest.approx(7097.2, abs=0.05)
+    assert doc["metrics"]["ttft"]["sim"]["mean"] == pytest.approx(6815.7, abs=0.05)
+    assert doc["metrics"]["tpot"]["measured"]["p99"] == pytest.approx(37.3, abs=0.05)
+    assert doc["metrics"]["latency"]["diff_pct"]["mean"] == pytest.approx(-1.8, abs=0.05)
+
+
+@pytest.mark.slow
+def test_snakemake_validate_target(tmp_path):
+    """``snakemake validate`` through workflow/rules/validate.smk alone, on a copy of the shared case."""
+    if shutil.which("snakemake") is None:
+        pytest.skip("snakemake not installed (pip install 'tpsim[workflow]')")
+    pytest.importorskip("matplotlib")
+    case = shared_path("validation", CASE)
+    root = tmp_path / "validation"
+    shutil.copytree(case, root / CASE)
+    (tmp_path / "Snakefile").write_text(f'include: "{REPO / "workflow" / "rules" / "validate.smk"}"\n')
+    proc = run_subprocess(["-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path),
+                           "--workflow-profile", "none", "--cores", "2", "validate", "--config",
+                           f"validation_root={root}", f"validation_profiles={tmp_path / 'no-profiles'}"],
+                          env={"PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_csv_rows(tmp_path / "results" / "validation" / "accuracy.csv")
+    assert [(r["case"], r["simulator"]) for r in rows] == [(CASE, "tpsim-analytical"), (CASE, "LLMServingSim")]
+    assert float(rows[1]["ttft_mape_pct"]) == pytest.approx(10.79, abs=0.01)
+    assert (tmp_path / "results" / "validation" / CASE / "tpsim-analytical" / "cdf.pdf").is_file()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))

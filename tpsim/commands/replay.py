@@ -1,0 +1,278 @@
+"""``tpsim replay``: simulate a measured vLLM replay directory with the engine settings it ran with.
+
+Example::
+
+    tpsim replay --measured ../shared/validation/rtxpro6000-llama-3.1-8b-tp1 \\
+        --output outputs/replay.csv --perf-model analytical
+    tpsim validate --measured ../shared/validation/rtxpro6000-llama-3.1-8b-tp1 --sim outputs/replay.csv
+
+Inputs taken from the directory (layout: :mod:`tpsim.validation`):
+
+* ``config.json``: the cluster config (``--cluster-config``);
+* ``trace.jsonl``: the requests (``--dataset``);
+* ``vllm/meta.json``: ``engine_kwargs`` (max_num_seqs, max_num_batched_tokens,
+  dtype, kv_cache_dtype, seed) and, where the run recorded it, the ``kv_cache``
+  block (block_size, enable_prefix_caching, gpu_memory_utilization) and
+  ``resolved_config`` (chunked prefill, async scheduling); without those,
+  async scheduling follows the vLLM version (on from 0.12);
+* ``model_config.json``: the model's Hugging Face config.  The cluster config
+  names the model (``meta-llama/Llama-3.1-8B``); the run keeps that name (the
+  CSV's model column and the profile-bundle lookup use it) but reads the
+  architecture from the directory's file: a temporary config root holding
+  ``model/<name>.json`` is put first on the search path (``$TPSIM_CONFIG_DIR``,
+  see :mod:`tpsim.config.catalog`) for the duration of the run, with the
+  hardware and models of any ``$TPSIM_CONFIG_DIR`` already set kept visible.
+
+Every other ``tpsim run`` flag is accepted; a flag given explicitly wins over
+the directory's value.  The run summary gains a ``replay`` block saying where
+each setting came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+#: meta.json engine setting -> run-flag destination
+_META_DESTS = ("max_num_seqs", "max_num_batched_tokens", "dtype", "kv_cache_dtype", "seed", "block_size",
+               "enable_prefix_caching", "npu_memory_utilization", "enable_chunked_prefill", "async_scheduling")
+#: placeholder default: "not given on the command line" (not a string: argparse would parse a string default)
+_UNSET = object()
+_KV_DTYPES = {"auto": "auto", "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
+_DTYPES = {"auto": None, "bfloat16": "bfloat16", "float16": "float16", "half": "float16", "float32": "float32",
+           "float": "float32"}
+#: vLLM turned async scheduling on by default in this version
+ASYNC_SCHEDULING_SINCE = (0, 12)
+
+
+def register(subparsers) -> None:
+    from tpsim.commands.run import add_run_arguments
+
+    p = subparsers.add_parser(
+        "replay", help="simulate a measured vLLM replay directory with its engine settings",
+        description="Run tpsim on a measured replay directory (config.json, trace.jsonl, vllm/meta.json, "
+                    "model_config.json) with the engine settings vLLM ran with; then compare with `tpsim validate`. "
+                    "Any `tpsim run` flag may be added and wins over the directory's value.")
+    p.add_argument("--measured", required=True, metavar="DIR", help="measured replay directory")
+    add_run_arguments(p)
+    p.set_defaults(func=handle, cluster_config=None, **{d: _UNSET for d in _META_DESTS})
+
+
+def _run_defaults() -> dict:
+    from tpsim.commands.run import add_run_arguments
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_run_arguments(parser)
+    return vars(parser.parse_args([]))
+
+
+def _version(text) -> tuple[int, ...] | None:
+    m = re.match(r"^v?(\d+)\.(\d+)", str(text or ""))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def engine_from_meta(meta: dict, where: str) -> tuple[dict, dict, list[str]]:
+    """vLLM's recorded settings -> (run-flag values, their sources, notes)."""
+    from tpsim.errors import InputError, NotSupportedError
+
+    values: dict = {}
+    source: dict = {}
+    notes: list[str] = []
+    ek = meta.get("engine_kwargs") or {}
+    if not isinstance(ek, dict):
+        raise InputError(f"{where}: 'engine_kwargs' must be an object")
+
+    def take(dest, value, src):
+        values[dest] = value
+        source[dest] = src
+
+    for key in ("max_num_seqs", "max_num_batched_tokens", "seed"):
+        v = ek.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise InputError(f"{where}: engine_kwargs.{key} must be a non-negative integer, got {v!r}")
+        take(key, v, f"engine_kwargs.{key}")
+    if ek.get("dtype") is not None:
+        if ek["dtype"] not in _DTYPES:
+            raise NotSupportedError(f"{where}: engine_kwargs.dtype {ek['dtype']!r} is not supported; "
+                                    f"expected one of {', '.join(_DTYPES)}")
+        take("dtype", _DTYPES[ek["dtype"]], "engine_kwargs.dtype")
+    if ek.get("kv_cache_dtype") is not None:
+        if ek["kv_cache_dtype"] not in _KV_DTYPES:
+            raise NotSupportedError(f"{where}: engine_kwargs.kv_cache_dtype {ek['kv_cache_dtype']!r} is not "
+                                    f"supported; expected one of {', '.join(_KV_DTYPES)}")
+        take("kv_cache_dtype", _KV_DTYPES[ek["kv_cache_dtype"]], "engine_kwargs.kv_cache_dtype")
+    if ek.get("max_model_len") is not None:
+        notes.append(f"engine_kwargs.max_model_len={ek['max_model_len']} not applied (tpsim uses the model's "
+                     "max_position_embeddings)")
+    for key in ("data_parallel_size",):
+        if ek.get(key) not in (None, 1):
+            notes.append(f"engine_kwargs.{key}={ek[key]}: the cluster config's instances are simulated as given")
+
+    kv = meta.get("kv_cache")
+    if isinstance(kv, dict):
+        if isinstance(kv.get("block_size"), int) and not isinstance(kv["block_size"], bool):
+            take("block_size", kv["block_size"], "kv_cache.block_size")
+        if isinstance(kv.get("enable_prefix_caching"), bool):
+            take("enable_prefix_caching", kv["enable_prefix_caching"], "kv_cache.enable_prefix_caching")
+        util = kv.get("gpu_memory_utilization")
+        if isinstance(util, (int, float)) and not isinstance(util, bool):
+            take("npu_memory_utilization", float(util), "kv_cache.gpu_memory_utilization")
+        if kv.get("num_gpu_blocks") is not None:
+            notes.append(f"vLLM measured {kv['num_gpu_blocks']} KV blocks; tpsim estimates its own capacity "
+                         "(see the run summary's memory block)")
+
+    rc = meta.get("resolved_config")
+    sched = rc.get("scheduler_config") if isinstance(rc, dict) else None
+    if isinstance(sched, dict):
+        if isinstance(sched.get("enable_chunked_prefill"), bool):
+            take("enable_chunked_prefill", sched["enable_chunked_prefill"],
+                 "resolved_config.scheduler_config.enable_chunked_prefill")
+        if isinstance(sched.get("async_scheduling"), bool):
+            take("async_scheduling", sched["async_scheduling"], "resolved_config.scheduler_config.async_scheduling")
+    if "async_scheduling" not in values:
+        ver = _version(meta.get("vllm_version"))
+        if ver is not None:
+            take("async_scheduling", ver >= ASYNC_SCHEDULING_SINCE,
+                 f"vllm_version {meta.get('vllm_version')} (async scheduling is vLLM's default from "
+                 f"{'.'.join(map(str, ASYNC_SCHEDULING_SINCE))})")
+    return values, source, notes
+
+
+@contextlib.contextmanager
+def model_config_overlay(model_name: str, model_json: Path):
+    """Make ``model_name`` resolve to ``model_json`` while the block runs (a temporary ``$TPSIM_CONFIG_DIR``).
+
+    The temporary root holds ``model/<model_name>.json``; the hardware entries and
+    other models of a ``$TPSIM_CONFIG_DIR`` already set are carried over, so the
+    search order of :mod:`tpsim.config.catalog` is otherwise unchanged.
+    """
+    old = os.environ.get("TPSIM_CONFIG_DIR")
+    with tempfile.TemporaryDirectory(prefix="tpsim-replay-") as tmp:
+        root = Path(tmp) / "configs"
+        (root / "model").mkdir(parents=True)
+        if old:
+            prev = Path(old)
+            if (prev / "hardware").is_dir():
+                (root / "hardware").symlink_to((prev / "hardware").resolve(), target_is_directory=True)
+            if (prev / "model").is_dir():
+                shutil.copytree(prev / "model", root / "model", dirs_exist_ok=True)
+        target = root / "model" / f"{model_name}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_json, target)
+        os.environ["TPSIM_CONFIG_DIR"] = str(root)
+        try:
+            yield target
+        finally:
+            if old is None:
+                os.environ.pop("TPSIM_CONFIG_DIR", None)
+            else:
+                os.environ["TPSIM_CONFIG_DIR"] = old
+
+
+def handle(args) -> int:
+    import json
+
+    from tpsim.commands.run import (
+        _check_flags,
+        _output_path,
+        _validate_numbers,
+        summary_path,
+    )
+    from tpsim.config.cluster import load_cluster
+    from tpsim.config.model import parse_model_config
+    from tpsim.errors import InputError
+    from tpsim.io.output import atomic_write_json
+    from tpsim.runner import execute
+    from tpsim.validation import measured_paths, read_json
+
+    t0 = time.perf_counter()
+    paths = measured_paths(args.measured)
+    if not args.output:
+        raise InputError("--output is required: the per-request CSV to write (its summary goes beside it)")
+    defaults = _run_defaults()
+    meta_path = paths["meta"]
+    meta = read_json(meta_path, "vLLM run metadata") if meta_path.is_file() else {}
+    from_meta, meta_source, notes = engine_from_meta(meta, str(meta_path))
+    settings = {}
+    for dest in _META_DESTS:
+        given = getattr(args, dest)
+        if given is not _UNSET:
+            settings[dest] = {"value": given, "source": "command line"}
+        elif dest in from_meta:
+            setattr(args, dest, from_meta[dest])
+            settings[dest] = {"value": from_meta[dest], "source": f"{meta_path}: {meta_source[dest]}"}
+        else:
+            setattr(args, dest, defaults[dest])
+            settings[dest] = {"value": defaults[dest], "source": "tpsim default"}
+    if args.cluster_config is None:
+        if not paths["config"].is_file():
+            raise InputError(f"{paths['config']}: no such file; a measured directory needs the cluster config "
+                             "(or pass --cluster-config)")
+        args.cluster_config = str(paths["config"])
+    if args.dataset is None:
+        if not paths["trace"].is_file():
+            raise InputError(f"{paths['trace']}: no such file; a measured directory needs trace.jsonl "
+                             "(or pass --dataset)")
+        args.dataset = str(paths["trace"])
+    ignored = _check_flags(args)
+    _validate_numbers(args)
+    out = _output_path(args)
+
+    cluster = load_cluster(args.cluster_config)
+    models = sorted({i.model_name for i in cluster.instances})
+    utils = {i.npu_mem.mem_util for i in cluster.instances}
+    if None not in utils:  # the cluster config's npu_mem.mem_util wins over the flag (tpsim.config.engine)
+        wanted = settings["npu_memory_utilization"]["value"]
+        if any(abs(u - wanted) > 1e-9 for u in utils) and settings["npu_memory_utilization"]["source"] != "tpsim default":
+            notes.append(f"gpu_memory_utilization {wanted} ({settings['npu_memory_utilization']['source']}) differs "
+                         f"from the cluster config's npu_mem.mem_util {sorted(utils)}, which is used")
+        settings["npu_memory_utilization"] = {"value": min(utils) if len(utils) == 1 else sorted(utils),
+                                              "source": f"{args.cluster_config}: npu_mem.mem_util"}
+    ek = meta.get("engine_kwargs") if isinstance(meta.get("engine_kwargs"), dict) else {}
+    tp_meta = ek.get("tensor_parallel_size")
+    if tp_meta is not None and any(i.tp_size != tp_meta for i in cluster.instances):
+        notes.append(f"engine_kwargs.tensor_parallel_size={tp_meta} differs from the cluster config's tp_size; "
+                     "the cluster config is simulated")
+    if meta.get("model") and models != [meta["model"]]:
+        notes.append(f"vllm/meta.json names model {meta['model']!r}; the cluster config names {', '.join(models)}")
+    model_json = paths["model_config"]
+    overlay = contextlib.nullcontext()
+    model_source = None
+    if model_json.is_file():
+        if len(models) != 1:
+            raise InputError(f"{model_json}: one model config for a cluster of {len(models)} models "
+                             f"({', '.join(models)}); replay needs a single-model cluster config")
+        doc = read_json(model_json, "the model's Hugging Face config.json")
+        parse_model_config(doc, models[0], str(model_json))  # errors name the directory's file
+        overlay = model_config_overlay(models[0], model_json)
+        model_source = str(model_json)
+    for note in notes:
+        if args.log_level != "ERROR":
+            sys.stderr.write(f"tpsim: warning: {note}\n")
+    with overlay:
+        rc = execute(args, out, ignored, t0)
+    if out is not None and rc == 0:
+        spath = summary_path(out)
+        summary = json.loads(Path(spath).read_text())
+        if model_source is not None:
+            entry = summary.get("provenance", {}).get("inputs", {}).get("models", {}).get(models[0])
+            if isinstance(entry, dict):
+                entry["path"] = model_source  # the temporary copy is gone; the bytes (sha256) are the same
+        summary["replay"] = {
+            "measured_dir": str(paths["dir"]),
+            "vllm_version": meta.get("vllm_version"),
+            "model_config": model_source or f"catalog entry for {', '.join(models)}",
+            "settings": settings,
+            "notes": notes,
+        }
+        atomic_write_json(spath, summary)
+    return rc
