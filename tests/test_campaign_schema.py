@@ -1,0 +1,212 @@
+"""Campaign YAML validation (workflow/schemas/campaign.schema.yaml + campaignlib's checks).
+
+Every shipped campaign loads; every kind of mistake is rejected with a message that names the
+offending key; the matrix expands into the expected runs (exclude rules, Hive-style run ids,
+model names encoded for paths, numbers written canonically).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+import campaignlib
+from campaignlib import CampaignError, load_campaign
+
+ROOTS = [REPO]
+
+
+def good(**over) -> dict:
+    doc = {
+        "name": "t",
+        "cluster": "configs/cluster/single_node_single_instance.json",
+        "workload": {"generate": {"preset": "sharegpt", "num_reqs": 20, "rate": 2}},
+        "matrix": {"model": ["Qwen/Qwen3-32B", "Qwen/Qwen3-8B"], "tp_size": [1, 2, 4], "link_bw": [16, 450]},
+    }
+    for key, value in over.items():
+        if value is None:
+            doc.pop(key)
+        else:
+            doc[key] = value
+    return doc
+
+
+def load(doc):
+    return load_campaign(doc, source="c.yaml", roots=ROOTS)
+
+
+def errors_of(doc) -> str:
+    with pytest.raises(CampaignError) as exc:
+        load(doc)
+    return str(exc.value)
+
+
+# ----------------------------------------------------------------------------- good campaigns
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "campaigns").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_campaigns_load(path):
+    camp = campaignlib.load_campaign_file(path, roots=ROOTS)
+    m = camp.doc["matrix"]
+    expected = 1
+    for values in m.values():
+        expected *= len(values)
+    assert len(camp.runs) == expected
+    assert len({r.id for r in camp.runs}) == len(camp.runs)
+    assert camp.name == path.stem
+
+
+def test_default_campaign_is_the_documented_one():
+    camp = campaignlib.load_campaign_file(REPO / "configs" / "campaigns" / "tp_vs_linkbw.yaml", roots=ROOTS)
+    m = camp.doc["matrix"]
+    assert "Qwen/Qwen3-32B" in m["model"] and len(m["model"]) >= 2
+    assert m["tp_size"] == [1, 2, 4]
+    assert min(m["link_bw"]) == 16 and max(m["link_bw"]) == 450
+    assert {r.params["hardware"] for r in camp.runs} == {"RTXPRO6000"}
+
+
+def test_h100_campaign_runs_on_h100():
+    camp = campaignlib.load_campaign_file(REPO / "configs" / "campaigns" / "h100_nvlink.yaml", roots=ROOTS)
+    assert {r.params["hardware"] for r in camp.runs} == {"H100"}
+    assert "seed" in camp.dims
+
+
+def test_runs_expand_with_hive_ids_and_parameters():
+    camp = load(good())
+    assert len(camp.runs) == 2 * 3 * 2
+    run = camp.runs[0]
+    assert run.id == "model=Qwen--Qwen3-32B/tp=1/link_bw=16"
+    p = run.params
+    assert (p["model"], p["tp_size"], p["num_npus"], p["pp_size"], p["link_bw"]) == ("Qwen/Qwen3-32B", 1, 1, 1, 16)
+    assert p["link_latency"] == 20000 and p["hardware"] == "RTXPRO6000"  # from the base config
+    assert p["rate"] == 2 and p["seed"] == 0  # generator defaults
+    assert run.trace == "results/t/workloads/rate=2/seed=0/trace.jsonl"
+    assert run.model_config.endswith("configs/model/Qwen/Qwen3-32B.json")
+    assert run.hardware_override is None
+
+
+def test_optional_dimensions_join_the_run_id_in_a_fixed_order():
+    doc = good(matrix={"seed": [1, 2], "model": ["Qwen/Qwen3-8B"], "tp_size": [2], "link_bw": [16.0, 12.5],
+                       "rate": [1, 4], "hardware": ["H100"], "link_latency": [3000]})
+    camp = load(doc)
+    assert len(camp.runs) == 2 * 2 * 2
+    assert camp.runs[0].id == "model=Qwen--Qwen3-8B/hardware=H100/tp=2/link_bw=16/link_latency=3000/rate=1/seed=1"
+    assert camp.runs[4].id.endswith("link_bw=12.5/link_latency=3000/rate=1/seed=1")
+    assert camp.runs[0].params["link_bw"] == 16 and isinstance(camp.runs[0].params["link_bw"], int)
+    assert camp.runs[0].hardware_override.endswith("configs/hardware/H100.yaml")
+    assert set(camp.traces) == {("1", "1"), ("1", "2"), ("4", "1"), ("4", "2")}
+
+
+def test_exclude_rules_remove_matching_runs():
+    camp = load(good(exclude=[{"model": "Qwen/Qwen3-8B", "tp_size": [2, 4]}, {"link_bw": 450, "tp_size": 1}]))
+    ids = {r.id for r in camp.runs}
+    assert len(camp.runs) == 12 - 4 - 2
+    assert "model=Qwen--Qwen3-8B/tp=2/link_bw=16" not in ids
+    assert "model=Qwen--Qwen3-32B/tp=1/link_bw=450" not in ids
+    assert "model=Qwen--Qwen3-8B/tp=1/link_bw=16" in ids
+
+
+def test_trace_workload_as_string_and_mapping():
+    for workload in ("workloads/example_trace.jsonl", {"trace": "workloads/example_trace.jsonl"}):
+        camp = load(good(workload=workload))
+        assert camp.trace.endswith("workloads/example_trace.jsonl") and camp.generate is None
+        assert camp.runs[0].params["rate"] is None and camp.runs[0].params["seed"] is None
+        assert camp.runs[0].trace == camp.trace
+
+
+def test_defaults_are_filled_in():
+    camp = load(good())
+    assert camp.doc["perf_model"] == "analytical" and camp.doc["tpsim_args"] == [] and camp.doc["exclude"] == []
+
+
+def test_schema_file_is_json_schema_2020_12():
+    import jsonschema
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "campaign.schema.yaml").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"].endswith("2020-12/schema")
+
+
+# ----------------------------------------------------------------------------- bad campaigns
+
+
+@pytest.mark.parametrize("doc, needle", [
+    (good(name=None), "name: missing (required)"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "link_bw": [16]}), "matrix.tp_size: missing (required)"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1, "two"], "link_bw": [16]}),
+     "matrix.tp_size[1]: expected integer, got 'two'"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [0], "link_bw": [16]}), "matrix.tp_size[0]: 0 is less than"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": 2, "link_bw": [16]}), "matrix.tp_size: expected array"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [-16]}), "matrix.link_bw[0]"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": []}), "matrix.link_bw: must not be empty"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1, 1], "link_bw": [16]}), "matrix.tp_size: values must be unique"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp": [1], "tp_size": [1], "link_bw": [16]}), "matrix.tp: unknown key"),
+    (good(clustr="x"), "clustr: unknown key"),
+    (good(name="my campaign"), "name: 'my campaign' may only contain"),
+    (good(perf_model="roofline"), "perf_model: 'roofline' is not one of"),
+    (good(workload={"generate": {"num_reqs": 10, "rte": 3}}), "workload.generate.rte: unknown key"),
+    (good(workload={"generate": {"num_reqs": 0}}), "workload.generate.num_reqs: 0 is less than"),
+    (good(workload={"trace": "a.jsonl", "generate": {"num_reqs": 3}}), "workload: give exactly one of"),
+    (good(workload=42), "workload: expected string or object"),
+    (good(exclude=[{"tp": 1}]), "exclude[0].tp: unknown key"),
+    (good(tpsim_args="--seed 3"), "tpsim_args: expected array"),
+])
+def test_schema_errors_name_the_key(doc, needle):
+    msg = errors_of(doc)
+    assert needle in msg, msg
+    assert msg.startswith("campaign c.yaml: ")
+
+
+@pytest.mark.parametrize("doc, needle", [
+    (good(cluster="configs/cluster/nope.json"), "cluster: configs/cluster/nope.json does not exist"),
+    (good(workload="nope.jsonl"), "workload.trace: nope.jsonl does not exist"),
+    (good(matrix={"model": ["Qwen/Qwen3-33B"], "tp_size": [1], "link_bw": [16]}),
+     "matrix.model[0]: unknown model 'Qwen/Qwen3-33B'"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16], "hardware": ["H100", "H900"]}),
+     "matrix.hardware[1]: unknown hardware 'H900'"),
+    (good(workload="workloads/example_trace.jsonl",
+          matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16], "rate": [1]}),
+     "matrix.rate: only for a generated workload"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16, 16.0]}),
+     "matrix.link_bw: values must be unique"),
+    (good(workload={"generate": {"preset": "sharegpt"}}), "workload.generate: give num_reqs or duration_s"),
+    (good(exclude=[{"seed": 1}]), "exclude[0].seed: not a key of this campaign's matrix"),
+    (good(exclude=[{"tp_size": 8}]), "exclude[0].tp_size: 8 is not in matrix.tp_size"),
+    (good(exclude=[{"tp_size": [1, 2, 4]}]), "exclude: the rules remove all 12 runs"),
+    (good(tpsim_args=["--output", "x.csv"]), "tpsim_args[0]: --output is set by the pipeline"),
+])
+def test_semantic_errors_name_the_key(doc, needle):
+    msg = errors_of(doc)
+    assert needle in msg, msg
+
+
+def test_all_errors_are_reported_at_once():
+    doc = good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": ["x"], "link_bw": [0]}, perf_model="x")
+    msg = errors_of(doc)
+    assert "matrix.tp_size[0]" in msg and "matrix.link_bw[0]" in msg and "perf_model" in msg
+    assert len(msg.splitlines()) == 3
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nmatrix:\n  model: [a\n")
+    with pytest.raises(CampaignError, match=r"bad.yaml:\d+: malformed YAML"):
+        campaignlib.load_campaign_file(p, roots=ROOTS)
+
+
+def test_snakemake_reports_a_bad_campaign_with_the_key(tmp_path):
+    """The same message reaches the user of `snakemake --configfile`, and no job runs."""
+    bad = good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1, "two"], "link_bw": [16]})
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(bad))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(cfg), "-n"], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "matrix.tp_size[1]: expected integer, got 'two'" in out
+    assert "bad.yaml" in out
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,153 @@
+# Shared setup: load and validate the campaign, expand its runs, helper functions for the rules.
+import json
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+REPO = Path(workflow.basedir)
+sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+import campaignlib  # noqa: E402  (workflow/scripts/campaignlib.py)
+
+DEFAULT_CAMPAIGN = REPO / "configs" / "campaigns" / "tp_vs_linkbw.yaml"
+
+# The default campaign only when no --configfile is given: Snakemake would otherwise merge the
+# default campaign's keys (matrix entries, exclude rules) into the one asked for.
+if not workflow.overwrite_configfiles:
+
+    configfile: DEFAULT_CAMPAIGN
+
+
+CAMPAIGN_SOURCE = ", ".join(
+    campaignlib.rel_path(f)
+    for f in (workflow.overwrite_configfiles or [DEFAULT_CAMPAIGN])
+)
+try:
+    CAMPAIGN = campaignlib.load_campaign(
+        dict(config), source=CAMPAIGN_SOURCE, roots=[Path("."), REPO]
+    )
+except campaignlib.CampaignError as exc:
+    raise WorkflowError(str(exc)) from None
+
+RES = CAMPAIGN.results  # results/<campaign name>
+RUN_IDS = [run.id for run in CAMPAIGN.runs]
+TPSIM_VERSION = re.search(
+    r'__version__ = "([^"]+)"', (REPO / "tpsim" / "__init__.py").read_text()
+).group(1)
+
+# Jobs run this checkout's tpsim, whatever the working directory (--directory) and whether or
+# not tpsim is installed.  (Set, not read: no envvars directive needed.)
+if str(REPO) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ.update(
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
+        )
+    )
+# The interpreter running Snakemake, unless jobs run in a conda env (--sdm conda).
+PYTHON = (
+    "python"
+    if "conda" in str(workflow.deployment_settings.deployment_method).lower()
+    else shlex.quote(sys.executable)
+)
+
+FIGURES = [
+    "ttft_by_tp",
+    "ttft_vs_link_bw",
+    "tpot_vs_link_bw",
+    "memory_by_tp",
+    "ttft_tpot_cdf",
+]
+TABLES = ["runs", "requests"]
+STYLE = campaignlib.rel_path(REPO / "workflow" / "scripts" / "tpsim.mplstyle")
+DERIVE_SCRIPT = campaignlib.rel_path(REPO / "workflow" / "scripts" / "derive_config.py")
+
+
+def run_of(wildcards):
+    try:
+        return CAMPAIGN.run(wildcards.run)
+    except KeyError:
+        raise WorkflowError(
+            f"{wildcards.run} is not a run of campaign {CAMPAIGN.name} ({CAMPAIGN_SOURCE})"
+        ) from None
+
+
+def run_inputs(wildcards):
+    """Everything a run reads: the base config, the trace, the model config, the hardware entry
+    (and the catalog entry for npu_mem when the hardware differs from the base's)."""
+    run = run_of(wildcards)
+    files = {
+        "base": CAMPAIGN.cluster,
+        "trace": run.trace,
+        "model": run.model_config,
+        "hardware_config": run.hardware_config,
+    }
+    if run.hardware_override:
+        files["hardware"] = run.hardware_override
+    return files
+
+
+def derive_args(wildcards, input):
+    args = ["--base", input.base, "--params", json.dumps(run_of(wildcards).params)]
+    if "hardware" in input.keys():
+        args += ["--hardware", input.hardware]
+    args += [
+        "--record",
+        f"dataset={input.trace}",
+        "--record",
+        f"model_config={input.model}",
+    ]
+    args += ["--record", f"hardware={input.hardware_config}"]
+    return shlex.join(args)
+
+
+def run_params(wildcards):
+    """The run's parameters: a change re-runs it (Snakemake's params trigger)."""
+    return json.dumps(run_of(wildcards).params, sort_keys=True)
+
+
+def simulate_flags(wildcards):
+    run = run_of(wildcards)
+    flags = ["--perf-model", CAMPAIGN.doc["perf_model"]]
+    if run.params["seed"] is not None:
+        flags += ["--seed", str(run.params["seed"])]
+    return shlex.join(flags + list(CAMPAIGN.doc["tpsim_args"]))
+
+
+def trace_flags(wildcards):
+    if CAMPAIGN.generate is None:
+        raise WorkflowError(
+            f"campaign {CAMPAIGN.name} reads the trace {CAMPAIGN.trace}; it generates none"
+        )
+    return shlex.join(campaignlib.generate_flags(CAMPAIGN.generate))
+
+
+def run_outputs(name):
+    return [f"{RES}/runs/{rid}/{name}" for rid in RUN_IDS]
+
+
+def campaign_record():
+    doc = dict(CAMPAIGN.doc)
+    doc["source"] = CAMPAIGN_SOURCE
+    doc["runs"] = RUN_IDS
+    return doc
+
+
+def figure_outputs(ext):
+    return [f"{RES}/figures/{name}.{ext}" for name in FIGURES]
+
+
+def all_outputs():
+    return (
+        [f"{RES}/campaign.json", f"{RES}/campaign.duckdb"]
+        + [f"{RES}/{t}.{ext}" for t in TABLES for ext in ("parquet", "csv")]
+        + [f for ext in ("pdf", "png", "csv") for f in figure_outputs(ext)]
+    )
+
+
+wildcard_constraints:
+    run=r"model=[^/]+(/[a-z_]+=[^/]+)+",
+    rate=r"[0-9][0-9.e+-]*",
+    seed=r"[0-9]+",

@@ -1,0 +1,44 @@
+# One run = one job = one folder results/<campaign>/runs/model=.../tp=.../link_bw=.../ holding
+#   cluster.json            the cluster config derived from the base config for this run
+#   run.json                the run's parameters, with paths and SHA-256 of all its inputs
+#   requests.csv            tpsim's per-request CSV (header only when the run is infeasible)
+#   requests.summary.json   tpsim's run summary: status ok|infeasible (+ reason), metrics,
+#                           memory per GPU, provenance (tpsim version, git commit, input hashes)
+#   tpsim.log               where it ran (host, Slurm job) and tpsim's output
+# A model that does not fit (or a tp_size not dividing its heads) is recorded as infeasible by
+# tpsim --record-infeasible and does not stop the campaign; any other error fails the job and
+# prints the end of its log.  Deriving the config and simulating share one job: both take a
+# fraction of a second, and Snakemake's cost per job is of the same order.
+
+
+rule simulate:
+    input:
+        unpack(run_inputs),
+    output:
+        cluster=f"{RES}/runs/{{run}}/cluster.json",
+        run=f"{RES}/runs/{{run}}/run.json",
+        csv=f"{RES}/runs/{{run}}/requests.csv",
+        summary=f"{RES}/runs/{{run}}/requests.summary.json",
+    log:
+        f"{RES}/runs/{{run}}/tpsim.log",
+    conda:
+        "../envs/tpsim.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=20,
+    params:
+        python=PYTHON,
+        derive=DERIVE_SCRIPT,
+        run=run_params,
+        derive_args=derive_args,
+        flags=simulate_flags,
+        tpsim_version=TPSIM_VERSION,
+    shell:
+        "echo host=$(uname -n) slurm_job=${{SLURM_JOB_ID:-none}} > {log};"
+        " {params.python} {params.derive} {params.derive_args}"
+        " --cluster-out {output.cluster} --run-out {output.run} >> {log} 2>&1"
+        " && {params.python} -m tpsim run --cluster-config {output.cluster}"
+        " --dataset {input.trace} --output {output.csv} --record-infeasible"
+        " --log-interval 0 {params.flags} >> {log} 2>&1"
+        " || {{ echo 'run failed; end of {log}:' >&2; tail -n 20 {log} >&2; exit 1; }}"

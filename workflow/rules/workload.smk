@@ -1,0 +1,18 @@
+# A generated workload: one seeded `tpsim trace` per (rate, seed) of the matrix, shared by all
+# runs with that rate and seed.  (A campaign with `workload: {trace: PATH}` reads PATH instead.)
+
+
+rule trace:
+    output:
+        f"{RES}/workloads/rate={{rate}}/seed={{seed}}/trace.jsonl",
+    log:
+        f"{RES}/workloads/rate={{rate}}/seed={{seed}}/trace.log",
+    localrule: True
+    conda:
+        "../envs/tpsim.yaml"
+    params:
+        python=PYTHON,
+        flags=trace_flags,
+    shell:
+        "{params.python} -m tpsim trace {params.flags} --rate {wildcards.rate}"
+        " --seed {wildcards.seed} --output {output} > {log} 2>&1"

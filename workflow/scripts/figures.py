@@ -1,0 +1,497 @@
+"""Campaign figures: PDF (vector, embedded fonts) + PNG + the plotted numbers as CSV.
+
+Reads only the campaign's ``runs.parquet`` and ``requests.parquet`` (from ``aggregate.py``)
+and the style sheet; writes, for each figure NAME, ``NAME.pdf``, ``NAME.png`` and ``NAME.csv``
+(one row per plotted bar / point / CDF step).  Outputs are byte-identical on rerun.
+
+Figures:
+
+* ``ttft_by_tp``       median TTFT per model, one bar per TP, at the slowest and fastest link_bw;
+* ``ttft_vs_link_bw``  median TTFT against link_bw, one line per TP, one panel per model;
+* ``tpot_vs_link_bw``  the same for TPOT;
+* ``memory_by_tp``     per GPU: weights, activations + reserve, KV-cache capacity, by TP;
+* ``ttft_tpot_cdf``    CDFs of TTFT and TPOT per model, TP and (slowest / fastest) link_bw.
+
+Infeasible runs (the model does not fit, ...) are drawn as a cross labelled "does not fit".
+Where the matrix has several seeds, bars and points are means over seeds of the per-run
+statistic with 95 % Student-t confidence intervals (error bars); CDFs pool the seeds.  Matrix
+keys other than model / tp_size / link_bw / seed that take several values (hardware, rate,
+link_latency, max_num_seqs, max_num_batched_tokens) become rows of panels.
+
+As a Snakemake script it uses ``snakemake.input.runs/.requests/.style`` and the outputs
+``pdf``, ``png``, ``csv`` (lists in the order of ``snakemake.params.names``).  From the
+command line::
+
+    python workflow/scripts/figures.py --runs runs.parquet --requests requests.parquet --out-dir DIR
+"""
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+FIGURES = ("ttft_by_tp", "ttft_vs_link_bw", "tpot_vs_link_bw", "memory_by_tp", "ttft_tpot_cdf")
+STYLE = Path(__file__).resolve().parent / "tpsim.mplstyle"
+FACET_KEYS = ("hardware", "link_latency", "rate", "max_num_seqs", "max_num_batched_tokens")
+MEMORY_FACET_KEYS = ("hardware", "max_num_seqs", "max_num_batched_tokens")
+HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\", "oo", "++", "--")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+DASHES = ("-", "--", "-.", ":")
+CDF_MAX_POINTS = 1000
+# two-sided 95 % Student-t quantiles by degrees of freedom (no scipy needed)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+        18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
+        26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+INFEASIBLE = "does not fit"
+
+
+# ----------------------------------------------------------------------------- data helpers
+
+
+def t975(df: int) -> float:
+    if df <= 0:
+        return float("nan")
+    return T975[max(k for k in T975 if k <= df)] if df <= 120 else 1.960
+
+
+def mean_ci(values) -> tuple[float, float, float, int]:
+    """(mean, ci_low, ci_high, n) of the finite values; CI empty (NaN) for n < 2."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    n = len(v)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    m = float(v.mean())
+    if n < 2:
+        return m, float("nan"), float("nan"), n
+    half = t975(n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
+    return m, m - half, m + half, n
+
+
+def short_model(name: str, all_names) -> str:
+    short = name.rsplit("/", 1)[-1]
+    clash = sum(1 for n in all_names if n.rsplit("/", 1)[-1] == short) > 1
+    return name if clash else short
+
+
+def fmt_num(x) -> str:
+    if x is None or pd.isna(x):
+        return "n/a"
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:g}"
+
+
+def facet_columns(runs: pd.DataFrame, keys=FACET_KEYS) -> list[str]:
+    return [k for k in keys if runs[k].nunique(dropna=False) > 1]
+
+
+def facet_label(row, cols) -> str:
+    return ", ".join(f"{c}={row[c] if isinstance(row[c], str) else fmt_num(row[c])}" for c in cols)
+
+
+def ordered(values) -> list:
+    """Distinct values in first-seen order (the campaign's matrix order)."""
+    seen = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def with_facets(runs: pd.DataFrame, cols) -> pd.DataFrame:
+    runs = runs.copy()
+    runs["facet"] = [facet_label(r, cols) for _, r in runs.iterrows()] if cols else ""
+    return runs
+
+
+def seed_stats(runs: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    """One row per ``keys`` group: status, mean over seeds of ``metric`` and its 95 % CI."""
+    rows = []
+    for key, grp in runs.groupby(keys, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        ok = grp[grp["status"] == "ok"]
+        m, lo, hi, n = mean_ci(ok[metric].tolist())
+        rows.append({**dict(zip(keys, key)), "status": "ok" if len(ok) else "infeasible",
+                     "value": m, "ci_low": lo, "ci_high": hi, "n_runs": n if len(ok) else len(grp)})
+    return pd.DataFrame(rows)
+
+
+def write_csv(df: pd.DataFrame, path: str) -> None:
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
+    df.to_csv(tmp, index=False, lineterminator="\n", float_format="%.10g")
+    os.replace(tmp, path)
+
+
+def save(fig, pdf: str, png: str) -> None:
+    """PDF and PNG without timestamps or version strings: byte-identical on rerun.
+
+    The layout is computed once, for the PDF; the PNG reuses it."""
+    for path, meta in ((pdf, {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}),
+                       (png, {"Software": None})):
+        tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp{Path(path).suffix}")
+        fig.savefig(tmp, metadata=meta)
+        os.replace(tmp, path)
+        fig.set_layout_engine("none")
+    plt.close(fig)
+
+
+def tp_style(tps: list) -> dict:
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {tp: {"color": colors[i % len(colors)], "hatch": HATCHES[i % len(HATCHES)],
+                 "marker": MARKERS[i % len(MARKERS)]} for i, tp in enumerate(tps)}
+
+
+def tick_label(v, _pos=None) -> str:
+    """Plain tick labels (no mathtext: parsing it dominates the drawing time): 10, 300, 20k, 1.5M."""
+    for limit, div, suffix in ((1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if abs(v) >= limit:
+            return f"{v / div:g}{suffix}"
+    return f"{v:g}"
+
+
+def log_axis(ax, which: str = "y") -> None:
+    from matplotlib import ticker
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    lo, hi = (ax.dataLim.intervaly if which == "y" else ax.dataLim.intervalx)
+    if np.isfinite(lo) and np.isfinite(hi) and lo > 0:  # short ranges: more labelled ticks
+        decades = math.log10(hi / lo)
+        if decades < 1:
+            axis.set_major_locator(ticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+        elif decades < 2:
+            axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(tick_label))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def log_if_wide(ax, values) -> None:
+    v = [x for x in values if x is not None and np.isfinite(x) and x > 0]
+    if v and max(v) / min(v) > 30:
+        log_axis(ax, "y")
+
+
+def grid(nrows: int, ncols: int, width: float = 7.0, row_height: float = 2.0, sharey=False):
+    ncols = max(ncols, 1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width if ncols > 1 else 3.4, row_height * nrows + 0.4),
+                             squeeze=False, layout="constrained", sharey=sharey)
+    return fig, axes
+
+
+def mark_infeasible(ax, x: float, color) -> None:
+    """A cross at the bottom of the panel where a bar or point would be."""
+    ax.plot([x], [0.04], marker="x", color=color, markersize=5, markeredgewidth=1.2,
+            transform=ax.get_xaxis_transform(), clip_on=False, linestyle="none")
+
+
+def infeasible_handle(color="0.3"):
+    return plt.Line2D([], [], marker="x", color=color, linestyle="none", markersize=5, label=INFEASIBLE)
+
+
+def empty_figure(pdf, png, message):
+    fig, ax = plt.subplots(figsize=(3.4, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    save(fig, pdf, png)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def fig_ttft_by_tp(runs, requests, out):
+    cols = facet_columns(runs)
+    runs = with_facets(runs, cols)
+    bws = sorted(runs["link_bw"].unique())
+    bws = [bws[0], bws[-1]] if len(bws) > 1 else bws
+    sel = runs[runs["link_bw"].isin(bws)]
+    data = seed_stats(sel, ["facet", "link_bw", "model", "tp_size"], "ttft_p50_ms")
+    data = data.rename(columns={"value": "ttft_p50_ms", "ci_low": "ci_low_ms", "ci_high": "ci_high_ms"})
+    write_csv(data, out["csv"])
+    facets, models, tps = ordered(data["facet"]), ordered(runs["model"]), sorted(runs["tp_size"].unique())
+    style = tp_style(tps)
+    fig, axes = grid(len(facets), len(bws), sharey="row")
+    w = 0.8 / len(tps)
+    for r, facet in enumerate(facets):
+        for c, bw in enumerate(bws):
+            ax = axes[r][c]
+            d = data[(data["facet"] == facet) & (data["link_bw"] == bw)]
+            for i, tp in enumerate(tps):
+                xs = np.arange(len(models)) + (i - (len(tps) - 1) / 2) * w
+                for x, model in zip(xs, models):
+                    row = d[(d["model"] == model) & (d["tp_size"] == tp)]
+                    if row.empty:
+                        continue
+                    row = row.iloc[0]
+                    if row["status"] != "ok" or not np.isfinite(row["ttft_p50_ms"]):
+                        mark_infeasible(ax, x, style[tp]["color"])
+                        continue
+                    yerr = None
+                    if np.isfinite(row["ci_low_ms"]):
+                        yerr = [[row["ttft_p50_ms"] - row["ci_low_ms"]], [row["ci_high_ms"] - row["ttft_p50_ms"]]]
+                    ax.bar(x, row["ttft_p50_ms"], w, yerr=yerr, color=style[tp]["color"], hatch=style[tp]["hatch"],
+                           edgecolor="black", linewidth=0.4, label=f"TP={tp}")
+            ax.set_xticks(np.arange(len(models)), [short_model(m, models) for m in models])
+            title = f"link_bw {fmt_num(bw)} GB/s"
+            ax.set_title(f"{title}\n{facet}" if facet else title)
+            if c == 0:
+                ax.set_ylabel("median TTFT (ms)" + (", mean of seeds" if data["n_runs"].max() > 1 else ""))
+            log_if_wide(ax, d["ttft_p50_ms"].tolist())
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=style[tp]["color"], hatch=style[tp]["hatch"],
+                             edgecolor="black", linewidth=0.4, label=f"TP={tp}") for tp in tps]
+    if (data["status"] != "ok").any():
+        handles.append(infeasible_handle())
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
+    save(fig, out["pdf"], out["png"])
+
+
+def fig_vs_link_bw(runs, requests, out, metric: str, label: str):
+    cols = facet_columns(runs)
+    runs = with_facets(runs, cols)
+    data = seed_stats(runs, ["facet", "model", "tp_size", "link_bw"], f"{metric}_p50_ms")
+    data = data.rename(columns={"value": f"{metric}_p50_ms", "ci_low": "ci_low_ms", "ci_high": "ci_high_ms"})
+    data = data.sort_values(["facet", "model", "tp_size", "link_bw"], kind="stable",
+                            key=lambda s: s.map({m: i for i, m in enumerate(ordered(runs["model"]))})
+                            if s.name == "model" else s)
+    write_csv(data, out["csv"])
+    facets, models, tps = ordered(data["facet"]), ordered(runs["model"]), sorted(runs["tp_size"].unique())
+    bws = sorted(runs["link_bw"].unique())
+    style = tp_style(tps)
+    fig, axes = grid(len(facets), len(models))
+    value = f"{metric}_p50_ms"
+    for r, facet in enumerate(facets):
+        for c, model in enumerate(models):
+            ax = axes[r][c]
+            d = data[(data["facet"] == facet) & (data["model"] == model)]
+            notes = []
+            for i, tp in enumerate(tps):
+                line = d[d["tp_size"] == tp]
+                okl = line[(line["status"] == "ok") & np.isfinite(line[value])]
+                if line.empty:
+                    continue
+                if okl.empty:
+                    notes.append(f"TP={tp}: {INFEASIBLE}")
+                    continue
+                yerr = None
+                if np.isfinite(okl["ci_low_ms"]).any():
+                    yerr = [(okl[value] - okl["ci_low_ms"]).fillna(0), (okl["ci_high_ms"] - okl[value]).fillna(0)]
+                ax.errorbar(okl["link_bw"], okl[value], yerr=yerr, color=style[tp]["color"],
+                            marker=style[tp]["marker"], linestyle=DASHES[i % len(DASHES)], label=f"TP={tp}")
+            log_axis(ax, "x")
+            ax.set_xticks(bws, [fmt_num(b) for b in bws])
+            ax.minorticks_off()
+            ax.set_xlabel("link_bw (GB/s)")
+            name = short_model(model, models)
+            ax.set_title(f"{name}\n{facet}" if facet else name)
+            if c == 0:
+                ax.set_ylabel(f"median {label} (ms)" + (", mean of seeds" if data["n_runs"].max() > 1 else ""))
+            log_if_wide(ax, d[value].tolist())
+            if notes:
+                ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=6, color="0.3", va="bottom")
+    handles = [plt.Line2D([], [], color=style[tp]["color"], marker=style[tp]["marker"],
+                          linestyle=DASHES[i % len(DASHES)], label=f"TP={tp}") for i, tp in enumerate(tps)]
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
+    save(fig, out["pdf"], out["png"])
+
+
+def fig_memory_by_tp(runs, requests, out):
+    cols = facet_columns(runs, MEMORY_FACET_KEYS)
+    runs = with_facets(runs, cols)
+    rows = []
+    for (facet, model, tp), grp in runs.groupby(["facet", "model", "tp_size"], sort=False):
+        ok = grp[grp["status"] == "ok"]
+        src = ok.iloc[0] if len(ok) else grp.iloc[0]
+        rows.append({"facet": facet, "model": model, "tp_size": tp, "status": "ok" if len(ok) else "infeasible",
+                     "weights_gb": src["weights_gb"] if len(ok) else np.nan,
+                     "activation_reserve_gb": (src["activation_peak_gb"] + src["reserve_gb"]) if len(ok) else np.nan,
+                     "kv_capacity_gb": src["kv_capacity_gb"] if len(ok) else np.nan,
+                     "budget_gb": src["budget_gb"] if len(ok) else np.nan,
+                     "kv_capacity_tokens": src["kv_capacity_tokens"] if len(ok) else np.nan})
+    data = pd.DataFrame(rows)
+    data = data.sort_values(["facet", "tp_size"], kind="stable")
+    data = pd.concat([data[data["model"] == m] for m in ordered(runs["model"])])
+    write_csv(data, out["csv"])
+    facets, models, tps = ordered(data["facet"]), ordered(runs["model"]), sorted(runs["tp_size"].unique())
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    parts = (("weights_gb", "weights", colors[0], ""), ("activation_reserve_gb", "activations + reserve", "0.7", ""),
+             ("kv_capacity_gb", "KV-cache capacity", colors[1], "////"))
+    fig, axes = grid(len(facets), len(models), sharey="row")
+    for r, facet in enumerate(facets):
+        for c, model in enumerate(models):
+            ax = axes[r][c]
+            d = data[(data["facet"] == facet) & (data["model"] == model)].set_index("tp_size")
+            for x, tp in enumerate(tps):
+                if tp not in d.index:
+                    continue
+                row = d.loc[tp]
+                if row["status"] != "ok":
+                    mark_infeasible(ax, x, "0.3")
+                    continue
+                bottom = 0.0
+                for key, label, color, hatch in parts:
+                    ax.bar(x, row[key], 0.6, bottom=bottom, color=color, hatch=hatch, edgecolor="black",
+                           linewidth=0.4, label=label)
+                    bottom += row[key]
+            budgets = d["budget_gb"].dropna().unique()
+            if len(budgets) == 1:
+                ax.axhline(budgets[0], color="black", linestyle=":", linewidth=0.8)
+            ax.set_xticks(range(len(tps)), [f"TP={tp}" for tp in tps])
+            name = short_model(model, models)
+            ax.set_title(f"{name}\n{facet}" if facet else name)
+            if c == 0:
+                ax.set_ylabel("memory per GPU (GB)")
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=color, hatch=hatch, edgecolor="black", linewidth=0.4, label=label)
+               for _, label, color, hatch in parts]
+    handles.append(plt.Line2D([], [], color="black", linestyle=":", linewidth=0.8, label="budget (mem_size x util)"))
+    if (data["status"] != "ok").any():
+        handles.append(infeasible_handle())
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
+    save(fig, out["pdf"], out["png"])
+
+
+def ecdf_points(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted values and their cumulative fractions; above CDF_MAX_POINTS, that many quantiles."""
+    v = np.sort(np.asarray(values, dtype=float))
+    n = len(v)
+    if n <= CDF_MAX_POINTS:
+        return v, np.arange(1, n + 1) / n
+    idx = np.unique(np.ceil(np.linspace(1, n, CDF_MAX_POINTS)).astype(int)) - 1
+    return v[idx], (idx + 1) / n
+
+
+def fig_cdf(runs, requests, out):
+    cols = facet_columns(runs)
+    runs = with_facets(runs, cols)
+    bws = sorted(runs["link_bw"].unique())
+    bws = [bws[0], bws[-1]] if len(bws) > 1 else bws
+    req = requests.merge(runs[["run_id", "facet"]], on="run_id")
+    req = req[req["link_bw"].isin(bws)]
+    facets, models, tps = ordered(runs["facet"]), ordered(runs["model"]), sorted(runs["tp_size"].unique())
+    style = tp_style(tps)
+    rows, panels = [], [(f, m) for f in facets for m in models]
+    fig, axes = grid(len(panels), 2, row_height=1.8)
+    for r, (facet, model) in enumerate(panels):
+        for c, (metric, label) in enumerate((("ttft", "TTFT"), ("tpot", "TPOT"))):
+            ax = axes[r][c]
+            for i, tp in enumerate(tps):
+                for j, bw in enumerate(reversed(bws)):
+                    d = req[(req["facet"] == facet) & (req["model"] == model) & (req["tp_size"] == tp)
+                            & (req["link_bw"] == bw)]
+                    if metric == "tpot":
+                        d = d[d["output_tokens"] > 1]
+                    if d.empty:
+                        continue
+                    xs, ys = ecdf_points(d[f"{metric}_ns"].to_numpy() / 1e6)
+                    rows += [{"facet": facet, "model": model, "tp_size": tp, "link_bw": bw, "metric": metric,
+                              "value_ms": x, "cdf": y} for x, y in zip(xs, ys)]
+                    ax.step(np.concatenate([[xs[0]], xs]), np.concatenate([[0.0], ys]), where="post",
+                            color=style[tp]["color"], linestyle=DASHES[j % len(DASHES)], linewidth=1.0)
+            log_axis(ax, "x")
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel(f"{label} (ms)")
+            name = short_model(model, models)
+            ax.set_title(f"{name}: {label}" + (f"\n{facet}" if facet else ""))
+            if c == 0:
+                ax.set_ylabel("fraction of requests")
+    write_csv(pd.DataFrame(rows, columns=["facet", "model", "tp_size", "link_bw", "metric", "value_ms", "cdf"]),
+              out["csv"])
+    handles = [plt.Line2D([], [], color=style[tp]["color"], label=f"TP={tp}") for tp in tps]
+    handles += [plt.Line2D([], [], color="0.3", linestyle=DASHES[j % len(DASHES)], label=f"{fmt_num(bw)} GB/s")
+                for j, bw in enumerate(reversed(bws))]
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
+    save(fig, out["pdf"], out["png"])
+
+
+DRAW = {
+    "ttft_by_tp": fig_ttft_by_tp,
+    "ttft_vs_link_bw": lambda runs, req, out: fig_vs_link_bw(runs, req, out, "ttft", "TTFT"),
+    "tpot_vs_link_bw": lambda runs, req, out: fig_vs_link_bw(runs, req, out, "tpot", "TPOT"),
+    "memory_by_tp": fig_memory_by_tp,
+    "ttft_tpot_cdf": fig_cdf,
+}
+
+
+def load_tables(runs_path: str, requests_path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        runs = con.execute("SELECT * FROM read_parquet($p)", {"p": runs_path}).df()
+        requests = con.execute(
+            "SELECT run_id, model, tp_size, link_bw, seed, output_tokens, ttft_ns, tpot_ns FROM read_parquet($p)",
+            {"p": requests_path}).df()
+    finally:
+        con.close()
+    for df in (runs, requests):
+        for col in df.columns:  # pandas 3 reads VARCHAR as StringDtype; plain objects keep groupby simple
+            if isinstance(df[col].dtype, pd.StringDtype):
+                df[col] = df[col].astype(object)
+    return runs, requests
+
+
+_TABLES: tuple = ()
+
+
+def _draw_one(item) -> str:
+    name, out = item
+    runs, requests = _TABLES
+    for path in out.values():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if runs.empty:
+        empty_figure(out["pdf"], out["png"], "no runs")
+        write_csv(pd.DataFrame(), out["csv"])
+    else:
+        DRAW[name](runs, requests, out)
+    return name
+
+
+def make_figures(runs_path: str, requests_path: str, outputs: dict, style: str | None = None, log=sys.stdout,
+                 processes: int = 1):
+    """``outputs``: figure name -> {"pdf": path, "png": path, "csv": path}.  With ``processes`` > 1
+    the figures are drawn in forked workers (each figure is independent; outputs are identical)."""
+    global _TABLES
+    _TABLES = load_tables(runs_path, requests_path)
+    plt.style.use(str(style or STYLE))
+    items = list(outputs.items())
+    processes = max(1, min(processes, len(items)))
+    if processes > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            done = pool.map(_draw_one, items, chunksize=1)
+    else:
+        done = [_draw_one(item) for item in items]
+    for name in done:
+        print(f"figure {name}: {outputs[name]['pdf']}", file=log)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", required=True)
+    ap.add_argument("--requests", required=True)
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--style", default=str(STYLE))
+    ap.add_argument("--only", nargs="*", choices=FIGURES, default=list(FIGURES))
+    ap.add_argument("--processes", type=int, default=1)
+    args = ap.parse_args(argv)
+    outputs = {n: {ext: str(Path(args.out_dir) / f"{n}.{ext}") for ext in ("pdf", "png", "csv")} for n in args.only}
+    make_figures(args.runs, args.requests, outputs, args.style, processes=args.processes)
+    return 0
+
+
+if __name__ == "__main__" and "snakemake" not in globals():
+    sys.exit(main())
+elif "snakemake" in globals():
+    _sm = globals()["snakemake"]
+    _names = list(_sm.params.names)
+    _outs = {n: {"pdf": _sm.output.pdf[i], "png": _sm.output.png[i], "csv": _sm.output.csv[i]}
+             for i, n in enumerate(_names)}
+    with open(_sm.log[0], "w", encoding="utf-8") as _log:
+        make_figures(_sm.input.runs, _sm.input.requests, _outs, _sm.input.style, log=_log, processes=_sm.threads)
