@@ -1,0 +1,95 @@
+"""A small campaign through a real Slurm: single node on localhost, Snakemake's slurm executor.
+
+Starts munged/slurmctld/slurmd with .ci/slurm-up.sh (installing the Debian packages if needed),
+runs 8 runs with --workflow-profile profiles/slurm-ci under `timeout -s KILL` (a hung status
+query must never hang CI), checks that the runs really ran inside Slurm jobs, grouped, and stops
+the daemons with .ci/slurm-down.sh.  Skips unless root with apt-get (as on CI: a fresh Debian 12
+machine) and the slurm executor plugin is installed.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+KILL_AFTER_S = 420
+pytestmark = pytest.mark.slurm
+
+
+def skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "Slurm test needs root: it starts munged, slurmctld and slurmd and writes /etc/slurm/slurm.conf"
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        return "Slurm test needs apt-get (Debian/Ubuntu) to install slurmctld, slurmd and munge"
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        return "Slurm test needs snakemake-executor-plugin-slurm: pip install -e '.[hpc]'"
+    if Path("/etc/slurm/slurm.conf").exists() and not Path("/etc/slurm/.tpsim-ci").exists():
+        return "a Slurm configuration not written by .ci/slurm-up.sh exists (/etc/slurm/slurm.conf); not touching it"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("slurm")
+    env = dict(os.environ, SLURM_TEST_ROOT=str(root))
+    try:
+        up = subprocess.run(["bash", str(REPO / ".ci/slurm-up.sh")], env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+        assert up.returncode == 0, f"slurm-up failed:\n{up.stdout}\n{up.stderr}"
+        yield root
+    finally:
+        subprocess.run(["bash", str(REPO / ".ci/slurm-down.sh")], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_campaign_runs_through_slurm(slurm, tmp_path):
+    doc = {
+        "name": "slurm_ci",
+        "cluster": "configs/cluster/single_node_single_instance.json",
+        "workload": {"generate": {"preset": "sharegpt", "num_reqs": 20, "rate": 4}},
+        "matrix": {"model": ["Qwen/Qwen3-8B", "meta-llama/Llama-3.1-70B"], "tp_size": [1, 2], "link_bw": [16, 450]},
+    }
+    cfg = tmp_path / "slurm_ci.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    cmd = ["timeout", "-s", "KILL", str(KILL_AFTER_S), sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(cfg), "--workflow-profile", "profiles/slurm-ci"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=KILL_AFTER_S + 30, check=False)
+    log = proc.stdout[-4000:] + proc.stderr[-8000:]
+    assert proc.returncode != 137, f"killed after {KILL_AFTER_S} s (Slurm status queries hung?)\n{log}"
+    assert proc.returncode == 0, log
+
+    import duckdb
+
+    res = tmp_path / "results/slurm_ci"
+    with duckdb.connect(str(res / "campaign.duckdb"), read_only=True) as con:
+        assert dict(con.execute("SELECT status, count(*) FROM runs GROUP BY ALL").fetchall()) == {
+            "ok": 6, "infeasible": 2}
+        assert con.execute("SELECT count(*) FROM requests").fetchall() == [(6 * 20,)]
+
+    # every run ran inside a Slurm job; the 8 runs were packed into group jobs (group-components: 4)
+    job_ids = set()
+    for run_log in res.glob("runs/**/tpsim.log"):
+        m = re.match(r"host=\S+ slurm_job=(\S+)", run_log.read_text())
+        assert m and m.group(1) != "none", f"{run_log} did not run under Slurm"
+        job_ids.add(m.group(1))
+    assert len(list(res.glob("runs/**/tpsim.log"))) == 8
+    assert 1 <= len(job_ids) <= 2, job_ids
+    for job in job_ids:
+        show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30, check=False)
+        assert "JobState=COMPLETED" in show.stdout, show.stdout + show.stderr
+    assert list((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log")), "no Slurm job logs"
+    # the local rules ran here, not in Slurm: the figures exist
+    for name in ("ttft_by_tp", "memory_by_tp"):
+        assert (res / "figures" / f"{name}.pdf").exists()
+    assert json.loads((res / "campaign.json").read_text())["name"] == "slurm_ci"
