@@ -1,5 +1,6 @@
 """The documented command, end to end, and the properties of a run's outputs."""
 
+import hashlib
 import json
 import shutil
 
@@ -93,6 +94,9 @@ def test_record_infeasible(tmp_path):
     assert out.read_text() == HEADER
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["status"] == "infeasible" and "does not fit" in summary["reason"]
+    inputs = summary["provenance"]["inputs"]
+    assert inputs["cluster_config"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert inputs["dataset"]["sha256"] == hashlib.sha256((REPO / "workloads/example_trace.jsonl").read_bytes()).hexdigest()
 
 
 def test_default_workload_without_dataset(tmp_path):

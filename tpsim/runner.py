@@ -7,6 +7,7 @@ small.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -192,6 +193,15 @@ def _timeline(result: SimResult) -> list[dict]:
     ]
 
 
+def _infeasible_inputs(args) -> dict:
+    """Hashes of the files an infeasible run was given (the run stopped before loading them all)."""
+    inputs = {"cluster_config": {"path": args.cluster_config, "sha256": sha256_file(args.cluster_config)}}
+    dataset = getattr(args, "dataset", None)
+    if dataset and os.path.isfile(dataset):
+        inputs["dataset"] = {"path": dataset, "sha256": sha256_file(dataset)}
+    return inputs
+
+
 def _infeasible(args, out, exc, ignored, console, t0) -> int:
     """--record-infeasible: a header-only CSV and a summary saying why the run cannot happen."""
     console.line(f"tpsim: infeasible: {exc}")
@@ -205,8 +215,7 @@ def _infeasible(args, out, exc, ignored, console, t0) -> int:
             "reason": str(exc),
             "tpsim_version": __version__,
             "provenance": {"git_commit": _git_commit(), "argv": sys.argv[1:], "flags": _flags(args), "seed": args.seed,
-                           "inputs": {"cluster_config": {"path": args.cluster_config,
-                                                         "sha256": sha256_file(args.cluster_config)}}},
+                           "inputs": _infeasible_inputs(args)},
             "instances": [],
             "totals": None,
             "simulated_time_s": None,
