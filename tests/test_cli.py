@@ -56,6 +56,18 @@ def test_documented_command(documented_run):
     assert "---- summary ----" in out and "wrote outputs/tp2_run.csv" in out
 
 
+def test_readme_quotes_the_documented_output(documented_run):
+    """Every line the README quotes from the documented command's output is what the command prints."""
+    _, proc = documented_run
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("GPUs (TP=2) over a 16 GB/s, 20 µs link, and prints:\n\n```\n", 1)[1].split("```", 1)[0]
+    quoted = [line for line in block.splitlines()
+              if line and not line.startswith("...") and not line.startswith("wall time")]
+    printed = set(proc.stdout.splitlines())
+    assert len(quoted) >= 12
+    assert [line for line in quoted if line not in printed] == []
+
+
 def test_rerun_is_byte_identical(documented_run, tmp_path):
     root, _ = documented_run
     first_csv = (root / "outputs" / "tp2_run.csv").read_bytes()
