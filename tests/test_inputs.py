@@ -130,7 +130,7 @@ BAD_FLAGS = [
     (["--enable-sub-batch-interleaving"], ["sub-batch interleaving", "not supported"]),
     (["--enable-prefix-sharing"], ["prefix sharing", "not supported"]),
     (["--prefix-storage", "CXL"], ["--prefix-storage CXL", "not supported"]),
-    (["--network-backend", "ns3"], ["ns3"]),
+    (["--network-backend", "ns3"], ["--network-backend ns3 is not supported", "remove the flag"]),
     (["--request-routing-policy", "CUSTOM"], ["CUSTOM is not supported"]),
     (["--dtype", "int8"], ["int8 is not supported"]),
     (["--perf-model", "profile", "--profile-dir", "/nonexistent"], ["--profile-dir /nonexistent", "no such folder"]),
@@ -146,9 +146,78 @@ def test_bad_flags(tmp_path, flags, expect):
     run_bad(tmp_path, ["--cluster-config", str(cfg), "--dataset", str(trace), *flags], expect)
 
 
-def test_usage_error_is_exit_2(tmp_path):
-    proc = run_subprocess(["-m", "tpsim", "run", "--max-num-seqs", "many"])
-    assert proc.returncode == 2 and "invalid int value" in proc.stderr and "Traceback" not in proc.stderr
+@pytest.mark.parametrize("argv,expect", [
+    (["-m", "tpsim", "run", "--max-num-seqs", "many"], "invalid int value"),
+    (["-m", "tpsim", "run", "--dtype", "foo"], "invalid choice: 'foo'"),
+    (["-m", "serving", "--dtype", "foo"], "invalid choice: 'foo'"),
+    (["-m", "tpsim", "run", "--enable-pim"], "unrecognized arguments: --enable-pim"),
+])
+def test_usage_error_is_one_line_exit_2(argv, expect):
+    proc = run_subprocess(argv)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert expect in lines[0] and lines[0].endswith("--help)") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--out", "--data", "--cluster", "--max-num-seq"])
+def test_abbreviated_flags_are_refused(tmp_path, flag):
+    """An abbreviation must never silently stand for another flag (campaigns reserve some flags)."""
+    proc = run_subprocess(["-m", "tpsim", "run", flag, str(tmp_path / "x"), "--output", str(tmp_path / "o.csv")])
+    assert proc.returncode == 2 and f"unrecognized arguments: {flag}" in proc.stderr
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_bad_output_paths(tmp_path):
+    """Checked before simulating; one line, exit 2, nothing written."""
+    trace = write_trace(tmp_path / "t.jsonl", GOOD_TRACE)
+    base = ["-m", "tpsim", "run", "--dataset", str(trace), "--log-interval", "0", "--output"]
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "r.summary.json").mkdir()
+    cases = [(tmp_path / "folder", "got a folder"),
+             (tmp_path / "afile" / "x.csv", "is a file"),
+             (tmp_path / "r.csv", "summary path"),
+             (f"{tmp_path}/new/", "got a folder")]
+    for out, expect in cases:
+        proc = run_subprocess(base + [str(out)])
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and expect in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r.csv").exists() and not (tmp_path / "new").exists()
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_outputs_written_when_stdout_closes_early(tmp_path):
+    """`tpsim run ... | head` must still write the CSV and the summary."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "o.csv"
+    cmd = [sys.executable, "-m", "tpsim", "run", "--dataset", str(REPO / "workloads/example_trace.jsonl"),
+           "--output", str(out), "--log-interval", "0.1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away after one line
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.read_text().count("\n") == 101 and out.with_suffix(".summary.json").exists()
+
+
+def test_num_reqs_applies_to_built_in_requests(tmp_path):
+    out = tmp_path / "o.csv"
+    proc = run_subprocess(["-m", "tpsim", "run", "--num-reqs", "5", "--output", str(out), "--log-interval", "0"])
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().count("\n") == 6
+
+
+def test_unknown_model_or_hardware_names_the_instance(tmp_path):
+    trace = write_trace(tmp_path / "t.jsonl", GOOD_TRACE)
+    for over, expect in (({"model_name": str(tmp_path / "none.json")}, "none.json: no such file"),
+                         ({"hardware": "RTX9999"}, "unknown hardware 'RTX9999'")):
+        cfg = tmp_path / "c.json"
+        cfg.write_text(json.dumps(cluster_doc(**over)))
+        line = run_bad(tmp_path, ["--cluster-config", str(cfg), "--dataset", str(trace)], [expect])
+        assert line.startswith(f"tpsim: error: {cfg}: instance 0")
 
 
 def test_parallelism_inference():

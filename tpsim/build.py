@@ -13,7 +13,7 @@ from tpsim.config.cluster import ClusterConfig, InstanceConfig
 from tpsim.config.engine import EngineConfig, resolve_engine
 from tpsim.config.hardware import HardwareSpec, load_hardware
 from tpsim.config.model import ModelSpec, load_model
-from tpsim.errors import NotSupportedError
+from tpsim.errors import InputError, NotSupportedError
 from tpsim.memory import MemoryPlan, plan_memory
 from tpsim.perf.base import LatencyModel
 from tpsim.perf.factory import make_latency_model
@@ -45,10 +45,13 @@ def build_instances(cluster: ClusterConfig, cli_engine: dict, perf_model: str = 
     setups = []
     for inst in cluster.instances:
         where = instance_label(cluster, inst)
-        if inst.model_name not in models:
-            models[inst.model_name] = load_model(inst.model_name)
-        if inst.hardware not in hardware:
-            hardware[inst.hardware] = load_hardware(inst.hardware)
+        try:
+            if inst.model_name not in models:
+                models[inst.model_name] = load_model(inst.model_name)
+            if inst.hardware not in hardware:
+                hardware[inst.hardware] = load_hardware(inst.hardware)
+        except InputError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
         model = models[inst.model_name]
         hw = hardware[inst.hardware]
         if inst.engine_overrides.get("dtype") == "int8" or cli_engine.get("dtype") == "int8":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from tpsim import __version__
@@ -20,11 +21,18 @@ COMMANDS = ("run", "trace", "step", "profile", "calibrate", "validate", "replay"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits with 2 on usage errors already; keep its one-line style."""
+    """One-line usage errors (exit 2), and no abbreviated flags.
+
+    Abbreviations are refused so that a flag someone shortens today cannot silently
+    become a different flag when a longer one is added (``--out`` for ``--output``).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D401 - argparse API
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def silence_stdout() -> None:
+    """The reader of stdout went away (``| head``): send the rest to /dev/null and carry on."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def run_handler(func, args) -> int:
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
+        sys.stdout.flush()
+        return code
     except InputError as exc:
         sys.stderr.write(f"tpsim: error: {exc}\n")
         return exc.exit_code
@@ -53,6 +70,7 @@ def run_handler(func, args) -> int:
         sys.stderr.write("tpsim: interrupted\n")
         return 130
     except BrokenPipeError:
+        silence_stdout()
         return 0
 
 

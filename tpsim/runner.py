@@ -15,9 +15,9 @@ from tpsim import __version__
 from tpsim.build import InstanceSetup, build_instances
 from tpsim.config.catalog import PACKAGE_ROOT
 from tpsim.config.cluster import IGNORED_INSTANCE_KEYS, load_cluster
-from tpsim.errors import InfeasibleError
+from tpsim.errors import InfeasibleError, InputError
 from tpsim.hashing import sha256_file
-from tpsim.io.output import HEADER, atomic_write_json, atomic_write_text, render_csv
+from tpsim.io.output import HEADER, atomic_write_files, json_text, render_csv
 from tpsim.io.trace import load_trace
 from tpsim.sim.engine import SimResult, Simulation
 from tpsim.sim.instance import Instance
@@ -98,7 +98,16 @@ class Console:
         self.out = sys.stdout
 
     def line(self, text: str) -> None:
-        self.out.write(text + "\n")
+        if self.out is None:
+            return
+        try:
+            self.out.write(text + "\n")
+        except BrokenPipeError:
+            # stdout's reader went away (| head): the run still finishes and writes its outputs
+            from tpsim.cli import silence_stdout
+
+            silence_stdout()
+            self.out = None
 
     def debug(self, text: str) -> None:
         sys.stderr.write(f"tpsim: debug: {text}\n")
@@ -193,6 +202,17 @@ def _timeline(result: SimResult) -> list[dict]:
     ]
 
 
+def _write_outputs(out: str, csv_text: str, summary: dict) -> None:
+    """The CSV and its summary, both or neither; an OS refusal is a one-line input error."""
+    from tpsim.commands.run import summary_path
+
+    try:
+        atomic_write_files([(out, csv_text), (summary_path(out), json_text(summary))])
+    except OSError as exc:
+        raise InputError(f"--output {out}: cannot write it ({exc.strerror or exc}); "
+                         "choose a writable file path") from None
+
+
 def _infeasible_inputs(args) -> dict:
     """Hashes of the files an infeasible run was given (the run stopped before loading them all)."""
     inputs = {"cluster_config": {"path": args.cluster_config, "sha256": sha256_file(args.cluster_config)}}
@@ -206,10 +226,7 @@ def _infeasible(args, out, exc, ignored, console, t0) -> int:
     """--record-infeasible: a header-only CSV and a summary saying why the run cannot happen."""
     console.line(f"tpsim: infeasible: {exc}")
     if out is not None:
-        from tpsim.commands.run import summary_path
-
-        atomic_write_text(out, HEADER)
-        atomic_write_json(summary_path(out), {
+        _write_outputs(out, HEADER, {
             "schema_version": SCHEMA_VERSION,
             "status": "infeasible",
             "reason": str(exc),
@@ -290,6 +307,8 @@ def prepare(args, ignored: list[str], console: Console) -> PreparedRun:
             warnings.append("the trace has token ids but prefix caching is off; they are unused")
     else:
         run.requests = _default_requests(len(run.setups))
+        if args.num_reqs:
+            run.requests = run.requests[:args.num_reqs]
         run.initial = list(run.requests)
         provenance["inputs"]["dataset"] = None
         run.trace_desc = f"{len(run.requests)} built-in requests (no --dataset)"
@@ -383,10 +402,7 @@ def execute(args, out: str | None, ignored: list[str], t0: float) -> int:
                      f"request {first.request.rid}: {first.reason}")
     summary = summarize(run, result, itl_counts, time.perf_counter() - t0)
     if out is not None:
-        from tpsim.commands.run import summary_path
-
-        atomic_write_text(out, csv_text)
-        atomic_write_json(summary_path(out), summary)
+        _write_outputs(out, csv_text, summary)
     _final(console, summary, out)
     return 0
 

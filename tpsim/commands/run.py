@@ -9,6 +9,7 @@ handling) are accepted and listed as ignored in the run summary.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -41,7 +42,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--output", metavar="CSV",
                    help="per-request CSV; the run summary goes beside it as <name>.summary.json; "
                         "'{run_id}' is replaced by --run-id")
-    g.add_argument("--num-reqs", type=int, default=0, help="read only the first N trace lines (0 = all)")
+    g.add_argument("--num-reqs", type=int, default=0, help="only the first N requests: trace lines, or built-in requests (default 0 = all)")
     g.add_argument("--run-id", default=None, help="name substituted for '{run_id}' in --output")
     g.add_argument("--record-infeasible", action="store_true",
                    help="if the model does not fit / parallelism is impossible, write a header-only CSV and a "
@@ -49,37 +50,40 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("engine (per instance; a key in the cluster config's instance overrides these)")
     e.add_argument("--dtype", choices=["float16", "bfloat16", "float32", "fp8", "int8"], default=None,
                    help="weight dtype (default: the model's torch_dtype)")
-    e.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto")
+    e.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto",
+                   help="KV cache dtype: auto = the weight dtype, fp8 = 1 byte per element (default auto)")
     e.add_argument("--block-size", type=int, default=16, help="KV block size in tokens (default 16)")
-    e.add_argument("--max-num-seqs", type=int, default=128, help="max running requests (0 = unlimited)")
-    e.add_argument("--max-num-batched-tokens", type=int, default=2048, help="token budget per step (0 = unlimited)")
+    e.add_argument("--max-num-seqs", type=int, default=128, help="max running requests (default 128; 0 = unlimited)")
+    e.add_argument("--max-num-batched-tokens", type=int, default=2048, help="token budget per step (default 2048; 0 = unlimited)")
     e.add_argument("--long-prefill-token-threshold", type=int, default=0,
-                   help="cap on tokens one request takes per step (0 = off)")
-    e.add_argument("--enable-chunked-prefill", action=B, default=True)
-    e.add_argument("--enable-prefix-caching", action=B, default=True)
+                   help="cap on tokens one request takes per step (default 0 = off)")
+    e.add_argument("--enable-chunked-prefill", action=B, default=True, help="split long prompts over steps (default on)")
+    e.add_argument("--enable-prefix-caching", action=B, default=True,
+                   help="reuse KV blocks of shared prompt prefixes, by token ids in the trace (default on)")
     e.add_argument("--reserve-full-isl", action=B, default=False,
                    help="admit a request only if its whole prompt fits in free blocks (LLMServingSim's default; "
                         "vLLM does not, so tpsim's default is off)")
     e.add_argument("--async-scheduling", action=B, default=True,
                    help="host work of the next step overlaps the current GPU step (vLLM's default since 0.12); "
-                        "--no-async-scheduling charges it in series")
+                        "--no-async-scheduling charges it in series (default on)")
     e.add_argument("--npu-memory-utilization", type=float, default=0.9,
-                   help="fraction of npu_mem.mem_size for weights, activations and KV (vLLM gpu_memory_utilization)")
+                   help="fraction of npu_mem.mem_size for weights, activations and KV (vLLM gpu_memory_utilization; default 0.9)")
     s = p.add_argument_group("simulation")
-    s.add_argument("--request-routing-policy", choices=["LOAD", "RR", "RAND", "CUSTOM"], default="LOAD")
+    s.add_argument("--request-routing-policy", choices=["LOAD", "RR", "RAND", "CUSTOM"], default="LOAD",
+                   help="across instances: least loaded, round robin or random (default LOAD)")
     s.add_argument("--perf-model", choices=["analytical", "profile", "auto"], default="auto",
                    help="iteration latency: roofline from the hardware catalog, a measured profile bundle, "
-                        "or auto (profile when a bundle exists, else analytical)")
+                        "or auto (profile when a bundle exists, else analytical; default auto)")
     s.add_argument("--profile-dir", default=None,
                    help="folder of measured profile bundles (<hardware>/<model>/<variant>/tp<N>/)")
     s.add_argument("--seed", type=int, default=42, help="seed for RAND routing (default 42)")
     s.add_argument("--log-interval", type=float, default=1.0,
-                   help="simulated seconds between throughput lines (0 = no lines)")
+                   help="simulated seconds between throughput lines (default 1.0; 0 = no lines)")
     s.add_argument("--log-level", choices=["ERROR", "WARNING", "INFO", "DEBUG"], default="WARNING",
                    help="WARNING (default) and INFO show warnings on stderr, ERROR hides them, DEBUG adds one "
                         "line per scheduled step; the banner, throughput lines and final summary always print")
     s.add_argument("--fast-forward", action=B, default=True,
-                   help="compute runs of identical decode steps in one go (identical results; off only to debug)")
+                   help="compute runs of identical decode steps in one go (identical results; default on; off only to debug)")
     u = p.add_argument_group("LLMServingSim flags that tpsim rejects or ignores")
     for flag in ("enable-prefix-sharing", "enable-local-offloading", "enable-attn-offloading",
                  "enable-sub-batch-interleaving", "skip-prefill"):
@@ -109,7 +113,8 @@ def _check_flags(args) -> list[str]:
     if args.prefix_storage not in (None, "None"):
         raise NotSupportedError(f"--prefix-storage {args.prefix_storage}: second-tier prefix storage is not supported; remove the flag")
     if args.network_backend not in (None, "analytical"):
-        raise NotSupportedError(f"--network-backend {args.network_backend}: only the analytical network model exists in tpsim")
+        raise NotSupportedError(f"--network-backend {args.network_backend} is not supported: tpsim costs the network "
+                                f"analytically; remove the flag or pass --network-backend analytical")
     if args.request_routing_policy == "CUSTOM":
         raise NotSupportedError("--request-routing-policy CUSTOM is not supported; choose LOAD, RR or RAND")
     ignored = []
@@ -146,8 +151,19 @@ def _output_path(args) -> str | None:
         if not args.run_id:
             raise InputError("--output contains '{run_id}' but no --run-id was given")
         out = out.replace("{run_id}", args.run_id)
-    if out.endswith("/") or out.endswith("\\"):
+    if out.endswith("/") or out.endswith("\\") or os.path.isdir(out):
         raise InputError(f"--output {args.output}: expected a file path ending in .csv, got a folder")
+    if os.path.isdir(summary_path(out)):
+        raise InputError(f"--output {args.output}: its summary path {summary_path(out)} is a folder; "
+                         "remove it or choose another --output")
+    # fail before simulating, not after: the nearest existing ancestor must be a writable folder
+    folder = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise InputError(f"--output {args.output}: {folder} is a file, so the output folder cannot be created")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"--output {args.output}: {folder} is not writable; choose another --output")
     return out
 
 

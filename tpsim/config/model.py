@@ -138,6 +138,9 @@ def model_config_path(name: str) -> Path:
     direct = Path(name)
     if direct.suffix == ".json" and direct.is_file():
         return direct
+    if direct.suffix == ".json" or direct.is_absolute():
+        raise InputError(f"model config {name}: no such file; give an existing Hugging Face config.json "
+                         "or a model name under configs/model/")
     found = catalog.find("model", f"{name}.json")
     if found is None:
         known = ", ".join(catalog.available("model", ".json"))

@@ -49,6 +49,37 @@ def atomic_write_text(path, text: str) -> None:
         raise
 
 
+def atomic_write_files(files: list[tuple[str, str]]) -> None:
+    """Write several files as one step: every temporary file first, then the renames.
+
+    A failure while writing leaves none of them (and no temporary files) behind, so a
+    CSV never appears without its summary.
+    """
+    tmps: list[tuple[str, str]] = []
+    try:
+        for path, text in files:
+            path = os.fspath(path)
+            folder = os.path.dirname(path) or "."
+            os.makedirs(folder, exist_ok=True)
+            tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+            tmps.append((tmp, path))
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        for tmp, path in tmps:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in tmps:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        raise
+
+
+def json_text(obj) -> str:
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
 def atomic_write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
