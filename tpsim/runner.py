@@ -37,7 +37,8 @@ APPROXIMATIONS = [
     "(1e9 B/s); no overlap of communication with compute, no NCCL protocol switching, no link contention.",
     "Engine steps run back to back. Host-side work is a fixed per-step plus per-request overhead; with async "
     "scheduling (vLLM >= 0.12's default) it overlaps the GPU and only its excess over the GPU time is charged, "
-    "and the one-step admission lag of async scheduling is not modelled; without it, it is charged in series.",
+    "and a request arriving while a step runs is first scheduled one step later (pp = 1: the next step was already "
+    "planned); without async scheduling, host work is charged in series.",
     "Outputs are exactly output_toks tokens (ignore_eos); sampling parameters, speculative decoding, LoRA and "
     "structured output are not modelled.",
     "KV capacity = mem_size (GiB, as LLMServingSim reads it) x mem_util - weights - an estimated activation peak - "
