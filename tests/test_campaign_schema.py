@@ -178,6 +178,10 @@ def test_schema_errors_name_the_key(doc, needle):
     (good(exclude=[{"tp_size": 8}]), "exclude[0].tp_size: 8 is not in matrix.tp_size"),
     (good(exclude=[{"tp_size": [1, 2, 4]}]), "exclude: the rules remove all 12 runs"),
     (good(tpsim_args=["--output", "x.csv"]), "tpsim_args[0]: --output is set by the pipeline"),
+    (good(tpsim_args=["--max-num-seq", "4"]), "tpsim_args[0]: --max-num-seq abbreviates --max-num-seqs"),
+    (good(tpsim_args=["--log-interval", "0", "--cluster=x.json"]), "tpsim_args[2]: --cluster abbreviates --cluster-config"),
+    (good(tpsim_args=["--out", "x.csv"]), "tpsim_args[0]: --out abbreviates --output"),
+    (good(exclude=[{"tp_size": "1"}]), "exclude[0].tp_size: '1' is not in matrix.tp_size"),
 ])
 def test_semantic_errors_name_the_key(doc, needle):
     msg = errors_of(doc)
@@ -189,6 +193,21 @@ def test_all_errors_are_reported_at_once():
     msg = errors_of(doc)
     assert "matrix.tp_size[0]" in msg and "matrix.link_bw[0]" in msg and "perf_model" in msg
     assert len(msg.splitlines()) == 3
+
+
+def test_semantic_problems_are_reported_together():
+    """A missing cluster file does not hide an unknown model or a missing trace."""
+    doc = good(cluster="configs/cluster/nope.json", workload="nope.jsonl",
+               matrix={"model": ["Qwen/Qwen3-33B"], "tp_size": [1], "link_bw": [16]})
+    msg = errors_of(doc)
+    assert "cluster: configs/cluster/nope.json does not exist" in msg
+    assert "workload.trace: nope.jsonl does not exist" in msg and "matrix.model[0]: unknown model" in msg
+
+
+def test_exclude_matches_numbers_by_value():
+    camp = load(good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1, 2], "link_bw": [16, 450]},
+                     exclude=[{"link_bw": 16.0}]))
+    assert sorted(r.params["link_bw"] for r in camp.runs) == [450, 450]
 
 
 def test_malformed_yaml_names_the_line(tmp_path):

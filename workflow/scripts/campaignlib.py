@@ -82,6 +82,11 @@ def canonical_number(value):
     return value
 
 
+def match_key(value) -> tuple[str, str]:
+    """How exclude rules compare values: by kind and canonical text, so '1' never matches 1 but 16.0 matches 16."""
+    return ("str" if isinstance(value, str) else "num", fmt_value(value))
+
+
 def fmt_value(value) -> str:
     """How a parameter value is written in a run id (and compared in exclude rules)."""
     if isinstance(value, str):
@@ -286,19 +291,20 @@ def load_campaign(doc: dict, *, source: str = "<config>", roots: list[Path] | No
     matrix = doc["matrix"]
 
     # base cluster config
+    # (its problems are collected with the others, so one pass reports everything)
     cluster = resolve_path(doc["cluster"], roots)
+    base, instances = {}, []
     if cluster is None:
-        raise CampaignError(f"{prefix}: cluster: {doc['cluster']} does not exist")
-    try:
-        with open(cluster, encoding="utf-8") as f:
-            base = json.load(f)
-    except ValueError as exc:
-        raise CampaignError(f"{prefix}: cluster: {cluster}: malformed JSON ({exc})") from None
-    try:
-        instances = _base_instances(base, cluster)
-    except CampaignError as exc:
-        raise CampaignError(f"{prefix}: {exc}") from None
-    first = instances[0]
+        problems.append(f"cluster: {doc['cluster']} does not exist")
+    else:
+        try:
+            with open(cluster, encoding="utf-8") as f:
+                base = json.load(f)
+            instances = _base_instances(base, cluster)
+        except CampaignError as exc:  # a ValueError too: catch it first
+            problems.append(str(exc))
+        except ValueError as exc:
+            problems.append(f"cluster: {cluster}: malformed JSON ({exc})")
 
     # workload
     workload = doc["workload"]
@@ -363,6 +369,10 @@ def load_campaign(doc: dict, *, source: str = "<config>", roots: list[Path] | No
         flag = arg.split("=", 1)[0]
         if flag in RESERVED_FLAGS:
             problems.append(f"tpsim_args[{i}]: {flag} is set by the pipeline; use the matrix or perf_model instead")
+        elif flag.startswith("--") and len(flag) > 2 and any(r.startswith(flag) for r in RESERVED_FLAGS):
+            reserved = next(r for r in RESERVED_FLAGS if r.startswith(flag))
+            problems.append(f"tpsim_args[{i}]: {flag} abbreviates {reserved}, which is set by the pipeline; "
+                            "flags may not be abbreviated")
 
     # exclude rules
     for r, rule in enumerate(doc["exclude"]):
@@ -370,14 +380,15 @@ def load_campaign(doc: dict, *, source: str = "<config>", roots: list[Path] | No
             if key not in matrix:
                 problems.append(f"exclude[{r}].{key}: not a key of this campaign's matrix ({', '.join(matrix)})")
                 continue
-            allowed = {fmt_value(v) for v in matrix[key]}
+            allowed = {match_key(v) for v in matrix[key]}
             for v in value if isinstance(value, list) else [value]:
-                if fmt_value(v) not in allowed:
+                if match_key(v) not in allowed:
                     problems.append(f"exclude[{r}].{key}: {v!r} is not in matrix.{key} {matrix[key]}")
 
     if problems:
         raise CampaignError("\n".join(f"{prefix}: {p}" for p in problems))
 
+    first = instances[0]
     dims = [k for k in PATH_KEYS if k in matrix and k not in ALWAYS_IN_PATH]
     camp = Campaign(name=doc["name"], source=source, doc=doc, cluster=rel_path(Path(cluster)), base=base, dims=dims,
                     trace=rel_path(Path(trace)) if trace else None, generate=generate)
@@ -444,8 +455,8 @@ def rel_path(path: Path) -> str:
 
 def _matches(rule: dict, values: dict) -> bool:
     for key, want in rule.items():
-        wanted = {fmt_value(v) for v in (want if isinstance(want, list) else [want])}
-        if fmt_value(values[key]) not in wanted:
+        wanted = {match_key(v) for v in (want if isinstance(want, list) else [want])}
+        if match_key(values[key]) not in wanted:
             return False
     return True
 
