@@ -312,8 +312,13 @@ def test_memory_figure_data(figs):
 
 def test_cdf_data_are_proper_cdfs(figs):
     rows = read_csv(figs["a"]["ttft_tpot_cdf"]["csv"])
+    bad = [r for r in rows if r["status"] == "infeasible"]
+    # Llama-3.1-70B at TP=1 does not fit: one row per link_bw and metric, no values
+    assert {(r["model"], r["tp_size"], r["link_bw"], r["metric"]) for r in bad} == {
+        ("meta-llama/Llama-3.1-70B", "1", bw, m) for bw in ("16", "450") for m in ("ttft", "tpot")}
+    assert len(bad) == 4 and all(r["value_ms"] == "" and r["cdf"] == "" for r in bad)
     groups = {}
-    for r in rows:
+    for r in (r for r in rows if r["status"] == "ok"):
         groups.setdefault((r["model"], r["tp_size"], r["link_bw"], r["metric"]), []).append(
             (float(r["value_ms"]), float(r["cdf"])))
     assert len(groups) == 3 * 2 * 2  # 3 feasible (model, tp) x 2 link_bw x {ttft, tpot}
@@ -322,6 +327,31 @@ def test_cdf_data_are_proper_cdfs(figs):
         assert list(xs) == sorted(xs) and list(ys) == sorted(ys) and ys[-1] == pytest.approx(1.0), key
         if key[3] == "ttft":
             assert len(pts) == 2 * NUM_REQS  # two seeds pooled
+
+
+def test_infeasible_label_follows_the_reason():
+    import pandas as pd
+
+    runs = pd.DataFrame({"status": ["ok", "infeasible", "infeasible"],
+                         "reason": [None, "Qwen/Qwen3-32B does not fit: needs 70.1 GB per GPU",
+                                    "tp_size=3 does not divide the model's 32 attention heads"]})
+    assert figures.infeasible_label(runs.iloc[[0, 1]]) == "does not fit"
+    assert figures.infeasible_label(runs.iloc[[0, 2]]) == "infeasible"
+    assert figures.infeasible_label(runs) == "does not fit / infeasible"
+
+
+def test_short_log_axes_label_several_ticks():
+    """Under one decade (e.g. TPOT 5-9.5 ms) a log axis still labels at least three ticks inside the data."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([5.0, 6.5, 9.5], [0, 0.5, 1])
+    figures.log_axis(ax, "x")
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if 5.0 <= t <= 9.5]
+    labels = [figures.tick_label(t) for t in ticks]
+    plt.close(fig)
+    assert len(ticks) >= 3 and labels[0] == "5", labels
 
 
 def test_mean_ci():

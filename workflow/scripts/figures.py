@@ -12,7 +12,9 @@ Figures:
 * ``memory_by_tp``     per GPU: weights, activations + reserve, KV-cache capacity, by TP;
 * ``ttft_tpot_cdf``    CDFs of TTFT and TPOT per model, TP and (slowest / fastest) link_bw.
 
-Infeasible runs (the model does not fit, ...) are drawn as a cross labelled "does not fit".
+Infeasible runs are drawn as a cross (bars) or named in a note (lines, CDFs), labelled "does not fit"
+when the model does not fit in memory and "infeasible" for any other reason (e.g. tp_size does not
+divide the heads); the figure CSVs keep them as rows with status "infeasible".
 Where the matrix has several seeds, bars and points are means over seeds of the per-run
 statistic with 95 % Student-t confidence intervals (error bars); CDFs pool the seeds.  Matrix
 keys other than model / tp_size / link_bw / seed that take several values (hardware, rate,
@@ -51,7 +53,7 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
         18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
         26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
-INFEASIBLE = "does not fit"
+DOES_NOT_FIT = "does not fit"
 
 
 # ----------------------------------------------------------------------------- data helpers
@@ -165,8 +167,11 @@ def log_axis(ax, which: str = "y") -> None:
     lo, hi = (ax.dataLim.intervaly if which == "y" else ax.dataLim.intervalx)
     if np.isfinite(lo) and np.isfinite(hi) and lo > 0:  # short ranges: more labelled ticks
         decades = math.log10(hi / lo)
-        if decades < 1:
-            axis.set_major_locator(ticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+        if decades < 1:  # label 1..9 x 10^k inside the range, thinned to at most 6
+            ticks = [m * 10.0**k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                     for m in range(1, 10) if lo <= m * 10.0**k <= hi]
+            ticks = ticks[::math.ceil(len(ticks) / 6)] if ticks else [lo, hi]
+            axis.set_major_locator(ticker.FixedLocator(ticks))
         elif decades < 2:
             axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(ticker.FuncFormatter(tick_label))
@@ -192,8 +197,17 @@ def mark_infeasible(ax, x: float, color) -> None:
             transform=ax.get_xaxis_transform(), clip_on=False, linestyle="none")
 
 
-def infeasible_handle(color="0.3"):
-    return plt.Line2D([], [], marker="x", color=color, linestyle="none", markersize=5, label=INFEASIBLE)
+def infeasible_label(runs: pd.DataFrame) -> str:
+    """"does not fit" for memory, "infeasible" for other reasons; both joined when both occur."""
+    bad = runs[runs["status"] != "ok"]
+    reasons = bad["reason"].fillna("") if "reason" in bad else pd.Series([""] * len(bad), dtype=object)
+    labels = sorted({DOES_NOT_FIT if "does not fit" in r else "infeasible" for r in reasons},
+                    key=lambda x: x != DOES_NOT_FIT)
+    return " / ".join(labels) or DOES_NOT_FIT
+
+
+def infeasible_handle(label: str, color="0.3"):
+    return plt.Line2D([], [], marker="x", color=color, linestyle="none", markersize=5, label=label)
 
 
 def empty_figure(pdf, png, message):
@@ -247,7 +261,7 @@ def fig_ttft_by_tp(runs, requests, out):
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=style[tp]["color"], hatch=style[tp]["hatch"],
                              edgecolor="black", linewidth=0.4, label=f"TP={tp}") for tp in tps]
     if (data["status"] != "ok").any():
-        handles.append(infeasible_handle())
+        handles.append(infeasible_handle(infeasible_label(sel)))
     fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
     save(fig, out["pdf"], out["png"])
 
@@ -277,7 +291,8 @@ def fig_vs_link_bw(runs, requests, out, metric: str, label: str):
                 if line.empty:
                     continue
                 if okl.empty:
-                    notes.append(f"TP={tp}: {INFEASIBLE}")
+                    sub = runs[(runs["facet"] == facet) & (runs["model"] == model) & (runs["tp_size"] == tp)]
+                    notes.append(f"TP={tp}: {infeasible_label(sub)}")
                     continue
                 yerr = None
                 if np.isfinite(okl["ci_low_ms"]).any():
@@ -351,7 +366,7 @@ def fig_memory_by_tp(runs, requests, out):
                for _, label, color, hatch in parts]
     handles.append(plt.Line2D([], [], color="black", linestyle=":", linewidth=0.8, label="budget (mem_size x util)"))
     if (data["status"] != "ok").any():
-        handles.append(infeasible_handle())
+        handles.append(infeasible_handle(infeasible_label(runs)))
     fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
     save(fig, out["pdf"], out["png"])
 
@@ -375,13 +390,25 @@ def fig_cdf(runs, requests, out):
     req = req[req["link_bw"].isin(bws)]
     facets, models, tps = ordered(runs["facet"]), ordered(runs["model"]), sorted(runs["tp_size"].unique())
     style = tp_style(tps)
+    sel = runs[runs["link_bw"].isin(bws)]
     rows, panels = [], [(f, m) for f in facets for m in models]
+    drawn_tps, drawn_bws = set(), set()
     fig, axes = grid(len(panels), 2, row_height=1.8)
     for r, (facet, model) in enumerate(panels):
         for c, (metric, label) in enumerate((("ttft", "TTFT"), ("tpot", "TPOT"))):
             ax = axes[r][c]
+            notes = []
             for i, tp in enumerate(tps):
                 for j, bw in enumerate(reversed(bws)):
+                    run = sel[(sel["facet"] == facet) & (sel["model"] == model) & (sel["tp_size"] == tp)
+                              & (sel["link_bw"] == bw)]
+                    if len(run) and (run["status"] != "ok").all():
+                        rows.append({"facet": facet, "model": model, "tp_size": tp, "link_bw": bw, "metric": metric,
+                                     "status": "infeasible", "value_ms": np.nan, "cdf": np.nan})
+                        note = f"TP={tp}: {infeasible_label(run)}"
+                        if note not in notes:
+                            notes.append(note)
+                        continue
                     d = req[(req["facet"] == facet) & (req["model"] == model) & (req["tp_size"] == tp)
                             & (req["link_bw"] == bw)]
                     if metric == "tpot":
@@ -390,22 +417,32 @@ def fig_cdf(runs, requests, out):
                         continue
                     xs, ys = ecdf_points(d[f"{metric}_ns"].to_numpy() / 1e6)
                     rows += [{"facet": facet, "model": model, "tp_size": tp, "link_bw": bw, "metric": metric,
-                              "value_ms": x, "cdf": y} for x, y in zip(xs, ys)]
+                              "status": "ok", "value_ms": x, "cdf": y} for x, y in zip(xs, ys)]
                     ax.step(np.concatenate([[xs[0]], xs]), np.concatenate([[0.0], ys]), where="post",
                             color=style[tp]["color"], linestyle=DASHES[j % len(DASHES)], linewidth=1.0)
-            log_axis(ax, "x")
+                    drawn_tps.add(tp)
+                    drawn_bws.add(bw)
+            if ax.lines:
+                log_axis(ax, "x")
+            else:
+                ax.set_xticks([])
+            if notes:
+                ax.text(0.98 if ax.lines else 0.5, 0.04 if ax.lines else 0.5, "\n".join(notes),
+                        transform=ax.transAxes, fontsize=6, color="0.3",
+                        ha="right" if ax.lines else "center", va="bottom" if ax.lines else "center")
             ax.set_ylim(0, 1.02)
             ax.set_xlabel(f"{label} (ms)")
             name = short_model(model, models)
             ax.set_title(f"{name}: {label}" + (f"\n{facet}" if facet else ""))
             if c == 0:
                 ax.set_ylabel("fraction of requests")
-    write_csv(pd.DataFrame(rows, columns=["facet", "model", "tp_size", "link_bw", "metric", "value_ms", "cdf"]),
-              out["csv"])
-    handles = [plt.Line2D([], [], color=style[tp]["color"], label=f"TP={tp}") for tp in tps]
+    write_csv(pd.DataFrame(rows, columns=["facet", "model", "tp_size", "link_bw", "metric", "status", "value_ms",
+                                          "cdf"]), out["csv"])
+    handles = [plt.Line2D([], [], color=style[tp]["color"], label=f"TP={tp}") for tp in tps if tp in drawn_tps]
     handles += [plt.Line2D([], [], color="0.3", linestyle=DASHES[j % len(DASHES)], label=f"{fmt_num(bw)} GB/s")
-                for j, bw in enumerate(reversed(bws))]
-    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
+                for j, bw in enumerate(reversed(bws)) if bw in drawn_bws]
+    if handles:
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
     save(fig, out["pdf"], out["png"])
 
 
