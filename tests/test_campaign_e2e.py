@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+import campaignlib  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 NUM_REQS = 30
 SMALL = {
@@ -143,11 +146,13 @@ def test_each_run_folder_is_hive_style_and_self_describing(done):
         assert rec["inputs"]["dataset"]["sha256"] == sha(trace)
         assert rec["inputs"]["model_config"]["sha256"] == sha(REPO / f"configs/model/{inst['model_name']}.json")
         assert (d / "tpsim.log").read_text().startswith("host=")
+        assert rec["git_dirty"] == campaignlib.git_dirty()  # the checkout did not change during the test
     # provenance in the runs table, for every run
     rows = query(wd / "results/small/campaign.duckdb",
                  """SELECT count(*) FROM runs WHERE tpsim_version = '0.1.0' AND cluster_config_sha256 IS NOT NULL
                     AND dataset_sha256 IS NOT NULL AND model_config_sha256 IS NOT NULL AND hardware_sha256 IS NOT NULL""")
     assert rows == [(8,)]
+    assert query(wd / "results/small/campaign.duckdb", "SELECT DISTINCT git_dirty FROM runs") == [(campaignlib.git_dirty(),)]
 
 
 def test_figures_exist_as_pdf_png_and_csv(done):

@@ -354,6 +354,25 @@ def test_short_log_axes_label_several_ticks():
     assert len(ticks) >= 3 and labels[0] == "5", labels
 
 
+def test_git_dirty_tracks_changes_to_tpsim_and_configs(tmp_path):
+    import subprocess
+
+    assert campaignlib.git_dirty(tmp_path) is None  # not a git checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    for rel in ("tpsim/a.py", "configs/b.json", "README.md"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "init"], check=True)
+    assert campaignlib.git_dirty(tmp_path) is False
+    (tmp_path / "README.md").write_text("changed\n")  # does not decide a run's result
+    (tmp_path / "tpsim/new.py").write_text("untracked\n")
+    assert campaignlib.git_dirty(tmp_path) is False
+    (tmp_path / "configs/b.json").write_text("changed\n")
+    assert campaignlib.git_dirty(tmp_path) is True
+
+
 def test_mean_ci():
     m, _lo, hi, n = figures.mean_ci([1.0, 2.0, 3.0])
     assert (m, n) == (2.0, 3)

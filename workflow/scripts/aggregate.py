@@ -95,6 +95,7 @@ RESULTS = {
     "engine_dtype": "VARCHAR",
     "tpsim_version": "VARCHAR",
     "git_commit": "VARCHAR",
+    "git_dirty": "BOOLEAN",
     "cluster_config_sha256": "VARCHAR",
     "dataset_sha256": "VARCHAR",
     "model_config_sha256": "VARCHAR",
@@ -164,6 +165,7 @@ def run_row(params: dict, summary: dict, run_dir: str) -> dict:
         engine_dtype=engine.get("dtype"),
         tpsim_version=summary.get("tpsim_version"),
         git_commit=prov.get("git_commit"),
+        git_dirty=params.get("git_dirty"),
         # what tpsim read, else (infeasible runs: tpsim stops after the cluster config) run.json's record
         cluster_config_sha256=_get(inputs, "cluster_config", "sha256") or _get(recorded, "cluster_config", "sha256"),
         dataset_sha256=_get(inputs, "dataset", "sha256") or _get(recorded, "dataset", "sha256"),

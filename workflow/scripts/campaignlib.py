@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,21 @@ def _tpsim_catalog():
     from tpsim.config import catalog
 
     return catalog
+
+
+def git_dirty(repo: Path = REPO) -> bool | None:
+    """Whether tracked files that decide a run's result (tpsim/, configs/) differ from HEAD; None outside git.
+
+    The run records the commit; this says whether that commit alone reproduces it.
+    """
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--",
+                               "tpsim", "configs"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return bool(proc.stdout.strip())
 
 
 def canonical_number(value):

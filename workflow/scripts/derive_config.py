@@ -8,7 +8,8 @@ Reads only ``--base``, when the run's hardware differs from the base config's th
 entry ``--hardware`` (for ``npu_mem.mem_size``/``mem_bw``), and the ``--record`` files (hashed).  The rules are in
 ``campaignlib.derive_cluster_config``.  ``run.json`` holds the run's parameters plus the path
 and SHA-256 of every input of the run (also for runs that turn out infeasible, whose tpsim
-summary hashes only the cluster config).
+summary hashes only the cluster config), and ``git_dirty``: whether tpsim/ or configs/ had
+uncommitted changes when the run was derived (the commit alone then does not reproduce it).
 Both files are written atomically.
 """
 
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
     for item in args.record:
         name, _, path = item.partition("=")
         record["inputs"][name] = {"path": path, "sha256": sha256(path)}
+    record["git_dirty"] = campaignlib.git_dirty()
     campaignlib.write_json_atomic(args.run_out, record)
     return 0
 
