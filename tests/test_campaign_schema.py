@@ -73,6 +73,11 @@ def test_h100_campaign_runs_on_h100():
     camp = campaignlib.load_campaign_file(REPO / "configs" / "campaigns" / "h100_nvlink.yaml", roots=ROOTS)
     assert {r.params["hardware"] for r in camp.runs} == {"H100"}
     assert "seed" in camp.dims
+    # as its comments say: no matrix.hardware, so the runs keep the base's npu_mem (80 GiB), not the catalog's
+    assert all(r.hardware_override is None for r in camp.runs)
+    derived = campaignlib.derive_cluster_config(camp.base, camp.runs[0].params)
+    assert derived["nodes"][0]["instances"][0]["npu_mem"]["mem_size"] == 80
+    assert campaignlib.hardware_memory(REPO / "configs/hardware/H100.yaml")[0] == 79.65  # the other route
 
 
 def test_runs_expand_with_hive_ids_and_parameters():
@@ -181,6 +186,11 @@ def test_schema_errors_name_the_key(doc, needle):
     (good(tpsim_args=["--max-num-seq", "4"]), "tpsim_args[0]: --max-num-seq abbreviates --max-num-seqs"),
     (good(tpsim_args=["--log-interval", "0", "--cluster=x.json"]), "tpsim_args[2]: --cluster abbreviates --cluster-config"),
     (good(tpsim_args=["--out", "x.csv"]), "tpsim_args[0]: --out abbreviates --output"),
+    (good(tpsim_args=["--data", "t.jsonl"]), "tpsim_args[0]: --data abbreviates --dataset"),
+    (good(tpsim_args=["--max-num-seq=4"]), "tpsim_args[0]: --max-num-seq abbreviates --max-num-seqs"),
+    (good(tpsim_args=["--perf=profile"]), "tpsim_args[0]: --perf abbreviates --perf-model"),
+    (good(tpsim_args=["--r", "x"]), "tpsim_args[0]: --r abbreviates --run-id or --record-infeasible"),
+    (good(tpsim_args=["--seed=3"]), "tpsim_args[0]: --seed is set by the pipeline"),
     (good(exclude=[{"tp_size": "1"}]), "exclude[0].tp_size: '1' is not in matrix.tp_size"),
 ])
 def test_semantic_errors_name_the_key(doc, needle):
@@ -202,6 +212,45 @@ def test_semantic_problems_are_reported_together():
     msg = errors_of(doc)
     assert "cluster: configs/cluster/nope.json does not exist" in msg
     assert "workload.trace: nope.jsonl does not exist" in msg and "matrix.model[0]: unknown model" in msg
+
+
+def test_unreserved_flags_pass():
+    """Only reserved flags and their abbreviations are refused, not flags that merely share a start."""
+    args = ["--no-enable-prefix-caching", "--block-size=32", "--log-level", "INFO", "--profile-dir", "p",
+            "--max-num-batched", "--", "-o"]
+    msg = errors_of(good(tpsim_args=args))
+    assert msg.splitlines() == [
+        ("campaign c.yaml: tpsim_args[6]: --max-num-batched abbreviates --max-num-batched-tokens, which the "
+         "pipeline sets; flags may not be abbreviated")], msg
+    assert load(good(tpsim_args=args[:6])).doc["tpsim_args"] == args[:6]
+
+
+def test_schema_errors_do_not_hide_the_other_problems():
+    """Every problem at once: the checks beyond the schema still run on what the schema accepted."""
+    # three bad exclude rules: one the schema refuses, two that do not fit the matrix
+    msg = errors_of(good(exclude=[{"tp": 1}, {"tp_size": 8}, {"seed": 1}]))
+    assert msg.splitlines() == [
+        ("campaign c.yaml: exclude[0].tp: unknown key (allowed here: hardware, link_bw, link_latency, "
+         "max_num_batched_tokens, max_num_seqs, model, rate, seed, tp_size)"),
+        "campaign c.yaml: exclude[1].tp_size: 8 is not in matrix.tp_size [1, 2, 4]",
+        "campaign c.yaml: exclude[2].seed: not a key of this campaign's matrix (model, tp_size, link_bw)"], msg
+    # schema errors (tp_size, perf_model, one model) beside a missing cluster file, an unknown model and
+    # hardware, a missing generator setting, a reserved flag and an exclude value not in the matrix
+    doc = good(cluster="configs/cluster/nope.json", perf_model="fast",
+               workload={"generate": {"preset": "sharegpt", "rte": 2}},
+               matrix={"model": ["Qwen/Qwen3-33B", 5], "tp_size": ["two"], "link_bw": [16], "hardware": ["H900"]},
+               tpsim_args=["--out", "x.csv"], exclude=[{"link_bw": 17}])
+    lines = [line.removeprefix("campaign c.yaml: ") for line in errors_of(doc).splitlines()]
+    expected = ["matrix.model[1]: expected string, got 5", "matrix.tp_size[0]: expected integer, got 'two'",
+                "perf_model: 'fast' is not one of", "workload.generate.rte: unknown key",
+                "cluster: configs/cluster/nope.json does not exist", "workload.generate: give num_reqs or duration_s",
+                "matrix.model[0]: unknown model 'Qwen/Qwen3-33B'", "matrix.hardware[0]: unknown hardware 'H900'",
+                "tpsim_args[0]: --out abbreviates --output", "exclude[0].link_bw: 17 is not in matrix.link_bw [16]"]
+    assert len(lines) == len(expected) and all(line.startswith(e) for line, e in zip(lines, expected)), lines
+    # a part the schema refused is not checked again (no second message for the same value)
+    msg = errors_of(good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16, 16.0]},
+                         exclude=[{"link_bw": 17}]))
+    assert msg.splitlines() == ["campaign c.yaml: matrix.link_bw: values must be unique, got [16, 16.0]"], msg
 
 
 def test_exclude_matches_numbers_by_value():
@@ -228,4 +277,22 @@ def test_snakemake_reports_a_bad_campaign_with_the_key(tmp_path):
     out = proc.stdout + proc.stderr
     assert "matrix.tp_size[1]: expected integer, got 'two'" in out
     assert "bad.yaml" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_readme_error_sample_is_what_snakemake_prints(tmp_path):
+    """README, Campaigns: the sample campaign with mistakes and the output shown for it, line numbers included."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    sample = re.search(r"```yaml\n# configs/campaigns/mine.yaml\n(.*?)```", readme, re.DOTALL).group(1)
+    shown = re.search(r"```\n\$ snakemake -n --configfile configs/campaigns/mine.yaml\n(.*?)```", readme, re.DOTALL).group(1)
+    (tmp_path / "configs/campaigns").mkdir(parents=True)
+    (tmp_path / "configs/campaigns/mine.yaml").write_text(sample)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--configfile",
+                           "configs/campaigns/mine.yaml"], cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    printed = proc.stdout.replace(f'"{REPO}/', '".../').replace(f"{REPO}/", "")
+    assert printed == shown, printed
     assert not (tmp_path / "results").exists()

@@ -340,37 +340,134 @@ def test_infeasible_label_follows_the_reason():
     assert figures.infeasible_label(runs) == "does not fit / infeasible"
 
 
-def test_short_log_axes_label_several_ticks():
-    """Under one decade (e.g. TPOT 5-9.5 ms) a log axis still labels at least three ticks inside the data."""
+@pytest.mark.parametrize("lo, hi", [
+    (5.0, 9.5),  # TPOT of a small model
+    (9.43, 17.93),  # Qwen3-8B TPOT in the default campaign: 1..9 x 10^k labelled only "10"
+    (13.84, 15.146),  # a tenth of a decade: no ragged end labels ("13.8401")
+    (29.1, 118.9),  # Qwen3-32B TPOT in the default campaign
+    (17.0, 235.0),  # one to two decades: 1-2-5
+])
+def test_log_axes_label_several_ticks_across_the_data(lo, hi):
+    """A log axis labels at least three round values inside the data, in both axes."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots()
-    ax.plot([5.0, 6.5, 9.5], [0, 0.5, 1])
-    figures.log_axis(ax, "x")
-    fig.canvas.draw()
-    ticks = [t for t in ax.get_xticks() if 5.0 <= t <= 9.5]
-    labels = [figures.tick_label(t) for t in ticks]
-    plt.close(fig)
-    assert len(ticks) >= 3 and labels[0] == "5", labels
+    for which in ("x", "y"):
+        fig, ax = plt.subplots(figsize=(3.4, 1.8))
+        xs = [lo, (lo + hi) / 2, hi]
+        ax.plot(xs, [0, 0.5, 1]) if which == "x" else ax.plot([0, 0.5, 1], xs)
+        figures.log_axis(ax, which)
+        fig.canvas.draw()
+        axis = ax.xaxis if which == "x" else ax.yaxis
+        shown = [(t.get_loc(), t.label1.get_text()) for t in axis.get_major_ticks()
+                 if t.label1.get_visible() and t.label1.get_text() and lo <= t.get_loc() <= hi]
+        plt.close(fig)
+        labels = [text for _, text in shown]
+        assert len(shown) >= 3, (which, labels)
+        assert len(set(labels)) == len(labels) and all(len(text) <= 4 for text in labels), labels
+        assert all(float(text) == pytest.approx(loc) for loc, text in shown), shown
 
 
-def test_git_dirty_tracks_changes_to_tpsim_and_configs(tmp_path):
+def _synthetic_tables():
+    """Model org/A runs at TP 1 and 2 but not 3 (3 does not divide its heads); org/B runs nowhere
+    (TP 1 and 2: does not fit; TP 3: heads).  link_bw 16 and 450, 20 requests per feasible run."""
+    import pandas as pd
+
+    heads = "tp_size=3 does not divide {m}'s 32 attention heads; choose tp_size in [1, 2, 4, 8, 16, 32]"
+    memory = "{m} does not fit: needs 143.0 GB per GPU (weights 141.1 GB + ...) but 92.8 GB are available"
+    runs, reqs = [], []
+    for m in ("org/A", "org/B"):
+        for tp in (1, 2, 3):
+            for bw in (16.0, 450.0):
+                ok = m == "org/A" and tp != 3
+                rid = f"model={m.replace('/', '--')}/tp={tp}/link_bw={bw:g}"
+                reason = None if ok else (heads if tp == 3 else memory).format(m=m)
+                runs.append({"run_id": rid, "model": m, "tp_size": tp, "link_bw": bw, "seed": 0,
+                             "hardware": "RTXPRO6000", "link_latency": 20000.0, "rate": 2.0, "max_num_seqs": 128,
+                             "max_num_batched_tokens": 2048, "status": "ok" if ok else "infeasible", "reason": reason,
+                             "ttft_p50_ms": 50.0 / tp if ok else None, "tpot_p50_ms": 10.0 / tp if ok else None})
+                for i in range(20 if ok else 0):
+                    reqs.append({"run_id": rid, "model": m, "tp_size": tp, "link_bw": bw, "seed": 0,
+                                 "output_tokens": 10, "ttft_ns": int((40 + i) * 1e6 / tp),
+                                 "tpot_ns": int((9 + i / 10) * 1e6 / tp)})
+    return pd.DataFrame(runs), pd.DataFrame(reqs)
+
+
+def _draw(monkeypatch, tmp_path, name):
+    """Draw one figure from the synthetic tables; return the matplotlib figure and the CSV rows."""
+    drawn = []
+    save = figures.save
+    monkeypatch.setattr(figures, "save", lambda fig, pdf, png: (drawn.append(fig), save(fig, pdf, png)))
+    runs, reqs = _synthetic_tables()
+    out = {e: str(tmp_path / f"{name}.{e}") for e in ("pdf", "png", "csv")}
+    figures.DRAW[name](runs, reqs, out)
+    return drawn[0], read_csv(out["csv"])
+
+
+def _panel_notes(ax) -> str:
+    return "\n".join(t.get_text() for t in ax.texts)
+
+
+def test_cdf_figure_marks_infeasible_runs(monkeypatch, tmp_path):
+    fig, rows = _draw(monkeypatch, tmp_path, "ttft_tpot_cdf")
+    # the CSV keeps every infeasible run, once per link_bw and metric, with its status
+    bad = {(r["model"], r["tp_size"], r["link_bw"], r["metric"]) for r in rows if r["status"] == "infeasible"}
+    assert bad == {(m, tp, bw, metric) for m, tps in (("org/A", "3"), ("org/B", "123")) for tp in tps
+                   for bw in ("16", "450") for metric in ("ttft", "tpot")}
+    assert {r["status"] for r in rows} == {"ok", "infeasible"}
+    (a_ttft, a_tpot), (b_ttft, b_tpot) = fig.axes[0:2], fig.axes[2:4]
+    for ax in (a_ttft, a_tpot):  # drawn lines, and a note for the TP that cannot run
+        assert ax.lines and _panel_notes(ax) == "TP=3: infeasible"
+    for ax in (b_ttft, b_tpot):  # nothing drawn: the notes alone, no dummy axis
+        assert not ax.lines
+        assert _panel_notes(ax) == "TP=1: does not fit\nTP=2: does not fit\nTP=3: infeasible"
+        assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+    # the legend names only what is drawn: no TP=3
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["TP=1", "TP=2", "450 GB/s", "16 GB/s"]
+
+
+def test_link_bw_figure_marks_infeasible_runs(monkeypatch, tmp_path):
+    fig, rows = _draw(monkeypatch, tmp_path, "ttft_vs_link_bw")
+    assert {(r["model"], r["tp_size"]) for r in rows if r["status"] == "infeasible"} == {
+        ("org/A", "3"), ("org/B", "1"), ("org/B", "2"), ("org/B", "3")}
+    a, b = fig.axes
+    assert len(a.lines) == 2 and _panel_notes(a) == "TP=3: infeasible"
+    assert not b.lines and _panel_notes(b) == "TP=1: does not fit\nTP=2: does not fit\nTP=3: infeasible"
+    assert list(b.get_xticks()) == [] and list(b.get_yticks()) == []
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["TP=1", "TP=2"]
+
+
+def test_git_dirty_tracks_uncommitted_changes_to_tracked_files(tmp_path):
     import subprocess
 
     assert campaignlib.git_dirty(tmp_path) is None  # not a git checkout
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@e"]
     subprocess.run(git + ["init", "-q"], check=True)
-    for rel in ("tpsim/a.py", "configs/b.json", "README.md"):
+    for rel in ("tpsim/a.py", "configs/b.json", "workflow/c.py"):
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         (tmp_path / rel).write_text("x\n")
     subprocess.run(git + ["add", "."], check=True)
     subprocess.run(git + ["commit", "-qm", "init"], check=True)
     assert campaignlib.git_dirty(tmp_path) is False
-    (tmp_path / "README.md").write_text("changed\n")  # does not decide a run's result
-    (tmp_path / "tpsim/new.py").write_text("untracked\n")
+    (tmp_path / "tpsim/new.py").write_text("untracked\n")  # untracked files (results/, scratch) do not count
     assert campaignlib.git_dirty(tmp_path) is False
-    (tmp_path / "configs/b.json").write_text("changed\n")
+    (tmp_path / "workflow/c.py").write_text("changed\n")  # any tracked file, not only tpsim/ and configs/
     assert campaignlib.git_dirty(tmp_path) is True
+    subprocess.run(git + ["add", "workflow/c.py"], check=True)  # staged but not committed: still dirty
+    assert campaignlib.git_dirty(tmp_path) is True
+    subprocess.run(git + ["commit", "-qm", "c"], check=True)
+    assert campaignlib.git_dirty(tmp_path) is False
+
+
+def test_runs_record_git_dirty(campaign):
+    """run.json and the runs table carry git_dirty: a boolean, the checkout's state when the run was made."""
+    dirty = campaignlib.git_dirty()
+    assert isinstance(dirty, bool)  # the tests run in a git checkout
+    for d in campaign["dirs"]:
+        assert json.loads((d / "run.json").read_text())["git_dirty"] is dirty
+    assert query(campaign["out"] / "campaign.duckdb", "SELECT DISTINCT git_dirty FROM runs") == [(dirty,)]
+    assert query(campaign["out"] / "campaign.duckdb",
+                 "SELECT data_type FROM information_schema.columns WHERE table_name = 'runs' AND column_name = 'git_dirty'"
+                 ) == [("BOOLEAN",)]
 
 
 def test_mean_ci():

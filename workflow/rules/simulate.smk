@@ -1,6 +1,6 @@
 # One run = one job = one folder results/<campaign>/runs/model=.../tp=.../link_bw=.../ holding
 #   cluster.json            the cluster config derived from the base config for this run
-#   run.json                the run's parameters, with paths and SHA-256 of all its inputs
+#   run.json                the run's parameters, paths and SHA-256 of all its inputs, git_dirty
 #   requests.csv            tpsim's per-request CSV (header only when the run is infeasible)
 #   requests.summary.json   tpsim's run summary: status ok|infeasible (+ reason), metrics,
 #                           memory per GPU, provenance (tpsim version, git commit, input hashes)

@@ -75,13 +75,14 @@ def _tpsim_catalog():
 
 
 def git_dirty(repo: Path = REPO) -> bool | None:
-    """Whether tracked files that decide a run's result (tpsim/, configs/) differ from HEAD; None outside git.
+    """Whether the checkout has uncommitted changes to tracked files (staged or not); None outside git.
 
-    The run records the commit; this says whether that commit alone reproduces it.
+    A run records the commit (tpsim's summary: ``git_commit``); this says whether that commit alone
+    reproduces it.  Untracked files (results/, scratch files) do not count.
     """
     try:
-        proc = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--",
-                               "tpsim", "configs"], capture_output=True, text=True, timeout=30, check=False)
+        proc = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                              capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode != 0:
@@ -198,7 +199,9 @@ def _describe(err) -> str:
     return f"{where}: {err.message}"
 
 
-def schema_errors(doc: dict, schema_path: Path = SCHEMA) -> list[str]:
+def schema_problems(doc: dict, schema_path: Path = SCHEMA) -> list[tuple[tuple, str]]:
+    """(path, message) of every schema error, sorted by path; the path is where the error sits
+    (a missing or unknown key: the object holding it)."""
     import jsonschema
     import yaml
 
@@ -206,7 +209,11 @@ def schema_errors(doc: dict, schema_path: Path = SCHEMA) -> list[str]:
         schema = yaml.safe_load(f)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    return [_describe(e) for e in errors]
+    return [(tuple(e.absolute_path), _describe(e)) for e in errors]
+
+
+def schema_errors(doc: dict, schema_path: Path = SCHEMA) -> list[str]:
+    return [msg for _, msg in schema_problems(doc, schema_path)]
 
 
 def load_yaml(path) -> dict:
@@ -295,45 +302,64 @@ def load_campaign(doc: dict, *, source: str = "<config>", roots: list[Path] | No
     prefix = f"campaign {source}"
     if not isinstance(doc, dict) or not doc:
         raise CampaignError(f"{prefix}: empty; expected keys name, cluster, workload, matrix")
-    errors = schema_errors(doc, schema_path)
-    if errors:
-        raise CampaignError("\n".join(f"{prefix}: {e}" for e in errors))
+    # Schema errors and the checks beyond the schema are reported together.  A check beyond the
+    # schema runs on every part the schema accepted (a bad exclude rule does not hide the others, a
+    # bad tp_size does not hide an unknown model); only the expansion into runs needs all of it.
+    schema = schema_problems(doc, schema_path)
+    bad_paths = [path for path, _ in schema]
+
+    def valid(*path) -> bool:
+        """No schema error at ``path`` or inside it."""
+        return not any(bad[:len(path)] == path for bad in bad_paths)
 
     problems: list[str] = []
-    doc = json.loads(json.dumps(doc))  # a private, JSON-only copy
+    doc = json.loads(json.dumps(doc, default=str))  # a private, JSON-only copy
     doc.setdefault("perf_model", "analytical")
     doc.setdefault("tpsim_args", [])
     doc.setdefault("exclude", [])
-    matrix = doc["matrix"]
+    matrix = doc.get("matrix") if isinstance(doc.get("matrix"), dict) else {}
+
+    def matrix_list(key: str) -> list | None:
+        """matrix[key] when the schema accepted it, else None (its problems are already reported)."""
+        values = matrix.get(key)
+        return values if isinstance(values, list) and valid("matrix", key) else None
+
+    def matrix_names(key: str) -> list[tuple[int, str]]:
+        """(index, name) of the names in matrix[key] the schema accepted (the others are reported)."""
+        values = matrix.get(key)
+        return [(i, v) for i, v in enumerate(values) if isinstance(v, str) and valid("matrix", key, i)] \
+            if isinstance(values, list) else []
 
     # base cluster config
     # (its problems are collected with the others, so one pass reports everything)
-    cluster = resolve_path(doc["cluster"], roots)
+    cluster = None
     base, instances = {}, []
-    if cluster is None:
-        problems.append(f"cluster: {doc['cluster']} does not exist")
-    else:
-        try:
-            with open(cluster, encoding="utf-8") as f:
-                base = json.load(f)
-            instances = _base_instances(base, cluster)
-        except CampaignError as exc:  # a ValueError too: catch it first
-            problems.append(str(exc))
-        except ValueError as exc:
-            problems.append(f"cluster: {cluster}: malformed JSON ({exc})")
+    if isinstance(doc.get("cluster"), str) and valid("cluster"):
+        cluster = resolve_path(doc["cluster"], roots)
+        if cluster is None:
+            problems.append(f"cluster: {doc['cluster']} does not exist")
+        else:
+            try:
+                with open(cluster, encoding="utf-8") as f:
+                    base = json.load(f)
+                instances = _base_instances(base, cluster)
+            except CampaignError as exc:  # a ValueError too: catch it first
+                problems.append(str(exc))
+            except ValueError as exc:
+                problems.append(f"cluster: {cluster}: malformed JSON ({exc})")
 
     # workload
-    workload = doc["workload"]
+    workload = doc.get("workload")
     if isinstance(workload, str):
         workload = doc["workload"] = {"trace": workload}
     trace = generate = None
-    if "trace" in workload:
+    if isinstance(workload, dict) and valid("workload") and "trace" in workload:
         trace = resolve_path(workload["trace"], roots)
         if trace is None:
             problems.append(f"workload.trace: {workload['trace']} does not exist")
         if "rate" in matrix:
             problems.append("matrix.rate: only for a generated workload (workload.generate); a trace file fixes the arrivals")
-    else:
+    elif isinstance(workload, dict) and isinstance(workload.get("generate"), dict) and ("workload",) not in bad_paths:
         generate = dict(workload["generate"])
         generate.setdefault("seed", 0)
         generate.setdefault("rate", 1)
@@ -345,7 +371,7 @@ def load_campaign(doc: dict, *, source: str = "<config>", roots: list[Path] | No
     # matrix values
     catalog = _tpsim_catalog()
     model_paths, hardware_paths = {}, {}
-    for i, model in enumerate(matrix["model"]):
+    for i, model in matrix_names("model"):
         path = catalog.find("model", f"{model}.json")
         if path is None and model.endswith(".json"):
             p = resolve_path(model, roots)
@@ -357,52 +383,61 @@ def load_campaign(doc: dict, *, source: str = "<config>", roots: list[Path] | No
         if MODEL_SEP in model or any(c in model for c in " =\\") or model.startswith("/"):
             problems.append(f"matrix.model[{i}]: '{model}' cannot be written in a run path ('--', '=', spaces, backslashes are reserved)")
         model_paths[model] = rel_path(path)
-    hardware_names = matrix.get("hardware") or []
+    hardware_names = {hw: f"matrix.hardware[{i}]" for i, hw in reversed(matrix_names("hardware"))}
     for inst in instances:
-        if inst["hardware"] not in hardware_names:
-            hardware_names = [*hardware_names, inst["hardware"]]
-    for hw in hardware_names:
+        hardware_names.setdefault(inst["hardware"], "cluster")
+    for hw, key in sorted(hardware_names.items(), key=lambda item: item[1] == "cluster"):
         path = catalog.find("hardware", f"{hw}.yaml")
         if path is None:
             known = ", ".join(catalog.available("hardware", ".yaml"))
-            idx = (matrix.get("hardware") or []).index(hw) if hw in (matrix.get("hardware") or []) else None
-            key = f"matrix.hardware[{idx}]" if idx is not None else "cluster"
             problems.append(f"{key}: unknown hardware '{hw}' (no configs/hardware/{hw}.yaml); known: {known}")
             continue
         hardware_paths[hw] = rel_path(path)
-    for key, values in matrix.items():
-        if key in ("model", "hardware"):
+    for key in matrix:
+        if key in ("model", "hardware") or key not in PATH_KEYS:
             continue
         seen = {}
-        for i, v in enumerate(values):
+        for i, v in enumerate(matrix_list(key) or []):
             text = fmt_value(v)
             if text in seen:
                 problems.append(f"matrix.{key}[{i}]: {v!r} repeats matrix.{key}[{seen[text]}]")
             seen[text] = i
 
-    # tpsim_args
-    for i, arg in enumerate(doc["tpsim_args"]):
+    # tpsim_args: no flag the pipeline sets, nor an abbreviation argparse would expand to one
+    for i, arg in enumerate(doc["tpsim_args"] if isinstance(doc["tpsim_args"], list) else []):
+        if not isinstance(arg, str):
+            continue
         flag = arg.split("=", 1)[0]
         if flag in RESERVED_FLAGS:
             problems.append(f"tpsim_args[{i}]: {flag} is set by the pipeline; use the matrix or perf_model instead")
         elif flag.startswith("--") and len(flag) > 2 and any(r.startswith(flag) for r in RESERVED_FLAGS):
-            reserved = next(r for r in RESERVED_FLAGS if r.startswith(flag))
-            problems.append(f"tpsim_args[{i}]: {flag} abbreviates {reserved}, which is set by the pipeline; "
+            reserved = " or ".join(r for r in RESERVED_FLAGS if r.startswith(flag))
+            problems.append(f"tpsim_args[{i}]: {flag} abbreviates {reserved}, which the pipeline sets; "
                             "flags may not be abbreviated")
 
-    # exclude rules
-    for r, rule in enumerate(doc["exclude"]):
+    # exclude rules: every key a matrix key, every value one of the matrix's (a rule or value the
+    # schema refused is reported by the schema; the others are still checked)
+    required = ("model", "tp_size", "link_bw")  # a missing one is reported by the schema
+    for r, rule in enumerate(doc["exclude"] if isinstance(doc["exclude"], list) else []):
+        if not isinstance(rule, dict):
+            continue
         for key, value in rule.items():
+            if key not in PATH_KEYS or not valid("exclude", r, key):
+                continue
             if key not in matrix:
-                problems.append(f"exclude[{r}].{key}: not a key of this campaign's matrix ({', '.join(matrix)})")
+                if key not in required:
+                    problems.append(f"exclude[{r}].{key}: not a key of this campaign's matrix "
+                                    f"({', '.join(k for k in matrix if k in PATH_KEYS)})")
+                continue
+            if matrix_list(key) is None:
                 continue
             allowed = {match_key(v) for v in matrix[key]}
             for v in value if isinstance(value, list) else [value]:
                 if match_key(v) not in allowed:
                     problems.append(f"exclude[{r}].{key}: {v!r} is not in matrix.{key} {matrix[key]}")
 
-    if problems:
-        raise CampaignError("\n".join(f"{prefix}: {p}" for p in problems))
+    if schema or problems:
+        raise CampaignError("\n".join(f"{prefix}: {p}" for p in [msg for _, msg in schema] + problems))
 
     first = instances[0]
     dims = [k for k in PATH_KEYS if k in matrix and k not in ALWAYS_IN_PATH]

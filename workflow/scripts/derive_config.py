@@ -8,8 +8,8 @@ Reads only ``--base``, when the run's hardware differs from the base config's th
 entry ``--hardware`` (for ``npu_mem.mem_size``/``mem_bw``), and the ``--record`` files (hashed).  The rules are in
 ``campaignlib.derive_cluster_config``.  ``run.json`` holds the run's parameters plus the path
 and SHA-256 of every input of the run (also for runs that turn out infeasible, whose tpsim
-summary hashes only the cluster config), and ``git_dirty``: whether tpsim/ or configs/ had
-uncommitted changes when the run was derived (the commit alone then does not reproduce it).
+summary hashes only the cluster config), and ``git_dirty``: whether the checkout had uncommitted
+changes to tracked files when the run was derived (the commit alone then does not reproduce it).
 Both files are written atomically.
 """
 

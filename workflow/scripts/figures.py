@@ -14,7 +14,8 @@ Figures:
 
 Infeasible runs are drawn as a cross (bars) or named in a note (lines, CDFs), labelled "does not fit"
 when the model does not fit in memory and "infeasible" for any other reason (e.g. tp_size does not
-divide the heads); the figure CSVs keep them as rows with status "infeasible".
+divide the heads); a panel with nothing to draw shows only its notes, without axes, and legends list
+only what is drawn.  The figure CSVs keep infeasible runs as rows with status "infeasible".
 Where the matrix has several seeds, bars and points are means over seeds of the per-run
 statistic with 95 % Student-t confidence intervals (error bars); CDFs pool the seeds.  Matrix
 keys other than model / tp_size / link_bw / seed that take several values (hardware, rate,
@@ -159,7 +160,23 @@ def tick_label(v, _pos=None) -> str:
     return f"{v:g}"
 
 
+def short_range_ticks(lo: float, hi: float) -> list[float]:
+    """3-6 evenly spaced round ticks (steps 1, 2, 5 x 10^k) inside [lo, hi], for a log axis spanning
+    less than a decade, where 1..9 x 10^k would label one or two ticks (9.4-18 ms: only 10)."""
+    from matplotlib import ticker
+
+    ticks = [lo]
+    for nbins in range(4, 9):
+        ticks = [t for t in ticker.MaxNLocator(nbins=nbins, steps=[1, 2, 5, 10]).tick_values(lo, hi)
+                 if lo <= t <= hi]
+        if len(ticks) >= 3:
+            break
+    return ticks or [lo]
+
+
 def log_axis(ax, which: str = "y") -> None:
+    """A log axis labelled across its data (call it after plotting): under one decade round linear
+    steps (10, 12, 14, 16), under two 1-2-5 (20, 50, 100, 200), otherwise the decades; plain labels."""
     from matplotlib import ticker
 
     axis = ax.yaxis if which == "y" else ax.xaxis
@@ -167,11 +184,8 @@ def log_axis(ax, which: str = "y") -> None:
     lo, hi = (ax.dataLim.intervaly if which == "y" else ax.dataLim.intervalx)
     if np.isfinite(lo) and np.isfinite(hi) and lo > 0:  # short ranges: more labelled ticks
         decades = math.log10(hi / lo)
-        if decades < 1:  # label 1..9 x 10^k inside the range, thinned to at most 6
-            ticks = [m * 10.0**k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
-                     for m in range(1, 10) if lo <= m * 10.0**k <= hi]
-            ticks = ticks[::math.ceil(len(ticks) / 6)] if ticks else [lo, hi]
-            axis.set_major_locator(ticker.FixedLocator(ticks))
+        if decades < 1:
+            axis.set_major_locator(ticker.FixedLocator(short_range_ticks(lo, hi)))
         elif decades < 2:
             axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(ticker.FuncFormatter(tick_label))
@@ -208,6 +222,20 @@ def infeasible_label(runs: pd.DataFrame) -> str:
 
 def infeasible_handle(label: str, color="0.3"):
     return plt.Line2D([], [], marker="x", color=color, linestyle="none", markersize=5, label=label)
+
+
+def note_panel(ax, notes: list[str]) -> None:
+    """Name the infeasible series of a panel ("TP=1: does not fit"): bottom right under the drawn lines,
+    or, when nothing is drawn, alone in the middle of a panel without ticks (no axis for no data)."""
+    if ax.lines:
+        if notes:
+            ax.text(0.98, 0.04, "\n".join(notes), transform=ax.transAxes, fontsize=6, color="0.3", ha="right",
+                    va="bottom")
+        return
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, "\n".join(notes) or "no data", transform=ax.transAxes, fontsize=6, color="0.3",
+            ha="center", va="center")
 
 
 def empty_figure(pdf, png, message):
@@ -280,6 +308,7 @@ def fig_vs_link_bw(runs, requests, out, metric: str, label: str):
     style = tp_style(tps)
     fig, axes = grid(len(facets), len(models))
     value = f"{metric}_p50_ms"
+    drawn_tps = set()
     for r, facet in enumerate(facets):
         for c, model in enumerate(models):
             ax = axes[r][c]
@@ -299,20 +328,27 @@ def fig_vs_link_bw(runs, requests, out, metric: str, label: str):
                     yerr = [(okl[value] - okl["ci_low_ms"]).fillna(0), (okl["ci_high_ms"] - okl[value]).fillna(0)]
                 ax.errorbar(okl["link_bw"], okl[value], yerr=yerr, color=style[tp]["color"],
                             marker=style[tp]["marker"], linestyle=DASHES[i % len(DASHES)], label=f"TP={tp}")
-            log_axis(ax, "x")
-            ax.set_xticks(bws, [fmt_num(b) for b in bws])
-            ax.minorticks_off()
+                drawn_tps.add(tp)
+            if ax.lines:
+                log_axis(ax, "x")
+                ax.set_xticks(bws, [fmt_num(b) for b in bws])
+                ax.minorticks_off()
+                log_if_wide(ax, d[value].tolist())
+                if notes:
+                    ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=6, color="0.3",
+                            va="bottom")
+            else:
+                note_panel(ax, notes)
             ax.set_xlabel("link_bw (GB/s)")
             name = short_model(model, models)
             ax.set_title(f"{name}\n{facet}" if facet else name)
             if c == 0:
                 ax.set_ylabel(f"median {label} (ms)" + (", mean of seeds" if data["n_runs"].max() > 1 else ""))
-            log_if_wide(ax, d[value].tolist())
-            if notes:
-                ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=6, color="0.3", va="bottom")
     handles = [plt.Line2D([], [], color=style[tp]["color"], marker=style[tp]["marker"],
-                          linestyle=DASHES[i % len(DASHES)], label=f"TP={tp}") for i, tp in enumerate(tps)]
-    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
+                          linestyle=DASHES[i % len(DASHES)], label=f"TP={tp}") for i, tp in enumerate(tps)
+               if tp in drawn_tps]  # no entry for a TP that is infeasible everywhere (its notes say so)
+    if handles:
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
     save(fig, out["pdf"], out["png"])
 
 
@@ -424,12 +460,7 @@ def fig_cdf(runs, requests, out):
                     drawn_bws.add(bw)
             if ax.lines:
                 log_axis(ax, "x")
-            else:
-                ax.set_xticks([])
-            if notes:
-                ax.text(0.98 if ax.lines else 0.5, 0.04 if ax.lines else 0.5, "\n".join(notes),
-                        transform=ax.transAxes, fontsize=6, color="0.3",
-                        ha="right" if ax.lines else "center", va="bottom" if ax.lines else "center")
+            note_panel(ax, notes)
             ax.set_ylim(0, 1.02)
             ax.set_xlabel(f"{label} (ms)")
             name = short_model(model, models)
