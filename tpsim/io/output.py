@@ -33,20 +33,7 @@ HEADER = "instance id,request id,model,input,output,arrival,end_time,latency,que
 
 def atomic_write_text(path, text: str) -> None:
     """Write via a temporary file in the same folder and rename: readers never see a partial file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_files([(path, text)])
 
 
 def atomic_write_files(files: list[tuple[str, str]]) -> None:
@@ -81,7 +68,7 @@ def json_text(obj) -> str:
 
 
 def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def _csv_field(text: str) -> str:
