@@ -15,7 +15,10 @@ under ``profiles/`` (:func:`profile_roots`), after any ``--profile-dir``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from tpsim.errors import InputError
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +48,20 @@ def _roots(env_var: str, folder: str) -> list[Path]:
             seen.add(key)
             unique.append(root)
     return unique
+
+
+#: a catalog name: path components of letters, digits and ._+- not starting with '.', so a name can
+#: never climb out of its folder ('..') or be absolute
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}){0,3}")
+
+
+def check_name(kind: str, name: str) -> None:
+    """Refuse a catalog name that could resolve outside ``configs/<kind>/`` (``../x``, ``/etc/x``)."""
+    if not _NAME.fullmatch(name):
+        shown = name if len(name) <= 80 and name.isprintable() else repr(name[:80]) + "..."
+        raise InputError(f"{kind} name {shown!s} is not a catalog name (letters, digits, '._+-', "
+                         f"'/' between parts, no '..'); give a name under configs/{kind}/"
+                         + (" or a path to a .json file" if kind == "model" else ""))
 
 
 def find(kind: str, relative: str) -> Path | None:

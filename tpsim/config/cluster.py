@@ -16,12 +16,13 @@ prefill/decode disaggregation) are rejected, never silently ignored.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tpsim.config import typed
 from tpsim.errors import InputError, NotSupportedError
-from tpsim.hashing import sha256_file
+from tpsim.hashing import sha256_bytes
+from tpsim.io.files import read_json_file, show_path
 
 #: per-instance engine keys LLMServingSim accepts in ``instances[i]``
 ENGINE_KEYS = (
@@ -91,19 +92,22 @@ class ClusterConfig:
     notes: tuple[str, ...] = field(default=())
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+#: limits no real deployment reaches; each is named in its error
+MAX_NODES = 4096
+MAX_INSTANCES = 4096
+MAX_GPUS = 65536  # per instance: num_npus, tp_size, pp_size
+MAX_LINK_BW_GBPS = 1e6  # 1 PB/s per direction
+MAX_LATENCY_NS = 1e10  # 10 s
+MAX_MEM_GIB = 1e5  # 100 TiB per GPU
+MAX_MEM_BW_GBPS = 1e6
 
 
-def _positive_int(value, where: str, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{where} must be an integer, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise InputError(f"{where} must be {'>= 0' if allow_zero else '>= 1'}, got {value}")
-    return value
+def _key(key: str) -> str:
+    """An unknown key as it appears in warnings: printable, at most 60 characters."""
+    return key if key.isprintable() and len(key) <= 60 else typed.show(key)
 
 
-def _dimension_value(value, where: str, allow_zero: bool) -> tuple[float, str | None]:
+def _dimension_value(value, where: str, allow_zero: bool, maximum: float) -> tuple[float, str | None]:
     """Scalar or per-topology-dimension list; tensor parallelism uses dimension 0."""
     note = None
     if isinstance(value, list):
@@ -111,12 +115,10 @@ def _dimension_value(value, where: str, allow_zero: bool) -> tuple[float, str | 
             raise InputError(f"{where} must be a number or a non-empty list of numbers")
         if len(value) > 1:
             note = f"{where.split(': ')[-1]} lists {len(value)} dimensions; tpsim uses the first (intra-instance) one"
+        for k, v in enumerate(value[1:], 1):  # the other dimensions are unused but must still be numbers
+            typed.number(v, f"{where}[{k}]", 0.0, maximum, allow_minimum=allow_zero)
         value = value[0]
-    if not _is_number(value):
-        raise InputError(f"{where} must be a number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise InputError(f"{where} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
-    return float(value), note
+    return typed.number(value, where, 0.0, maximum, allow_minimum=allow_zero), note
 
 
 def _parse_npu_mem(obj, where: str) -> NpuMem:
@@ -125,15 +127,13 @@ def _parse_npu_mem(obj, where: str) -> NpuMem:
     for key in ("mem_size", "mem_bw"):
         if key not in obj:
             raise InputError(f"{where}.{key} is missing; add it (mem_size in GiB, mem_bw in GB/s)")
-        if not _is_number(obj[key]) or obj[key] <= 0:
-            raise InputError(f"{where}.{key} must be a positive number, got {obj[key]!r}")
-    latency = obj.get("mem_latency", 0)
-    if not _is_number(latency) or latency < 0:
-        raise InputError(f"{where}.mem_latency must be a number >= 0 (ns), got {latency!r}")
+    size = typed.positive(obj["mem_size"], f"{where}.mem_size", MAX_MEM_GIB)
+    bw = typed.positive(obj["mem_bw"], f"{where}.mem_bw", MAX_MEM_BW_GBPS)
+    latency = typed.number(obj.get("mem_latency", 0), f"{where}.mem_latency", 0.0, MAX_LATENCY_NS)
     util = obj.get("mem_util")
-    if util is not None and (not _is_number(util) or not 0 < util <= 1):
-        raise InputError(f"{where}.mem_util must be in (0, 1], got {util!r}")
-    return NpuMem(float(obj["mem_size"]), float(obj["mem_bw"]), float(latency), None if util is None else float(util))
+    if util is not None:
+        util = typed.fraction(util, f"{where}.mem_util")
+    return NpuMem(size, bw, latency, util)
 
 
 def resolve_parallelism(inst: dict, where: str) -> tuple[int, int, int]:
@@ -143,7 +143,7 @@ def resolve_parallelism(inst: dict, where: str) -> tuple[int, int, int]:
     pp = inst.get("pp_size")
     for key, value in (("num_npus", num_npus), ("tp_size", tp), ("pp_size", pp)):
         if value is not None:
-            _positive_int(value, f"{where}.{key}")
+            typed.integer(value, f"{where}.{key}", 1, MAX_GPUS)
     if pp is None:
         if num_npus is not None and tp is not None:
             if num_npus % tp:
@@ -175,15 +175,15 @@ def parse_cluster(doc, path: str, sha256: str = "") -> ClusterConfig:
     where = path
     if not isinstance(doc, dict):
         raise InputError(f"{where}: expected a JSON object with num_nodes, link_bw, link_latency, nodes")
-    unknown: list[str] = [k for k in doc if k not in _TOP_KEYS]
+    unknown: list[str] = [_key(k) for k in doc if k not in _TOP_KEYS]
     for key in ("num_nodes", "link_bw", "link_latency", "nodes"):
         if key not in doc:
             raise InputError(f"{where}: missing field '{key}'")
     if "cxl_mem" in doc:
         raise NotSupportedError(f"{where}: field 'cxl_mem' (CXL memory pools) is not supported by tpsim; remove it")
-    num_nodes = _positive_int(doc["num_nodes"], f"{where}: num_nodes")
-    link_bw, note_bw = _dimension_value(doc["link_bw"], f"{where}: link_bw", allow_zero=False)
-    link_latency, note_lat = _dimension_value(doc["link_latency"], f"{where}: link_latency", allow_zero=True)
+    num_nodes = typed.integer(doc["num_nodes"], f"{where}: num_nodes", 1, MAX_NODES)
+    link_bw, note_bw = _dimension_value(doc["link_bw"], f"{where}: link_bw", False, MAX_LINK_BW_GBPS)
+    link_latency, note_lat = _dimension_value(doc["link_latency"], f"{where}: link_latency", True, MAX_LATENCY_NS)
     notes = [n for n in (note_bw, note_lat) if n]
     nodes = doc["nodes"]
     if not isinstance(nodes, list) or not nodes:
@@ -195,20 +195,20 @@ def parse_cluster(doc, path: str, sha256: str = "") -> ClusterConfig:
         nwhere = f"{where}: nodes[{n}]"
         if not isinstance(node, dict):
             raise InputError(f"{nwhere} must be an object")
-        unknown += [f"nodes[{n}].{k}" for k in node if k not in _NODE_KEYS]
+        unknown += [f"nodes[{n}].{_key(k)}" for k in node if k not in _NODE_KEYS]
         if "power" in node:
             raise NotSupportedError(f"{nwhere}.power: power modelling is not supported by tpsim; remove the 'power' block")
         cpu_mem = node.get("cpu_mem")
         if isinstance(cpu_mem, dict):
             if cpu_mem.get("pim_config"):
                 raise NotSupportedError(f"{nwhere}.cpu_mem.pim_config: PIM is not supported by tpsim; remove it")
-            unknown += [f"nodes[{n}].cpu_mem.{k}" for k in cpu_mem if k not in _CPU_MEM_KEYS]
+            unknown += [f"nodes[{n}].cpu_mem.{_key(k)}" for k in cpu_mem if k not in _CPU_MEM_KEYS]
         if "instances" not in node:
             raise InputError(f"{nwhere}: missing field 'instances'")
         insts = node["instances"]
         if not isinstance(insts, list) or not insts:
             raise InputError(f"{nwhere}.instances must be a non-empty list")
-        declared = node.get("num_instances", len(insts))
+        declared = typed.integer(node.get("num_instances", len(insts)), f"{nwhere}.num_instances", 1, MAX_INSTANCES)
         if declared != len(insts):
             raise InputError(
                 f"{nwhere}: num_instances is {declared} but 'instances' lists {len(insts)}; make them agree"
@@ -221,28 +221,29 @@ def parse_cluster(doc, path: str, sha256: str = "") -> ClusterConfig:
                 if key not in inst:
                     raise InputError(f"{iwhere}: missing field '{key}'")
             for key in ("model_name", "hardware"):
-                if not isinstance(inst[key], str) or not inst[key]:
-                    raise InputError(f"{iwhere}.{key} must be a non-empty string")
+                typed.text(inst[key], f"{iwhere}.{key}", max_len=1024 if key == "model_name" else 128)
             for key, what in UNSUPPORTED_INSTANCE_KEYS.items():
-                if inst.get(key):
+                if inst.get(key) not in (None, False, ""):
                     raise NotSupportedError(f"{iwhere}.{key}: {what} is not supported by tpsim; remove the key")
             pd_type = inst.get("pd_type")
             if pd_type is not None:
                 if pd_type not in ("prefill", "decode"):
-                    raise InputError(f"{iwhere}.pd_type must be null, \"prefill\" or \"decode\", got {pd_type!r}")
+                    raise InputError(f"{iwhere}.pd_type must be null, \"prefill\" or \"decode\", got {typed.show(pd_type)}")
                 raise NotSupportedError(
                     f"{iwhere}.pd_type={pd_type!r}: prefill/decode disaggregation is not supported yet; "
                     "use pd_type null (colocated)"
                 )
             ep = inst.get("ep_size")
-            if ep not in (None, 1):
+            if ep is not None and typed.integer(ep, f"{iwhere}.ep_size", 1, MAX_GPUS) != 1:
                 raise NotSupportedError(f"{iwhere}.ep_size={ep!r}: expert parallelism is not supported (dense models only)")
             num_npus, tp, pp = resolve_parallelism(inst, iwhere)
             overrides = {k: inst[k] for k in ENGINE_KEYS if k in inst}
             npu_mem = _parse_npu_mem(inst["npu_mem"], f"{iwhere}.npu_mem")
-            unknown += [f"nodes[{n}].instances[{j}].npu_mem.{k}" for k in inst["npu_mem"] if k not in _NPU_MEM_KEYS]
+            unknown += [f"nodes[{n}].instances[{j}].npu_mem.{_key(k)}" for k in inst["npu_mem"] if k not in _NPU_MEM_KEYS]
+            if len(instances) >= MAX_INSTANCES:
+                raise InputError(f"{where}: more than {MAX_INSTANCES} instances; split the cluster")
             known = _INSTANCE_KEYS | set(ENGINE_KEYS) | set(UNSUPPORTED_INSTANCE_KEYS) | set(IGNORED_INSTANCE_KEYS)
-            unknown += [f"nodes[{n}].instances[{j}].{k}" for k in inst if k not in known]
+            unknown += [f"nodes[{n}].instances[{j}].{_key(k)}" for k in inst if k not in known]
             ignored = tuple(k for k in IGNORED_INSTANCE_KEYS if k in inst)
             instances.append(
                 InstanceConfig(
@@ -272,13 +273,5 @@ def parse_cluster(doc, path: str, sha256: str = "") -> ClusterConfig:
 
 
 def load_cluster(path: str | Path) -> ClusterConfig:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"cluster config {path}: no such file; pass --cluster-config PATH to an existing JSON file")
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON ({exc.msg})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file; pass a JSON cluster config") from None
-    return parse_cluster(doc, str(path), sha256_file(p))
+    doc, raw = read_json_file(path, "cluster config", "--cluster-config")
+    return parse_cluster(doc, show_path(str(path)), sha256_bytes(raw))

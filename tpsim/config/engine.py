@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tpsim.config import typed
 from tpsim.errors import InputError
 from tpsim.units import DTYPE_BYTES
 
@@ -57,18 +58,8 @@ class EngineConfig:
         return DTYPE_BYTES[self.kv_cache_dtype]
 
 
-def _int(value, where: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{where} must be an integer, got {value!r}")
-    if value < minimum:
-        raise InputError(f"{where} must be >= {minimum}, got {value}")
-    return value
-
-
-def _bool(value, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"{where} must be true or false, got {value!r}")
-    return value
+#: largest KV block: the scheduler keeps one counter per token position in a block
+MAX_BLOCK_SIZE = 1 << 16
 
 
 def resolve_engine(cli: dict, overrides: dict, model_dtype: str, max_position: int, mem_util_cfg: float | None,
@@ -86,24 +77,22 @@ def resolve_engine(cli: dict, overrides: dict, model_dtype: str, max_position: i
     if mem_util_cfg is not None:
         merged["mem_util"] = mem_util_cfg
         src["mem_util"] = f"{where}.npu_mem.mem_util"
-    max_seqs = _int(merged["max_num_seqs"], src["max_num_seqs"], 0) or UNLIMITED
-    max_tokens = _int(merged["max_num_batched_tokens"], src["max_num_batched_tokens"], 0) or UNLIMITED
+    max_seqs = typed.integer(merged["max_num_seqs"], src["max_num_seqs"], 0) or UNLIMITED
+    max_tokens = typed.integer(merged["max_num_batched_tokens"], src["max_num_batched_tokens"], 0) or UNLIMITED
     max_tokens = min(max_tokens, max_position)  # LLMServingSim clamps the budget to the context window
-    threshold = _int(merged["long_prefill_token_threshold"], src["long_prefill_token_threshold"], 0)
-    block = _int(merged["block_size"], src["block_size"], 1)
+    threshold = typed.integer(merged["long_prefill_token_threshold"], src["long_prefill_token_threshold"], 0)
+    block = typed.integer(merged["block_size"], src["block_size"], 1, MAX_BLOCK_SIZE)
     dtype = merged["dtype"] or model_dtype
-    if dtype not in DTYPE_BYTES:
-        raise InputError(f"{src['dtype']}: unknown dtype {dtype!r}; choose float16, bfloat16, float32 or fp8")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        raise InputError(f"{src['dtype']}: unknown dtype {typed.show(dtype)}; choose float16, bfloat16, float32 or fp8")
     kv = merged["kv_cache_dtype"]
     if kv == "auto":
         kv_resolved = "bfloat16" if dtype == "fp8" else dtype  # vLLM: KV in the activation dtype
     elif kv == "fp8":
         kv_resolved = "fp8"
     else:
-        raise InputError(f"{src['kv_cache_dtype']}: unknown kv cache dtype {kv!r}; choose auto or fp8")
-    util = merged["mem_util"]
-    if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
-        raise InputError(f"{src['mem_util']} must be in (0, 1], got {util!r}")
+        raise InputError(f"{src['kv_cache_dtype']}: unknown kv cache dtype {typed.show(kv)}; choose auto or fp8")
+    util = typed.fraction(merged["mem_util"], src["mem_util"])
     return EngineConfig(
         max_num_seqs=max_seqs,
         max_num_batched_tokens=max_tokens,
@@ -111,10 +100,10 @@ def resolve_engine(cli: dict, overrides: dict, model_dtype: str, max_position: i
         block_size=block,
         dtype=dtype,
         kv_cache_dtype=kv_resolved,
-        enable_chunked_prefill=_bool(merged["enable_chunked_prefill"], src["enable_chunked_prefill"]),
-        enable_prefix_caching=_bool(merged["enable_prefix_caching"], src["enable_prefix_caching"]),
-        reserve_full_isl=_bool(merged["reserve_full_isl"], src["reserve_full_isl"]),
-        async_scheduling=_bool(merged["async_scheduling"], src["async_scheduling"]),
+        enable_chunked_prefill=typed.boolean(merged["enable_chunked_prefill"], src["enable_chunked_prefill"]),
+        enable_prefix_caching=typed.boolean(merged["enable_prefix_caching"], src["enable_prefix_caching"]),
+        reserve_full_isl=typed.boolean(merged["reserve_full_isl"], src["reserve_full_isl"]),
+        async_scheduling=typed.boolean(merged["async_scheduling"], src["async_scheduling"]),
         mem_util=float(util),
         max_model_len=max_position,
     )

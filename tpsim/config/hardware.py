@@ -18,8 +18,9 @@ from dataclasses import MISSING, dataclass, field, fields
 import json
 import os
 
-from tpsim.config import catalog
+from tpsim.config import catalog, typed
 from tpsim.errors import InputError
+from tpsim.io.files import decode_utf8, parse_yaml, read_bytes
 from tpsim.hashing import sha256_bytes
 
 
@@ -77,12 +78,8 @@ _REQUIRED_SPEC = ("memory_gib", "memory_bw_gbps", "peak_tflops", "interconnect")
 _PERF_FIELDS = {f.name: f for f in fields(PerfModelParams)}
 
 
-def _number(value, where: str, positive: bool = True, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{where} must be a number, got {value!r}")
-    if positive and (value < 0 or (value == 0 and not allow_zero)):
-        raise InputError(f"{where} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
-    return float(value)
+def _number(value, where: str, allow_zero: bool = False) -> float:
+    return typed.number(value, where, 0.0, 1e15, allow_minimum=allow_zero)
 
 
 def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
@@ -159,15 +156,7 @@ def _parse_yaml(text: str, path) -> dict:
             return json.load(f)
     except (OSError, ValueError):
         pass
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        doc = yaml.load(text, Loader=loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{line}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    doc = parse_yaml(text, str(path))
     try:
         os.makedirs(os.path.dirname(cached), exist_ok=True)
         tmp = f"{cached}.{os.getpid()}.tmp"
@@ -180,6 +169,7 @@ def _parse_yaml(text: str, path) -> dict:
 
 
 def load_hardware(name: str) -> HardwareSpec:
+    catalog.check_name("hardware", name)
     path = catalog.find("hardware", f"{name}.yaml")
     if path is None:
         known = ", ".join(catalog.available("hardware", ".yaml"))
@@ -187,13 +177,8 @@ def load_hardware(name: str) -> HardwareSpec:
             f"unknown hardware '{name}': no configs/hardware/{name}.yaml; known: {known}; "
             "add a catalog entry for it (see configs/hardware/README.md)"
         )
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
-    doc = _parse_yaml(text, path)
+    raw = read_bytes(path, "hardware entry", "hardware")
+    doc = _parse_yaml(decode_utf8(raw, str(path)), path)
     spec = parse_hardware(doc, name, str(path))
     return HardwareSpec(**{**spec.__dict__, "source": str(path), "sha256": sha256_bytes(raw)})
 

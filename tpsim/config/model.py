@@ -13,13 +13,13 @@ here, once, so nothing downstream has to know about them:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tpsim.config import catalog
+from tpsim.config import catalog, typed
 from tpsim.errors import InputError, NotSupportedError
-from tpsim.hashing import sha256_file
+from tpsim.hashing import sha256_bytes
+from tpsim.io.files import read_json_file, show_path
 from tpsim.units import HF_DTYPE_ALIASES
 
 _MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size")
@@ -62,15 +62,24 @@ class ModelSpec:
         return embed + self.num_layers * (attn + mlp + norms) + h
 
 
-def _req_int(cfg: dict, key: str, where: str, positive: bool = True) -> int:
+#: limits no real model reaches (the largest today: hidden 16k-32k, vocab 256k, 10M context)
+MAX_WIDTH = 1 << 20  # hidden, intermediate, head_dim
+MAX_COUNT = 1 << 16  # layers, heads
+MAX_VOCAB = 1 << 24
+MAX_CONTEXT = 1 << 28
+
+
+def _req_int(cfg: dict, key: str, where: str, maximum: int) -> int:
     if key not in cfg:
         raise InputError(f"{where}: missing field '{key}'; copy the model's config.json from Hugging Face unchanged")
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{where}: field '{key}' must be an integer, got {value!r}")
-    if positive and value <= 0:
-        raise InputError(f"{where}: field '{key}' must be positive, got {value}")
-    return value
+    return typed.integer(cfg[key], f"{where}: field '{key}'", 1, maximum)
+
+
+def _opt_int(cfg: dict, key: str, where: str, maximum: int, default: int | None) -> int | None:
+    value = cfg.get(key)
+    if value is None:
+        return default
+    return typed.integer(value, f"{where}: field '{key}'", 1, maximum)
 
 
 def parse_model_config(cfg: dict, name: str, where: str) -> ModelSpec:
@@ -78,44 +87,40 @@ def parse_model_config(cfg: dict, name: str, where: str) -> ModelSpec:
     if not isinstance(cfg, dict):
         raise InputError(f"{where}: expected a JSON object (a Hugging Face config.json)")
     if "text_config" in cfg and "hidden_size" not in cfg:
-        cfg = {**cfg["text_config"], **{k: v for k, v in cfg.items() if k != "text_config"}}
+        text_config = typed.mapping(cfg["text_config"], f"{where}: field 'text_config'", "an object (the text model's config)")
+        cfg = {**text_config, **{k: v for k, v in cfg.items() if k != "text_config"}}
     model_type = cfg.get("model_type")
     if not isinstance(model_type, str):
         raise InputError(f"{where}: missing field 'model_type'; copy the model's config.json from Hugging Face unchanged")
+    typed.text(model_type, f"{where}: field 'model_type'", 128)
     moe = [k for k in _MOE_KEYS if cfg.get(k)]
     if moe or "moe" in model_type:
         raise NotSupportedError(
             f"{where}: {name} is a mixture-of-experts model ({', '.join(moe) or model_type}); "
             "MoE not supported yet, choose a dense model"
         )
-    hidden = _req_int(cfg, "hidden_size", where)
-    layers = _req_int(cfg, "num_hidden_layers", where)
-    heads = _req_int(cfg, "num_attention_heads", where)
-    kv_heads = cfg.get("num_key_value_heads", heads)
-    if kv_heads is None:
-        kv_heads = heads
-    if isinstance(kv_heads, bool) or not isinstance(kv_heads, int) or kv_heads <= 0:
-        raise InputError(f"{where}: field 'num_key_value_heads' must be a positive integer, got {kv_heads!r}")
+    hidden = _req_int(cfg, "hidden_size", where, MAX_WIDTH)
+    layers = _req_int(cfg, "num_hidden_layers", where, MAX_COUNT)
+    heads = _req_int(cfg, "num_attention_heads", where, MAX_COUNT)
+    kv_heads = _opt_int(cfg, "num_key_value_heads", where, MAX_COUNT, heads)
     if heads % kv_heads:
         raise InputError(f"{where}: num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv_heads})")
-    head_dim = cfg.get("head_dim")
+    head_dim = _opt_int(cfg, "head_dim", where, MAX_WIDTH, None)
     if head_dim is None:
         if hidden % heads:
             raise InputError(f"{where}: no 'head_dim' and hidden_size {hidden} is not divisible by {heads} heads; add head_dim")
         head_dim = hidden // heads
-    elif isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0:
-        raise InputError(f"{where}: field 'head_dim' must be a positive integer, got {head_dim!r}")
-    inter = cfg.get("intermediate_size", cfg.get("ffn_dim"))
+    inter_key = "intermediate_size" if "intermediate_size" in cfg else "ffn_dim"
+    inter = _opt_int(cfg, inter_key, where, MAX_WIDTH, None)
     if inter is None:
         raise InputError(f"{where}: missing field 'intermediate_size'")
-    if isinstance(inter, bool) or not isinstance(inter, int) or inter <= 0:
-        raise InputError(f"{where}: field 'intermediate_size' must be a positive integer, got {inter!r}")
-    vocab = _req_int(cfg, "vocab_size", where)
-    max_pos = _req_int(cfg, "max_position_embeddings", where)
+    vocab = _req_int(cfg, "vocab_size", where, MAX_VOCAB)
+    max_pos = _req_int(cfg, "max_position_embeddings", where, MAX_CONTEXT)
     dtype_raw = cfg.get("torch_dtype", cfg.get("dtype", "bfloat16")) or "bfloat16"
-    dtype = HF_DTYPE_ALIASES.get(str(dtype_raw).replace("torch.", ""))
+    dtype = HF_DTYPE_ALIASES.get(dtype_raw.replace("torch.", "")) if isinstance(dtype_raw, str) else None
     if dtype is None:
-        raise InputError(f"{where}: torch_dtype {dtype_raw!r} is not one of float32/float16/bfloat16")
+        raise InputError(f"{where}: torch_dtype {typed.show(dtype_raw)} is not one of float32/float16/bfloat16")
+    tied = cfg.get("tie_word_embeddings", False)
     return ModelSpec(
         name=name,
         model_type=model_type,
@@ -127,20 +132,24 @@ def parse_model_config(cfg: dict, name: str, where: str) -> ModelSpec:
         intermediate_size=inter,
         vocab_size=vocab,
         max_position_embeddings=max_pos,
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        tie_word_embeddings=typed.boolean(tied, f"{where}: field 'tie_word_embeddings'"),
         torch_dtype=dtype,
         qk_norm=model_type in _QK_NORM_TYPES,
     )
 
 
 def model_config_path(name: str) -> Path:
-    """Resolve a model name (``Qwen/Qwen3-32B``) or a path to its config.json."""
-    direct = Path(name)
-    if direct.suffix == ".json" and direct.is_file():
-        return direct
-    if direct.suffix == ".json" or direct.is_absolute():
-        raise InputError(f"model config {name}: no such file; give an existing Hugging Face config.json "
+    """Resolve a model name (``Qwen/Qwen3-32B``, looked up only inside the catalog) or an explicit path
+    to a config.json (a name ending in ``.json``)."""
+    if name.endswith(".json"):
+        try:
+            if Path(name).is_file():
+                return Path(name)
+        except (OSError, ValueError):
+            pass
+        raise InputError(f"model config {show_path(name)}: no such file; give an existing Hugging Face config.json "
                          "or a model name under configs/model/")
+    catalog.check_name("model", name)
     found = catalog.find("model", f"{name}.json")
     if found is None:
         known = ", ".join(catalog.available("model", ".json"))
@@ -153,9 +162,6 @@ def model_config_path(name: str) -> Path:
 
 def load_model(name: str) -> ModelSpec:
     path = model_config_path(name)
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-    spec = parse_model_config(cfg, name, str(path))
-    return ModelSpec(**{**spec.__dict__, "source": str(path), "sha256": sha256_file(path)})
+    cfg, raw = read_json_file(path, "model config", "model_name")
+    spec = parse_model_config(cfg, name, show_path(str(path)))
+    return ModelSpec(**{**spec.__dict__, "source": str(path), "sha256": sha256_bytes(raw)})

@@ -21,8 +21,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tpsim.config import typed
+from tpsim.config.typed import MAX_INT32, MAX_INT64
 from tpsim.errors import InputError
 from tpsim.hashing import sha256_file
+from tpsim.io.files import MAX_TRACE_LINE_BYTES, parse_json, show_path
 
 _FLAT_KEYS = {"input_toks", "output_toks", "arrival_time_ns", "input_tok_ids", "output_tok_ids"}
 _SUB_KEYS = {"input_toks", "output_toks", "tool_duration_ns", "input_tok_ids", "output_tok_ids"}
@@ -53,24 +56,17 @@ class Trace:
     has_token_ids: bool
 
 
-def _int_field(obj: dict, key: str, where: str, minimum: int) -> int:
+def _int_field(obj: dict, key: str, where: str, minimum: int, maximum: int = MAX_INT64) -> int:
     if key not in obj:
         raise InputError(f"{where}: missing field '{key}'")
-    value = obj[key]
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{where}: field '{key}' must be an integer, got {value!r}")
-    if value < minimum:
-        raise InputError(f"{where}: field '{key}' must be >= {minimum}, got {value}")
-    return value
+    return typed.integer(obj[key], f"{where}: field '{key}'", minimum, maximum, integral_float=True)
 
 
 def _ids(obj: dict, key: str, expected: int, where: str) -> list | None:
     ids = obj.get(key)
     if ids is None:
         return None
-    if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+    if not isinstance(ids, list) or not all(type(t) is int for t in ids):
         raise InputError(f"{where}: field '{key}' must be a list of integer token ids")
     if len(ids) != expected:
         counted = key.replace("_tok_ids", "_toks")
@@ -78,12 +74,41 @@ def _ids(obj: dict, key: str, expected: int, where: str) -> list | None:
     return ids
 
 
+def _session(obj: dict, arrival: int, where: str, requests: list, initial: list, lines: int) -> None:
+    """An agentic session: sub-request k+1 is released ``tool_duration_ns`` after k finishes."""
+    unknown = sorted(set(obj) - _SESSION_KEYS)
+    if unknown:
+        raise InputError(f"{where}: unknown field(s) {typed.show(unknown)} in an agentic session")
+    subs = obj["sub_requests"]
+    if not isinstance(subs, list) or not subs:
+        raise InputError(f"{where}: 'sub_requests' must be a non-empty list")
+    sid = obj.get("session_id", f"session_{lines - 1}")
+    if not isinstance(sid, (str, int, float)) or isinstance(sid, bool):
+        raise InputError(f"{where}: 'session_id' must be a string or a number, got {typed.show(sid)}")
+    session = typed.show(sid) if isinstance(sid, int) and sid.bit_length() > 64 else str(sid)
+    prev = None
+    for k, sub in enumerate(subs):
+        swhere = f"{where}: sub_requests[{k}]"
+        if not isinstance(sub, dict):
+            raise InputError(f"{swhere} must be an object")
+        req = _request(sub, len(requests), arrival if k == 0 else 0, swhere, _SUB_KEYS)
+        req.session = session
+        req.tool_duration_ns = _int_field(sub, "tool_duration_ns", swhere, 0, MAX_INT64) if "tool_duration_ns" in sub else 0
+        if prev is None:
+            initial.append(req)
+        else:
+            prev.next_in_session = req
+            req.released = False
+        requests.append(req)
+        prev = req
+
+
 def _request(obj: dict, rid: int, arrival: int, where: str, known: set) -> TraceRequest:
     unknown = sorted(set(obj) - known)
     if unknown:
-        raise InputError(f"{where}: unknown field(s) {unknown}; expected {sorted(known)}")
-    inp = _int_field(obj, "input_toks", where, 1)
-    out = _int_field(obj, "output_toks", where, 1)
+        raise InputError(f"{where}: unknown field(s) {typed.show(unknown)}; expected {sorted(known)}")
+    inp = _int_field(obj, "input_toks", where, 1, MAX_INT32)
+    out = _int_field(obj, "output_toks", where, 1, MAX_INT32)
     in_ids = _ids(obj, "input_tok_ids", inp, where)
     out_ids = _ids(obj, "output_tok_ids", out, where) if in_ids is not None else None
     token_ids = None
@@ -92,58 +117,46 @@ def _request(obj: dict, rid: int, arrival: int, where: str, known: set) -> Trace
     return TraceRequest(rid, inp, out, arrival, token_ids, inp if in_ids is not None else 0)
 
 
-def load_trace(path: str | Path, num_reqs: int = 0) -> Trace:
-    """Read and validate a JSONL trace; ``num_reqs > 0`` keeps only the first lines."""
+def load_trace(path: str | Path, num_reqs: int = 0, max_arrival_ns: int = MAX_INT64) -> Trace:
+    """Read and validate a JSONL trace; ``num_reqs > 0`` keeps only the first lines.
+
+    ``max_arrival_ns`` is the simulated horizon: a later arrival is an error naming its line.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"dataset {path}: no such file; pass --dataset PATH to a JSONL trace")
+    shown = show_path(str(path))
+    try:
+        if not p.is_file():
+            raise InputError(f"dataset {shown}: no such file; pass --dataset PATH to a JSONL trace")
+        handle = open(p, "rb")
+    except OSError as exc:
+        raise InputError(f"dataset {shown}: cannot read ({exc.strerror or exc}); pass --dataset PATH to a JSONL trace") from None
     requests: list[TraceRequest] = []
     initial: list[TraceRequest] = []
     lines = 0
-    try:
-        handle = open(p, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"dataset {path}: cannot read ({exc.strerror})") from None
     with handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
+        for lineno, raw in enumerate(iter(lambda: handle.readline(MAX_TRACE_LINE_BYTES + 1), b""), 1):
+            where = f"{shown}:{lineno}"
+            if len(raw) > MAX_TRACE_LINE_BYTES:
+                raise InputError(f"{where}: line longer than {MAX_TRACE_LINE_BYTES:,} bytes; one request per line")
+            if not raw.strip():
                 continue
             if num_reqs and lines >= num_reqs:
                 break
             lines += 1
-            where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-            except UnicodeDecodeError:
-                raise InputError(f"{where}: not UTF-8 text") from None
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                                 "save the trace as UTF-8") from None
+            obj = parse_json(line, where, one_line=True)
             if not isinstance(obj, dict):
                 raise InputError(f"{where}: expected a JSON object per line")
             arrival = _int_field(obj, "arrival_time_ns", where, 0)
+            if arrival > max_arrival_ns:
+                raise InputError(f"{where}: arrival_time_ns {arrival:,} is past the simulated horizon "
+                                 f"({max_arrival_ns:,} ns); raise --max-sim-time if the trace really is that long")
             if "sub_requests" in obj:
-                unknown = sorted(set(obj) - _SESSION_KEYS)
-                if unknown:
-                    raise InputError(f"{where}: unknown field(s) {unknown} in an agentic session")
-                subs = obj["sub_requests"]
-                if not isinstance(subs, list) or not subs:
-                    raise InputError(f"{where}: 'sub_requests' must be a non-empty list")
-                session = str(obj.get("session_id", f"session_{lines - 1}"))
-                prev = None
-                for k, sub in enumerate(subs):
-                    swhere = f"{where}: sub_requests[{k}]"
-                    if not isinstance(sub, dict):
-                        raise InputError(f"{swhere} must be an object")
-                    req = _request(sub, len(requests), arrival if k == 0 else 0, swhere, _SUB_KEYS)
-                    req.session = session
-                    req.tool_duration_ns = _int_field(sub, "tool_duration_ns", swhere, 0) if "tool_duration_ns" in sub else 0
-                    if prev is None:
-                        initial.append(req)
-                    else:
-                        prev.next_in_session = req
-                        req.released = False
-                    requests.append(req)
-                    prev = req
+                _session(obj, arrival, where, requests, initial, lines)
             else:
                 req = _request(obj, len(requests), arrival, where, _FLAT_KEYS)
                 requests.append(req)
@@ -153,7 +166,7 @@ def load_trace(path: str | Path, num_reqs: int = 0) -> Trace:
     initial.sort(key=lambda r: (r.arrival_ns, r.request_id))
     return Trace(
         path=str(path),
-        sha256=sha256_file(p),
+        sha256=sha256_file(p),  # read again: a trace is hashed in 1 MiB chunks, never held twice
         requests=requests,
         initial=initial,
         num_lines=lines,
