@@ -96,7 +96,9 @@ def check_invariants(text, summary, result, trace):
         assert kv.num_free == kv.num_blocks  # every block returned at the end
         if kv.caching:
             assert all(ref == 0 for ref in kv.ref)
-            assert len(kv.free_queue) == kv.num_blocks
+            # every block ever used is back in the free queue; the rest were never created
+            assert len(kv.free_queue) == len(kv.ref) and len(kv.ref) + kv.fresh == kv.num_blocks
+            assert len(kv.ref) >= isum["peak_kv_blocks_used"]  # a used block was created first
         assert not inst.running and not inst.prefillers and inst.n_dec == 0 and not inst.waiting
 
 

@@ -84,9 +84,13 @@ class PrefixCachingPool(BlockCounter):
 
     def __init__(self, num_blocks: int, block_size: int):
         super().__init__(num_blocks, block_size)
-        self.ref = [0] * num_blocks
-        self.block_hash: list[int | None] = [None] * num_blocks
-        self.free_queue: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        # Blocks are created on first use, so memory follows the blocks a run touches, not the
+        # cache's size.  Never-used blocks stand, in id order, at the head of vLLM's free queue
+        # (freed blocks join its tail), so taking them first is exactly vLLM's order.
+        self.fresh = num_blocks  # blocks never used yet
+        self.ref: list[int] = []  # per created block
+        self.block_hash: list[int | None] = []
+        self.free_queue: OrderedDict[int, None] = OrderedDict()  # freed blocks, least recently freed first
         self.index: dict[int, int] = {}
 
     def _hashes(self, req: Request) -> list[int]:
@@ -129,7 +133,14 @@ class PrefixCachingPool(BlockCounter):
             blocks.append(b)
         block_hash = self.block_hash
         index = self.index
-        for _ in range(need):
+        fresh = need if need < self.fresh else self.fresh
+        if fresh:
+            first = len(ref)
+            ref.extend([1] * fresh)
+            block_hash.extend([None] * fresh)
+            blocks.extend(range(first, first + fresh))
+            self.fresh -= fresh
+        for _ in range(need - fresh):
             b = free_queue.popitem(last=False)[0]
             h = block_hash[b]
             if h is not None:  # evict the cached content it held
