@@ -190,17 +190,28 @@ def _metrics(result: SimResult, itl_counts: dict) -> dict:
     }
 
 
-def _timeline(result: SimResult) -> list[dict]:
+#: the summary's timeline has at most this many bins; a longer run gets wider bins
+MAX_TIMELINE_BINS = 10_000
+
+
+def _timeline(result: SimResult) -> tuple[list[dict], float | None]:
+    """Throughput per bin of ``--log-interval`` (merged ``k`` at a time past MAX_TIMELINE_BINS bins)."""
     if not result.gen_bins and not result.prompt_bins:
-        return []
-    last = max(list(result.gen_bins) + list(result.prompt_bins))
-    sec = result.interval_ns / NS_PER_S
+        return [], None
+    last = max(max(result.gen_bins, default=0), max(result.prompt_bins, default=0))
+    k = -(-(last + 1) // MAX_TIMELINE_BINS)
+    prompt: dict[int, int] = {}
+    gen: dict[int, int] = {}
+    for src, dst in ((result.prompt_bins, prompt), (result.gen_bins, gen)):
+        for b, tokens in src.items():
+            dst[b // k] = dst.get(b // k, 0) + tokens
+    sec = result.interval_ns * k / NS_PER_S
     return [
         {"t_s": round((b + 1) * sec, 6),
-         "prompt_tokens_per_s": round(result.prompt_bins.get(b, 0) / sec, 3),
-         "generation_tokens_per_s": round(result.gen_bins.get(b, 0) / sec, 3)}
-        for b in range(last + 1)
-    ]
+         "prompt_tokens_per_s": round(prompt.get(b, 0) / sec, 3),
+         "generation_tokens_per_s": round(gen.get(b, 0) / sec, 3)}
+        for b in range(last // k + 1)
+    ], round(sec, 9)
 
 
 def _write_outputs(out: str, csv_text: str, summary: dict) -> None:
@@ -240,6 +251,7 @@ def _infeasible(args, out, exc, ignored, console, t0) -> int:
             "mean_requests_in_system": None,
             "throughput": None,
             "metrics_ms": None,
+            "timeline_bin_s": None,
             "timeline": [],
             "rejected_requests": [],
             "approximations": [],
@@ -272,10 +284,7 @@ def prepare(args, ignored: list[str], console: Console) -> PreparedRun:
     if cluster.unknown_keys:
         msg = f"{cluster.path}: unknown keys ignored: {', '.join(cluster.unknown_keys)}"
         warnings.append(msg)
-        console.warn(msg)
-    for note in cluster.notes:
-        warnings.append(note)
-        console.warn(note)
+    warnings.extend(cluster.notes)
     ignored = list(ignored) + [
         f"{cluster.path}: instance {i.index}: key '{k}' ignored ({IGNORED_INSTANCE_KEYS[k]})"
         for i in cluster.instances for k in i.ignored_keys
@@ -294,12 +303,12 @@ def prepare(args, ignored: list[str], console: Console) -> PreparedRun:
     provenance["inputs"]["hardware"] = {s.hardware.name: {"path": s.hardware.source, "sha256": s.hardware.sha256}
                                         for s in run.setups}
     if args.dataset:
-        trace = load_trace(args.dataset, args.num_reqs)
+        trace = load_trace(args.dataset, args.num_reqs, int(args.max_sim_time * NS_PER_S))
         provenance["inputs"]["dataset"] = {"path": trace.path, "sha256": trace.sha256}
         by_trace = {}
         for tr in trace.requests:
             r = Request(tr.request_id, tr.arrival_ns, tr.input_toks, tr.output_toks, tr.token_ids,
-                        tr.num_input_ids, tr if (tr.next_in_session or tr.session) else None)
+                        tr.num_input_ids, tr if tr.session is not None else None)
             by_trace[id(tr)] = r
             run.requests.append(r)
         run.initial = [by_trace[id(tr)] for tr in trace.initial]
@@ -323,10 +332,10 @@ def simulate(run: PreparedRun, log=None, debug=None) -> SimResult:
     instances = [Instance(s.config.index, s.engine, s.memory, s.latency, s.config.model_name, s.config.pp_size,
                           args.fast_forward, has_ids) for s in run.setups]
     router = Router(args.request_routing_policy, len(instances), args.seed)
-    interval_ns = int(round(args.log_interval * NS_PER_S)) if args.log_interval > 0 else NS_PER_S
+    interval_ns = int(round(args.log_interval * NS_PER_S))  # 0: no throughput lines, no timeline
     sim = Simulation(
         instances, router, run.requests, run.initial, interval_ns,
-        log=log if args.log_interval > 0 else None,
+        log=log if interval_ns else None, horizon_ns=int(args.max_sim_time * NS_PER_S),
         bytes_per_block=[s.memory.block_size * s.memory.kv_bytes_per_token for s in run.setups],
         weights_bytes=[s.memory.weights_bytes for s in run.setups],
         debug=debug,
@@ -349,6 +358,10 @@ def summarize(run: PreparedRun, result: SimResult, itl_counts: dict, wall_s: flo
     for s in setups:
         approximations.append(f"instance {s.config.index}: latency model '{s.latency.name}' "
                               f"({s.latency.describe().get('source', s.hardware.source)})")
+    timeline, timeline_bin_s = _timeline(result)
+    if timeline_bin_s is not None and result.interval_ns != int(round(timeline_bin_s * NS_PER_S)):
+        approximations.append(f"timeline: bins of {timeline_bin_s:g} s, not --log-interval's "
+                              f"{result.interval_ns / NS_PER_S:g} s, to keep at most {MAX_TIMELINE_BINS:,} bins")
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "ok",
@@ -376,7 +389,8 @@ def summarize(run: PreparedRun, result: SimResult, itl_counts: dict, wall_s: flo
             "total_tokens_per_s": round((in_tok + out_tok) / sim_s, 6) if sim_s else 0.0,
         },
         "metrics_ms": _metrics(result, itl_counts),
-        "timeline": _timeline(result),
+        "timeline_bin_s": timeline_bin_s,
+        "timeline": timeline,
         "rejected_requests": [{"request_id": r.request.rid, "reason": r.reason} for r in result.rejected],
         "approximations": approximations,
         "ignored": run.ignored,
@@ -393,6 +407,16 @@ def execute(args, out: str | None, ignored: list[str], t0: float) -> int:
         if not args.record_infeasible:
             raise
         return _infeasible(args, out, exc, ignored, console, t0)
+    for msg in run.warnings:  # printed once every input is known good: a failing run prints one line
+        console.warn(msg)
+    if out is not None:
+        from tpsim.commands.run import summary_path
+        from tpsim.io.output import check_output_path
+
+        sources = [v["path"] for v in run.provenance["inputs"].get("models", {}).values()]
+        sources += [v["path"] for v in run.provenance["inputs"].get("hardware", {}).values()]
+        check_output_path(out, "--output", sources)
+        check_output_path(summary_path(out), "--output's summary", sources)
     _banner(console, run.cluster, run.setups, run.trace_desc)
     result = simulate(run, console.line, console.debug if args.log_level == "DEBUG" else None)
     itl_counts: dict = {}

@@ -64,6 +64,13 @@ DEFAULT_MAX_TOTAL_TOKS = 16384
 DEFAULT_VOCAB_SIZE = 32000
 #: guard against a --duration-s that would build an enormous trace in memory
 MAX_REQUESTS = 10_000_000
+#: arrival rates in requests/s: one per 11.6 days up to one per nanosecond (arrivals are integer ns)
+MIN_RATE = 1e-6
+#: --start-s and --duration-s: 31.7 years keeps every arrival far inside tpsim run's horizon limits
+MAX_SECONDS = 1e9
+MAX_RATE = 1e9
+#: prefix tokens held for --prefix-groups (8 bytes a token)
+MAX_PREFIX_TOKENS = 50_000_000
 #: a truncated lognormal must keep at least this share of the distribution
 _MIN_TRUNCATED_MASS = 1e-6
 
@@ -162,8 +169,9 @@ class TraceSpec:
         if self.arrival not in ARRIVALS:
             raise InputError(f"--arrival must be one of {', '.join(ARRIVALS)}; got {self.arrival!r}")
         rate = _float(self.rate, "--rate")
-        if rate < 0:
-            raise InputError(f"--rate must be >= 0 requests/s (0 = all requests at --start-s), got {rate:g}")
+        if rate != 0 and not MIN_RATE <= rate <= MAX_RATE:
+            raise InputError(f"--rate must be 0 (all requests at --start-s) or between {MIN_RATE:g} and {MAX_RATE:g} "
+                             f"requests/s, got {rate:g}")
         self._set("rate", rate)
         if self.cv is not None:
             if self.arrival != "gamma":
@@ -175,13 +183,13 @@ class TraceSpec:
         elif self.arrival == "gamma":
             self._set("cv", 1.0)
         start = _float(self.start_s, "--start-s")
-        if start < 0:
-            raise InputError(f"--start-s must be >= 0 seconds, got {start:g}")
+        if not 0 <= start <= MAX_SECONDS:
+            raise InputError(f"--start-s must be between 0 and {MAX_SECONDS:g} seconds, got {start:g}")
         self._set("start_s", start)
         if self.duration_s is not None:
             d = _float(self.duration_s, "--duration-s")
-            if d <= 0:
-                raise InputError(f"--duration-s must be > 0 seconds, got {d:g}")
+            if not 0 < d <= MAX_SECONDS:
+                raise InputError(f"--duration-s must be > 0 and <= {MAX_SECONDS:g} seconds, got {d:g}")
             if self.is_burst:
                 raise InputError("--duration-s needs a positive --rate and --arrival poisson or gamma; "
                                  "for a burst give --num-reqs")
@@ -214,6 +222,9 @@ class TraceSpec:
         groups = _int(self.prefix_groups, "--prefix-groups")
         if groups < 0:
             raise InputError(f"--prefix-groups must be >= 0, got {groups}")
+        most = self.num_reqs if self.num_reqs is not None else MAX_REQUESTS
+        if groups > most:
+            raise InputError(f"--prefix-groups ({groups}) must not exceed the number of requests ({most})")
         self._set("prefix_groups", groups)
         if groups == 0:
             if self.prefix_len is not None:
@@ -228,6 +239,9 @@ class TraceSpec:
                 flag = "--input-len" if self.input_dist == "fixed" else "--input-max"
                 raise InputError(f"--prefix-len ({plen}) must be smaller than the longest input ({in_hi}, "
                                  f"from {flag}); each prompt needs at least one token after the prefix")
+            if groups * plen > MAX_PREFIX_TOKENS:
+                raise InputError(f"--prefix-groups x --prefix-len = {groups * plen:,} prefix tokens exceeds "
+                                 f"{MAX_PREFIX_TOKENS:,}; use fewer or shorter prefixes")
             if plen + 1 + out_lo > total:
                 raise InputError(f"--prefix-len ({plen}) plus one token plus the shortest output ({out_lo}) "
                                  f"exceed --max-total-toks ({total})")
@@ -480,6 +494,9 @@ def write_jsonl(requests: list[dict], path: str | os.PathLike) -> int:
     p = Path(path)
     if p.is_dir():
         raise InputError(f"--output {path} is a directory; give a file path such as {p / 'trace.jsonl'}")
+    from tpsim.io.output import check_output_path
+
+    check_output_path(str(p), "--output")
     import tempfile
 
     data = dumps(requests).encode("utf-8")

@@ -14,6 +14,10 @@ import sys
 import time
 
 DEFAULT_CLUSTER = "configs/cluster/single_node_single_instance.json"
+#: simulated horizon (--max-sim-time): no realistic run reaches it; it bounds hostile traces
+DEFAULT_MAX_SIM_TIME_S = 1e7
+#: shortest --log-interval: finer bins say nothing a step (tens of microseconds at least) can fill
+MIN_LOG_INTERVAL_S = 1e-6
 
 #: LLMServingSim flags for features tpsim does not model -> what they are
 UNSUPPORTED_FLAGS = {
@@ -78,7 +82,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder of measured profile bundles (<hardware>/<model>/<variant>/tp<N>/)")
     s.add_argument("--seed", type=int, default=42, help="seed for RAND routing (default 42)")
     s.add_argument("--log-interval", type=float, default=1.0,
-                   help="simulated seconds between throughput lines (default 1.0; 0 = no lines)")
+                   help="simulated seconds between throughput lines and of the summary's timeline bins "
+                        f"(default 1.0; 0 = neither; at least {MIN_LOG_INTERVAL_S:g})")
+    s.add_argument("--max-sim-time", type=float, default=DEFAULT_MAX_SIM_TIME_S, metavar="SECONDS",
+                   help="simulated horizon: a trace arrival later than this, or a simulation running past it, is an "
+                        f"error (default {DEFAULT_MAX_SIM_TIME_S:g} s, about 116 days)")
     s.add_argument("--log-level", choices=["ERROR", "WARNING", "INFO", "DEBUG"], default="WARNING",
                    help="WARNING (default) and INFO show warnings on stderr, ERROR hides them, DEBUG adds one "
                         "line per scheduled step; the banner, throughput lines and final summary always print")
@@ -135,14 +143,19 @@ def _validate_numbers(args) -> None:
     for flag, value, minimum in checks:
         if value < minimum:
             raise InputError(f"{flag} must be >= {minimum}, got {value}")
+    if not 1 <= args.max_sim_time <= 1e9:  # 1e9 s = 31.7 years: ns times stay far below 2^63
+        raise InputError(f"--max-sim-time must be between 1 and 1e9 seconds, got {args.max_sim_time}")
     if not 0 < args.npu_memory_utilization <= 1:
         raise InputError(f"--npu-memory-utilization must be in (0, 1], got {args.npu_memory_utilization}")
-    if args.log_interval < 0 or args.log_interval != args.log_interval:
-        raise InputError(f"--log-interval must be >= 0 seconds, got {args.log_interval}")
+    if not (args.log_interval == 0 or MIN_LOG_INTERVAL_S <= args.log_interval <= args.max_sim_time):
+        raise InputError(f"--log-interval must be 0 (no lines, no timeline) or between {MIN_LOG_INTERVAL_S:g} s and "
+                         f"--max-sim-time ({args.max_sim_time:g} s), got {args.log_interval}")
 
 
 def _output_path(args) -> str | None:
+    """The CSV path (``{run_id}`` filled in), checked with its summary path before anything runs."""
     from tpsim.errors import InputError
+    from tpsim.io.output import check_output_path
 
     if args.output is None:
         return None
@@ -151,19 +164,13 @@ def _output_path(args) -> str | None:
         if not args.run_id:
             raise InputError("--output contains '{run_id}' but no --run-id was given")
         out = out.replace("{run_id}", args.run_id)
-    if out.endswith("/") or out.endswith("\\") or os.path.isdir(out):
-        raise InputError(f"--output {args.output}: expected a file path ending in .csv, got a folder")
-    if os.path.isdir(summary_path(out)):
-        raise InputError(f"--output {args.output}: its summary path {summary_path(out)} is a folder; "
+    inputs = [args.cluster_config, args.dataset]
+    check_output_path(out, "--output", inputs)
+    spath = summary_path(out)
+    if os.path.isdir(spath):
+        raise InputError(f"--output {args.output}: its summary path {spath} is a folder; "
                          "remove it or choose another --output")
-    # fail before simulating, not after: the nearest existing ancestor must be a writable folder
-    folder = os.path.dirname(os.path.abspath(out))
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        raise InputError(f"--output {args.output}: {folder} is a file, so the output folder cannot be created")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"--output {args.output}: {folder} is not writable; choose another --output")
+    check_output_path(spath, "--output's summary", inputs)
     return out
 
 

@@ -65,13 +65,16 @@ def explain_step(args) -> dict:
     from tpsim.perf.base import BatchShape
     from tpsim.perf.factory import make_latency_model
 
-    if args.tp < 1 or args.pp < 1:
-        raise InputError(f"--tp and --pp must be >= 1, got tp={args.tp} pp={args.pp}")
-    for flag, value in (("--link-bw", args.link_bw), ("--mem-bw", args.mem_bw)):
-        if value is not None and value <= 0:
-            raise InputError(f"{flag} must be a positive number of GB/s, got {value}")
-    if args.link_latency is not None and args.link_latency < 0:
-        raise InputError(f"--link-latency must be >= 0 ns, got {args.link_latency}")
+    from tpsim.config import typed
+    from tpsim.config.cluster import MAX_GPUS, MAX_LATENCY_NS, MAX_LINK_BW_GBPS, MAX_MEM_BW_GBPS
+
+    typed.integer(args.tp, "--tp", 1, MAX_GPUS)
+    typed.integer(args.pp, "--pp", 1, MAX_GPUS)
+    for flag, value, most in (("--link-bw", args.link_bw, MAX_LINK_BW_GBPS), ("--mem-bw", args.mem_bw, MAX_MEM_BW_GBPS)):
+        if value is not None:
+            typed.positive(value, f"{flag} (GB/s)", most)
+    if args.link_latency is not None:
+        typed.number(args.link_latency, "--link-latency (ns)", 0.0, MAX_LATENCY_NS)
     prefill = [_pair(t, "--prefill", False) for t in args.prefill]
     decode = [_pair(t, "--decode", True) for t in args.decode]
     if not prefill and not decode:
@@ -85,6 +88,10 @@ def explain_step(args) -> dict:
         if q + c > model.max_position_embeddings:
             raise InputError(f"--prefill {q}@{c}: {q + c} tokens exceed {model.name}'s context of "
                              f"{model.max_position_embeddings}")
+    for n, c in decode:
+        if c > model.max_position_embeddings or n > typed.MAX_INT32:
+            raise InputError(f"--decode {n}@{c}: at most {typed.MAX_INT32:,} requests, each within {model.name}'s "
+                             f"context of {model.max_position_embeddings}")
     link_bw = args.link_bw if args.link_bw is not None else hw.link_bw_gbps
     link_lat = args.link_latency if args.link_latency is not None else hw.link_latency_ns
     mem_bw = args.mem_bw if args.mem_bw is not None else hw.memory_bw_gbps

@@ -27,8 +27,56 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+
+from tpsim.errors import InputError
 
 HEADER = "instance id,request id,model,input,output,arrival,end_time,latency,queuing_delay,TTFT,TPOT,ITL\n"
+
+
+def check_output_path(path: str, flag: str, inputs=()) -> None:
+    """Refuse, before any work is done, an output tpsim must not write.
+
+    Outputs go only to regular files or new paths (never onto a device, a pipe or a folder, which
+    the temp-and-rename write would replace), never onto one of the run's ``inputs``, and only
+    where the folder can be created and written.
+    """
+    shown = _show(path)
+    if path.endswith(("/", "\\")) or os.path.isdir(path):
+        raise InputError(f"{flag} {shown}: expected a file path, got a folder")
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as exc:
+        raise InputError(f"{flag} {shown}: cannot use it ({exc.strerror or exc}); choose another path") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{flag} {shown}: not a regular file (a device, pipe or socket); tpsim writes only "
+                         "regular files: choose a file path, or leave the flag out to write nothing")
+    for source in inputs:
+        if source and st is not None and _same_file(path, source):
+            raise InputError(f"{flag} {shown} is also an input of this run ({_show(str(source))}); "
+                             "choose another output path")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise InputError(f"{flag} {shown}: {_show(folder)} is a file, so the output folder cannot be created")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {shown}: {_show(folder)} is not writable; choose another {flag}")
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _show(path: str) -> str:
+    from tpsim.io.files import show_path
+
+    return show_path(path)
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+from tpsim.errors import InputError
 from tpsim.sim.instance import Instance
 from tpsim.sim.request import Request
 from tpsim.sim.router import Router
@@ -53,12 +54,13 @@ def _fmt_rate(x: float) -> str:
 class Simulation:
     def __init__(self, instances: list[Instance], router: Router, requests: list[Request],
                  initial: list[Request], interval_ns: int, log=None, bytes_per_block: list[int] | None = None,
-                 weights_bytes: list[int] | None = None, debug=None):
+                 weights_bytes: list[int] | None = None, debug=None, horizon_ns: float = INF):
         self.instances = instances
         self.router = router
         self.requests = requests
         self.initial = initial  # sorted by (arrival, id)
-        self.interval = interval_ns
+        self.interval = interval_ns  # 0: no throughput lines and no timeline bins
+        self.horizon_ns = horizon_ns
         self.log = log
         self.debug = debug  # per-step trace (--log-level DEBUG)
         self.bytes_per_block = bytes_per_block or [0] * len(instances)
@@ -70,7 +72,7 @@ class Simulation:
         self.gen_bins: dict[int, int] = {}
         n = len(instances)
         self.last_line = [0] * n
-        self.next_log = [interval_ns] * n
+        self.next_log = [interval_ns or INF] * n
         self.line_prompt = [0] * n
         self.line_gen = [0] * n
         self._by_trace = {id(r.trace): r for r in requests if r.trace is not None}
@@ -124,6 +126,8 @@ class Simulation:
     def _credit(self, inst: Instance, batch, sampled: int, prompt: int) -> None:
         """Throughput statistics: tokens by interval and for the next log line."""
         interval = self.interval
+        if not interval:
+            return
         ends = batch.ends
         gen_bins = self.gen_bins
         if sampled:
@@ -194,6 +198,9 @@ class Simulation:
             now = t_event if t_event < t_arrival else t_arrival
             if now == INF:
                 break
+            if now > self.horizon_ns:
+                raise InputError(f"the simulation passed --max-sim-time ({self.horizon_ns / 1e9:g} s of simulated "
+                                 "time) before every request finished; raise --max-sim-time or shorten the trace")
             self.occupancy_ns += self.in_system * (now - last)  # time-integral of requests in the system
             last = now
             dirty: list[int] = []
