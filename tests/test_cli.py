@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from conftest import REPO, read_csv_rows, run_subprocess
-from tpsim.io.output import HEADER
+from tpsim.io.results import HEADER
 
 DOCUMENTED = ["-m", "serving", "--cluster-config", "configs/cluster/single_node_single_instance.json", "--dtype",
               "bfloat16", "--block-size", "16", "--dataset", "workloads/example_trace.jsonl", "--output",

@@ -186,7 +186,7 @@ def test_log_interval_zero_means_no_lines_and_no_timeline(tmp_path):
 
 def test_timeline_is_coarsened_past_its_bin_limit(tmp_path):
     """A long run at a fine --log-interval keeps at most MAX_TIMELINE_BINS bins, and says so."""
-    from tpsim.runner import MAX_TIMELINE_BINS
+    from tpsim.report import MAX_TIMELINE_BINS
 
     trace = "".join(json.dumps({"input_toks": 8, "output_toks": 2, "arrival_time_ns": t * 10 ** 9}) + "\n"
                     for t in (0, 50))
@@ -238,3 +238,11 @@ def test_session_with_an_empty_id_releases_its_follow_ups(tmp_path):
     assert code == 0, err
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["totals"]["finished"] == 2
+
+
+def test_a_failing_run_prints_only_its_error_line(tmp_path):
+    """Found by the fuzz suite: warnings (an unknown key) printed before an error found while simulating
+    (the horizon) made two lines.  Warnings now print only when the run succeeds."""
+    doc = cluster_doc(npu_mem={"mem_size": 96, "mem_bw": 1e-6})
+    doc["surplus"] = 0
+    _check(tmp_path, doc, GOOD_TRACE, None, [], "passed --max-sim-time")

@@ -19,12 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import write_cluster, write_trace
-from tpsim.commands.run import add_run_arguments
+import tpsim
+from tpsim.api import simulate
+from tpsim.config.run import RunConfig
+from tpsim.commands.run import add_run_arguments, config_from_args
 from tpsim.config.engine import DEFAULTS, resolve_engine
 from tpsim.config.model import load_model
-from tpsim.io.output import HEADER, render_csv
+from tpsim.io.results import HEADER, ListSink, iter_rows
 from tpsim.memory import activation_peak_bytes, kv_bytes_per_token, weights_per_gpu_bytes
-from tpsim.runner import Console, prepare, simulate, summarize
+from tpsim.prepare import prepare
+from tpsim.report import summarize
 from tpsim.units import GiB
 
 MODEL = "Qwen/Qwen3-0.6B"
@@ -51,13 +55,15 @@ def run_case(tmp_path, trace, flags, fast: bool, cluster_kw=None):
     t = write_trace(tmp_path / "t.jsonl", trace)
     args = parse_args(["--cluster-config", str(cfg), "--dataset", str(t), "--log-interval", "0.05", *flags,
                        "--fast-forward" if fast else "--no-fast-forward"])
-    run = prepare(args, [], Console("ERROR"))
+    run = prepare(config_from_args(args), [])
     lines = []
     result = simulate(run, lines.append)
     counts: dict = {}
-    text = render_csv(result.instances, counts)
-    summary = summarize(run, result, counts, 1.0)
-    return text, summary, result, lines
+    sink = ListSink()
+    for row in iter_rows(result.instances, counts):
+        sink.write(row)
+    summary = summarize(run, result, counts, 1.0).to_dict()
+    return sink.csv_text(), summary, result, lines
 
 
 def check_invariants(text, summary, result, trace):
@@ -234,12 +240,11 @@ def test_agentic_session_follow_up_waits_for_tool(tmp_path, test_configs):
     cfg = write_cluster(tmp_path / "c.json", model=MODEL)
     t = tmp_path / "t.jsonl"
     t.write_text(json.dumps(trace[0]) + "\n")
-    args = parse_args(["--cluster-config", str(cfg), "--dataset", str(t)])
-    run = prepare(args, [], Console("ERROR"))
-    result = simulate(run)
-    rows = list(csv.DictReader(io.StringIO(render_csv(result.instances))))
-    assert [int(r["request id"]) for r in rows] == [0, 1]
-    assert int(rows[1]["arrival"]) == int(rows[0]["end_time"]) + 5_000_000
+    sink = ListSink()
+    tpsim.run(RunConfig(cluster_config=str(cfg), dataset=str(t)), sink=sink)
+    rows = sink.rows
+    assert [r.request_id for r in rows] == [0, 1]
+    assert rows[1].arrival == rows[0].end_time + 5_000_000
 
 
 @pytest.mark.parametrize("policy", ["LOAD", "RR", "RAND"])

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, read_csv_rows, run_subprocess, run_tpsim, shared_path
 
 from tpsim.errors import InputError
-from tpsim.io.output import HEADER
+from tpsim.io.results import HEADER
 from tpsim.validation import (
     accuracy_rows,
     compare,

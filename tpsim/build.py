@@ -39,9 +39,14 @@ def instance_label(cluster: ClusterConfig, inst: InstanceConfig) -> str:
 
 
 def build_instances(cluster: ClusterConfig, cli_engine: dict, perf_model: str = "analytical",
-                    profile_dir: str | None = None) -> list[InstanceSetup]:
-    models: dict[str, ModelSpec] = {}
-    hardware: dict[str, HardwareSpec] = {}
+                    profile_dir: str | None = None, models=None, hardware=None) -> list[InstanceSetup]:
+    """One ready instance per cluster-config instance.
+
+    ``cli_engine``: engine settings by instance-key name (the flags); ``models`` / ``hardware``:
+    specs given as objects, which win over the catalog for their names.
+    """
+    models = dict(models or {})
+    hardware = dict(hardware or {})
     setups = []
     for inst in cluster.instances:
         where = instance_label(cluster, inst)
@@ -54,10 +59,7 @@ def build_instances(cluster: ClusterConfig, cli_engine: dict, perf_model: str = 
             raise type(exc)(f"{where}: {exc}") from None
         model = models[inst.model_name]
         hw = hardware[inst.hardware]
-        if inst.engine_overrides.get("dtype") == "int8" or cli_engine.get("dtype") == "int8":
-            raise NotSupportedError(f"{where}: dtype int8 is not supported; choose float16, bfloat16, float32 or fp8")
-        engine = resolve_engine(cli_engine, inst.engine_overrides, model.torch_dtype, model.max_position_embeddings,
-                                inst.npu_mem.mem_util, where)
+        engine = engine_for(model, cli_engine, inst.engine_overrides, inst.npu_mem.mem_util, where)
         memory = plan_memory(model, inst.tp_size, inst.pp_size, engine, inst.npu_mem.mem_size_gib,
                              hw.perf.activation_reserve_gib, where)
         latency = make_latency_model(perf_model, model=model, hardware=hw, engine=engine, tp=inst.tp_size,
@@ -66,3 +68,32 @@ def build_instances(cluster: ClusterConfig, cli_engine: dict, perf_model: str = 
                                      profile_dir=profile_dir, where=where)
         setups.append(InstanceSetup(inst, model, hw, engine, memory, latency))
     return setups
+
+
+def engine_for(model: ModelSpec, cli_engine: dict, overrides: dict, mem_util: float | None, where: str) -> EngineConfig:
+    """The engine settings of one instance: defaults < flags < the instance's keys."""
+    if overrides.get("dtype") == "int8" or cli_engine.get("dtype") == "int8":
+        raise NotSupportedError(f"{where}: dtype int8 is not supported; choose float16, bfloat16, float32 or fp8")
+    return resolve_engine(cli_engine, overrides, model.torch_dtype, model.max_position_embeddings, mem_util, where)
+
+
+def standalone(model_name: str, hardware_name: str, *, tp: int = 1, pp: int = 1, engine_keys: dict | None = None,
+               perf_model: str = "analytical", mem_bw_gbps: float | None = None, link_bw_gbps: float | None = None,
+               link_latency_ns: float | None = None, profile_dir: str | None = None,
+               where: str = "") -> tuple[ModelSpec, HardwareSpec, EngineConfig, LatencyModel]:
+    """Model, hardware, engine and latency model of one instance outside a cluster config (``tpsim step``,
+    ``tpsim calibrate``); memory bandwidth and link default to the hardware catalog's."""
+    from tpsim.config.engine import DEFAULTS
+    from tpsim.memory import check_parallelism
+
+    model = load_model(model_name)
+    hw = load_hardware(hardware_name)
+    check_parallelism(model, tp, pp, where)
+    engine = engine_for(model, {**DEFAULTS, **(engine_keys or {})}, {}, None, where)
+    latency = make_latency_model(
+        perf_model, model=model, hardware=hw, engine=engine, tp=tp, pp=pp,
+        mem_bw_gbps=hw.memory_bw_gbps if mem_bw_gbps is None else mem_bw_gbps,
+        link_bw_gbps=hw.link_bw_gbps if link_bw_gbps is None else link_bw_gbps,
+        link_latency_ns=hw.link_latency_ns if link_latency_ns is None else link_latency_ns,
+        profile_dir=profile_dir, where=where)
+    return model, hw, engine, latency

@@ -14,31 +14,18 @@ import os
 import sys
 
 from tpsim import __version__
+from tpsim.argspec import Parser
+from tpsim.console import silence_stdout
 from tpsim.errors import InputError
 
 #: command modules, in the order ``tpsim --help`` lists them
 COMMANDS = ("run", "trace", "step", "profile", "calibrate", "validate", "replay")
 
 
-class _Parser(argparse.ArgumentParser):
-    """One-line usage errors (exit 2), and no abbreviated flags.
-
-    Abbreviations are refused so that a flag someone shortens today cannot silently
-    become a different flag when a longer one is added (``--out`` for ``--output``).
-    """
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message):  # noqa: D401 - argparse API
-        self.exit(2, f"tpsim: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tpsim", description="Simulate LLM serving with tensor parallelism.")
+    parser = Parser(prog="tpsim", description="Simulate LLM serving with tensor parallelism.")
     parser.add_argument("--version", action="version", version=f"tpsim {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for name in COMMANDS:
         try:
@@ -49,13 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
     return parser
-
-
-def silence_stdout() -> None:
-    """The reader of stdout went away (``| head``): send the rest to /dev/null and carry on."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
 
 
 def run_handler(func, args) -> int:

@@ -486,48 +486,24 @@ def dumps(requests: list[dict]) -> str:
 
 
 def write_jsonl(requests: list[dict], path: str | os.PathLike) -> int:
-    """Write ``requests`` to ``path`` atomically (temp file + ``os.replace``); return bytes written.
+    """Write ``requests`` to ``path`` atomically; return bytes written.
 
     Creates the parent directory when missing.  Problems become
     :class:`InputError` naming ``--output``.
     """
+    from tpsim.io.writing import atomic_write_text, check_output_path
+
     p = Path(path)
     if p.is_dir():
         raise InputError(f"--output {path} is a directory; give a file path such as {p / 'trace.jsonl'}")
-    from tpsim.io.output import check_output_path
-
     check_output_path(str(p), "--output")
-    import tempfile
-
     data = dumps(requests).encode("utf-8")
-    parent = p.parent
-    tmp = None
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file's mode
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-        tmp = None
+        atomic_write_text(p, data)
     except OSError as exc:
         raise InputError(f"--output {path}: cannot write ({exc.strerror or exc}); "
                          "choose a writable path") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return len(data)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def summarize(requests: list[dict]) -> dict:

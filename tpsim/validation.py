@@ -39,14 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tpsim.errors import InputError
+from tpsim.io.results import read_rows
 from tpsim.stats import percentile_sorted
 
 SCHEMA_VERSION = 1
 #: metrics in report order: key -> (label, unit)
 METRICS = {"ttft": "TTFT", "tpot": "TPOT", "latency": "latency", "queuing_delay": "queuing delay"}
 STATS = ("mean", "p50", "p90", "p99")
-CSV_COLUMNS = ["instance id", "request id", "model", "input", "output", "arrival", "end_time", "latency",
-               "queuing_delay", "TTFT", "TPOT", "ITL"]
 #: metrics whose relative error is not meaningful per request -> why
 NO_MAPE = {"queuing_delay": "MAPE not reported: requests admitted at once have measured delays of microseconds, "
                             "so relative errors explode; see mae_ms"}
@@ -211,23 +210,6 @@ def read_measured(path) -> Side:
     return side
 
 
-def _csv_rows(path: Path):
-    """Yield (line number, row) of a CSV whose last field (ITL) may be long."""
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max(limit, 1 << 30))
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            for row in reader:
-                yield reader.line_num, row
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file; expected the 12-column per-request CSV") from None
-    except csv.Error as exc:
-        raise InputError(f"{path}: malformed CSV ({exc})") from None
-    finally:
-        csv.field_size_limit(limit)
-
-
 def read_sim_csv(path, *, with_itl: bool = False) -> Side:
     """A 12-column per-request CSV (tpsim's or LLMServingSim's) -> per-request metrics in ms.
 
@@ -238,53 +220,30 @@ def read_sim_csv(path, *, with_itl: bool = False) -> Side:
     if not path.is_file():
         raise InputError(f"--sim {path}: no such file; pass the per-request CSV of a run (tpsim's or LLMServingSim's)")
     side = Side(str(path))
-    vals = {k: {} for k in METRICS}
+    vals: dict = {k: {} for k in METRICS}
     emissions = []
-    header_seen = False
-    idx = {name: j for j, name in enumerate(CSV_COLUMNS)}
-    for lineno, row in _csv_rows(path):
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        where = f"{path}:{lineno}"
-        if not header_seen:
-            names = [c.strip() for c in row]
-            if names != CSV_COLUMNS:
-                raise InputError(f"{where}: expected the 12-column header '{','.join(CSV_COLUMNS)}', "
-                                 f"got '{','.join(names)}'")
-            header_seen = True
-            continue
-        if len(row) != len(CSV_COLUMNS):
-            raise InputError(f"{where}: expected {len(CSV_COLUMNS)} columns, got {len(row)}")
-        nums = {}
-        for name in ("request id", "input", "output", "arrival", "latency", "queuing_delay", "TTFT", "TPOT"):
-            try:
-                nums[name] = int(row[idx[name]].strip())
-            except ValueError:
-                raise InputError(f"{where}: column '{name}' must be an integer, got {row[idx[name]]!r}") from None
-        i = nums["request id"]
+    for where, row in read_rows(path):
+        i = row.request_id
         if i in side.tokens:
             raise InputError(f"{where}: duplicate request id {i}")
-        side.tokens[i] = (nums["input"], nums["output"])
+        side.tokens[i] = (row.input, row.output)
         side.requests += 1
-        vals["ttft"][i] = nums["TTFT"] / 1e6
-        vals["latency"][i] = nums["latency"] / 1e6
-        vals["queuing_delay"][i] = nums["queuing_delay"] / 1e6
-        if nums["output"] > 1:
-            vals["tpot"][i] = nums["TPOT"] / 1e6
+        vals["ttft"][i] = row.ttft / 1e6
+        vals["latency"][i] = row.latency / 1e6
+        vals["queuing_delay"][i] = row.queuing_delay / 1e6
+        if row.output > 1:
+            vals["tpot"][i] = row.tpot / 1e6
         if with_itl:
-            t = nums["arrival"] + nums["TTFT"]
+            try:
+                gaps = row.itl
+            except ValueError:
+                raise InputError(f"{where}: column 'ITL' must be a list of integers") from None
+            t = row.arrival + row.ttft
             times = [t]
-            text = row[idx["ITL"]].strip().strip("[]")
-            if text:
-                try:
-                    for g in text.split(","):
-                        t += int(g)
-                        times.append(t)
-                except ValueError:
-                    raise InputError(f"{where}: column 'ITL' must be a list of integers") from None
+            for g in gaps:
+                t += g
+                times.append(t)
             emissions.append(times)
-    if not header_seen:
-        raise InputError(f"{path}: empty file; expected the 12-column per-request CSV")
     if side.requests == 0:
         raise InputError(f"{path}: no request rows (header only, e.g. an infeasible run); nothing to compare")
     side.values = vals
@@ -315,9 +274,9 @@ def read_timeseries(path) -> list[dict] | None:
 
 
 def sim_summary_path(csv_path) -> Path:
-    p = Path(csv_path)
-    stem = p.name[:-4] if p.name.lower().endswith(".csv") else p.name
-    return p.with_name(stem + ".summary.json")
+    from tpsim.io.summary import summary_path
+
+    return Path(summary_path(str(csv_path)))
 
 
 def read_sim_summary(csv_path) -> dict | None:
@@ -616,7 +575,7 @@ def accuracy_rows(entries) -> list[dict]:
 
 
 def write_accuracy_table(rows: list[dict], csv_path, md_path) -> None:
-    from tpsim.io.output import atomic_write_text
+    from tpsim.io.writing import atomic_write_text
 
     cols = ["case", "simulator", "requests", "paired", *TABLE_COLUMNS]
     lines = [",".join(cols)]

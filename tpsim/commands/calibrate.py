@@ -47,31 +47,26 @@ _SHORT_TO_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "fp
 def handle(args) -> int:
     from pathlib import Path
 
+    from tpsim.build import standalone
     from tpsim.config import catalog
-    from tpsim.config.engine import DEFAULTS, resolve_engine
     from tpsim.config.hardware import load_hardware
-    from tpsim.config.model import load_model
     from tpsim.errors import InputError
     from tpsim.perf import calibrate as cal
-    from tpsim.perf.analytical import AnalyticalModel
     from tpsim.perf.bundle import read_bundle
 
-    hw = load_hardware(args.hardware)
     bundle = read_bundle(args.bundle)
     model_name = args.model or bundle.model
     if not model_name:
         raise InputError(f"{args.bundle}: the bundle does not name its model; pass --model")
-    model = load_model(model_name)
     dtype = args.dtype or bundle.meta.get("dtype") or _SHORT_TO_DTYPE.get(bundle.variant.split("-")[0])
     if dtype is None:
         raise InputError(f"{args.bundle}: cannot tell the bundle's dtype from variant {bundle.variant!r}; pass --dtype")
     kv = "fp8" if bundle.variant.endswith("-kvfp8") else "auto"
-    engine = resolve_engine(dict(DEFAULTS, dtype=dtype, kv_cache_dtype=kv), {}, model.torch_dtype,
-                            model.max_position_embeddings, None, "tpsim calibrate")
+    model, hw, engine, am = standalone(model_name, args.hardware, tp=bundle.tp,
+                                       engine_keys={"dtype": dtype, "kv_cache_dtype": kv}, where="tpsim calibrate")
     if bundle.hardware and bundle.hardware != hw.name:
         raise InputError(f"{args.bundle}: measured on hardware {bundle.hardware!r}, not {hw.name!r}; pass "
                          f"--hardware {bundle.hardware}")
-    am = AnalyticalModel(model, hw, engine, bundle.tp, 1, hw.memory_bw_gbps, hw.link_bw_gbps, hw.link_latency_ns)
     result = cal.calibrate(bundle, am)
     fitted = {k: result.params[k] for k in result.fitted}
     written = None

@@ -18,10 +18,8 @@ Inputs taken from the directory (layout: :mod:`tpsim.validation`):
 * ``model_config.json``: the model's Hugging Face config.  The cluster config
   names the model (``meta-llama/Llama-3.1-8B``); the run keeps that name (the
   CSV's model column and the profile-bundle lookup use it) but reads the
-  architecture from the directory's file: a temporary config root holding
-  ``model/<name>.json`` is put first on the search path (``$TPSIM_CONFIG_DIR``,
-  see :mod:`tpsim.config.catalog`) for the duration of the run, with the
-  hardware and models of any ``$TPSIM_CONFIG_DIR`` already set kept visible.
+  architecture from the directory's file, handed to the run as an object
+  (``RunConfig.models``), so the catalog is not consulted for it.
 
 Every other ``tpsim run`` flag is accepted; a flag given explicitly wins over
 the directory's value.  The run summary gains a ``replay`` block saying where
@@ -30,15 +28,8 @@ each setting came from.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import os
 import re
-import shutil
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 #: meta.json engine setting -> run-flag destination
 _META_DESTS = ("max_num_seqs", "max_num_batched_tokens", "dtype", "kv_cache_dtype", "seed", "block_size",
@@ -63,14 +54,6 @@ def register(subparsers) -> None:
     p.add_argument("--measured", required=True, metavar="DIR", help="measured replay directory")
     add_run_arguments(p)
     p.set_defaults(func=handle, cluster_config=None, **{d: _UNSET for d in _META_DESTS})
-
-
-def _run_defaults() -> dict:
-    from tpsim.commands.run import add_run_arguments
-
-    parser = argparse.ArgumentParser(add_help=False)
-    add_run_arguments(parser)
-    return vars(parser.parse_args([]))
 
 
 def _version(text) -> tuple[int, ...] | None:
@@ -147,60 +130,11 @@ def engine_from_meta(meta: dict, where: str) -> tuple[dict, dict, list[str]]:
     return values, source, notes
 
 
-@contextlib.contextmanager
-def model_config_overlay(model_name: str, model_json: Path):
-    """Make ``model_name`` resolve to ``model_json`` while the block runs (a temporary ``$TPSIM_CONFIG_DIR``).
+def _settings(args, meta: dict, meta_path) -> tuple[dict, list[str]]:
+    """Each engine setting: the command line's, else the measured run's, else tpsim's default."""
+    from tpsim.config.run import RunConfig
 
-    The temporary root holds ``model/<model_name>.json``; the hardware entries and
-    other models of a ``$TPSIM_CONFIG_DIR`` already set are carried over, so the
-    search order of :mod:`tpsim.config.catalog` is otherwise unchanged.
-    """
-    old = os.environ.get("TPSIM_CONFIG_DIR")
-    with tempfile.TemporaryDirectory(prefix="tpsim-replay-") as tmp:
-        root = Path(tmp) / "configs"
-        (root / "model").mkdir(parents=True)
-        if old:
-            prev = Path(old)
-            if (prev / "hardware").is_dir():
-                (root / "hardware").symlink_to((prev / "hardware").resolve(), target_is_directory=True)
-            if (prev / "model").is_dir():
-                shutil.copytree(prev / "model", root / "model", dirs_exist_ok=True)
-        target = root / "model" / f"{model_name}.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(model_json, target)
-        os.environ["TPSIM_CONFIG_DIR"] = str(root)
-        try:
-            yield target
-        finally:
-            if old is None:
-                os.environ.pop("TPSIM_CONFIG_DIR", None)
-            else:
-                os.environ["TPSIM_CONFIG_DIR"] = old
-
-
-def handle(args) -> int:
-    import json
-
-    from tpsim.commands.run import (
-        _check_flags,
-        _output_path,
-        _validate_numbers,
-        summary_path,
-    )
-    from tpsim.config.cluster import load_cluster
-    from tpsim.config.model import parse_model_config
-    from tpsim.errors import InputError
-    from tpsim.io.output import atomic_write_json
-    from tpsim.runner import execute
-    from tpsim.validation import measured_paths, read_json
-
-    t0 = time.perf_counter()
-    paths = measured_paths(args.measured)
-    if not args.output:
-        raise InputError("--output is required: the per-request CSV to write (its summary goes beside it)")
-    defaults = _run_defaults()
-    meta_path = paths["meta"]
-    meta = read_json(meta_path, "vLLM run metadata") if meta_path.is_file() else {}
+    defaults = RunConfig().flags()
     from_meta, meta_source, notes = engine_from_meta(meta, str(meta_path))
     settings = {}
     for dest in _META_DESTS:
@@ -213,6 +147,12 @@ def handle(args) -> int:
         else:
             setattr(args, dest, defaults[dest])
             settings[dest] = {"value": defaults[dest], "source": "tpsim default"}
+    return settings, notes
+
+
+def _inputs_from_dir(args, paths) -> None:
+    from tpsim.errors import InputError
+
     if args.cluster_config is None:
         if not paths["config"].is_file():
             raise InputError(f"{paths['config']}: no such file; a measured directory needs the cluster config "
@@ -223,11 +163,10 @@ def handle(args) -> int:
             raise InputError(f"{paths['trace']}: no such file; a measured directory needs trace.jsonl "
                              "(or pass --dataset)")
         args.dataset = str(paths["trace"])
-    ignored = _check_flags(args)
-    _validate_numbers(args)
-    out = _output_path(args)
 
-    cluster = load_cluster(args.cluster_config)
+
+def _cross_check(args, cluster, meta: dict, settings: dict, notes: list[str]) -> None:
+    """Where the cluster config and vLLM's record disagree, the cluster config is simulated; say so."""
     models = sorted({i.model_name for i in cluster.instances})
     utils = {i.npu_mem.mem_util for i in cluster.instances}
     if None not in utils:  # the cluster config's npu_mem.mem_util wins over the flag (tpsim.config.engine)
@@ -244,35 +183,47 @@ def handle(args) -> int:
                      "the cluster config is simulated")
     if meta.get("model") and models != [meta["model"]]:
         notes.append(f"vllm/meta.json names model {meta['model']!r}; the cluster config names {', '.join(models)}")
+
+
+def handle(args) -> int:
+    from tpsim.api import run
+    from tpsim.commands.run import config_from_args
+    from tpsim.config.cluster import load_cluster
+    from tpsim.config.model import load_model_file
+    from tpsim.console import Console
+    from tpsim.validation import measured_paths, read_json
+
+    paths = measured_paths(args.measured)
+    if not args.output:
+        from tpsim.errors import InputError
+
+        raise InputError("--output is required: the per-request CSV to write (its summary goes beside it)")
+    meta_path = paths["meta"]
+    meta = read_json(meta_path, "vLLM run metadata") if meta_path.is_file() else {}
+    settings, notes = _settings(args, meta, meta_path)
+    _inputs_from_dir(args, paths)
+    cluster = load_cluster(args.cluster_config)
+    _cross_check(args, cluster, meta, settings, notes)
+    models = sorted({i.model_name for i in cluster.instances})
     model_json = paths["model_config"]
-    overlay = contextlib.nullcontext()
-    model_source = None
+    specs = {}
     if model_json.is_file():
         if len(models) != 1:
+            from tpsim.errors import InputError
+
             raise InputError(f"{model_json}: one model config for a cluster of {len(models)} models "
                              f"({', '.join(models)}); replay needs a single-model cluster config")
-        doc = read_json(model_json, "the model's Hugging Face config.json")
-        parse_model_config(doc, models[0], str(model_json))  # errors name the directory's file
-        overlay = model_config_overlay(models[0], model_json)
-        model_source = str(model_json)
+        specs[models[0]] = load_model_file(model_json, models[0])
     for note in notes:
         if args.log_level != "ERROR":
             sys.stderr.write(f"tpsim: warning: {note}\n")
-    with overlay:
-        rc = execute(args, out, ignored, t0)
-    if out is not None and rc == 0:
-        spath = summary_path(out)
-        summary = json.loads(Path(spath).read_text())
-        if model_source is not None:
-            entry = summary.get("provenance", {}).get("inputs", {}).get("models", {}).get(models[0])
-            if isinstance(entry, dict):
-                entry["path"] = model_source  # the temporary copy is gone; the bytes (sha256) are the same
-        summary["replay"] = {
-            "measured_dir": str(paths["dir"]),
-            "vllm_version": meta.get("vllm_version"),
-            "model_config": model_source or f"catalog entry for {', '.join(models)}",
-            "settings": settings,
-            "notes": notes,
-        }
-        atomic_write_json(spath, summary)
-    return rc
+    replay = {
+        "measured_dir": str(paths["dir"]),
+        "vllm_version": meta.get("vllm_version"),
+        "model_config": str(model_json) if specs else f"catalog entry for {', '.join(models)}",
+        "settings": settings,
+        "notes": notes,
+    }
+    config = config_from_args(args, models=specs, summary_extra={"replay": replay})
+    run(config, console=Console(config.log_level), argv=sys.argv[1:])
+    return 0

@@ -57,16 +57,11 @@ def register(subparsers) -> None:
 
 
 def explain_step(args) -> dict:
-    from tpsim.config.engine import DEFAULTS, resolve_engine
-    from tpsim.config.hardware import load_hardware
-    from tpsim.config.model import load_model
-    from tpsim.errors import InputError
-    from tpsim.memory import check_parallelism
-    from tpsim.perf.base import BatchShape
-    from tpsim.perf.factory import make_latency_model
-
+    from tpsim.build import standalone
     from tpsim.config import typed
     from tpsim.config.cluster import MAX_GPUS, MAX_LATENCY_NS, MAX_LINK_BW_GBPS, MAX_MEM_BW_GBPS
+    from tpsim.errors import InputError
+    from tpsim.perf.base import BatchShape
 
     typed.integer(args.tp, "--tp", 1, MAX_GPUS)
     typed.integer(args.pp, "--pp", 1, MAX_GPUS)
@@ -79,11 +74,11 @@ def explain_step(args) -> dict:
     decode = [_pair(t, "--decode", True) for t in args.decode]
     if not prefill and not decode:
         raise InputError("give a batch: at least one --prefill LEN[@CTX] or --decode N@CTX")
-    model = load_model(args.model)
-    hw = load_hardware(args.hardware)
-    check_parallelism(model, args.tp, args.pp, f"--model {args.model} --tp {args.tp} --pp {args.pp}")
-    cli = dict(DEFAULTS, dtype=args.dtype, kv_cache_dtype=args.kv_cache_dtype)
-    engine = resolve_engine(cli, {}, model.torch_dtype, model.max_position_embeddings, None, "tpsim step")
+    model, hw, engine, latency = standalone(
+        args.model, args.hardware, tp=args.tp, pp=args.pp,
+        engine_keys={"dtype": args.dtype, "kv_cache_dtype": args.kv_cache_dtype}, perf_model=args.perf_model,
+        mem_bw_gbps=args.mem_bw, link_bw_gbps=args.link_bw, link_latency_ns=args.link_latency,
+        profile_dir=args.profile_dir, where=f"--model {args.model} --tp {args.tp} --pp {args.pp}")
     for q, c in prefill:
         if q + c > model.max_position_embeddings:
             raise InputError(f"--prefill {q}@{c}: {q + c} tokens exceed {model.name}'s context of "
@@ -95,9 +90,6 @@ def explain_step(args) -> dict:
     link_bw = args.link_bw if args.link_bw is not None else hw.link_bw_gbps
     link_lat = args.link_latency if args.link_latency is not None else hw.link_latency_ns
     mem_bw = args.mem_bw if args.mem_bw is not None else hw.memory_bw_gbps
-    latency = make_latency_model(args.perf_model, model=model, hardware=hw, engine=engine, tp=args.tp, pp=args.pp,
-                                 mem_bw_gbps=mem_bw, link_bw_gbps=link_bw, link_latency_ns=link_lat,
-                                 profile_dir=args.profile_dir, where="tpsim step")
     batch = BatchShape.parse(prefill, decode)
     bd = latency.explain(batch)
     return {

@@ -46,7 +46,7 @@ def handle(args) -> int:
     from pathlib import Path
 
     from tpsim.errors import InputError
-    from tpsim.io.output import atomic_write_json, atomic_write_text
+    from tpsim.io.writing import atomic_write_json, atomic_write_text
     from tpsim.validation import markdown, validate, write_figures
 
     want_figures = args.out is not None and args.figures

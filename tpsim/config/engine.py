@@ -9,24 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tpsim.config import typed
+from tpsim.config.run import EngineOptions
 from tpsim.errors import InputError
 from tpsim.units import DTYPE_BYTES
 
 UNLIMITED = 1 << 62
 
-DEFAULTS = {
-    "max_num_seqs": 128,
-    "max_num_batched_tokens": 2048,
-    "long_prefill_token_threshold": 0,
-    "block_size": 16,
-    "dtype": None,  # None -> the model's torch_dtype
-    "kv_cache_dtype": "auto",
-    "enable_chunked_prefill": True,
-    "enable_prefix_caching": True,
-    "reserve_full_isl": False,
-    "async_scheduling": True,
-    "mem_util": 0.9,
-}
+#: built-in defaults by instance-key name (dtype None = the model's torch_dtype); their one home is
+#: :class:`tpsim.config.run.EngineOptions`, from which the command line is generated too
+DEFAULTS = EngineOptions().as_engine_keys()
 
 
 @dataclass(frozen=True)

@@ -158,11 +158,9 @@ def _parse_yaml(text: str, path) -> dict:
         pass
     doc = parse_yaml(text, str(path))
     try:
-        os.makedirs(os.path.dirname(cached), exist_ok=True)
-        tmp = f"{cached}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-        os.replace(tmp, cached)
+        from tpsim.io.writing import atomic_write_text
+
+        atomic_write_text(cached, json.dumps(doc))
     except (OSError, TypeError, ValueError):
         pass  # not cacheable (read-only home, non-JSON values): parse next time too
     return doc

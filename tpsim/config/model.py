@@ -161,7 +161,11 @@ def model_config_path(name: str) -> Path:
 
 
 def load_model(name: str) -> ModelSpec:
-    path = model_config_path(name)
+    return load_model_file(model_config_path(name), name)
+
+
+def load_model_file(path, name: str) -> ModelSpec:
+    """The model config at ``path``, known by ``name`` (its catalog name, or the path itself)."""
     cfg, raw = read_json_file(path, "model config", "model_name")
     spec = parse_model_config(cfg, name, show_path(str(path)))
     return ModelSpec(**{**spec.__dict__, "source": str(path), "sha256": sha256_bytes(raw)})

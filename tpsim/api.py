@@ -1,0 +1,128 @@
+"""The typed run API: ``tpsim.run(RunConfig(...)) -> RunResult``.
+
+The command line (``tpsim run``, ``python -m serving``, ``tpsim replay``), the campaign pipeline
+and the tests all simulate through :func:`run`.  Per-request rows go to a *sink*
+(:mod:`tpsim.io.results`): by default the CSV at ``config.output`` written together with its
+summary, or nothing without an output; pass a :class:`~tpsim.io.results.ListSink` to keep them
+in memory.  A :class:`~tpsim.console.Console` prints the banner, throughput lines and closing
+summary; without one the API is silent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tpsim.config.run import RunConfig
+from tpsim.console import Console
+from tpsim.errors import InfeasibleError
+from tpsim.io.results import CsvFileSink, RowSink, iter_rows
+from tpsim.io.summary import RunSummary, summary_path
+from tpsim.io.writing import check_output_path
+from tpsim.prepare import PreparedRun, prepare
+from tpsim.provenance import existing_inputs, git_commit
+from tpsim.report import banner, final_lines, infeasible_summary, summarize
+from tpsim.sim.engine import SimResult, Simulation
+from tpsim.sim.instance import Instance
+from tpsim.sim.router import Router
+from tpsim.units import NS_PER_S
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns: the summary, where the outputs went, and the simulation itself."""
+
+    summary: RunSummary
+    output: str | None  # the CSV path written (None without --output or with a custom sink)
+    wall_s: float
+    sim: SimResult | None = None  # None for an infeasible run
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.status == "ok"
+
+
+def simulate(run: PreparedRun, log=None, debug=None) -> SimResult:
+    """Run the event loop over fresh instances of a prepared run."""
+    config = run.config
+    has_ids = any(r.token_ids is not None for r in run.requests)
+    instances = [Instance(s.config.index, s.engine, s.memory, s.latency, s.config.model_name, s.config.pp_size,
+                          config.fast_forward, has_ids) for s in run.setups]
+    router = Router(config.request_routing_policy, len(instances), config.seed)
+    interval_ns = int(round(config.log_interval * NS_PER_S))  # 0: no throughput lines, no timeline
+    sim = Simulation(
+        instances, router, run.requests, run.initial, interval_ns,
+        log=log if interval_ns else None, horizon_ns=int(config.max_sim_time * NS_PER_S),
+        bytes_per_block=[s.memory.block_size * s.memory.kv_bytes_per_token for s in run.setups],
+        weights_bytes=[s.memory.weights_bytes for s in run.setups],
+        debug=debug,
+    )
+    return sim.run()
+
+
+def _check_outputs_against(run: PreparedRun, out: str) -> None:
+    """Model configs and hardware entries are known only now: the outputs must not be one of them."""
+    inputs = run.provenance["inputs"]
+    sources = [v["path"] for v in inputs.get("models", {}).values()]
+    sources += [v["path"] for v in inputs.get("hardware", {}).values()]
+    check_output_path(out, "--output", sources)
+    check_output_path(summary_path(out), "--output's summary", sources)
+
+
+def run(config: RunConfig, sink: RowSink | None = None, console: Console | None = None,
+        argv: list[str] | None = None) -> RunResult:
+    """Simulate ``config``; raises ``InputError`` (one line, names the input) on any bad input.
+
+    ``sink`` receives the per-request rows and, at the end, the summary's JSON (a custom sink
+    replaces the CSV file; the summary is then not written to disk).  ``argv`` is recorded in the
+    summary's provenance (the command line passes its own).
+    """
+    t0 = time.perf_counter()
+    console = console or Console.silent()
+    ignored = config.check()
+    out = config.output_path()
+    try:
+        prepared = prepare(config, ignored, argv)
+    except InfeasibleError as exc:
+        if not config.record_infeasible:
+            raise
+        return _infeasible(config, out, sink, exc, ignored, argv, console, t0)
+    if out is not None:
+        _check_outputs_against(prepared, out)
+    banner(console, prepared.cluster, prepared.setups, prepared.trace_desc)
+    result = simulate(prepared, console.line, console.debug if console.debug_enabled else None)
+    for msg in prepared.warnings:  # printed once the run has succeeded: a failing run prints one line only
+        console.warn(msg)
+    if result.rejected:
+        first = result.rejected[0]
+        console.warn(f"{len(result.rejected)} request(s) rejected (see the run summary); first: "
+                     f"request {first.request.rid}: {first.reason}")
+    itl_counts: dict = {}
+    written = out if sink is None else None
+    sink = sink or (CsvFileSink(out, summary_path(out)) if out is not None else None)
+    try:
+        for row in iter_rows(result.instances, itl_counts):  # also fills the ITL distribution
+            if sink is not None:
+                sink.write(row)
+        summary = summarize(prepared, result, itl_counts, time.perf_counter() - t0)
+        if sink is not None:
+            sink.commit(summary.to_json())
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
+    final_lines(console, summary.to_dict(), written)
+    return RunResult(summary, written, time.perf_counter() - t0, result)
+
+
+def _infeasible(config: RunConfig, out, sink, exc, ignored, argv, console: Console, t0: float) -> RunResult:
+    """--record-infeasible: a header-only CSV and a summary saying why the run cannot happen."""
+    console.line(f"tpsim: infeasible: {exc}")
+    provenance = {"git_commit": git_commit(), "argv": argv, "flags": config.flags(), "seed": config.seed,
+                  "inputs": existing_inputs(config.cluster_config, config.dataset)}
+    summary = infeasible_summary(config, str(exc), ignored, provenance, time.perf_counter() - t0)
+    written = out if sink is None else None
+    sink = sink or (CsvFileSink(out, summary_path(out)) if out is not None else None)
+    if sink is not None:
+        sink.commit(summary.to_json())
+    return RunResult(summary, written, time.perf_counter() - t0)

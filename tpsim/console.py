@@ -1,0 +1,49 @@
+"""What a run prints: banner, throughput lines and the final summary on stdout; warnings on stderr.
+
+The command line prints through a :class:`Console`; the Python API is silent unless given one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def silence_stdout() -> None:
+    """The reader of stdout went away (``| head``): send the rest to /dev/null and carry on."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+class Console:
+    """``level``: WARNING (default) and INFO show warnings, ERROR hides them, DEBUG adds per-step lines."""
+
+    def __init__(self, level: str = "WARNING", out=None, err=None):
+        self.warn_enabled = level in ("WARNING", "INFO", "DEBUG")
+        self.debug_enabled = level == "DEBUG"
+        self.out = sys.stdout if out is None else out
+        self.err = sys.stderr if err is None else err
+
+    @classmethod
+    def silent(cls) -> "Console":
+        console = cls("ERROR")
+        console.out = None
+        return console
+
+    def line(self, text: str) -> None:
+        if self.out is None:
+            return
+        try:
+            self.out.write(text + "\n")
+        except BrokenPipeError:
+            # stdout's reader went away (| head): the run still finishes and writes its outputs
+            silence_stdout()
+            self.out = None
+
+    def debug(self, text: str) -> None:
+        self.err.write(f"tpsim: debug: {text}\n")
+
+    def warn(self, text: str) -> None:
+        if self.warn_enabled:
+            self.err.write(f"tpsim: warning: {text}\n")

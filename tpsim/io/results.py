@@ -1,0 +1,234 @@
+"""The per-request results: LLMServingSim's 12-column CSV, its rows, writers and reader.
+
+CSV columns (all times integer ns of simulated time):
+
+=============== ==============================================================
+instance id     instance that served the request (cluster-config order)
+request id      0-based line index in the trace (a session reserves one per sub-request)
+model           the instance's model name
+input           prompt tokens (prefix-cache hits included)
+output          generated tokens
+arrival         arrival time (session follow-ups: release time)
+end_time        completion of the step that sampled the last token
+latency         end_time - arrival
+queuing_delay   first time the request was scheduled - arrival
+TTFT            completion of the step that sampled the first token - arrival
+TPOT            (latency - TTFT) // (output - 1); 0 when output == 1
+ITL             "[g1, g2, ...]": gaps between consecutive tokens, output - 1 of them;
+                TTFT + sum(ITL) == latency
+=============== ==============================================================
+
+Rows are grouped by instance (instance 0 first) in completion order, as LLMServingSim writes
+them.  :func:`iter_rows` produces them from a finished simulation; a *sink* receives them
+(:class:`CsvFileSink` by default, :class:`ListSink` in tests and notebooks); :func:`read_rows`
+reads a CSV back (tpsim's or LLMServingSim's) with errors naming the line.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from tpsim.errors import InputError
+
+COLUMNS = ("instance id", "request id", "model", "input", "output", "arrival", "end_time", "latency",
+           "queuing_delay", "TTFT", "TPOT", "ITL")
+HEADER = ",".join(COLUMNS) + "\n"
+_INT_COLUMNS = ("instance id", "request id", "input", "output", "arrival", "end_time", "latency", "queuing_delay",
+                "TTFT", "TPOT")
+
+
+@dataclass(slots=True)
+class RequestRow:
+    """One finished request: the CSV's columns (``itl_text`` is the ITL column without its quotes)."""
+
+    instance_id: int
+    request_id: int
+    model: str
+    input: int
+    output: int
+    arrival: int
+    end_time: int
+    latency: int
+    queuing_delay: int
+    ttft: int
+    tpot: int
+    itl_text: str
+
+    @property
+    def itl(self) -> list[int]:
+        """The inter-token gaps in ns."""
+        inner = self.itl_text.strip()[1:-1].strip()
+        return [int(g) for g in inner.split(",")] if inner else []
+
+    def csv_line(self) -> str:
+        return (f"{self.instance_id},{self.request_id},{_csv_field(self.model)},{self.input},{self.output},"
+                f"{self.arrival},{self.end_time},{self.latency},{self.queuing_delay},{self.ttft},{self.tpot},"
+                f"\"{self.itl_text}\"\n")
+
+
+def _csv_field(text: str) -> str:
+    if any(ch in text for ch in ',"\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def iter_rows(instances, itl_counts: dict | None = None) -> Iterator[RequestRow]:
+    """The rows of a finished simulation; fills ``itl_counts`` (gap ns -> occurrences) on the way.
+
+    A decode cohort's gaps are the gaps between consecutive step ends, so each step's gap is
+    formatted once and shared by every request that sampled in it.
+    """
+    counts = itl_counts if itl_counts is not None else {}
+    for inst in instances:
+        ends = inst.iter_ends
+        if not inst.finished:
+            continue
+        gap_str = ["0"] + [str(ends[i] - ends[i - 1]) for i in range(1, len(ends))]
+        diff = [0] * (len(ends) + 1)
+        model = inst.model_name
+        index = inst.index
+        for r in inst.finished:
+            em = r.emissions
+            parts = []
+            prev = -1
+            for j in range(0, len(em), 2):
+                s, c = em[j], em[j + 1]
+                if prev >= 0:
+                    g = ends[s] - prev
+                    parts.append(str(g))
+                    counts[g] = counts.get(g, 0) + 1
+                if c > 1:
+                    parts.append(", ".join(gap_str[s + 1:s + c]))
+                    diff[s + 1] += 1
+                    diff[s + c] -= 1
+                prev = ends[s + c - 1]
+            latency = r.finish - r.arrival
+            ttft = r.first_token - r.arrival
+            tpot = (latency - ttft) // (r.output - 1) if r.output > 1 else 0
+            yield RequestRow(index, r.rid, model, r.prompt, r.output, r.arrival, r.finish, latency,
+                             r.first_scheduled - r.arrival, ttft, tpot, f"[{', '.join(parts)}]")
+        w = 0
+        for i in range(1, len(ends)):
+            w += diff[i]
+            if w:
+                g = ends[i] - ends[i - 1]
+                counts[g] = counts.get(g, 0) + w
+
+
+class RowSink(Protocol):
+    """Where a run's rows go.  ``commit`` receives the summary's JSON text once every row is written
+    (a file sink writes both together); ``abort`` undoes a partial write."""
+
+    def write(self, row: RequestRow) -> None: ...
+
+    def commit(self, summary_json: str | None) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class ListSink:
+    """Rows kept in memory (tests, notebooks); the summary's text in ``summary_json``."""
+
+    def __init__(self):
+        self.rows: list[RequestRow] = []
+        self.summary_json: str | None = None
+
+    def write(self, row: RequestRow) -> None:
+        self.rows.append(row)
+
+    def commit(self, summary_json: str | None) -> None:
+        self.summary_json = summary_json
+
+    def abort(self) -> None:
+        self.rows = []
+
+    def csv_text(self) -> str:
+        return HEADER + "".join(row.csv_line() for row in self.rows)
+
+
+class CsvFileSink:
+    """The CSV at ``path`` and the summary beside it, both renamed into place at ``commit`` or neither."""
+
+    def __init__(self, path: str, summary_path: str):
+        from tpsim.io.writing import AtomicFiles
+
+        self.path = path
+        self.summary_path = summary_path
+        self._files = AtomicFiles()
+        try:
+            self._csv = self._files.open(path)
+            self._csv.write(HEADER)
+        except OSError as exc:
+            self._files.abort()
+            raise _unwritable(path, exc) from None
+
+    def write(self, row: RequestRow) -> None:
+        self._csv.write(row.csv_line())
+
+    def commit(self, summary_json: str | None) -> None:
+        try:
+            if summary_json is not None:
+                self._files.open(self.summary_path).write(summary_json)
+            self._files.commit()
+        except OSError as exc:
+            self._files.abort()
+            raise _unwritable(self.path, exc) from None
+
+    def abort(self) -> None:
+        self._files.abort()
+
+
+def _unwritable(path: str, exc: OSError) -> InputError:
+    return InputError(f"--output {path}: cannot write it ({exc.strerror or exc}); choose a writable file path")
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _csv_lines(path: Path):
+    """Yield (line number, fields) of a CSV whose last field (ITL) may be long."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, 1 << 30))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            for fields in reader:
+                yield reader.line_num, fields
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file; expected the 12-column per-request CSV") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: malformed CSV ({exc})") from None
+    finally:
+        csv.field_size_limit(limit)
+
+
+def read_rows(path) -> Iterator[tuple[str, RequestRow]]:
+    """(``path:line``, row) for each request of a 12-column CSV; the header is checked first."""
+    path = Path(path)
+    header_seen = False
+    for lineno, fields in _csv_lines(path):
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        where = f"{path}:{lineno}"
+        if not header_seen:
+            names = tuple(c.strip() for c in fields)
+            if names != COLUMNS:
+                raise InputError(f"{where}: expected the 12-column header '{','.join(COLUMNS)}', "
+                                 f"got '{','.join(names)}'")
+            header_seen = True
+            continue
+        if len(fields) != len(COLUMNS):
+            raise InputError(f"{where}: expected {len(COLUMNS)} columns, got {len(fields)}")
+        nums = []
+        for name, text in zip(COLUMNS, fields):
+            if name in _INT_COLUMNS:
+                try:
+                    nums.append(int(text.strip()))
+                except ValueError:
+                    raise InputError(f"{where}: column '{name}' must be an integer, got {text!r}") from None
+        yield where, RequestRow(nums[0], nums[1], fields[2], *nums[2:], fields[11].strip())
+    if not header_seen:
+        raise InputError(f"{path}: empty file; expected the 12-column per-request CSV")

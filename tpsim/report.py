@@ -1,0 +1,216 @@
+"""A run's report: the banner, the run summary (:class:`~tpsim.io.summary.RunSummary`) and the
+closing lines.  Everything here reads a finished (or refused) run; nothing here simulates."""
+
+from __future__ import annotations
+
+from tpsim import __version__
+from tpsim.build import InstanceSetup
+from tpsim.console import Console
+from tpsim.io.summary import RunSummary, summary_path
+from tpsim.sim.engine import SimResult
+from tpsim.sim.instance import Instance
+from tpsim.stats import describe, describe_weighted
+from tpsim.units import GB, GiB, NS_PER_S
+
+#: what every run approximates, stated once in each summary
+APPROXIMATIONS = [
+    "Iteration latency is predicted per step from batch shape (prefill chunks with their context, decode count "
+    "and total context); kernels are not executed.",
+    "Tensor parallelism: two ring all-reduces per decoder layer (after o_proj and down_proj) plus the embedding "
+    "all-reduce and the logits gather, costed as 2(n-1)*link_latency + 2(n-1)/n*S/link_bw with link_bw in GB/s "
+    "(1e9 B/s); no overlap of communication with compute, no NCCL protocol switching, no link contention.",
+    "Engine steps run back to back. Host-side work is a fixed per-step plus per-request overhead; with async "
+    "scheduling (vLLM >= 0.12's default) it overlaps the GPU and only its excess over the GPU time is charged, "
+    "and a request arriving while a step runs is first scheduled one step later (pp = 1: the next step was already "
+    "planned); without async scheduling, host work is charged in series.",
+    "Outputs are exactly output_toks tokens (ignore_eos); sampling parameters, speculative decoding, LoRA and "
+    "structured output are not modelled.",
+    "KV capacity = mem_size (GiB, as LLMServingSim reads it) x mem_util - weights - an estimated activation peak - "
+    "the hardware entry's reserve; vLLM measures these by profiling, so capacity can differ by a few percent.",
+    "queuing_delay is measured to the first scheduling of the request (LLMServingSim measures to the last prefill "
+    "chunk).",
+]
+PP_APPROXIMATION = ("Pipeline parallelism: a batch takes the full-model latency plus pp-1 hidden-state transfers; "
+                    "the next batch may start after one stage's share (balanced stages assumed).")
+
+
+def banner(console: Console, cluster, setups: list[InstanceSetup], trace_desc: str) -> None:
+    """What is about to run: the cluster, each instance's parallelism, memory per GPU and KV capacity."""
+    console.line(f"tpsim {__version__}: {len(setups)} instance(s) from {cluster.path}; "
+                 f"link_bw {cluster.link_bw_gbps:g} GB/s, link_latency {cluster.link_latency_ns:g} ns; {trace_desc}")
+    for s in setups:
+        c, m, e = s.config, s.memory, s.engine
+        console.line(
+            f"Instance [{c.index}] {c.model_name} on {c.num_npus}x {c.hardware} (tp={c.tp_size}, pp={c.pp_size}), "
+            f"{e.dtype}, perf model {s.latency.name}"
+        )
+        console.line(
+            f"  per GPU: weights {m.weights_bytes / GB:.2f} GB ({m.weights_bytes / GiB:.2f} GiB), activations "
+            f"{m.activation_bytes / GB:.2f} GB, reserve {m.reserve_bytes / GB:.2f} GB, budget {m.budget_bytes / GB:.2f} GB "
+            f"({c.npu_mem.mem_size_gib:g} GiB x {e.mem_util:g})"
+        )
+        console.line(
+            f"  KV cache: {m.kv_capacity_bytes / GB:.2f} GB/GPU = {m.num_blocks:,} blocks x {m.block_size} = "
+            f"{m.kv_capacity_tokens:,} tokens ({m.kv_bytes_per_token:,} B/token/GPU, {e.kv_cache_dtype})"
+        )
+
+
+def _instance_summary(s: InstanceSetup, inst: Instance | None) -> dict:
+    c = s.config
+    out = {
+        "instance": c.index,
+        "node": c.node,
+        "model": c.model_name,
+        "hardware": c.hardware,
+        "tp_size": c.tp_size,
+        "pp_size": c.pp_size,
+        "num_npus": c.num_npus,
+        "perf_model": s.latency.name,
+        "engine": {k: getattr(s.engine, k) for k in s.engine.__dataclass_fields__},
+        "memory": s.memory.as_dict(),
+        "latency_model": s.latency.describe(),
+    }
+    if inst is not None:
+        peak = inst.kv.peak_used
+        out.update({
+            "peak_kv_blocks_used": peak,
+            "peak_kv_utilization": round(peak / inst.kv.num_blocks, 6),
+            "peak_npu_mem_gb": round((s.memory.weights_bytes + peak * s.memory.block_size * s.memory.kv_bytes_per_token) / GB, 4),
+            "iterations": len(inst.iter_ends),
+            "finished": len(inst.finished),
+            "preemptions": inst.preemptions,
+            "recomputed_tokens": inst.recomputed_tokens,
+            "prefix_hit_tokens": inst.prefix_hit_tokens,
+            "prefix_queried_tokens": inst.kv.queried_tokens,
+        })
+    return out
+
+
+def _metrics(result: SimResult, itl_counts: dict) -> dict:
+    done = [r for inst in result.instances for r in inst.finished]
+    ttft = [r.first_token - r.arrival for r in done]
+    tpot = [(r.finish - r.first_token) // (r.output - 1) for r in done if r.output > 1]
+    lat = [r.finish - r.arrival for r in done]
+    queue = [r.first_scheduled - r.arrival for r in done]
+    ms = 1e-6
+    return {
+        "ttft": describe(ttft, ms),
+        "tpot": describe(tpot, ms),
+        "itl": describe_weighted(itl_counts, ms),
+        "latency": describe(lat, ms),
+        "queuing_delay": describe(queue, ms),
+    }
+
+
+#: the summary's timeline has at most this many bins; a longer run gets wider bins
+MAX_TIMELINE_BINS = 10_000
+
+
+def _timeline(result: SimResult) -> tuple[list[dict], float | None]:
+    """Throughput per bin of ``--log-interval`` (merged ``k`` at a time past MAX_TIMELINE_BINS bins)."""
+    if not result.gen_bins and not result.prompt_bins:
+        return [], None
+    last = max(max(result.gen_bins, default=0), max(result.prompt_bins, default=0))
+    k = -(-(last + 1) // MAX_TIMELINE_BINS)
+    prompt: dict[int, int] = {}
+    gen: dict[int, int] = {}
+    for src, dst in ((result.prompt_bins, prompt), (result.gen_bins, gen)):
+        for b, tokens in src.items():
+            dst[b // k] = dst.get(b // k, 0) + tokens
+    sec = result.interval_ns * k / NS_PER_S
+    return [
+        {"t_s": round((b + 1) * sec, 6),
+         "prompt_tokens_per_s": round(prompt.get(b, 0) / sec, 3),
+         "generation_tokens_per_s": round(gen.get(b, 0) / sec, 3)}
+        for b in range(last // k + 1)
+    ], round(sec, 9)
+
+
+def summarize(run, result: SimResult, itl_counts: dict, wall_s: float) -> RunSummary:
+    """The summary of a finished run (``run``: the :class:`~tpsim.prepare.PreparedRun`)."""
+    setups, instances = run.setups, result.instances
+    sim_s = result.end_ns / NS_PER_S
+    done = [r for inst in instances for r in inst.finished]
+    in_tok = sum(r.prompt for r in done)
+    out_tok = sum(r.output for r in done)
+    warnings = list(run.warnings) + [f"request {rej.request.rid} rejected: {rej.reason}" for rej in result.rejected]
+    approximations = list(APPROXIMATIONS)
+    if any(s.config.pp_size > 1 for s in setups):
+        approximations.append(PP_APPROXIMATION)
+    if any(s.engine.dtype == "fp8" and s.hardware.peak_tflops.get("fp8") is None for s in setups):
+        approximations.append("fp8 on a GPU without FP8 tensor cores: weight-only fp8 (16-bit math, 1-byte weights).")
+    for s in setups:
+        approximations.append(f"instance {s.config.index}: latency model '{s.latency.name}' "
+                              f"({s.latency.describe().get('source', s.hardware.source)})")
+    timeline, timeline_bin_s = _timeline(result)
+    if timeline_bin_s is not None and result.interval_ns != int(round(timeline_bin_s * NS_PER_S)):
+        approximations.append(f"timeline: bins of {timeline_bin_s:g} s, not --log-interval's "
+                              f"{result.interval_ns / NS_PER_S:g} s, to keep at most {MAX_TIMELINE_BINS:,} bins")
+    return RunSummary(
+        status="ok",
+        tpsim_version=__version__,
+        provenance=run.provenance,
+        instances=[_instance_summary(s, inst) for s, inst in zip(setups, instances)],
+        totals={
+            "requests": len(run.requests),
+            "finished": len(done),
+            "rejected": len(result.rejected),
+            "input_tokens": in_tok,
+            "output_tokens": out_tok,
+            "prefix_hit_tokens": sum(i.prefix_hit_tokens for i in instances),
+            "preemptions": sum(i.preemptions for i in instances),
+            "recomputed_tokens": sum(i.recomputed_tokens for i in instances),
+            "iterations": result.iterations,
+        },
+        simulated_time_s=round(sim_s, 9),
+        mean_requests_in_system=round(result.occupancy_ns / result.end_ns, 9) if result.end_ns else 0.0,
+        throughput={
+            "requests_per_s": round(len(done) / sim_s, 6) if sim_s else 0.0,
+            "input_tokens_per_s": round(in_tok / sim_s, 6) if sim_s else 0.0,
+            "output_tokens_per_s": round(out_tok / sim_s, 6) if sim_s else 0.0,
+            "total_tokens_per_s": round((in_tok + out_tok) / sim_s, 6) if sim_s else 0.0,
+        },
+        metrics_ms=_metrics(result, itl_counts),
+        timeline_bin_s=timeline_bin_s,
+        timeline=timeline,
+        rejected_requests=[{"request_id": r.request.rid, "reason": r.reason} for r in result.rejected],
+        approximations=approximations,
+        ignored=list(run.ignored),
+        warnings=warnings,
+        timing=timing(wall_s, sim_s),
+        extra=dict(run.config.summary_extra),
+    )
+
+
+def timing(wall_s: float, sim_s: float | None) -> dict:
+    return {"wall_time_s": round(wall_s, 6), "speedup": round(sim_s / wall_s, 3) if sim_s is not None and wall_s > 0 else None}
+
+
+def infeasible_summary(config, reason: str, ignored: list[str], provenance: dict, wall_s: float) -> RunSummary:
+    """--record-infeasible: why the run cannot happen (the CSV beside it has only its header)."""
+    return RunSummary(status="infeasible", reason=reason, tpsim_version=__version__, provenance=provenance,
+                      totals=None, ignored=list(ignored), timing=timing(wall_s, None),
+                      extra=dict(config.summary_extra))
+
+
+def final_lines(console: Console, s: dict, out: str | None) -> None:
+    """The closing summary on stdout: counts, throughput, latency statistics, wall time."""
+    t = s["totals"]
+    m = s["metrics_ms"]
+    tp = s["throughput"]
+    console.line("---- summary ----")
+    console.line(f"requests: {t['finished']} finished, {t['rejected']} rejected of {t['requests']}; "
+                 f"simulated time {s['simulated_time_s']:.3f} s in {t['iterations']:,} iterations; "
+                 f"preemptions {t['preemptions']}, prefix-cache hits {t['prefix_hit_tokens']:,} tokens")
+    console.line(f"throughput: {tp['requests_per_s']:.3f} req/s, prompt {tp['input_tokens_per_s']:.1f} tok/s, "
+                 f"generation {tp['output_tokens_per_s']:.1f} tok/s")
+    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("latency", "latency")):
+        d = m.get(key)
+        if d:
+            console.line(f"{label:8s} ms: mean {d['mean']:.2f}  p50 {d['p50']:.2f}  p90 {d['p90']:.2f}  p99 {d['p99']:.2f}")
+    timing = s["timing"]
+    console.line(f"wall time {timing['wall_time_s']:.3f} s ({timing['speedup']:,.0f}x faster than real time)"
+                 if timing["speedup"] else f"wall time {timing['wall_time_s']:.3f} s")
+    if out:
+        console.line(f"wrote {out} and {summary_path(out)}")
+
