@@ -17,7 +17,7 @@ from tpsim import __version__
 from tpsim.errors import InputError
 
 #: command modules, in the order ``tpsim --help`` lists them
-COMMANDS = ("run", "trace", "step", "profile", "calibrate", "validate", "replay")
+COMMANDS = ("run", "trace", "step", "profile", "calibrate", "validate", "replay", "import_tables")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -36,8 +36,9 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_files([(path, text)])
 
 
-def atomic_write_files(files: list[tuple[str, str]]) -> None:
-    """Write several files as one step: every temporary file first, then the renames.
+def atomic_write_files(files: list[tuple[str, str | bytes]]) -> None:
+    """Write several files (text, or bytes as given) as one step: every temporary file first,
+    then the renames.
 
     A failure while writing leaves none of them (and no temporary files) behind, so a
     CSV never appears without its summary.
@@ -50,8 +51,12 @@ def atomic_write_files(files: list[tuple[str, str]]) -> None:
             os.makedirs(folder, exist_ok=True)
             tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
             tmps.append((tmp, path))
-            with open(tmp, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
+            if isinstance(text, bytes):
+                with open(tmp, "wb") as f:
+                    f.write(text)
+            else:
+                with open(tmp, "w", encoding="utf-8", newline="") as f:
+                    f.write(text)
         for tmp, path in tmps:
             os.replace(tmp, path)
     except BaseException:
