@@ -19,7 +19,7 @@ from tpsim.console import silence_stdout
 from tpsim.errors import InputError
 
 #: command modules, in the order ``tpsim --help`` lists them
-COMMANDS = ("run", "trace", "step", "profile", "calibrate", "validate", "replay")
+COMMANDS = ("run", "trace", "step", "profile", "calibrate", "validate", "replay", "import_tables")
 
 
 def build_parser() -> argparse.ArgumentParser:
