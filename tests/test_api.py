@@ -120,23 +120,6 @@ def test_header_is_defined_once():
     assert HEADER.startswith("instance id,request id,model,")
 
 
-def _module_imports(path: Path, package: str) -> set[str]:
-    """Modules of ``package`` imported at module level (function-level imports are deliberate deferrals)."""
-    tree = ast.parse(path.read_text())
-    out = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(package):
-            out.add(node.module)
-            for alias in node.names:  # `from tpsim.config import typed` imports a module
-                if (REPO / (node.module.replace(".", "/") + f"/{alias.name}.py")).is_file():
-                    out.add(f"{node.module}.{alias.name}")
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.startswith(package))
-        elif isinstance(node, ast.If):  # `if TYPE_CHECKING:` blocks do not run
-            continue
-    return out
-
-
 def test_no_import_cycles():
     """Neither at module level nor through function-level imports: tpsim's import graph is a DAG."""
     modules = {}
@@ -146,11 +129,10 @@ def test_no_import_cycles():
         deps = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tpsim"):
-                deps.add(node.module)
-                for alias in node.names:
+                for alias in node.names:  # `from pkg import submodule` depends on the submodule
                     sub = f"{node.module}.{alias.name}"
-                    if (REPO / (sub.replace(".", "/") + ".py")).is_file() or (REPO / sub.replace(".", "/")).is_dir():
-                        deps.add(sub)
+                    is_module = (REPO / (sub.replace(".", "/") + ".py")).is_file() or (REPO / sub.replace(".", "/")).is_dir()
+                    deps.add(sub if is_module else node.module)
             elif isinstance(node, ast.Import):
                 deps.update(a.name for a in node.names if a.name.startswith("tpsim"))
         modules[name] = {d for d in deps if d != name}
