@@ -17,6 +17,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import json
 import os
+import re
 
 from tpsim.config import catalog, typed
 from tpsim.errors import InputError
@@ -55,6 +56,7 @@ class HardwareSpec:
     memory_gib: float
     memory_bw_gbps: float
     l2_cache_mib: float  # last-level cache; 0 if unknown (no reuse is assumed then)
+    compute_capability: str  # CUDA SM version ("9.0"); "" if unknown: selects vLLM's kernels and paths
     peak_tflops: dict  # dtype name -> dense TFLOPS (None where the GPU has no such tensor cores)
     link_bw_gbps: float  # default per-direction GPU-to-GPU bandwidth for derived configs
     link_latency_ns: float  # default GPU-to-GPU latency for derived configs
@@ -80,6 +82,16 @@ _PERF_FIELDS = {f.name: f for f in fields(PerfModelParams)}
 
 def _number(value, where: str, allow_zero: bool = False) -> float:
     return typed.number(value, where, 0.0, 1e15, allow_minimum=allow_zero)
+
+
+def _capability(value, where: str) -> str:
+    """``"9.0"``-style CUDA compute capability, or "" when the entry does not say."""
+    if value is None:
+        return ""
+    text = str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    if text is None or not re.fullmatch(r"\d{1,2}\.\d", text):
+        raise InputError(f"{where} must be a CUDA compute capability such as \"9.0\", got {typed.show(value)}")
+    return text
 
 
 def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
@@ -127,6 +139,7 @@ def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
         memory_gib=_number(spec["memory_gib"], f"{where}: spec.memory_gib"),
         memory_bw_gbps=_number(spec["memory_bw_gbps"], f"{where}: spec.memory_bw_gbps"),
         l2_cache_mib=_number(spec.get("l2_cache_mib", 0), f"{where}: spec.l2_cache_mib", allow_zero=True),
+        compute_capability=_capability(spec.get("compute_capability"), f"{where}: spec.compute_capability"),
         peak_tflops=peak_tflops,
         link_bw_gbps=_number(ic["link_bw_gbps"], f"{where}: spec.interconnect.link_bw_gbps"),
         link_latency_ns=_number(ic["link_latency_ns"], f"{where}: spec.interconnect.link_latency_ns", allow_zero=True),
