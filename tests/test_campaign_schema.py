@@ -15,6 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 import campaignlib
+import derive_config
 from campaignlib import CampaignError, load_campaign
 
 ROOTS = [REPO]
@@ -75,9 +76,9 @@ def test_h100_campaign_runs_on_h100():
     assert "seed" in camp.dims
     # as its comments say: no matrix.hardware, so the runs keep the base's npu_mem (80 GiB), not the catalog's
     assert all(r.hardware_override is None for r in camp.runs)
-    derived = campaignlib.derive_cluster_config(camp.base, camp.runs[0].params)
+    derived = derive_config.derive_cluster_config(camp.base, camp.runs[0].params)
     assert derived["nodes"][0]["instances"][0]["npu_mem"]["mem_size"] == 80
-    assert campaignlib.hardware_memory(REPO / "configs/hardware/H100.yaml")[0] == 79.65  # the other route
+    assert derive_config.hardware_memory(REPO / "configs/hardware/H100.yaml")[0] == 79.65  # the other route
 
 
 def test_runs_expand_with_hive_ids_and_parameters():

@@ -18,6 +18,7 @@ import aggregate
 import campaignlib
 import derive_config
 import figures
+import run_ids
 
 from tpsim.cli import main as tpsim_main
 
@@ -93,7 +94,7 @@ def test_derived_config_follows_the_run(tmp_path):
     base = json.loads((REPO / "configs/cluster/single_node_tp2_pp2.json").read_text())
     params = {"model": "Qwen/Qwen3-8B", "tp_size": 4, "link_bw": 64, "link_latency": 5000, "hardware": "H100",
               "max_num_seqs": 32, "max_num_batched_tokens": None}
-    doc = campaignlib.derive_cluster_config(base, params, campaignlib.hardware_memory(REPO / "configs/hardware/H100.yaml"))
+    doc = derive_config.derive_cluster_config(base, params, derive_config.hardware_memory(REPO / "configs/hardware/H100.yaml"))
     inst = doc["nodes"][0]["instances"][0]
     assert (doc["link_bw"], doc["link_latency"]) == (64, 5000)
     assert inst["model_name"] == "Qwen/Qwen3-8B" and inst["hardware"] == "H100"
@@ -106,7 +107,7 @@ def test_derived_config_follows_the_run(tmp_path):
 
 def test_same_hardware_keeps_the_base_memory():
     base = json.loads((REPO / "configs/cluster/single_node_single_instance.json").read_text())
-    doc = campaignlib.derive_cluster_config(base, {"model": "Qwen/Qwen3-32B", "tp_size": 1, "link_bw": 16,
+    doc = derive_config.derive_cluster_config(base, {"model": "Qwen/Qwen3-32B", "tp_size": 1, "link_bw": 16,
                                                    "hardware": "RTXPRO6000"})
     inst = doc["nodes"][0]["instances"][0]
     assert inst["npu_mem"] == base["nodes"][0]["instances"][0]["npu_mem"]
@@ -115,7 +116,7 @@ def test_same_hardware_keeps_the_base_memory():
 
 def test_every_instance_of_a_multi_instance_base_is_derived():
     base = json.loads((REPO / "configs/cluster/single_node_two_instances.json").read_text())
-    doc = campaignlib.derive_cluster_config(base, {"model": "Qwen/Qwen3-8B", "tp_size": 4, "link_bw": 100})
+    doc = derive_config.derive_cluster_config(base, {"model": "Qwen/Qwen3-8B", "tp_size": 4, "link_bw": 100})
     insts = doc["nodes"][0]["instances"]
     assert len(insts) == 2 and all(i["tp_size"] == 4 and i["num_npus"] == 4 for i in insts)
 
@@ -144,9 +145,9 @@ def test_generate_flags_map_to_tpsim_trace():
 
 def test_model_names_round_trip_through_paths():
     for name in ("Qwen/Qwen3-32B", "meta-llama/Llama-3.1-70B"):
-        enc = campaignlib.encode_model(name)
-        assert "/" not in enc and campaignlib.decode_model(enc) == name
-    assert campaignlib.fmt_value(16.0) == "16" and campaignlib.fmt_value(12.5) == "12.5"
+        enc = run_ids.encode_name(name)
+        assert "/" not in enc and run_ids.decode_name(enc) == name
+    assert run_ids.fmt_value(16.0) == "16" and run_ids.fmt_value(12.5) == "12.5"
 
 
 # ----------------------------------------------------------------------------- aggregate

@@ -80,9 +80,11 @@ def mean_ci(values) -> tuple[float, float, float, int]:
 
 
 def short_model(name: str, all_names) -> str:
+    """The model's label: its last path part unless two models share it; '$' escaped (matplotlib
+    would read text between two '$' as math, and fail on some)."""
     short = name.rsplit("/", 1)[-1]
     clash = sum(1 for n in all_names if n.rsplit("/", 1)[-1] == short) > 1
-    return name if clash else short
+    return (name if clash else short).replace("$", r"\$")
 
 
 def fmt_num(x) -> str:
