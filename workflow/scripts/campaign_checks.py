@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from campaign_yaml import CampaignError
 from run_ids import ALWAYS_IN_PATH, PATH_KEYS, match_key
 
 REPO = Path(__file__).resolve().parents[2]
+# Snakemake's wildcard syntax in a path: {name} or {name,constraint}
+SNAKEMAKE_WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,([^{}]+|\{\d+(,\d+)?\})*)?\s*\}")
 # Flags the pipeline sets itself; a campaign's tpsim_args may not override them.
 RESERVED_FLAGS = (
     "--cluster-config",
@@ -151,6 +154,8 @@ class Checks:
             if isinstance(values, list) else []
 
     def _file(self, key: str, path: str) -> str | None:
+        if self._wildcard(key, path):
+            return None
         found = resolve_path(path, self.roots)
         if found is None:
             self.problems.append(f"{key}: {path} does not exist")
@@ -187,6 +192,15 @@ class Checks:
             if "num_reqs" in gen and "duration_s" in gen:
                 self.problems.append("workload.generate: give num_reqs or duration_s, not both")
 
+    def _wildcard(self, key: str, path: str) -> bool:
+        """Snakemake reads '{name}' (and '{name,regex}') in an input path as a wildcard, with no
+        escape: such a path cannot be a job's input, whatever quoting the shell gets."""
+        match = SNAKEMAKE_WILDCARD.search(path)
+        if match:
+            self.problems.append(f"{key}: {form.show(path)} contains {match.group(0)!r}, which Snakemake reads as a "
+                                 "wildcard; rename the file (braces around anything but a plain word are fine)")
+        return bool(match)
+
     def _catalog_find(self, kind: str, name: str):
         try:
             return self.catalog.find(kind, name)
@@ -199,6 +213,8 @@ class Checks:
 
     def models(self) -> None:
         for i, model in self.matrix_names("model"):
+            if self._wildcard(f"matrix.model[{i}]", model):
+                continue
             path = self._catalog_find("model", f"{model}.json")
             if path is None and model.endswith(".json"):
                 path = self._file(f"matrix.model[{i}]", model)

@@ -22,6 +22,7 @@ SHOW_CHARS = 80
 # Free text: the only strings that may hold tabs and line breaks.
 FREE_TEXT = {("description",)}
 _BAD_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control characters, lone surrogates, line/paragraph separators
+_CONTROL_NAMES = {"\t": "tab", "\n": "line feed", "\r": "carriage return", "\0": "NUL", "\x1b": "escape"}
 
 
 def show(value) -> str:
@@ -158,7 +159,7 @@ def _bad_text(path, text, what) -> list[tuple[tuple, str]]:
         return []
     for i, ch in enumerate(text):
         if unicodedata.category(ch) in _BAD_CATEGORIES:
-            name = unicodedata.name(ch, f"U+{ord(ch):04X}").lower()
+            name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, f"U+{ord(ch):04X}").lower()
             return [(path, f"{where(path)}: the {what} {show(text)} contains a control character ({name}, at "
                            f"{i}); names, paths and flags may not")]
     return []
