@@ -235,6 +235,69 @@ def test_aggregate_rejects_a_truncated_csv(campaign, tmp_path):
     assert not (tmp_path / "out" / "campaign.duckdb").exists()
 
 
+def copy_runs(dirs, root: Path, edit) -> list[Path]:
+    """Copies of the run folders, each summary passed through ``edit(index, summary, params)``."""
+    out = []
+    for i, d in enumerate(dirs):
+        c = root / f"run{i}"
+        c.mkdir(parents=True)
+        summary = json.loads((d / "requests.summary.json").read_text())
+        params = json.loads((d / "run.json").read_text())
+        edit(i, summary, params)
+        (c / "requests.summary.json").write_text(json.dumps(summary))
+        (c / "run.json").write_text(json.dumps(params))
+        (c / "requests.csv").write_bytes((d / "requests.csv").read_bytes())
+        out.append(c)
+    return out
+
+
+def table_rows(db: Path, table: str) -> list:
+    return query(db, f"SELECT * EXCLUDE (run_dir) FROM {table} ORDER BY ALL" if table == "runs"
+                 else f"SELECT * FROM {table} ORDER BY ALL")
+
+
+def test_tables_do_not_depend_on_the_summary_timeline(campaign, tmp_path):
+    """Campaigns run tpsim with --log-interval 0 (no timeline): the tables never read it."""
+    def drop_timeline(i, summary, _params):
+        if i % 2:
+            summary.pop("timeline", None)
+        else:
+            summary["timeline"] = []
+
+    dirs = copy_runs(campaign["dirs"], tmp_path / "runs", drop_timeline)
+    run_aggregate(dirs, tmp_path / "out")
+    for table in ("runs", "requests"):
+        assert table_rows(tmp_path / "out/campaign.duckdb", table) == table_rows(campaign["out"] / "campaign.duckdb", table)
+    assert "timeline" not in Path(aggregate.__file__).read_text() + Path(figures.__file__).read_text()
+
+
+def test_an_odd_number_in_one_run_does_not_cost_the_campaign_its_tables(campaign, tmp_path):
+    """Integers past 32 bits go into BIGINT columns; values that fit no column become NULL with a
+    warning, and every run still has its row."""
+    def odd(i, summary, params):
+        if i == 0:
+            params["max_num_seqs"] = 10**11  # from a base config: past INT32
+            summary["instances"][0]["engine"]["max_num_batched_tokens"] = 2**40
+            summary["instances"][0]["memory"]["block_size"] = 2**70  # past BIGINT
+            summary["instances"][0]["peak_kv_utilization"] = "high"  # not a number
+            summary["throughput"]["requests_per_s"] = 10**400  # past a double
+
+    import io
+
+    dirs = copy_runs(campaign["dirs"], tmp_path / "runs", odd)
+    log = io.StringIO()
+    aggregate.aggregate([str(d / "run.json") for d in dirs], [str(d / "requests.csv") for d in dirs],
+                        [str(d / "requests.summary.json") for d in dirs], outputs_in(tmp_path / "out"), log=log)
+    row = query(tmp_path / "out/campaign.duckdb",
+                """SELECT max_num_seqs, engine_max_num_batched_tokens, block_size, peak_kv_utilization, throughput_rps
+                   FROM runs WHERE run_dir = $d""", {"d": str(dirs[0])})
+    assert row == [(10**11, 2**40, None, None, None)]
+    assert query(tmp_path / "out/campaign.duckdb", "SELECT count(*) FROM runs") == [(len(dirs),)]
+    warnings = [line for line in log.getvalue().splitlines() if line.startswith("aggregate: warning:")]
+    assert len(warnings) == 3 and all(str(dirs[0]) in w and "stored as NULL" in w for w in warnings), warnings
+    assert "block_size: 1180591620717411303424 does not fit a BIGINT column" in log.getvalue()
+
+
 # ----------------------------------------------------------------------------- figures
 
 

@@ -37,7 +37,10 @@ def printable(text: str) -> str:
 
 
 def finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """An int (any size) or a finite float; not a bool."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def where(path) -> str:

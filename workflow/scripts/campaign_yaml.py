@@ -111,6 +111,8 @@ def load_file(path) -> dict:
     try:
         _check_depth(text, path)
         doc = yaml.load(text, Loader=_loader())
+    except CampaignError:
+        raise
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import campaignlib
-from campaign_checks import first_pp, import_tpsim
+import campaignlib  # noqa: E402  (after the sys.path line)
+from campaign_checks import first_pp, import_tpsim  # noqa: E402
 
 
 def hardware_memory(hw_yaml_path: str) -> tuple[float, float]:
