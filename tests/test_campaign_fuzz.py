@@ -61,7 +61,7 @@ SLOTS = [((), k) for k in ("name", "description", "cluster", "workload", "matrix
 
 def lines_of(exc: CampaignError) -> list[str]:
     lines = str(exc).split("\n")
-    assert lines and all(line.startswith(f"campaign {SOURCE}: ") or line.startswith("campaign ") for line in lines), lines
+    assert lines and all(line.startswith(f"campaign {SOURCE}: ") for line in lines), lines
     assert len(lines) <= campaignlib.MAX_PROBLEMS + 1
     assert all(line.isprintable() and len(line) < 4000 for line in lines), lines
     return lines
@@ -105,7 +105,7 @@ def test_mutated_campaigns_load_or_fail_with_one_line_errors(doc):
     check_contract(doc)
 
 
-POSITIVE = st.one_of(st.integers(1, 2**31 - 1), st.floats(min_value=1e-300, max_value=1e300))
+POSITIVE = st.one_of(st.integers(1, 2**31 - 1), st.floats(min_value=1e-300, max_value=1e15))
 OPTIONAL = {"link_latency": st.one_of(st.integers(0, 10**12), st.floats(0, 1e12)), "seed": st.integers(0, 2**31 - 1),
             "rate": POSITIVE, "max_num_seqs": st.integers(1, 2**31 - 1), "hardware": st.sampled_from(["H100", "A100"]),
             "max_num_batched_tokens": st.integers(1, 2**31 - 1)}
@@ -212,7 +212,8 @@ SNAKEMAKE_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2*
                               st.text(max_size=20), st.sampled_from(HOSTILE))
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(mutated(values=SNAKEMAKE_SCALARS))
 def test_snakemake_shows_the_same_one_line_errors_and_no_traceback(tmp_path, doc):
     proc = snakemake_dry(tmp_path, yaml.safe_dump(doc, allow_unicode=True))

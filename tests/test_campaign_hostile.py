@@ -135,7 +135,8 @@ def test_hostile_tpsim_args_stay_one_argument(wd):
      "workload.trace: the value 't\\ttouch PWNED.jsonl' contains a control character (tab, at 1)"),
     ("matrix.model[0]", {"matrix": {"model": ["a;touch\tPWNED;b.json"], "tp_size": [1], "link_bw": [16]}},
      "matrix.model[0]: the value 'a;touch\\tPWNED;b.json' contains a control character (tab, at 7)"),
-    ("cluster", {"cluster": "c\nx.json"}, "cluster: the value 'c\\nx.json' contains a control character (line feed, at 1)"),
+    ("cluster", {"cluster": "c\nx.json"},
+     "cluster: the value 'c\\nx.json' contains a control character (line feed, at 1)"),
     ("matrix.model[0]", {"matrix": {"model": ["m{run}.json"], "tp_size": [1], "link_bw": [16]}},
      "matrix.model[0]: 'm{run}.json' contains '{run}', which Snakemake reads as a wildcard; rename the file"),
 ])

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import campaign_schema as form
-from campaign_yaml import CampaignError
+from campaign_yaml import CampaignError, printable
 from run_ids import ALWAYS_IN_PATH, PATH_KEYS, match_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,6 +88,7 @@ def first_pp(inst: dict) -> int:
 
 def _base_instances(base, cluster: str) -> list[dict]:
     """The base config's instances, each with a text model_name and hardware and an npu_mem."""
+    cluster = printable(cluster)
     nodes = base.get("nodes") if isinstance(base, dict) else None
     if not isinstance(nodes, list) or not all(isinstance(n, dict) and isinstance(n.get("instances"), list)
                                               for n in nodes):
@@ -111,13 +112,14 @@ def _base_instances(base, cluster: str) -> list[dict]:
 
 def read_base(cluster: str) -> tuple[dict, list[dict]]:
     """The base cluster config and its instances; CampaignError naming the file otherwise."""
+    shown = printable(cluster)
     try:
         with open(cluster, encoding="utf-8") as f:
             base = json.load(f)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise CampaignError(f"cluster: {cluster}: malformed JSON ({form.show(str(exc))[1:-1]})") from None
+        raise CampaignError(f"cluster: {shown}: malformed JSON ({form.show(str(exc))[1:-1]})") from None
     except OSError as exc:
-        raise CampaignError(f"cluster: {cluster}: cannot read it ({exc.strerror or exc})") from None
+        raise CampaignError(f"cluster: {shown}: cannot read it ({exc.strerror or exc})") from None
     return base, _base_instances(base, cluster)
 
 
@@ -158,9 +160,9 @@ class Checks:
             return None
         found = resolve_path(path, self.roots)
         if found is None:
-            self.problems.append(f"{key}: {path} does not exist")
+            self.problems.append(f"{key}: {printable(path)} does not exist")
         elif not os.path.isfile(found):
-            self.problems.append(f"{key}: {path} is not a file")
+            self.problems.append(f"{key}: {printable(path)} is not a file")
             return None
         return found
 
@@ -245,8 +247,8 @@ class Checks:
             return
         lat = scalar(self.base.get("link_latency"))
         if not form.finite_number(lat) or lat < 0:
-            self.problems.append(f"cluster: {self.cluster}: link_latency {form.show(lat)} is not a number >= 0 "
-                                 "(or give matrix.link_latency)")
+            self.problems.append(f"cluster: {printable(self.cluster)}: link_latency {form.show(lat)} is not a "
+                                 "number >= 0 (or give matrix.link_latency)")
 
     def tpsim_args(self) -> None:
         """No flag the pipeline sets, nor an abbreviation argparse would expand to one."""
@@ -254,7 +256,7 @@ class Checks:
         for i, arg in enumerate(args):
             if not isinstance(arg, str) or not self.valid("tpsim_args", i):
                 continue
-            flag = arg.split("=", 1)[0]
+            flag = printable(arg.split("=", 1)[0])
             if flag in RESERVED_FLAGS:
                 self.problems.append(f"tpsim_args[{i}]: {flag} is set by the pipeline; use the matrix or "
                                      "perf_model instead")

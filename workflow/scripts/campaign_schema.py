@@ -27,20 +27,17 @@ _CONTROL_NAMES = {"\t": "tab", "\n": "line feed", "\r": "carriage return", "\0":
 
 def show(value) -> str:
     """``repr`` of a value the user wrote, cut to SHOW_CHARS characters (one line, always)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**SHOW_CHARS:
+        return f"<int of {math.floor(math.log10(abs(value))) + 1} digits>"  # repr may refuse past 4,300 digits
     text = repr(value)
     return text if len(text) <= SHOW_CHARS else text[:SHOW_CHARS - 3] + "..."
 
 
-def printable(text: str) -> str:
-    """Text as written when it is printable, else with its control characters escaped (one line)."""
-    return text if text.isprintable() else repr(text)[1:-1]
-
-
 def finite_number(value) -> bool:
-    """An int (any size) or a finite float; not a bool."""
+    """A finite float, or an int a float could hold (below 1e300); not a bool."""
     if isinstance(value, float):
         return math.isfinite(value)
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**300
 
 
 def where(path) -> str:
@@ -111,10 +108,14 @@ _DESCRIBE = {
     "maxLength": lambda err, at: f"{at}: longer than {err.validator_value} characters",
     "minLength": lambda err, at: f"{at}: must not be empty",
     "anyOf": lambda err, at: f"{at}: expected a value or a list of values, got {show(err.instance)}",
-    "maximum": lambda err, at: f"{at}: {show(err.instance)} is more than the maximum, {err.validator_value:,}",
-    "minimum": lambda err, at: f"{at}: {show(err.instance)} is less than the minimum, {err.validator_value:,}",
+    "maximum": lambda err, at: f"{at}: {show(err.instance)} is more than the maximum, {_num(err.validator_value)}",
+    "minimum": lambda err, at: f"{at}: {show(err.instance)} is less than the minimum, {_num(err.validator_value)}",
     "exclusiveMinimum": lambda err, at: f"{at}: {show(err.instance)} must be more than {err.validator_value}",
 }
+
+
+def _num(value) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else str(value)
 
 
 def _cut(message: str) -> str:
@@ -187,10 +188,30 @@ def duplicate_problems(matrix, accepted) -> list[tuple[tuple, str]]:
     return problems
 
 
+def huge_number_problems(doc) -> list[tuple[tuple, str]]:
+    """Integers no float could hold (1e300 and beyond) are refused and set to None in ``doc`` (a
+    private copy): JSON Schema's own messages cannot even print one past 4,300 digits."""
+    problems = []
+    stack = [((), doc)]
+    while stack:
+        path, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**300:
+                problems.append(((*path, key), f"{where((*path, key))}: {show(value)} is too large "
+                                               "(numbers must be below 1e300)"))
+                node[key] = None
+            else:
+                stack.append(((*path, key), value))
+    return problems
+
+
 def form_problems(doc: dict, schema_path: Path = SCHEMA) -> list[tuple[tuple, str]]:
-    """(path, message) of every problem of form -- schema, control characters, repeated matrix
-    values -- sorted by path."""
-    problems = schema_problems(doc, schema_path) + text_problems(doc)
+    """(path, message) of every problem of form -- numbers too large, schema, control characters,
+    repeated matrix values -- sorted by path.  (Sets numbers too large to None in ``doc``.)"""
+    huge = huge_number_problems(doc)
+    problems = huge + [p for p in schema_problems(doc, schema_path) if p[0] not in {path for path, _ in huge}]
+    problems += text_problems(doc)
     bad = [path for path, _ in problems]
     problems += duplicate_problems(doc.get("matrix"), lambda path: not any(b[:len(path)] == path for b in bad))
     return sorted(problems, key=lambda p: list(map(str, p[0])))

@@ -26,6 +26,12 @@ class CampaignError(ValueError):
     """A campaign that cannot run; the message names the file and the offending key."""
 
 
+def printable(text) -> str:
+    """Text as written when it is printable, else with its unprintable characters escaped (one line)."""
+    text = str(text)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _limit(env: str, default: int) -> int:
     text = os.environ.get(env, "")
     try:
@@ -48,8 +54,8 @@ def max_nodes() -> int:
 def check_size(path, size: int) -> None:
     limit = max_bytes()
     if size > limit:
-        raise CampaignError(f"campaign {path}: {size:,} bytes, more than the limit of {limit:,} (a campaign is a "
-                            "few hundred bytes; raise it with the environment variable TPSIM_CAMPAIGN_MAX_BYTES)")
+        raise CampaignError(f"campaign {printable(path)}: {size:,} bytes, more than the limit of {limit:,} (a campaign "
+                            "is a few hundred bytes; raise it with the environment variable TPSIM_CAMPAIGN_MAX_BYTES)")
 
 
 def check_file_size(path) -> None:
@@ -57,9 +63,9 @@ def check_file_size(path) -> None:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise CampaignError(f"campaign {path}: cannot read it ({exc.strerror})") from None
+        raise CampaignError(f"campaign {printable(path)}: cannot read it ({exc.strerror})") from None
     if not os.path.isfile(path):
-        raise CampaignError(f"campaign {path}: not a regular file")
+        raise CampaignError(f"campaign {printable(path)}: not a regular file")
     check_size(path, st.st_size)
 
 
@@ -69,15 +75,15 @@ def read_text(path) -> str:
         with open(path, "rb") as f:
             data = f.read(max_bytes() + 1)
     except FileNotFoundError:
-        raise CampaignError(f"campaign {path}: no such file") from None
+        raise CampaignError(f"campaign {printable(path)}: no such file") from None
     except OSError as exc:
-        raise CampaignError(f"campaign {path}: cannot read it ({exc.strerror or exc})") from None
+        raise CampaignError(f"campaign {printable(path)}: cannot read it ({exc.strerror or exc})") from None
     check_size(path, len(data))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
-        raise CampaignError(f"campaign {path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); "
+        raise CampaignError(f"campaign {printable(path)}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); "
                             "save the file as UTF-8") from None
 
 
@@ -98,7 +104,8 @@ def _check_depth(text: str, path) -> None:
             depth += 1
             if depth > MAX_DEPTH:
                 line = event.start_mark.line + 1 if event.start_mark else 0
-                raise CampaignError(f"campaign {path}:{line}: nested more than {MAX_DEPTH} levels deep")
+                raise CampaignError(f"campaign {printable(path)}:{line}: nested more than {MAX_DEPTH} levels "
+                                    "deep")
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
             depth -= 1
 
@@ -117,12 +124,13 @@ def load_file(path) -> dict:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CampaignError(f"campaign {path}{line}: malformed YAML ({problem})") from None
+        raise CampaignError(f"campaign {printable(path)}{line}: malformed YAML ({printable(problem)})") from None
     except ValueError as exc:  # an integer past Python's digit limit, a bad timestamp, ...
-        raise CampaignError(f"campaign {path}: malformed YAML ({str(exc).splitlines()[0][:200]})") from None
+        problem = printable(str(exc).splitlines()[0][:200])
+        raise CampaignError(f"campaign {printable(path)}: malformed YAML ({problem})") from None
     if not isinstance(doc, dict):
-        raise CampaignError(f"campaign {path}: expected a mapping of keys (name, cluster, workload, matrix), "
-                            f"got {type(doc).__name__}")
+        raise CampaignError(f"campaign {printable(path)}: expected a mapping of keys (name, cluster, workload, "
+                            f"matrix), got {type(doc).__name__}")
     return doc
 
 
@@ -143,16 +151,17 @@ def check_structure(doc, source) -> None:
             size[key] = 1 + sum(size.get(id(c), 1) for c in children)
             depth[key] = 1 + max((depth.get(id(c), 0) for c in children), default=0)
             if size[key] > limit:
-                raise CampaignError(f"campaign {source}: more than {limit:,} values once its YAML aliases are "
-                                    "expanded (a campaign has a few hundred; raise the limit with the environment "
+                raise CampaignError(f"campaign {printable(source)}: more than {limit:,} values once its YAML aliases "
+                                    "are expanded (a campaign has a few hundred; raise the limit with the environment "
                                     "variable TPSIM_CAMPAIGN_MAX_NODES)")
             if depth[key] > MAX_DEPTH:
-                raise CampaignError(f"campaign {source}: nested more than {MAX_DEPTH} levels deep")
+                raise CampaignError(f"campaign {printable(source)}: nested more than {MAX_DEPTH} levels deep")
             continue
         if key in size or not children:
             continue
         if key in open_ids:
-            raise CampaignError(f"campaign {source}: a YAML alias refers to a value that contains it (a loop)")
+            raise CampaignError(f"campaign {printable(source)}: a YAML alias refers to a value that contains it "
+                                "(a loop)")
         open_ids.add(key)
         stack.append((node, True))
         stack.extend((c, False) for c in children if id(c) not in size)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import campaign_schema as form
 from campaign_checks import Checks, first_pp, import_tpsim, rel_path, scalar
-from campaign_yaml import CampaignError, check_structure, load_file
+from campaign_yaml import CampaignError, check_structure, load_file, printable
 from run_ids import ALWAYS_IN_PATH, PATH_KEYS, canonical_number, fmt_value, match_key, run_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +133,7 @@ def load_campaign(doc: dict, *, source: str = "<config>", roots: list[Path] | No
                   schema_path: Path = SCHEMA) -> Campaign:
     """Validate ``doc`` and expand it into runs.  Raises CampaignError naming every problem."""
     roots = roots if roots is not None else [Path("."), REPO]
-    prefix = f"campaign {form.printable(str(source))}"
+    prefix = f"campaign {printable(str(source))}"
     if not isinstance(doc, dict) or not doc:
         raise CampaignError(f"{prefix}: empty; expected keys name, cluster, workload, matrix")
     check_structure(doc, prefix.removeprefix("campaign "))  # before anything walks it
