@@ -210,15 +210,18 @@ M = {"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16]}
     ({"link_bw": [-3.5]}, "matrix.link_bw[0]: -3.5 must be more than 0"),
     ({"link_latency": [float("nan")]}, "matrix.link_latency[0]: expected a finite number, got nan"),
     ({"rate": [float("inf")]}, "matrix.rate[0]: expected a finite number, got inf"),
-    ({"tp_size": [2147483648]}, "matrix.tp_size[0]: 2147483648 is more than the maximum, 2,147,483,647"),
-    ({"tp_size": [1e300]}, "matrix.tp_size[0]: 1e+300 is more than the maximum, 2,147,483,647"),
+    ({"tp_size": [2147483648]}, "matrix.tp_size[0]: 2147483648 is more than the maximum, 65,536"),
+    ({"tp_size": [1e300]}, "matrix.tp_size[0]: 1e+300 is more than the maximum, 65,536"),
+    ({"link_bw": [2e6]}, "matrix.link_bw[0]: 2000000.0 is more than the maximum, 1,000,000"),
+    ({"link_latency": [1e11]}, "matrix.link_latency[0]: 100000000000.0 is more than the maximum, 10,000,000,000"),
+    ({"rate": [1e-9]}, "matrix.rate[0]: 1e-09 is less than the minimum, 1e-06"),
     ({"max_num_seqs": [10**11]}, "matrix.max_num_seqs[0]: 100000000000 is more than the maximum, 2,147,483,647"),
     ({"max_num_batched_tokens": [0]}, "matrix.max_num_batched_tokens[0]: 0 is less than the minimum, 1"),
     ({"seed": [2**31]}, "matrix.seed[0]: 2147483648 is more than the maximum, 2,147,483,647"),
     ({"seed": [True]}, "matrix.seed[0]: expected integer, got True"),
     ({"tp_size": [10**5000]}, "matrix.tp_size[0]: <int of 5001 digits> is too large (numbers must be below 1e300)"),
     ({"link_bw": [10**400]}, "matrix.link_bw[0]: <int of 401 digits> is too large (numbers must be below 1e300)"),
-    ({"link_bw": [10**299]}, "matrix.link_bw[0]: <int of 300 digits> is more than the maximum, 1,000,000,000,000,000"),
+    ({"link_bw": [10**299]}, "matrix.link_bw[0]: <int of 300 digits> is more than the maximum, 1,000,000"),
 ])
 def test_numbers_are_finite_and_in_range(over, line):
     doc = good(matrix={**M, **over})
@@ -228,13 +231,40 @@ def test_numbers_are_finite_and_in_range(over, line):
 
 
 @pytest.mark.parametrize("generate, line", [
-    ({"num_reqs": 2**31}, "workload.generate.num_reqs: 2147483648 is more than the maximum, 2,147,483,647"),
+    ({"num_reqs": 2**31}, "workload.generate.num_reqs: 2147483648 is more than the maximum, 10,000,000"),
+    ({"duration_s": 2e9}, "workload.generate.duration_s: 2000000000.0 is more than the maximum, 1,000,000,000"),
     ({"num_reqs": 3, "seed": -1}, "workload.generate.seed: -1 is less than the minimum, 0"),
     ({"duration_s": float("inf")}, "workload.generate.duration_s: expected a finite number, got inf"),
     ({"num_reqs": 3, "rate": float("nan")}, "workload.generate.rate: expected a finite number, got nan"),
 ])
 def test_generator_numbers_are_finite_and_in_range(generate, line):
     assert errors_of(good(workload={"generate": generate})).splitlines() == [f"campaign c.yaml: {line}"]
+
+
+def test_ranges_are_tpsims_own():
+    """The schema's ranges are the ones tpsim enforces: a campaign the schema accepts is not refused
+    by tpsim for a number in range, and one tpsim would refuse is refused before anything runs."""
+    from tpsim.config import cluster, typed
+    from tpsim import tracegen
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/campaign.schema.yaml").read_text())
+    m, gen, defs = schema["properties"]["matrix"]["properties"], \
+        schema["properties"]["workload"]["properties"]["generate"]["properties"], schema["$defs"]
+    assert m["tp_size"]["items"]["maximum"] == cluster.MAX_GPUS
+    assert m["link_bw"]["items"]["maximum"] == cluster.MAX_LINK_BW_GBPS
+    assert m["link_latency"]["items"]["maximum"] == cluster.MAX_LATENCY_NS
+    assert (defs["rate"]["minimum"], defs["rate"]["maximum"]) == (tracegen.MIN_RATE, tracegen.MAX_RATE)
+    assert gen["num_reqs"]["maximum"] == tracegen.MAX_REQUESTS
+    assert gen["duration_s"]["maximum"] == gen["start_s"]["maximum"] == tracegen.MAX_SECONDS
+    assert defs["count"]["maximum"] == m["seed"]["items"]["maximum"] == typed.MAX_INT32
+
+
+def test_tp_times_the_base_pp_stays_within_tpsims_gpus():
+    doc = good(cluster="configs/cluster/single_node_tp2_pp2.json",
+               matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [2, 65536], "link_bw": [16]})
+    assert errors_of(doc).splitlines() == [
+        "campaign c.yaml: matrix.tp_size[1]: 65536 x the base config's pp_size 2 = 131,072 GPUs per instance, "
+        "more than tpsim takes (65,536)"]
 
 
 def test_the_matrix_size_is_checked_before_anything_walks_it():

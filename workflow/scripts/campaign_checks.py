@@ -241,6 +241,16 @@ class Checks:
                 continue
             self.hardware_paths[hw] = rel_path(path)
 
+    def gpus(self) -> None:
+        """tp_size x each instance's pp_size within tpsim's GPUs per instance."""
+        from tpsim.config.cluster import MAX_GPUS
+
+        pp = max((first_pp(inst) for inst in self.instances), default=1)
+        for i, tp in enumerate(self.matrix_list("tp_size") or []):
+            if isinstance(tp, int) and tp * pp > MAX_GPUS:
+                self.problems.append(f"matrix.tp_size[{i}]: {tp} x the base config's pp_size {pp} = {tp * pp:,} GPUs "
+                                     f"per instance, more than tpsim takes ({MAX_GPUS:,})")
+
     def base_link_latency(self) -> None:
         """The base's link_latency goes into every run's parameters unless the matrix sets it."""
         if "link_latency" in self.matrix or not self.instances:
@@ -291,8 +301,8 @@ class Checks:
                 break
 
     def run_all(self) -> list[str]:
-        for check in (self.cluster_config, self.workload, self.models, self.hardware, self.base_link_latency,
-                      self.tpsim_args, self.exclude):
+        for check in (self.cluster_config, self.workload, self.models, self.hardware, self.gpus,
+                      self.base_link_latency, self.tpsim_args, self.exclude):
             check()
         return self.problems
 
