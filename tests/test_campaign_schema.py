@@ -193,6 +193,12 @@ def test_schema_errors_name_the_key(doc, needle):
     (good(tpsim_args=["--r", "x"]), "tpsim_args[0]: --r abbreviates --run-id or --record-infeasible"),
     (good(tpsim_args=["--seed=3"]), "tpsim_args[0]: --seed is set by the pipeline"),
     (good(exclude=[{"tp_size": "1"}]), "exclude[0].tp_size: '1' is not in matrix.tp_size"),
+    (good(matrix={"model": ["../configs/model/Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16]}),
+     "matrix.model[0]: model name ../configs/model/Qwen/Qwen3-8B is not a catalog name"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16], "hardware": ["x" * 129]}),
+     "matrix.hardware[0]: longer than 128 characters"),
+    (good(matrix={"model": ["nope/config.json"], "tp_size": [1], "link_bw": [16]}),
+     "matrix.model[0]: nope/config.json does not exist"),
 ])
 def test_semantic_errors_name_the_key(doc, needle):
     msg = errors_of(doc)

@@ -105,6 +105,17 @@ def test_derived_config_follows_the_run(tmp_path):
     assert base["nodes"][0]["instances"][0]["tp_size"] == 2  # the base itself is untouched
 
 
+def test_a_model_given_as_a_path_is_derived_as_the_file_the_campaign_found():
+    """tpsim reads a model path from the working folder; the campaign also looks in the repository."""
+    base = json.loads((REPO / "configs/cluster/single_node_single_instance.json").read_text())
+    params = {"model": "configs/model/Qwen/Qwen3-8B.json", "tp_size": 1, "link_bw": 16}
+    found = str(REPO / "configs/model/Qwen/Qwen3-8B.json")
+    doc = derive_config.derive_cluster_config(base, params, None, found)
+    assert doc["nodes"][0]["instances"][0]["model_name"] == found
+    doc = derive_config.derive_cluster_config(base, dict(params, model="Qwen/Qwen3-8B"), None, found)
+    assert doc["nodes"][0]["instances"][0]["model_name"] == "Qwen/Qwen3-8B"  # a catalog name stays a name
+
+
 def test_same_hardware_keeps_the_base_memory():
     base = json.loads((REPO / "configs/cluster/single_node_single_instance.json").read_text())
     doc = derive_config.derive_cluster_config(base, {"model": "Qwen/Qwen3-32B", "tp_size": 1, "link_bw": 16,

@@ -137,8 +137,9 @@ class Checks:
         self.hardware_paths: dict[str, str] = {}
         import_tpsim()
         from tpsim.config import catalog
+        from tpsim.errors import InputError
 
-        self.catalog = catalog
+        self.catalog, self.input_error = catalog, InputError
 
     def valid(self, *path) -> bool:
         """No schema or text problem at ``path`` or inside it."""
@@ -213,26 +214,40 @@ class Checks:
     def known_models(self) -> str:
         return ", ".join(self.catalog.available("model", ".json"))
 
+    def _catalog_name(self, kind: str, key: str, name: str) -> bool:
+        """tpsim's rule for a catalog name (no '..', not absolute, letters, digits, '._+-')."""
+        try:
+            self.catalog.check_name(kind, name)
+        except self.input_error as exc:
+            self.problems.append(f"{key}: {printable(str(exc))}")
+            return False
+        return True
+
     def models(self) -> None:
+        """As tpsim resolves them: a name ending in .json is a file path; any other is a catalog name."""
         for i, model in self.matrix_names("model"):
-            if self._wildcard(f"matrix.model[{i}]", model):
+            key = f"matrix.model[{i}]"
+            if self._wildcard(key, model):
                 continue
-            path = self._catalog_find("model", f"{model}.json")
-            if path is None and model.endswith(".json"):
-                path = self._file(f"matrix.model[{i}]", model)
+            if model.endswith(".json"):
+                path = self._file(key, model)
+            elif self._catalog_name("model", key, model):
+                path = self._catalog_find("model", f"{model}.json")
                 if path is None:
-                    continue
-            if path is None:
-                self.problems.append(f"matrix.model[{i}]: unknown model {form.show(model)} (no "
-                                     f"configs/model/{form.show(model)[1:-1]}.json); known: {self.known_models}")
-                continue
-            self.model_paths[model] = rel_path(path)
+                    self.problems.append(f"{key}: unknown model {form.show(model)} (no configs/model/"
+                                         f"{form.show(model)[1:-1]}.json); known: {self.known_models}")
+            else:
+                path = None
+            if path is not None:
+                self.model_paths[model] = rel_path(path)
 
     def hardware(self) -> None:
         names = {hw: f"matrix.hardware[{i}]" for i, hw in reversed(self.matrix_names("hardware"))}
         for inst in self.instances:
             names.setdefault(inst["hardware"], "cluster")
         for hw, key in sorted(names.items(), key=lambda item: item[1] == "cluster"):
+            if not self._catalog_name("hardware", key, hw):
+                continue
             path = self._catalog_find("hardware", f"{hw}.yaml")
             if path is None:
                 known = ", ".join(self.catalog.available("hardware", ".yaml"))

@@ -38,11 +38,14 @@ def hardware_memory(hw_yaml_path: str) -> tuple[float, float]:
     return spec.memory_gib, spec.memory_bw_gbps
 
 
-def derive_cluster_config(base: dict, params: dict, hw_memory: tuple[float, float] | None = None) -> dict:
+def derive_cluster_config(base: dict, params: dict, hw_memory: tuple[float, float] | None = None,
+                          model_path: str | None = None) -> dict:
     """The run's cluster config: the base with the run's parameters applied to every instance.
 
     * ``link_bw`` (and ``link_latency`` when the run has one) replace the top-level values;
-    * every instance gets the model, ``tp_size`` and ``num_npus = tp_size x pp_size`` (its own pp);
+    * every instance gets the model (a model given as a path to a .json: ``model_path``, the file
+      the campaign resolved, so that tpsim finds it from the working folder), ``tp_size`` and
+      ``num_npus = tp_size x pp_size`` (its own pp);
     * ``hardware``: when it differs from an instance's, ``npu_mem.mem_size`` (GiB) and ``mem_bw``
       come from the catalog (``hw_memory``); otherwise the base's ``npu_mem`` stays;
     * ``max_num_seqs`` / ``max_num_batched_tokens`` become instance keys when set.
@@ -54,7 +57,7 @@ def derive_cluster_config(base: dict, params: dict, hw_memory: tuple[float, floa
     for node in doc["nodes"]:
         for inst in node["instances"]:
             pp = first_pp(inst)
-            inst["model_name"] = params["model"]
+            inst["model_name"] = model_path if model_path and params["model"].endswith(".json") else params["model"]
             inst["tp_size"] = params["tp_size"]
             inst["pp_size"] = pp
             inst["num_npus"] = params["tp_size"] * pp
@@ -90,11 +93,12 @@ def main(argv=None) -> int:
     import_tpsim()
     from tpsim.errors import InputError
 
+    records = dict(item.partition("=")[::2] for item in args.record)
     try:
         with open(args.base, encoding="utf-8") as f:
             base = json.load(f)
         hw_memory = hardware_memory(args.hardware) if args.hardware else None
-        doc = derive_cluster_config(base, params, hw_memory)
+        doc = derive_cluster_config(base, params, hw_memory, records.get("model_config"))
     except (InputError, ValueError, KeyError, TypeError, OSError) as exc:
         print(f"derive_config: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
@@ -103,8 +107,7 @@ def main(argv=None) -> int:
     record["inputs"] = {"base_cluster_config": _input(args.base), "cluster_config": _input(args.cluster_out)}
     if args.hardware:
         record["inputs"]["hardware_catalog"] = _input(args.hardware)
-    for item in args.record:
-        name, _, path = item.partition("=")
+    for name, path in records.items():
         record["inputs"][name] = _input(path)
     record["git_dirty"] = campaignlib.git_dirty()
     campaignlib.write_json_atomic(args.run_out, record)
