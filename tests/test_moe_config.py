@@ -140,3 +140,18 @@ def test_mixtral_reads_the_expert_width_from_intermediate_size():
     assert x.norm_topk_prob is True  # vLLM hard-codes renormalize=True for Mixtral
     with pytest.raises(NotSupportedError, match="field 'moe_intermediate_size'"):
         parse({**cfg, "moe_intermediate_size": 1024})
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["step", "--model", "Qwen/Qwen3-30B-A3B", "--hardware", "RTXPRO6000", "--decode", "8@100"],
+     "Qwen/Qwen3-30B-A3B is a mixture-of-experts model and the MoE latency model is not built yet"),
+    (["profile", "--model", "mistralai/Mixtral-8x7B-v0.1", "--device", "cpu", "--grid", "tiny", "--out", "{out}"],
+     "--model mistralai/Mixtral-8x7B-v0.1: a mixture-of-experts model; tpsim profile times dense decoder layers only"),
+])
+def test_commands_without_an_moe_model_refuse_one_in_one_line(tmp_path, argv, message):
+    from conftest import run_subprocess
+
+    out = tmp_path / "bundle"
+    proc = run_subprocess(["-m", "tpsim", *[a.replace("{out}", str(out)) for a in argv]])
+    assert proc.returncode == 2 and proc.stderr.startswith("tpsim: error: ")
+    assert message in proc.stderr and proc.stderr.count("\n") == 1 and not out.exists()
