@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import jsonschema
 import pytest
 from conftest import read_csv_rows, run_subprocess, shared_path, write_trace
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ from tpsim.config.engine import DEFAULTS
 from tpsim.config.hardware import load_hardware
 from tpsim.config.model import load_model
 from tpsim.config.parallel import ParallelLayout, resolve_layouts
+from tpsim.io.summary import SCHEMA_PATH
 from tpsim.memory import plan_memory, pp_stages
 from tpsim.report import layout_lines
 from tpsim.units import GB, GiB
@@ -84,6 +86,9 @@ def test_llmservingsim_dp_group_resolves_to_vllms_dp2_ep2_layout():
     assert a.as_dict() == {"dp_group": "A", "dp_size": 2, "dp_rank": 0, "group_instances": [0, 1], "ep_size": 2,
                            "ep_source": "ep_size", "expert_parallel": True, "expert_tp": 1, "ep_ranks": [0],
                            "experts_per_gpu": [64], "lockstep": True}
+    parallel = json.loads(SCHEMA_PATH.read_text())["properties"]["instances"]["items"]["properties"]["parallel"]
+    for lay in (a, b):
+        jsonschema.Draft202012Validator(parallel).validate(lay.as_dict())
 
 
 def test_the_shared_llmservingsim_config_parses_unchanged():
@@ -147,6 +152,7 @@ def test_dense_dp_group_is_independent_and_ep_size_is_noted_as_moot(tmp_path):
     assert "DP rank 1 of 2 (dp_group 'd': instances 0, 1; dense: independent engines)" in proc.stdout
     assert {r["instance id"] for r in read_csv_rows(out)} == {"0", "1"}
     summary = json.loads(out.with_suffix(".summary.json").read_text())
+    jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(summary)
     assert [s["parallel"]["dp_rank"] for s in summary["instances"]] == [0, 1]
     assert summary["ignored"][-2:] == [note.replace("c.json", str(cfg), 1) for note in notes]
 
