@@ -15,6 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 import campaignlib
+import derive_config
 from campaignlib import CampaignError, load_campaign
 
 ROOTS = [REPO]
@@ -75,9 +76,9 @@ def test_h100_campaign_runs_on_h100():
     assert "seed" in camp.dims
     # as its comments say: no matrix.hardware, so the runs keep the base's npu_mem (80 GiB), not the catalog's
     assert all(r.hardware_override is None for r in camp.runs)
-    derived = campaignlib.derive_cluster_config(camp.base, camp.runs[0].params)
+    derived = derive_config.derive_cluster_config(camp.base, camp.runs[0].params)
     assert derived["nodes"][0]["instances"][0]["npu_mem"]["mem_size"] == 80
-    assert campaignlib.hardware_memory(REPO / "configs/hardware/H100.yaml")[0] == 79.65  # the other route
+    assert derive_config.hardware_memory(REPO / "configs/hardware/H100.yaml")[0] == 79.65  # the other route
 
 
 def test_runs_expand_with_hive_ids_and_parameters():
@@ -192,10 +193,114 @@ def test_schema_errors_name_the_key(doc, needle):
     (good(tpsim_args=["--r", "x"]), "tpsim_args[0]: --r abbreviates --run-id or --record-infeasible"),
     (good(tpsim_args=["--seed=3"]), "tpsim_args[0]: --seed is set by the pipeline"),
     (good(exclude=[{"tp_size": "1"}]), "exclude[0].tp_size: '1' is not in matrix.tp_size"),
+    (good(matrix={"model": ["../configs/model/Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16]}),
+     "matrix.model[0]: model name ../configs/model/Qwen/Qwen3-8B is not a catalog name"),
+    (good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16], "hardware": ["x" * 129]}),
+     "matrix.hardware[0]: longer than 128 characters"),
+    (good(matrix={"model": ["nope/config.json"], "tp_size": [1], "link_bw": [16]}),
+     "matrix.model[0]: nope/config.json does not exist"),
 ])
 def test_semantic_errors_name_the_key(doc, needle):
     msg = errors_of(doc)
     assert needle in msg, msg
+
+
+M = {"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16]}
+
+
+@pytest.mark.parametrize("over, line", [
+    ({"link_bw": [float("nan")]}, "matrix.link_bw[0]: expected a finite number, got nan"),
+    ({"link_bw": [16, float("inf")]}, "matrix.link_bw[1]: expected a finite number, got inf"),
+    ({"link_bw": [-float("inf")]}, "matrix.link_bw[0]: expected a finite number, got -inf"),
+    ({"link_bw": [0]}, "matrix.link_bw[0]: 0 must be more than 0"),
+    ({"link_bw": [-3.5]}, "matrix.link_bw[0]: -3.5 must be more than 0"),
+    ({"link_latency": [float("nan")]}, "matrix.link_latency[0]: expected a finite number, got nan"),
+    ({"rate": [float("inf")]}, "matrix.rate[0]: expected a finite number, got inf"),
+    ({"tp_size": [2147483648]}, "matrix.tp_size[0]: 2147483648 is more than the maximum, 65,536"),
+    ({"tp_size": [1e300]}, "matrix.tp_size[0]: 1e+300 is more than the maximum, 65,536"),
+    ({"link_bw": [2e6]}, "matrix.link_bw[0]: 2000000.0 is more than the maximum, 1,000,000"),
+    ({"link_latency": [1e11]}, "matrix.link_latency[0]: 100000000000.0 is more than the maximum, 10,000,000,000"),
+    ({"rate": [1e-9]}, "matrix.rate[0]: 1e-09 is less than the minimum, 1e-06"),
+    ({"max_num_seqs": [10**11]}, "matrix.max_num_seqs[0]: 100000000000 is more than the maximum, 2,147,483,647"),
+    ({"max_num_batched_tokens": [0]}, "matrix.max_num_batched_tokens[0]: 0 is less than the minimum, 1"),
+    ({"seed": [2**31]}, "matrix.seed[0]: 2147483648 is more than the maximum, 2,147,483,647"),
+    ({"seed": [True]}, "matrix.seed[0]: expected integer, got True"),
+    ({"tp_size": [10**5000]}, "matrix.tp_size[0]: <int of 5001 digits> is too large (numbers must be below 1e300)"),
+    ({"link_bw": [10**400]}, "matrix.link_bw[0]: <int of 401 digits> is too large (numbers must be below 1e300)"),
+    ({"link_bw": [10**299]}, "matrix.link_bw[0]: <int of 300 digits> is more than the maximum, 1,000,000"),
+])
+def test_numbers_are_finite_and_in_range(over, line):
+    doc = good(matrix={**M, **over})
+    if "rate" in over:
+        doc["workload"] = {"generate": {"num_reqs": 3}}
+    assert errors_of(doc).splitlines() == [f"campaign c.yaml: {line}"]
+
+
+@pytest.mark.parametrize("generate, line", [
+    ({"num_reqs": 2**31}, "workload.generate.num_reqs: 2147483648 is more than the maximum, 10,000,000"),
+    ({"duration_s": 2e9}, "workload.generate.duration_s: 2000000000.0 is more than the maximum, 1,000,000,000"),
+    ({"num_reqs": 3, "seed": -1}, "workload.generate.seed: -1 is less than the minimum, 0"),
+    ({"duration_s": float("inf")}, "workload.generate.duration_s: expected a finite number, got inf"),
+    ({"num_reqs": 3, "rate": float("nan")}, "workload.generate.rate: expected a finite number, got nan"),
+])
+def test_generator_numbers_are_finite_and_in_range(generate, line):
+    assert errors_of(good(workload={"generate": generate})).splitlines() == [f"campaign c.yaml: {line}"]
+
+
+def test_ranges_are_tpsims_own():
+    """The schema's ranges are the ones tpsim enforces: a campaign the schema accepts is not refused
+    by tpsim for a number in range, and one tpsim would refuse is refused before anything runs."""
+    from tpsim.config import cluster, typed
+    from tpsim import tracegen
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/campaign.schema.yaml").read_text())
+    m, gen, defs = schema["properties"]["matrix"]["properties"], \
+        schema["properties"]["workload"]["properties"]["generate"]["properties"], schema["$defs"]
+    assert m["tp_size"]["items"]["maximum"] == cluster.MAX_GPUS
+    assert m["link_bw"]["items"]["maximum"] == cluster.MAX_LINK_BW_GBPS
+    assert m["link_latency"]["items"]["maximum"] == cluster.MAX_LATENCY_NS
+    assert (defs["rate"]["minimum"], defs["rate"]["maximum"]) == (tracegen.MIN_RATE, tracegen.MAX_RATE)
+    assert gen["num_reqs"]["maximum"] == tracegen.MAX_REQUESTS
+    assert gen["duration_s"]["maximum"] == gen["start_s"]["maximum"] == tracegen.MAX_SECONDS
+    assert defs["count"]["maximum"] == m["seed"]["items"]["maximum"] == typed.MAX_INT32
+
+
+def test_tp_times_the_base_pp_stays_within_tpsims_gpus():
+    doc = good(cluster="configs/cluster/single_node_tp2_pp2.json",
+               matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [2, 65536], "link_bw": [16]})
+    assert errors_of(doc).splitlines() == [
+        "campaign c.yaml: matrix.tp_size[1]: 65536 x the base config's pp_size 2 = 131,072 GPUs per instance, "
+        "more than tpsim takes (65,536)"]
+
+
+def test_the_matrix_size_is_checked_before_anything_walks_it():
+    """A million runs are refused from the list lengths alone, before the schema or the expansion."""
+    doc = good(matrix={"model": ["x"], "tp_size": list(range(100)), "link_bw": list(range(100)), "seed": [None] * 100},
+               clustr="typo")
+    assert errors_of(doc) == (
+        "campaign c.yaml: matrix: 1,000,000 runs (model 1 x tp_size 100 x link_bw 100 x seed 100), more than "
+        "limits.max_runs = 10,000; make the matrix smaller, or raise the limit in the campaign: limits: {max_runs: N}")
+    m = {"model": ["Qwen/Qwen3-8B", "Qwen/Qwen3-4B"], "tp_size": [1, 2, 4], "link_bw": [16, 32, 64, 128, 450]}
+    assert "30 runs" in errors_of(good(matrix=m, limits={"max_runs": 29}))
+    assert len(load(good(matrix=m, limits={"max_runs": 30})).runs) == 30
+    assert len(load(good(matrix=m, exclude=[{"tp_size": 4}], limits={"max_runs": 30})).runs) == 20
+    assert "limits.max_runs: 0 is less than the minimum, 1" in errors_of(good(limits={"max_runs": 0}))
+
+
+def test_many_problems_are_cut_to_a_readable_count():
+    doc = good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": ["x"] * 30, "link_bw": [16]})
+    lines = errors_of(doc).splitlines()
+    assert len(lines) == campaignlib.MAX_PROBLEMS + 1
+    assert lines[-1] == "campaign c.yaml: ... and 10 more problems"
+
+
+def test_every_message_is_one_line_whatever_the_values_hold():
+    odd = "a\u2028b\x85c\nd" + "x" * 500
+    doc = good(name=odd, perf_model=odd, description=odd, tpsim_args=[odd], **{odd: 1},
+               matrix={"model": [odd], "tp_size": [1], "link_bw": [16], odd: [1]})
+    lines = errors_of(doc).split("\n")
+    assert all(line.isprintable() and len(line) < 400 for line in lines), lines
+    assert not any(line.startswith("campaign c.yaml: description") for line in lines)  # free text may hold them
 
 
 def test_all_errors_are_reported_at_once():

@@ -18,6 +18,7 @@ import aggregate
 import campaignlib
 import derive_config
 import figures
+import run_ids
 
 from tpsim.cli import main as tpsim_main
 
@@ -93,7 +94,7 @@ def test_derived_config_follows_the_run(tmp_path):
     base = json.loads((REPO / "configs/cluster/single_node_tp2_pp2.json").read_text())
     params = {"model": "Qwen/Qwen3-8B", "tp_size": 4, "link_bw": 64, "link_latency": 5000, "hardware": "H100",
               "max_num_seqs": 32, "max_num_batched_tokens": None}
-    doc = campaignlib.derive_cluster_config(base, params, campaignlib.hardware_memory(REPO / "configs/hardware/H100.yaml"))
+    doc = derive_config.derive_cluster_config(base, params, derive_config.hardware_memory(REPO / "configs/hardware/H100.yaml"))
     inst = doc["nodes"][0]["instances"][0]
     assert (doc["link_bw"], doc["link_latency"]) == (64, 5000)
     assert inst["model_name"] == "Qwen/Qwen3-8B" and inst["hardware"] == "H100"
@@ -104,9 +105,20 @@ def test_derived_config_follows_the_run(tmp_path):
     assert base["nodes"][0]["instances"][0]["tp_size"] == 2  # the base itself is untouched
 
 
+def test_a_model_given_as_a_path_is_derived_as_the_file_the_campaign_found():
+    """tpsim reads a model path from the working folder; the campaign also looks in the repository."""
+    base = json.loads((REPO / "configs/cluster/single_node_single_instance.json").read_text())
+    params = {"model": "configs/model/Qwen/Qwen3-8B.json", "tp_size": 1, "link_bw": 16}
+    found = str(REPO / "configs/model/Qwen/Qwen3-8B.json")
+    doc = derive_config.derive_cluster_config(base, params, None, found)
+    assert doc["nodes"][0]["instances"][0]["model_name"] == found
+    doc = derive_config.derive_cluster_config(base, dict(params, model="Qwen/Qwen3-8B"), None, found)
+    assert doc["nodes"][0]["instances"][0]["model_name"] == "Qwen/Qwen3-8B"  # a catalog name stays a name
+
+
 def test_same_hardware_keeps_the_base_memory():
     base = json.loads((REPO / "configs/cluster/single_node_single_instance.json").read_text())
-    doc = campaignlib.derive_cluster_config(base, {"model": "Qwen/Qwen3-32B", "tp_size": 1, "link_bw": 16,
+    doc = derive_config.derive_cluster_config(base, {"model": "Qwen/Qwen3-32B", "tp_size": 1, "link_bw": 16,
                                                    "hardware": "RTXPRO6000"})
     inst = doc["nodes"][0]["instances"][0]
     assert inst["npu_mem"] == base["nodes"][0]["instances"][0]["npu_mem"]
@@ -115,7 +127,7 @@ def test_same_hardware_keeps_the_base_memory():
 
 def test_every_instance_of_a_multi_instance_base_is_derived():
     base = json.loads((REPO / "configs/cluster/single_node_two_instances.json").read_text())
-    doc = campaignlib.derive_cluster_config(base, {"model": "Qwen/Qwen3-8B", "tp_size": 4, "link_bw": 100})
+    doc = derive_config.derive_cluster_config(base, {"model": "Qwen/Qwen3-8B", "tp_size": 4, "link_bw": 100})
     insts = doc["nodes"][0]["instances"]
     assert len(insts) == 2 and all(i["tp_size"] == 4 and i["num_npus"] == 4 for i in insts)
 
@@ -144,9 +156,9 @@ def test_generate_flags_map_to_tpsim_trace():
 
 def test_model_names_round_trip_through_paths():
     for name in ("Qwen/Qwen3-32B", "meta-llama/Llama-3.1-70B"):
-        enc = campaignlib.encode_model(name)
-        assert "/" not in enc and campaignlib.decode_model(enc) == name
-    assert campaignlib.fmt_value(16.0) == "16" and campaignlib.fmt_value(12.5) == "12.5"
+        enc = run_ids.encode_name(name)
+        assert "/" not in enc and run_ids.decode_name(enc) == name
+    assert run_ids.fmt_value(16.0) == "16" and run_ids.fmt_value(12.5) == "12.5"
 
 
 # ----------------------------------------------------------------------------- aggregate
@@ -232,6 +244,69 @@ def test_aggregate_rejects_a_truncated_csv(campaign, tmp_path):
     with pytest.raises(aggregate.AggregateError, match="unexpected header"):
         run_aggregate([broken], tmp_path / "out")
     assert not (tmp_path / "out" / "campaign.duckdb").exists()
+
+
+def copy_runs(dirs, root: Path, edit) -> list[Path]:
+    """Copies of the run folders, each summary passed through ``edit(index, summary, params)``."""
+    out = []
+    for i, d in enumerate(dirs):
+        c = root / f"run{i}"
+        c.mkdir(parents=True)
+        summary = json.loads((d / "requests.summary.json").read_text())
+        params = json.loads((d / "run.json").read_text())
+        edit(i, summary, params)
+        (c / "requests.summary.json").write_text(json.dumps(summary))
+        (c / "run.json").write_text(json.dumps(params))
+        (c / "requests.csv").write_bytes((d / "requests.csv").read_bytes())
+        out.append(c)
+    return out
+
+
+def table_rows(db: Path, table: str) -> list:
+    return query(db, f"SELECT * EXCLUDE (run_dir) FROM {table} ORDER BY ALL" if table == "runs"
+                 else f"SELECT * FROM {table} ORDER BY ALL")
+
+
+def test_tables_do_not_depend_on_the_summary_timeline(campaign, tmp_path):
+    """Campaigns run tpsim with --log-interval 0 (no timeline): the tables never read it."""
+    def drop_timeline(i, summary, _params):
+        if i % 2:
+            summary.pop("timeline", None)
+        else:
+            summary["timeline"] = []
+
+    dirs = copy_runs(campaign["dirs"], tmp_path / "runs", drop_timeline)
+    run_aggregate(dirs, tmp_path / "out")
+    for table in ("runs", "requests"):
+        assert table_rows(tmp_path / "out/campaign.duckdb", table) == table_rows(campaign["out"] / "campaign.duckdb", table)
+    assert "timeline" not in Path(aggregate.__file__).read_text() + Path(figures.__file__).read_text()
+
+
+def test_an_odd_number_in_one_run_does_not_cost_the_campaign_its_tables(campaign, tmp_path):
+    """Integers past 32 bits go into BIGINT columns; values that fit no column become NULL with a
+    warning, and every run still has its row."""
+    def odd(i, summary, params):
+        if i == 0:
+            params["max_num_seqs"] = 10**11  # from a base config: past INT32
+            summary["instances"][0]["engine"]["max_num_batched_tokens"] = 2**40
+            summary["instances"][0]["memory"]["block_size"] = 2**70  # past BIGINT
+            summary["instances"][0]["peak_kv_utilization"] = "high"  # not a number
+            summary["throughput"]["requests_per_s"] = 10**400  # past a double
+
+    import io
+
+    dirs = copy_runs(campaign["dirs"], tmp_path / "runs", odd)
+    log = io.StringIO()
+    aggregate.aggregate([str(d / "run.json") for d in dirs], [str(d / "requests.csv") for d in dirs],
+                        [str(d / "requests.summary.json") for d in dirs], outputs_in(tmp_path / "out"), log=log)
+    row = query(tmp_path / "out/campaign.duckdb",
+                """SELECT max_num_seqs, engine_max_num_batched_tokens, block_size, peak_kv_utilization, throughput_rps
+                   FROM runs WHERE run_dir = $d""", {"d": str(dirs[0])})
+    assert row == [(10**11, 2**40, None, None, None)]
+    assert query(tmp_path / "out/campaign.duckdb", "SELECT count(*) FROM runs") == [(len(dirs),)]
+    warnings = [line for line in log.getvalue().splitlines() if line.startswith("aggregate: warning:")]
+    assert len(warnings) == 3 and all(str(dirs[0]) in w and "stored as NULL" in w for w in warnings), warnings
+    assert "block_size: 1180591620717411303424 does not fit a BIGINT column" in log.getvalue()
 
 
 # ----------------------------------------------------------------------------- figures

@@ -42,7 +42,7 @@ def instance_label(cluster: ClusterConfig, inst: InstanceConfig) -> str:
 
 def build_instances(cluster: ClusterConfig, cli_engine: dict, perf_model: str = "analytical",
                     profile_dir: str | None = None, models=None, hardware=None,
-                    notes: list | None = None) -> list[InstanceSetup]:
+                    comm_model: str = "auto", notes: list | None = None) -> list[InstanceSetup]:
     """One ready instance per cluster-config instance (one per DP rank).
 
     ``cli_engine``: engine settings by instance-key name (the flags); ``models`` / ``hardware``:
@@ -74,7 +74,7 @@ def build_instances(cluster: ClusterConfig, cli_engine: dict, perf_model: str = 
         latency = make_latency_model(perf_model, model=model, hardware=hw, engine=engine, tp=inst.tp_size,
                                      pp=inst.pp_size, mem_bw_gbps=inst.npu_mem.mem_bw_gbps,
                                      link_bw_gbps=cluster.link_bw_gbps, link_latency_ns=cluster.link_latency_ns,
-                                     profile_dir=profile_dir, where=where)
+                                     profile_dir=profile_dir, comm_model=comm_model, where=where)
         setups.append(InstanceSetup(inst, model, hw, engine, memory, latency, layout))
     return setups
 
@@ -96,7 +96,7 @@ def engine_for(model: ModelSpec, cli_engine: dict, overrides: dict, mem_util: fl
 
 def standalone(model_name: str, hardware_name: str, *, tp: int = 1, pp: int = 1, engine_keys: dict | None = None,
                perf_model: str = "analytical", mem_bw_gbps: float | None = None, link_bw_gbps: float | None = None,
-               link_latency_ns: float | None = None, profile_dir: str | None = None,
+               link_latency_ns: float | None = None, profile_dir: str | None = None, comm_model: str = "auto",
                where: str = "") -> tuple[ModelSpec, HardwareSpec, EngineConfig, LatencyModel]:
     """Model, hardware, engine and latency model of one instance outside a cluster config (``tpsim step``,
     ``tpsim calibrate``); memory bandwidth and link default to the hardware catalog's."""
@@ -113,5 +113,5 @@ def standalone(model_name: str, hardware_name: str, *, tp: int = 1, pp: int = 1,
         mem_bw_gbps=hw.memory_bw_gbps if mem_bw_gbps is None else mem_bw_gbps,
         link_bw_gbps=hw.link_bw_gbps if link_bw_gbps is None else link_bw_gbps,
         link_latency_ns=hw.link_latency_ns if link_latency_ns is None else link_latency_ns,
-        profile_dir=profile_dir, where=where)
+        profile_dir=profile_dir, comm_model=comm_model, where=where)
     return model, hw, engine, latency

@@ -50,7 +50,10 @@ def register(subparsers) -> None:
                    help="N decoding requests at context length CTX (repeatable)")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32", "fp8"], default=None)
     p.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto")
-    p.add_argument("--perf-model", choices=["analytical", "profile", "auto"], default="auto")
+    p.add_argument("--perf-model", choices=["analytical", "profile", "kernels", "auto"], default="auto",
+                   help="latency model (default auto: a bundle, else kernel tables, else analytical)")
+    p.add_argument("--comm-model", choices=["measured", "analytical", "auto"], default="auto",
+                   help="collectives of the kernels model (default auto: measured on the GPU's catalogued link)")
     p.add_argument("--profile-dir", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=handle)
@@ -77,6 +80,7 @@ def explain_step(args) -> dict:
     model, hw, engine, latency = standalone(
         args.model, args.hardware, tp=args.tp, pp=args.pp,
         engine_keys={"dtype": args.dtype, "kv_cache_dtype": args.kv_cache_dtype}, perf_model=args.perf_model,
+        comm_model=args.comm_model,
         mem_bw_gbps=args.mem_bw, link_bw_gbps=args.link_bw, link_latency_ns=args.link_latency,
         profile_dir=args.profile_dir, where=f"--model {args.model} --tp {args.tp} --pp {args.pp}")
     for q, c in prefill:

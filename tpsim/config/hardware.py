@@ -47,6 +47,9 @@ class PerfModelParams:
     # decoding request occupies a whole query tile of this many rows, without GQA head packing;
     # 0 where the attention backend handles decodes in mixed steps efficiently (FA3, FlashInfer)
     mixed_decode_tile_rows: int = 0
+    # L2 cache bandwidth / DRAM bandwidth: what a re-read served by L2 costs relative to one from DRAM
+    # (0 = unknown: such re-reads are taken as free)
+    l2_bandwidth_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,8 @@ def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
             if fdef.default is not MISSING:
                 continue
             raise InputError(f"{where}: missing field 'perf_model.{key}'")
-        allow_zero = key.endswith("_ns") or key.endswith("_gib") or key == "mixed_decode_tile_rows"
+        allow_zero = key.endswith("_ns") or key.endswith("_gib") or key in ("mixed_decode_tile_rows",
+                                                                             "l2_bandwidth_ratio")
         values[key] = _number(perf[key], f"{where}: perf_model.{key}", allow_zero=allow_zero)
         if key.endswith("efficiency") and values[key] > 1:
             raise InputError(f"{where}: perf_model.{key} is a fraction of peak and must be <= 1, got {values[key]}")

@@ -153,8 +153,14 @@ class RunConfig:
         "across instances: least loaded, round robin or random (default LOAD)", group=_SIM,
         choices=("LOAD", "RR", "RAND", "CUSTOM")))
     perf_model: str = field(default="auto", metadata=flag(
-        "iteration latency: roofline from the hardware catalog, a measured profile bundle, or auto (profile when "
-        "a bundle exists, else analytical; default auto)", group=_SIM, choices=("analytical", "profile", "auto")))
+        "iteration latency: roofline from the hardware catalog, a measured profile bundle of the model, the GPU's "
+        "measured kernel tables, or auto (a bundle if one exists, else kernel tables if the GPU has them, else "
+        "analytical; default auto)", group=_SIM, choices=("analytical", "profile", "kernels", "auto")))
+    comm_model: str = field(default="auto", metadata=flag(
+        "collectives of the kernels model: measured (vLLM's all-reduce and NCCL from the GPU's tables), analytical "
+        "(alpha-beta on the cluster config's link_bw / link_latency) or auto (measured when the link is the GPU's "
+        "catalogued interconnect, else analytical; default auto)", group=_SIM,
+        choices=("measured", "analytical", "auto")))
     profile_dir: str | None = field(default=None, metadata=flag(
         "folder of measured profile bundles (<hardware>/<model>/<variant>/tp<N>/)", group=_SIM))
     seed: int = field(default=42, metadata=flag("seed for RAND routing (default 42)", group=_SIM))

@@ -1,9 +1,12 @@
-"""Choose and build the latency model of an instance (``--perf-model``).
+"""Choose and build the latency model of an instance (``--perf-model``, ``--comm-model``).
 
 ``analytical``: the roofline model, needs only the hardware catalog.
-``profile``: a measured bundle (ours or LLMServingSim's) for this hardware,
-model, dtype and tp; an error if there is none.
-``auto``: ``profile`` when such a bundle exists, else ``analytical``.
+``profile``: a measured bundle (ours or LLMServingSim's) for this hardware, model, dtype and tp;
+an error if there is none.
+``kernels``: per-kernel tables measured on the GPU (``configs/kernels/<GPU>/``); an error if the
+GPU has none.
+``auto``: a bundle for the exact model > the GPU's kernel tables > analytical.  The choice is
+the model's ``name`` in the run summary, and each op's source is in ``tpsim step``.
 """
 
 from __future__ import annotations
@@ -11,34 +14,67 @@ from __future__ import annotations
 from tpsim.errors import InputError
 from tpsim.perf.analytical import AnalyticalModel
 
-PERF_MODELS = ("analytical", "profile", "auto")
+PERF_MODELS = ("analytical", "profile", "kernels", "auto")
+
+
+def _bundle_model(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns, profile_dir):
+    from pathlib import Path
+
+    from tpsim.config.catalog import profile_roots
+    from tpsim.perf.bundle_paths import locate
+
+    if profile_dir and not Path(profile_dir).is_dir():
+        raise InputError(f"--profile-dir {profile_dir}: no such folder")
+    roots = ([Path(profile_dir)] if profile_dir else []) + profile_roots()
+    if locate(roots, hardware.name, model.name, engine.dtype, engine.kv_cache_dtype, tp) is None:
+        return None
+    from tpsim.perf import profile as profile_mod  # reads tables: only when a bundle exists
+
+    bundle = profile_mod.find_bundle(hardware=hardware.name, model=model.name, dtype=engine.dtype,
+                                     kv_cache_dtype=engine.kv_cache_dtype, tp=tp, profile_dir=profile_dir)
+    return profile_mod.ProfileModel(bundle, model=model, hardware=hardware, engine=engine, tp=tp, pp=pp,
+                                    mem_bw_gbps=mem_bw_gbps, link_bw_gbps=link_bw_gbps,
+                                    link_latency_ns=link_latency_ns)
+
+
+def _kernel_model(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns, comm_model, where):
+    if engine.dtype == "float32":
+        return None  # no fp32 tables: vLLM serves 16-bit or fp8
+    from tpsim.kernels import load_kernel_tables
+
+    tables = load_kernel_tables(hardware.name)
+    if tables is None:
+        return None
+    from tpsim.perf.comm import make_comm
+    from tpsim.perf.kernels import KernelModel
+
+    comm = make_comm(comm_model, hardware, tables, link_bw_gbps, link_latency_ns, engine.act_bytes, where)
+    return KernelModel(tables, model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns, comm)
 
 
 def make_latency_model(kind: str, *, model, hardware, engine, tp: int, pp: int, mem_bw_gbps: float,
                        link_bw_gbps: float, link_latency_ns: float, profile_dir: str | None = None,
-                       where: str = ""):
+                       comm_model: str = "auto", where: str = ""):
     if kind not in PERF_MODELS:
         raise InputError(f"--perf-model {kind!r}: choose one of {', '.join(PERF_MODELS)}")
+    common = (model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns)
     if kind in ("profile", "auto"):
-        from pathlib import Path
-
-        from tpsim.config.catalog import profile_roots
-        from tpsim.perf.bundle_paths import locate
-
-        if profile_dir and not Path(profile_dir).is_dir():
-            raise InputError(f"--profile-dir {profile_dir}: no such folder")
-        roots = ([Path(profile_dir)] if profile_dir else []) + profile_roots()
-        if locate(roots, hardware.name, model.name, engine.dtype, engine.kv_cache_dtype, tp) is not None:
-            from tpsim.perf import profile as profile_mod  # reads tables: only when a bundle exists
-
-            bundle = profile_mod.find_bundle(hardware=hardware.name, model=model.name, dtype=engine.dtype,
-                                             kv_cache_dtype=engine.kv_cache_dtype, tp=tp, profile_dir=profile_dir)
-            return profile_mod.ProfileModel(bundle, model=model, hardware=hardware, engine=engine, tp=tp, pp=pp,
-                                            mem_bw_gbps=mem_bw_gbps, link_bw_gbps=link_bw_gbps,
-                                            link_latency_ns=link_latency_ns)
+        found = _bundle_model(*common, profile_dir)
+        if found is not None:
+            return found
         if kind == "profile":
             raise InputError(
                 f"{where}: --perf-model profile but no measured profile bundle for {hardware.name} / {model.name} / "
-                f"{engine.dtype} / tp{tp}; run `tpsim profile` on that GPU, pass --profile-dir, or use --perf-model analytical"
+                f"{engine.dtype} / tp{tp}; run `tpsim profile` on that GPU, pass --profile-dir, or use "
+                "--perf-model kernels or analytical"
             )
-    return AnalyticalModel(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns)
+    if kind in ("kernels", "auto"):
+        found = _kernel_model(*common, comm_model, where)
+        if found is not None:
+            return found
+        if kind == "kernels":
+            raise InputError(
+                f"{where}: --perf-model kernels but {hardware.name} has no kernel tables for {engine.dtype} "
+                "(configs/kernels/<GPU>/, made by `tpsim import aic`); use --perf-model analytical"
+            )
+    return AnalyticalModel(*common)

@@ -11,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 import campaignlib  # noqa: E402  (workflow/scripts/campaignlib.py)
+import campaign_yaml  # noqa: E402  (workflow/scripts/campaign_yaml.py)
 
 DEFAULT_CAMPAIGN = REPO / "configs" / "campaigns" / "tp_vs_linkbw.yaml"
 
@@ -21,11 +22,13 @@ if not workflow.overwrite_configfiles:
     configfile: DEFAULT_CAMPAIGN
 
 
-CAMPAIGN_SOURCE = ", ".join(
-    campaignlib.rel_path(f)
-    for f in (workflow.overwrite_configfiles or [DEFAULT_CAMPAIGN])
-)
+CAMPAIGN_FILES = workflow.overwrite_configfiles or [DEFAULT_CAMPAIGN]
+CAMPAIGN_SOURCE = ", ".join(campaignlib.rel_path(f) for f in CAMPAIGN_FILES)
+# Snakemake has parsed the campaign already (see README, "Bounds"); nothing here walks it before
+# load_campaign has bounded its size once YAML aliases expand.
 try:
+    for f in CAMPAIGN_FILES:
+        campaign_yaml.check_file_size(f)
     CAMPAIGN = campaignlib.load_campaign(
         dict(config), source=CAMPAIGN_SOURCE, roots=[Path("."), REPO]
     )
@@ -46,11 +49,12 @@ if str(REPO) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
             p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
         )
     )
-# The interpreter running Snakemake, unless jobs run in a conda env (--sdm conda).
+# The interpreter running Snakemake, unless jobs run in a conda env (--sdm conda).  Shell commands
+# quote it ({params.python:q}) like every path; flag lists are joined with shlex.join.
 PYTHON = (
     "python"
     if "conda" in str(workflow.deployment_settings.deployment_method).lower()
-    else shlex.quote(sys.executable)
+    else sys.executable
 )
 
 FIGURES = [
@@ -89,10 +93,27 @@ def run_inputs(wildcards):
     return files
 
 
+def input_sha256(wildcards):
+    """SHA-256 of every file the run reads that the pipeline does not make (base config, model
+    config, hardware entries, a given trace): editing one reruns the run through Snakemake's params
+    trigger even when its modification time was kept.  Each file is hashed once per invocation.
+    (A function of wildcards only: Snakemake leaves functions of input out of the params trigger.)
+    """
+    files = run_inputs(wildcards)
+    if CAMPAIGN.generate is not None:
+        # the pipeline makes the trace (the trace job), so its mtime says enough
+        del files["trace"]
+    return json.dumps(
+        {name: campaignlib.file_sha256(path) for name, path in sorted(files.items())}
+    )
+
+
 def derive_args(wildcards, input):
-    args = ["--base", input.base, "--params", json.dumps(run_of(wildcards).params)]
+    """derive_config.py's arguments, joined with shlex.join ('--flag=value': a path that starts
+    with '-' stays a value)."""
+    args = [f"--base={input.base}", "--params", json.dumps(run_of(wildcards).params)]
     if "hardware" in input.keys():
-        args += ["--hardware", input.hardware]
+        args += [f"--hardware={input.hardware}"]
     args += [
         "--record",
         f"dataset={input.trace}",

@@ -31,14 +31,16 @@ rule simulate:
         python=PYTHON,
         derive=DERIVE_SCRIPT,
         run=run_params,
+        input_sha256=input_sha256,
         derive_args=derive_args,
         flags=simulate_flags,
         tpsim_version=TPSIM_VERSION,
+    # Every path is quoted (:q); derive_args and flags are joined with shlex.join.
     shell:
-        "echo host=$(uname -n) slurm_job=${{SLURM_JOB_ID:-none}} > {log};"
-        " {params.python} {params.derive} {params.derive_args}"
-        " --cluster-out {output.cluster} --run-out {output.run} >> {log} 2>&1"
-        " && {params.python} -m tpsim run --cluster-config {output.cluster}"
-        " --dataset {input.trace} --output {output.csv} --record-infeasible"
-        " --log-interval 0 {params.flags} >> {log} 2>&1"
-        " || {{ echo 'run failed; end of {log}:' >&2; tail -n 20 {log} >&2; exit 1; }}"
+        "echo host=$(uname -n) slurm_job=${{SLURM_JOB_ID:-none}} > {log:q};"
+        " {params.python:q} {params.derive:q} {params.derive_args}"
+        " --cluster-out={output.cluster:q} --run-out={output.run:q} >> {log:q} 2>&1"
+        " && {params.python:q} -m tpsim run --cluster-config={output.cluster:q}"
+        " --dataset={input.trace:q} --output={output.csv:q} --record-infeasible"
+        " --log-interval 0 {params.flags} >> {log:q} 2>&1"
+        " || {{ echo run failed, end of {log:q}: >&2; tail -n 20 {log:q} >&2; exit 1; }}"

@@ -33,7 +33,7 @@ rule validation_replay:
         measured=validation_measured_dir,
         flags=validation_replay_flags,
     shell:
-        "{params.python} -m tpsim replay --measured {params.measured:q} --output {output.csv:q}"
+        "{params.python:q} -m tpsim replay --measured {params.measured:q} --output {output.csv:q}"
         " {params.flags} > {log:q} 2>&1"
 
 
@@ -55,8 +55,8 @@ rule validation_compare:
         measured=validation_measured_dir,
         out=validation_out_dir,
     shell:
-        "{params.python} -m tpsim validate --measured {params.measured:q} --sim {input.csv:q}"
-        " --label {wildcards.simulator} --out {params.out:q} > {log:q} 2>&1"
+        "{params.python:q} -m tpsim validate --measured {params.measured:q} --sim {input.csv:q}"
+        " --label {wildcards.simulator:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule validation_table:
@@ -74,7 +74,7 @@ rule validation_table:
         python=VAL_PYTHON,
         script=VAL_TABLE_SCRIPT,
     shell:
-        "{params.python} {params.script} --csv {output.csv:q} --md {output.md:q} {input:q}"
+        "{params.python:q} {params.script:q} --csv {output.csv:q} --md {output.md:q} {input:q}"
         " > {log:q} 2>&1"
 
 

@@ -20,7 +20,7 @@ VAL_TABLE_SCRIPT = str(VAL_REPO / "workflow" / "scripts" / "validation_table.py"
 try:
     VAL_PYTHON = PYTHON
 except NameError:
-    VAL_PYTHON = shlex.quote(sys.executable)
+    VAL_PYTHON = sys.executable
 VAL_CASES = tpsim_validation.discover_cases(VAL_ROOT)
 VAL_PROFILE_OK = tpsim_validation.profile_model_available()
 

@@ -13,6 +13,8 @@ rule trace:
     params:
         python=PYTHON,
         flags=trace_flags,
+    # Every path is quoted (:q); flags are joined with shlex.join; rate and seed match
+    # wildcard_constraints (digits, '.', 'e', '+', '-').
     shell:
-        "{params.python} -m tpsim trace {params.flags} --rate {wildcards.rate}"
-        " --seed {wildcards.seed} --output {output} > {log} 2>&1"
+        "{params.python:q} -m tpsim trace {params.flags} --rate={wildcards.rate:q}"
+        " --seed={wildcards.seed:q} --output={output:q} > {log:q} 2>&1"

@@ -12,6 +12,11 @@ Reads exactly the files it is given -- per run ``run.json`` (parameters), ``requ
 Infeasible runs (model does not fit, tp_size not dividing the heads, ...) have a row in ``runs``
 with ``status = 'infeasible'`` and the reason, and no requests.
 
+One run's odd number must not cost a campaign its tables: integer columns that take values from
+outside the campaign's own checks (the base config's pp_size and engine limits, tpsim's engine
+settings) are BIGINT, and a value that still does not fit its column (or has the wrong JSON type)
+is stored as NULL with a warning in the log (:func:`fit`).
+
 As a Snakemake script it takes ``snakemake.input.runs/.csv/.summaries`` and the outputs ``db``,
 ``runs_parquet``, ``runs_csv``, ``requests_parquet``, ``requests_csv``.  From the command line::
 
@@ -46,15 +51,15 @@ PARAMS = {
     "model": "VARCHAR",
     "hardware": "VARCHAR",
     "tp_size": "INTEGER",
-    "pp_size": "INTEGER",
-    "num_npus": "INTEGER",
+    "pp_size": "BIGINT",
+    "num_npus": "BIGINT",
     "num_instances": "INTEGER",
     "link_bw": "DOUBLE",
     "link_latency": "DOUBLE",
     "rate": "DOUBLE",
     "seed": "INTEGER",
-    "max_num_seqs": "INTEGER",
-    "max_num_batched_tokens": "INTEGER",
+    "max_num_seqs": "BIGINT",
+    "max_num_batched_tokens": "BIGINT",
     "perf_model": "VARCHAR",
     "workload": "VARCHAR",
 }
@@ -86,12 +91,12 @@ RESULTS = {
     "kv_capacity_tokens": "BIGINT",
     "kv_capacity_blocks": "BIGINT",
     "kv_bytes_per_token": "BIGINT",
-    "block_size": "INTEGER",
+    "block_size": "BIGINT",
     "peak_kv_blocks_used": "BIGINT",
     "peak_kv_utilization": "DOUBLE",
     "peak_npu_mem_gb": "DOUBLE",
-    "engine_max_num_seqs": "INTEGER",
-    "engine_max_num_batched_tokens": "INTEGER",
+    "engine_max_num_seqs": "BIGINT",
+    "engine_max_num_batched_tokens": "BIGINT",
     "engine_dtype": "VARCHAR",
     "tpsim_version": "VARCHAR",
     "git_commit": "VARCHAR",
@@ -108,8 +113,43 @@ METRICS = ("ttft", "tpot", "itl", "latency", "queuing_delay")
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))  # tpsim's summary reports the same
 
 
+INT_RANGE = {"INTEGER": (-(2**31), 2**31 - 1), "BIGINT": (-(2**63), 2**63 - 1)}
+
+
 class AggregateError(RuntimeError):
     pass
+
+
+def fit(value, sql_type: str, what: str, log=sys.stdout):
+    """``value`` as a column of ``sql_type`` takes it; None (NULL, with a warning on ``log``) when it
+    does not fit: an integer out of range, a number that is not one, a list where text belongs."""
+    if value is None:
+        return None
+    if sql_type in INT_RANGE:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        lo, hi = INT_RANGE[sql_type]
+        if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
+            return value
+    elif sql_type == "DOUBLE":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except OverflowError:  # an integer past 1.8e308
+                pass
+    elif sql_type == "BOOLEAN":
+        if isinstance(value, bool):
+            return value
+    elif isinstance(value, str):
+        return value
+    shown = repr(value)
+    print(f"aggregate: warning: {what}: {shown if len(shown) <= 80 else shown[:77] + '...'} does not fit "
+          f"a {sql_type} column; stored as NULL", file=log)
+    return None
+
+
+def _fitted(row: dict, columns: dict, run: str, log) -> list:
+    return [fit(row[k], t, f"{run}: {k}", log) for k, t in columns.items()]
 
 
 def _get(d, *keys):
@@ -190,6 +230,15 @@ def _check_csv(path: str, params: dict, summary: dict) -> None:
         raise AggregateError(f"{path}: run is infeasible but its CSV has rows")
 
 
+def _sql_text(text: str) -> str:
+    """A string literal for SQL (COPY takes no parameter for its target)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _itl_value(itl, name: str):
+    return itl.get(name) if isinstance(itl, dict) else None
+
+
 def _atomic_targets(outputs: dict) -> dict:
     return {k: str(Path(v).with_name(f".{Path(v).name}.{os.getpid()}.tmp")) for k, v in outputs.items()}
 
@@ -212,7 +261,7 @@ def aggregate(run_jsons: list[str], csvs: list[str], summaries: list[str], outpu
         _check_csv(csv, params, summary)
         row = run_row(params, summary, run_dir)
         run_rows.append({"run_index": idx, **row, "_itl": _get(summary, "metrics_ms", "itl")})
-        params_rows.append([idx] + [row[k] for k in PARAMS])
+        params_rows.append([idx] + _fitted(row, PARAMS, run_dir, log))
         files.append((csv, idx))
 
     targets = _atomic_targets(outputs)
@@ -257,13 +306,15 @@ def aggregate(run_jsons: list[str], csvs: list[str], summaries: list[str], outpu
         # recomputing it here would unnest every list (the slowest step by far)
         con.execute("CREATE TEMP TABLE _itl (run_id VARCHAR, "
                     + ", ".join(f"itl_{n}_ms DOUBLE" for n in ("mean", *(q for q, _ in QUANTILES))) + ")")
+        itl_names = ("mean", *(q for q, _ in QUANTILES))
         con.executemany(f"INSERT INTO _itl VALUES ({', '.join(['?'] * (len(QUANTILES) + 2))})",
-                        [[r["run_id"]] + [(r["_itl"] or {}).get(n) for n in ("mean", *(q for q, _ in QUANTILES))]
+                        [[fit(r["run_id"], "VARCHAR", "run_id", log)]
+                         + [fit(_itl_value(r["_itl"], n), "DOUBLE", f"{r['run_dir']}: itl {n}", log) for n in itl_names]
                          for r in run_rows])
         con.execute("CREATE TEMP TABLE _results (run_index INTEGER, "
                     + ", ".join(f'"{k}" {t}' for k, t in RESULTS.items()) + ")")
         con.executemany(f"INSERT INTO _results VALUES ({', '.join(['?'] * (len(RESULTS) + 1))})",
-                        [[r["run_index"]] + [r[k] for k in RESULTS] for r in run_rows])
+                        [[r["run_index"]] + _fitted(r, RESULTS, r["run_dir"], log) for r in run_rows])
         metric_cols = []
         for m in METRICS:
             src = "i" if m == "itl" else "s"
@@ -292,8 +343,8 @@ def aggregate(run_jsons: list[str], csvs: list[str], summaries: list[str], outpu
         con.execute("DROP TABLE _params")
         con.execute("DROP TABLE _files")
         for table in ("runs", "requests"):
-            con.execute(f"COPY {table} TO '{targets[table + '_parquet']}' (FORMAT parquet, COMPRESSION zstd)")
-            con.execute(f"COPY {table} TO '{targets[table + '_csv']}' (FORMAT csv, HEADER true)")
+            con.execute(f"COPY {table} TO {_sql_text(targets[table + '_parquet'])} (FORMAT parquet, COMPRESSION zstd)")
+            con.execute(f"COPY {table} TO {_sql_text(targets[table + '_csv'])} (FORMAT csv, HEADER true)")
         counts = dict(con.execute(
             "SELECT 'runs', count(*) FROM runs UNION ALL SELECT 'requests', count(*) FROM requests").fetchall())
         status = dict(con.execute("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status").fetchall())

@@ -1,12 +1,12 @@
 """Write one run's cluster config and its parameter record.
 
-    python workflow/scripts/derive_config.py --base BASE.json --params '{...}' \
-        --cluster-out RUN/cluster.json --run-out RUN/run.json [--hardware configs/hardware/H100.yaml] \
+    python workflow/scripts/derive_config.py --base=BASE.json --params='{...}' \
+        --cluster-out=RUN/cluster.json --run-out=RUN/run.json [--hardware=configs/hardware/H100.yaml] \
         [--record dataset=TRACE --record model_config=MODEL.json --record hardware=HW.yaml]
 
 Reads only ``--base``, when the run's hardware differs from the base config's the catalog
 entry ``--hardware`` (for ``npu_mem.mem_size``/``mem_bw``), and the ``--record`` files (hashed).  The rules are in
-``campaignlib.derive_cluster_config``.  ``run.json`` holds the run's parameters plus the path
+:func:`derive_cluster_config`.  ``run.json`` holds the run's parameters plus the path
 and SHA-256 of every input of the run (also for runs that turn out infeasible, whose tpsim
 summary hashes only the cluster config), and ``git_dirty``: whether the checkout had uncommitted
 changes to tracked files when the run was derived (the commit alone then does not reproduce it).
@@ -16,18 +16,65 @@ Both files are written atomically.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import campaignlib
+import campaignlib  # noqa: E402  (after the sys.path line)
+from campaign_checks import first_pp, import_tpsim  # noqa: E402
 
 
-def sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+def hardware_memory(hw_yaml_path: str) -> tuple[float, float]:
+    """(memory_gib, memory_bw_gbps) from a hardware catalog entry, via tpsim's own parser."""
+    import yaml
+
+    import_tpsim()
+    from tpsim.config.hardware import parse_hardware
+
+    with open(hw_yaml_path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    spec = parse_hardware(doc, Path(hw_yaml_path).stem, str(hw_yaml_path))
+    return spec.memory_gib, spec.memory_bw_gbps
+
+
+def derive_cluster_config(base: dict, params: dict, hw_memory: tuple[float, float] | None = None,
+                          model_path: str | None = None) -> dict:
+    """The run's cluster config: the base with the run's parameters applied to every instance.
+
+    * ``link_bw`` (and ``link_latency`` when the run has one) replace the top-level values;
+    * every instance gets the model (a model given as a path to a .json: ``model_path``, the file
+      the campaign resolved, so that tpsim finds it from the working folder), ``tp_size`` and
+      ``num_npus = tp_size x pp_size`` (its own pp);
+    * ``hardware``: when it differs from an instance's, ``npu_mem.mem_size`` (GiB) and ``mem_bw``
+      come from the catalog (``hw_memory``); otherwise the base's ``npu_mem`` stays;
+    * ``max_num_seqs`` / ``max_num_batched_tokens`` become instance keys when set.
+    """
+    doc = json.loads(json.dumps(base))
+    doc["link_bw"] = params["link_bw"]
+    if params.get("link_latency") is not None:
+        doc["link_latency"] = params["link_latency"]
+    for node in doc["nodes"]:
+        for inst in node["instances"]:
+            pp = first_pp(inst)
+            inst["model_name"] = model_path if model_path and params["model"].endswith(".json") else params["model"]
+            inst["tp_size"] = params["tp_size"]
+            inst["pp_size"] = pp
+            inst["num_npus"] = params["tp_size"] * pp
+            if params.get("hardware") and inst["hardware"] != params["hardware"]:
+                if hw_memory is None:
+                    raise ValueError(f"hardware {params['hardware']} differs from the base's {inst['hardware']}: "
+                                     "its catalog entry is needed")
+                inst["hardware"] = params["hardware"]
+                inst["npu_mem"] = dict(inst["npu_mem"], mem_size=hw_memory[0], mem_bw=hw_memory[1])
+            for key in ("max_num_seqs", "max_num_batched_tokens"):
+                if params.get(key) is not None:
+                    inst[key] = params[key]
+    return doc
+
+
+def _input(path: str) -> dict:
+    return {"path": path, "sha256": campaignlib.file_sha256(path)}
 
 
 def main(argv=None) -> int:
@@ -43,23 +90,25 @@ def main(argv=None) -> int:
     ap.add_argument("--run-out", required=True)
     args = ap.parse_args(argv)
     params = json.loads(args.params)
-    with open(args.base, encoding="utf-8") as f:
-        base = json.load(f)
-    hw_memory = campaignlib.hardware_memory(args.hardware) if args.hardware else None
+    import_tpsim()
+    from tpsim.errors import InputError
+
+    records = dict(item.partition("=")[::2] for item in args.record)
     try:
-        doc = campaignlib.derive_cluster_config(base, params, hw_memory)
-    except ValueError as exc:
-        print(f"derive_config: error: {exc}", file=sys.stderr)
+        with open(args.base, encoding="utf-8") as f:
+            base = json.load(f)
+        hw_memory = hardware_memory(args.hardware) if args.hardware else None
+        doc = derive_cluster_config(base, params, hw_memory, records.get("model_config"))
+    except (InputError, ValueError, KeyError, TypeError, OSError) as exc:
+        print(f"derive_config: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     campaignlib.write_json_atomic(args.cluster_out, doc)
     record = dict(params)
-    record["inputs"] = {"base_cluster_config": {"path": args.base, "sha256": sha256(args.base)},
-                        "cluster_config": {"path": args.cluster_out, "sha256": sha256(args.cluster_out)}}
+    record["inputs"] = {"base_cluster_config": _input(args.base), "cluster_config": _input(args.cluster_out)}
     if args.hardware:
-        record["inputs"]["hardware_catalog"] = {"path": args.hardware, "sha256": sha256(args.hardware)}
-    for item in args.record:
-        name, _, path = item.partition("=")
-        record["inputs"][name] = {"path": path, "sha256": sha256(path)}
+        record["inputs"]["hardware_catalog"] = _input(args.hardware)
+    for name, path in records.items():
+        record["inputs"][name] = _input(path)
     record["git_dirty"] = campaignlib.git_dirty()
     campaignlib.write_json_atomic(args.run_out, record)
     return 0

@@ -29,7 +29,6 @@ command line::
 """
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -41,6 +40,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # when run from the command line
+from figure_axes import log_axis, log_if_wide  # noqa: E402
+from figure_stats import ecdf_points, mean_ci, seed_stats, t975  # noqa: E402,F401  (t975: tests)
+
 FIGURES = ("ttft_by_tp", "ttft_vs_link_bw", "tpot_vs_link_bw", "memory_by_tp", "ttft_tpot_cdf")
 STYLE = Path(__file__).resolve().parent / "tpsim.mplstyle"
 FACET_KEYS = ("hardware", "link_latency", "rate", "max_num_seqs", "max_num_batched_tokens")
@@ -48,41 +51,18 @@ MEMORY_FACET_KEYS = ("hardware", "max_num_seqs", "max_num_batched_tokens")
 HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\", "oo", "++", "--")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DASHES = ("-", "--", "-.", ":")
-CDF_MAX_POINTS = 1000
-# two-sided 95 % Student-t quantiles by degrees of freedom (no scipy needed)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-        10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-        18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
-        26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
 DOES_NOT_FIT = "does not fit"
 
 
 # ----------------------------------------------------------------------------- data helpers
 
 
-def t975(df: int) -> float:
-    if df <= 0:
-        return float("nan")
-    return T975[max(k for k in T975 if k <= df)] if df <= 120 else 1.960
-
-
-def mean_ci(values) -> tuple[float, float, float, int]:
-    """(mean, ci_low, ci_high, n) of the finite values; CI empty (NaN) for n < 2."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    n = len(v)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    m = float(v.mean())
-    if n < 2:
-        return m, float("nan"), float("nan"), n
-    half = t975(n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
-    return m, m - half, m + half, n
-
-
 def short_model(name: str, all_names) -> str:
+    """The model's label: its last path part unless two models share it; '$' escaped (matplotlib
+    would read text between two '$' as math, and fail on some)."""
     short = name.rsplit("/", 1)[-1]
     clash = sum(1 for n in all_names if n.rsplit("/", 1)[-1] == short) > 1
-    return name if clash else short
+    return (name if clash else short).replace("$", r"\$")
 
 
 def fmt_num(x) -> str:
@@ -115,18 +95,6 @@ def with_facets(runs: pd.DataFrame, cols) -> pd.DataFrame:
     return runs
 
 
-def seed_stats(runs: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
-    """One row per ``keys`` group: status, mean over seeds of ``metric`` and its 95 % CI."""
-    rows = []
-    for key, grp in runs.groupby(keys, sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        ok = grp[grp["status"] == "ok"]
-        m, lo, hi, n = mean_ci(ok[metric].tolist())
-        rows.append({**dict(zip(keys, key)), "status": "ok" if len(ok) else "infeasible",
-                     "value": m, "ci_low": lo, "ci_high": hi, "n_runs": n if len(ok) else len(grp)})
-    return pd.DataFrame(rows)
-
-
 def write_csv(df: pd.DataFrame, path: str) -> None:
     tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
     df.to_csv(tmp, index=False, lineterminator="\n", float_format="%.10g")
@@ -150,52 +118,6 @@ def tp_style(tps: list) -> dict:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     return {tp: {"color": colors[i % len(colors)], "hatch": HATCHES[i % len(HATCHES)],
                  "marker": MARKERS[i % len(MARKERS)]} for i, tp in enumerate(tps)}
-
-
-def tick_label(v, _pos=None) -> str:
-    """Plain tick labels (no mathtext: parsing it dominates the drawing time): 10, 300, 20k, 1.5M."""
-    for limit, div, suffix in ((1e6, 1e6, "M"), (1e4, 1e3, "k")):
-        if abs(v) >= limit:
-            return f"{v / div:g}{suffix}"
-    return f"{v:g}"
-
-
-def short_range_ticks(lo: float, hi: float) -> list[float]:
-    """3-6 evenly spaced round ticks (steps 1, 2, 5 x 10^k) inside [lo, hi], for a log axis spanning
-    less than a decade, where 1..9 x 10^k would label one or two ticks (9.4-18 ms: only 10)."""
-    from matplotlib import ticker
-
-    ticks = [lo]
-    for nbins in range(4, 9):
-        ticks = [t for t in ticker.MaxNLocator(nbins=nbins, steps=[1, 2, 5, 10]).tick_values(lo, hi)
-                 if lo <= t <= hi]
-        if len(ticks) >= 3:
-            break
-    return ticks or [lo]
-
-
-def log_axis(ax, which: str = "y") -> None:
-    """A log axis labelled across its data (call it after plotting): under one decade round linear
-    steps (10, 12, 14, 16), under two 1-2-5 (20, 50, 100, 200), otherwise the decades; plain labels."""
-    from matplotlib import ticker
-
-    axis = ax.yaxis if which == "y" else ax.xaxis
-    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
-    lo, hi = (ax.dataLim.intervaly if which == "y" else ax.dataLim.intervalx)
-    if np.isfinite(lo) and np.isfinite(hi) and lo > 0:  # short ranges: more labelled ticks
-        decades = math.log10(hi / lo)
-        if decades < 1:
-            axis.set_major_locator(ticker.FixedLocator(short_range_ticks(lo, hi)))
-        elif decades < 2:
-            axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(ticker.FuncFormatter(tick_label))
-    axis.set_minor_formatter(ticker.NullFormatter())
-
-
-def log_if_wide(ax, values) -> None:
-    v = [x for x in values if x is not None and np.isfinite(x) and x > 0]
-    if v and max(v) / min(v) > 30:
-        log_axis(ax, "y")
 
 
 def grid(nrows: int, ncols: int, width: float = 7.0, row_height: float = 2.0, sharey=False):
@@ -405,16 +327,6 @@ def fig_memory_by_tp(runs, requests, out):
         handles.append(infeasible_handle(infeasible_label(runs)))
     fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
     save(fig, out["pdf"], out["png"])
-
-
-def ecdf_points(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted values and their cumulative fractions; above CDF_MAX_POINTS, that many quantiles."""
-    v = np.sort(np.asarray(values, dtype=float))
-    n = len(v)
-    if n <= CDF_MAX_POINTS:
-        return v, np.arange(1, n + 1) / n
-    idx = np.unique(np.ceil(np.linspace(1, n, CDF_MAX_POINTS)).astype(int)) - 1
-    return v[idx], (idx + 1) / n
 
 
 def fig_cdf(runs, requests, out):

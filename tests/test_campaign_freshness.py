@@ -1,0 +1,96 @@
+"""Campaign freshness is keyed by content: an input edited while its modification time is kept
+(a restored backup, `touch -d`, a copy that preserves times) still reruns the runs that read it.
+
+Snakemake's mtime trigger cannot see such an edit; the simulate rule's params carry the SHA-256
+of every input the pipeline does not make (``params.input_sha256``), and Snakemake's params
+trigger reruns a run whose hashes changed.  Two runs (a model given as a path, and a catalog
+model) over a given trace, a copied base config and a hardware entry in the work folder's own
+configs/ (the catalog looks there first).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_campaign_e2e import REPO, job_counts, ok, snakemake
+
+TARGET = "results/fresh/campaign.duckdb"  # runs and tables; the figures are not what is tested here
+
+
+def sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def edit_keeping_mtime(path: Path, old: str, new: str) -> None:
+    st = path.stat()
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def dry_sims(wd, cfg) -> int:
+    proc = ok(snakemake(wd, "-n", TARGET, config=cfg))
+    return job_counts(proc).get("simulate", 0)
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("fresh")
+    (wd / "t.jsonl").write_text("".join(
+        json.dumps({"input_toks": 64 + 8 * i, "output_toks": 8, "arrival_time_ns": i * 50_000_000}) + "\n"
+        for i in range(6)))
+    shutil.copy(REPO / "configs/model/Qwen/Qwen3-0.6B.json", wd / "m.json")
+    shutil.copy(REPO / "configs/cluster/single_node_single_instance.json", wd / "cluster.json")
+    (wd / "configs/hardware").mkdir(parents=True)
+    shutil.copy(REPO / "configs/hardware/RTXPRO6000.yaml", wd / "configs/hardware/RTXPRO6000.yaml")
+    cfg = wd / "fresh.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "fresh", "cluster": "cluster.json", "workload": {"trace": "t.jsonl"},
+                                   "matrix": {"model": ["m.json", "Qwen/Qwen3-0.6B"], "tp_size": [1],
+                                              "link_bw": [16]}}))
+    ok(snakemake(wd, "--cores", "2", TARGET, config=cfg))
+    return wd, cfg
+
+
+def run_jsons(wd) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((wd / "results/fresh/runs").rglob("run.json"))]
+
+
+def test_a_trace_edited_with_its_mtime_kept_reruns_its_runs(fresh):
+    wd, cfg = fresh
+    old = sha(wd / "t.jsonl")
+    assert {r["inputs"]["dataset"]["sha256"] for r in run_jsons(wd)} == {old}
+    edit_keeping_mtime(wd / "t.jsonl", '"output_toks": 8', '"output_toks": 9')  # same size, same mtime
+    assert dry_sims(wd, cfg) == 2
+    ok(snakemake(wd, "--cores", "2", TARGET, config=cfg))
+    new = sha(wd / "t.jsonl")
+    assert new != old
+    assert {r["inputs"]["dataset"]["sha256"] for r in run_jsons(wd)} == {new}
+    for summary in (wd / "results/fresh/runs").rglob("requests.summary.json"):
+        assert json.loads(summary.read_text())["provenance"]["inputs"]["dataset"]["sha256"] == new
+    assert dry_sims(wd, cfg) == 0
+
+
+@pytest.mark.parametrize("path, old, new, runs", [
+    ("m.json", '"rms_norm_eps": 1e-06', '"rms_norm_eps": 2e-06', 1),  # only the run of the model given as a path
+    ("configs/hardware/RTXPRO6000.yaml", "\n", "\n# edited\n", 2),
+    ("cluster.json", '"cpu_mem"', '"cpu_mem" ', 2),
+])
+def test_an_input_edited_with_its_mtime_kept_reruns_the_runs_that_read_it(fresh, path, old, new, runs):
+    wd, cfg = fresh
+    original = (wd / path).read_text()
+    assert dry_sims(wd, cfg) == 0
+    edit_keeping_mtime(wd / path, old, new)
+    try:
+        assert dry_sims(wd, cfg) == runs
+    finally:
+        st = (wd / path).stat()
+        (wd / path).write_text(original)
+        os.utime(wd / path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert dry_sims(wd, cfg) == 0  # the content is what counts: back to what the runs read, nothing to do

@@ -1,0 +1,344 @@
+"""Kernel-table iteration latency (``--perf-model kernels``): each op of a step from measured kernels.
+
+The step is the one vLLM 0.19 runs (:mod:`tpsim.perf.vllm_exec`): dense ops at the token count
+padded to the CUDA-graph capture size, attention on the real tokens; FULL graphs for pure-decode
+steps, PIECEWISE (attention and KV-cache write launched eagerly) for steps with a prefill chunk,
+eager above the largest capture size.  Each op's time and its source:
+
+* GEMMs (QKV, O, gate/up, down, LM head): the GPU's GEMM table at the per-GPU shape (measured,
+  interpolated or extrapolated: :mod:`tpsim.kernels.grid`);
+* decode attention: the generation table at the batch's decode count and mean context;
+* prefill attention: the context table (it holds prefills with no cached context).  A chunk of
+  ``q`` tokens after ``c`` cached ones is *modelled* by causal differencing: a prefill of
+  ``c + q`` tokens minus one of ``c`` does exactly the chunk's query-key pairs, at the
+  efficiency of long sequences; floored by the chunk alone and by reading its whole KV;
+* a mixed step (*modelled*): FlashAttention (SM 8.x, 9.x, 12.x) runs one varlen kernel over every
+  sequence, so the parts are summed and the launch floor counted once; FlashInfer (SM 10.x)
+  makes a decode call and a prefill call.  On FlashAttention 2 a decode in a mixed step fills a
+  whole query tile without GQA packing (vllm-project/vllm#58013): its time is scaled by the
+  roofline model's mixed / pure-decode ratio;
+* collectives: vLLM's all-reduce and NCCL's all-gather (:mod:`tpsim.perf.comm`); with the fused
+  all-reduce + RMSNorm (SM 9.0/10.x, small steps) the separate norm kernels are dropped;
+* element-wise ops (norms, rotary, activation, KV-cache write, embedding, sampler) and the host
+  overhead: the roofline model's terms (:mod:`tpsim.perf.analytical`), labelled analytical.
+
+Table times are kernel times under CUDA graphs; an eagerly launched kernel takes at least the
+host's launch time (``kernel_overhead_ns``).  Ops a GPU has no table for (e.g. fp32 GEMMs) fall
+back to the roofline, labelled analytical.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from math import exp, log
+
+from tpsim.perf.analytical import AnalyticalModel
+from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
+from tpsim.perf.vllm_exec import EAGER, FULL, GraphPolicy, attention_backend, fused_allreduce_max_tokens
+
+MODELLED = "modelled"
+_GEMM_TABLE_DTYPE = {"bfloat16": "bfloat16", "float16": "bfloat16", "fp8": "fp8"}
+
+
+class _DecodeCurve:
+    """Decode-attention time against mean context at one decode count: the generation table's
+    multilinear log-log interpolation, precomputed at the context nodes (exactly the grid's rule)."""
+
+    __slots__ = ("kv", "log_kv", "log_t", "limit")
+
+    def __init__(self, grid, batch: int):
+        kv_axis = grid.axes[1]
+        self.kv = kv_axis
+        self.log_kv = [log(k) for k in kv_axis]
+        self.log_t = [log(grid.lookup((batch, k))[0]) for k in kv_axis]
+        self.limit = kv_axis[-1]
+
+    def time_ns(self, kv: float) -> float | None:
+        """None beyond the grid (the caller asks the tables, which extrapolate)."""
+        if kv >= self.limit:
+            return exp(self.log_t[-1]) if kv == self.limit else None
+        if kv <= self.kv[0]:
+            return exp(self.log_t[0]) if kv == self.kv[0] else None
+        j = bisect_left(self.kv, kv)
+        if self.kv[j] == kv:
+            return exp(self.log_t[j])
+        w = (log(kv) - self.log_kv[j - 1]) / (self.log_kv[j] - self.log_kv[j - 1])
+        return exp(self.log_t[j - 1] + w * (self.log_t[j] - self.log_t[j - 1]))
+
+
+class KernelModel(LatencyModel):
+    name = "kernels"
+
+    def __init__(self, tables, model, hardware, engine, tp: int, pp: int, mem_bw_gbps: float,
+                 link_bw_gbps: float, link_latency_ns: float, comm):
+        self.tables = tables
+        self.comm = comm
+        self.roofline = AnalyticalModel(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns)
+        r = self.roofline
+        self.model, self.hardware, self.engine = model, hardware, engine
+        self.tp, self.pp = tp, pp
+        self.shape = r.shape
+        self.num_layers = model.num_layers
+        self.graphs = GraphPolicy.of(engine.max_num_seqs, engine.max_num_batched_tokens)
+        self.backend = attention_backend(hardware.compute_capability)
+        self.fused_max = fused_allreduce_max_tokens(hardware.compute_capability, tp, pp, 1, model.hidden_size,
+                                                    engine.act_bytes, engine.max_num_batched_tokens)
+        self.launch_ns = hardware.perf.kernel_overhead_ns
+        gemm_dtype = _GEMM_TABLE_DTYPE.get(engine.dtype)
+        self.gemm_table = f"gemm.{gemm_dtype}" if gemm_dtype and tables.has(f"gemm.{gemm_dtype}") else None
+        self.gemm_dtype = gemm_dtype
+        kv = "fp8" if engine.kv_cache_dtype == "fp8" else "bfloat16"
+        self.kv_dtype = kv
+        self.ctx_table = f"context_attention.bfloat16.kv_{kv}"
+        self.gen_table = f"generation_attention.bfloat16.kv_{kv}"
+        if not tables.has(self.ctx_table):
+            self.ctx_table = None
+        if not tables.has(self.gen_table):
+            self.gen_table = None
+        s = self.shape
+        self.heads = (s.heads, s.kv_heads, s.head_dim)
+        self._fixed: dict[tuple, float] = {}
+        self._curves: dict[int, _DecodeCurve | None] = {}
+        self._ctx_ns: dict[int, float] = {}
+        self._gen_grid = None
+        self.vocab_elements = model.vocab_size  # logits gathered over the whole (padded) vocabulary
+
+    # ----------------------------------------------------------------- op costs
+    def _eager(self, t: float, eager: bool) -> float:
+        return t if not eager or t >= self.launch_ns else self.launch_ns
+
+    def _gemm(self, m: int, n: int, k: int, eager: bool) -> tuple[float, str, float, float]:
+        """(time, source, FLOPs, bytes) of ``y[m, n] = x[m, k] W[n, k]^T`` on one GPU."""
+        r = self.roofline
+        if self.gemm_table is None:
+            t, flops, nbytes, _ = r._gemm(m, k, n, r.wb, not eager)
+            return t, "analytical", flops, nbytes
+        est = self.tables.gemm(m, n, k, self.gemm_dtype)
+        return self._eager(est.time_ns, eager), est.source, 2.0 * m * n * k, k * n * r.wb + m * (k + n) * r.ab
+
+    def _mem(self, nbytes: float, eager: bool, kernels: int = 1) -> float:
+        """An element-wise kernel: a step's activations that fit in L2 (half of it, leaving room for the
+        weights streaming through) move at L2 bandwidth (``l2_bandwidth_ratio`` x DRAM's)."""
+        ratio = self.hardware.perf.l2_bandwidth_ratio
+        if ratio > 1.0 and nbytes <= self.roofline.l2_bytes / 2:
+            nbytes /= ratio
+        return self.roofline._mem(nbytes, not eager, kernels)[0]
+
+    def _layer_ops(self, n: int, n_real: int, mode: str) -> list[tuple]:
+        """(name, component, time, source, FLOPs, bytes) per decoder layer, attention excluded."""
+        s = self.shape
+        h, ab, kvb = s.hidden, self.roofline.ab, self.roofline.kvb
+        eager = mode == EAGER
+        attn_eager = mode != FULL  # PIECEWISE launches attention and the KV-cache write eagerly
+        fused = n <= self.fused_max
+        ops = []
+
+        def gemm(name, mm, nn, kk):
+            t, src, f, b = self._gemm(mm, nn, kk, eager)
+            ops.append((name, "layer", t, src, f, b))
+
+        def mem(name, nbytes, eager_op=eager):
+            ops.append((name, "layer", self._mem(nbytes, eager_op), "analytical", 0.0, nbytes))
+
+        if not fused:
+            mem("input_layernorm", 4.0 * n * h * ab)
+        gemm("qkv_proj", n, s.q_dim + 2 * s.kv_dim, h)
+        if s.qk_norm:
+            mem("qk_norm", 2.0 * n * (s.q_dim + s.kv_dim) * ab)
+        mem("rotary_emb", 2.0 * n * (s.q_dim + s.kv_dim) * ab)
+        mem("kv_cache_write", n_real * 2.0 * s.kv_dim * (ab + kvb), attn_eager)
+        gemm("o_proj", n, h, s.q_dim)
+        if not fused:
+            mem("post_attention_layernorm", 4.0 * n * h * ab)
+        gemm("gate_up_proj", n, 2 * s.inter, h)
+        mem("act_fn", 3.0 * n * s.inter * ab)
+        gemm("down_proj", n, h, s.inter)
+        if self.tp > 1:
+            t, src = self.comm.all_reduce(n * h, self.tp, not eager)
+            name = "all_reduce_rmsnorm" if fused else "all_reduce"
+            ops.append((f"{name}_attn", "comm", t, src, 0.0, n * h * ab))
+            ops.append((f"{name}_mlp", "comm", t, src, 0.0, n * h * ab))
+        return ops
+
+    def _head_ops(self, n: int, num_seqs: int, mode: str) -> list[tuple]:
+        s = self.shape
+        h, ab = s.hidden, self.roofline.ab
+        eager = mode == EAGER
+        fused = n <= self.fused_max
+        ops = [("embedding", "head", self._mem(2.0 * n * h * ab, eager), "analytical", 0.0, 2.0 * n * h * ab)]
+        if self.tp > 1:
+            t, src = self.comm.all_reduce(n * h, self.tp, not eager)
+            ops.append(("embedding_all_reduce", "head", t, src, 0.0, n * h * ab))
+        if not fused:
+            ops.append(("final_layernorm", "head", self._mem(2.0 * n * h * ab, eager), "analytical", 0.0,
+                        2.0 * n * h * ab))
+        if num_seqs:  # vLLM computes logits for every scheduled request, outside the CUDA graph
+            t, src, f, b = self._gemm(num_seqs, s.vocab, h, True)
+            ops.append(("lm_head", "head", t, src, f, b))
+            if self.tp > 1:
+                t, src = self.comm.all_gather(num_seqs * self.vocab_elements, self.tp)
+                ops.append(("logits_all_gather", "head", self._eager(t, True), src, 0.0,
+                            num_seqs * self.vocab_elements * ab))
+            logits = num_seqs * self.vocab_elements * 4.0  # fp32 logits over the full vocabulary
+            ops.append(("sampler", "head", self._mem(3.0 * logits, True, kernels=4), "analytical", 0.0, 3.0 * logits))
+        if self.pp > 1:
+            from tpsim.perf.collectives import p2p_ns
+
+            t = p2p_ns(n * h * ab, self.roofline.link_bw, self.roofline.link_latency)
+            ops.append(("pp_send_recv", "head", t * (self.pp - 1), "analytical", 0.0, n * h * ab))
+        return ops
+
+    # ----------------------------------------------------------------- attention
+    def _context_ns(self, tokens: int) -> float:
+        t = self._ctx_ns.get(tokens)
+        if t is None:
+            t = self._ctx_ns[tokens] = self.tables.context_attention(1, tokens, *self.heads, "bfloat16",
+                                                                     self.kv_dtype).time_ns
+        return t
+
+    def _chunk_ns(self, q: int, c: int) -> tuple[float, str]:
+        """Prefill attention of ``q`` new tokens after ``c`` cached ones (one sequence)."""
+        if self.ctx_table is None:
+            return self.roofline._attention(BatchShape(((q, c),), 0, 0, 0, 0), False)[0], "analytical"
+        alone = self._context_ns(q)
+        if c == 0:
+            return alone, self.tables.context_attention(1, q, *self.heads, "bfloat16", self.kv_dtype).source
+        diff = self._context_ns(c + q) - self._context_ns(c)
+        kv_read = (c + q) * self.roofline._kv_bytes_per_token / self.roofline.attn_bw
+        return max(diff, alone, kv_read), MODELLED
+
+    def _decode_ns(self, d: int, ctx_sum: int) -> float:
+        if self.gen_table is None:
+            return self.roofline._attention(BatchShape((), d, ctx_sum, 0, d), True)[0]
+        curve = self._curves.get(d, False)
+        if curve is False:
+            grid = self.tables.table(self.gen_table).groups.get(self.heads)
+            curve = self._curves[d] = _DecodeCurve(grid, d) if grid is not None and d <= grid.axes[0][-1] else None
+        mean = ctx_sum / d
+        t = curve.time_ns(mean) if curve is not None else None
+        if t is None:
+            t = self.tables.generation_attention(d, mean, *self.heads, "bfloat16", self.kv_dtype).time_ns
+        return t
+
+    def _attention(self, batch: BatchShape, mode: str) -> float:
+        """Attention of one layer: the decode table, the prefill table, and a mixed step modelled."""
+        if not batch.prefill:
+            return self._eager(self._decode_ns(batch.num_decode, batch.decode_ctx_sum), mode != FULL)
+        floor = self._floor()
+        chunks = [self._chunk_ns(q, c)[0] for q, c in batch.prefill]
+        t_prefill = sum(chunks) - (len(chunks) - 1) * floor
+        if not batch.num_decode:
+            return self._eager(t_prefill, True)
+        t_dec = self._decode_ns(batch.num_decode, batch.decode_ctx_sum)
+        if self.backend == "fa2":
+            t_dec = self._fa2_mixed_decode_ns(t_dec, batch.num_decode, batch.decode_ctx_sum)
+        if self.backend == "flashinfer":  # a decode call and a prefill call
+            return self._eager(t_prefill, True) + self._eager(t_dec, True)
+        return self._eager(t_prefill + t_dec - floor, True)  # FlashAttention: one varlen kernel
+
+    def _fa2_mixed_decode_ns(self, t_table: float, d: int, ctx_sum: int) -> float:
+        """FlashAttention 2 runs a mixed step as one varlen call in which each decode takes a whole
+        query tile and GQA is not packed (vllm-project/vllm#58013): every query head of a KV group
+        reads the KV again.  The first read is the decode table's; the re-reads of the group's other
+        heads hit L2 as far as one KV head's cache over the batch fits (``l2_cache_mib``) and then
+        cost ``1 / l2_bandwidth_ratio`` of a DRAM read; the tile's padded rows bound it by compute."""
+        r = self.roofline
+        p = self.hardware.perf
+        group = r.gqa_group
+        group_bytes = ctx_sum * r._kv_head_bytes_per_token
+        hit = 1.0 if group_bytes <= r.l2_bytes else r.l2_bytes / group_bytes
+        l2_cost = 1.0 / p.l2_bandwidth_ratio if p.l2_bandwidth_ratio > 0 else 0.0
+        reads = 1.0 + (group - 1.0) * (hit * l2_cost + (1.0 - hit))
+        padded = r._attn_flop_per_pair * ctx_sum * max(p.mixed_decode_tile_rows, 1) / r.attn_flops
+        return max(t_table * reads, padded)
+
+    def _attention_source(self, batch: BatchShape) -> str:
+        if not batch.prefill:
+            if self.gen_table is None:
+                return "analytical"
+            return self.tables.generation_attention(batch.num_decode, batch.decode_ctx_sum / batch.num_decode,
+                                                    *self.heads, "bfloat16", self.kv_dtype).source
+        if batch.num_decode or len(batch.prefill) > 1:
+            return MODELLED
+        return self._chunk_ns(*batch.prefill[0])[1]
+
+    def _floor(self) -> float:
+        """The attention kernel's launch-and-latency floor: the fastest measured prefill."""
+        if self.ctx_table is None:
+            return 0.0
+        grid = self.tables.table(self.ctx_table).groups.get(self.heads)
+        return grid.floor_ns if grid is not None else 0.0
+
+    # ----------------------------------------------------------------- interface
+    def _mode(self, batch: BatchShape) -> tuple[str, int]:
+        return self.graphs.mode(batch.num_tokens, not batch.prefill)
+
+    def explain(self, batch: BatchShape) -> Breakdown:
+        mode, n = self._mode(batch)
+        layers = self.num_layers
+        ops: list[OpTime] = []
+        attn_t, attn_src = self._attention(batch, mode), self._attention_source(batch)
+        layer = self._layer_ops(n, batch.num_tokens, mode)
+        idx = next(i for i, op in enumerate(layer) if op[0] == "kv_cache_write") + 1
+        layer.insert(idx, ("attention", "layer", attn_t, attn_src, 0.0, 0.0))
+        for name, comp, t, src, f, b in layer:
+            ops.append(OpTime(name, comp, t, layers, f, b, _bound(name, comp), src))
+        for name, comp, t, src, f, b in self._head_ops(n, batch.num_seqs, mode):
+            ops.append(OpTime(name, comp, t, 1, f, b, _bound(name, comp), src))
+        gpu = sum(op.total_ns for op in ops)
+        ops.append(OpTime("framework", "overhead", self.roofline._host_visible_ns(gpu, batch.num_seqs), 1,
+                          0.0, 0.0, "host", "analytical"))
+        return Breakdown(ops=ops, num_layers=layers, pp=self.pp)
+
+    def _fixed_ns(self, n: int, n_real: int, num_seqs: int, mode: str) -> float:
+        key = (n, n_real, num_seqs, mode)
+        cached = self._fixed.get(key)
+        if cached is None:
+            per_layer = sum(op[2] for op in self._layer_ops(n, n_real, mode))
+            head = sum(op[2] for op in self._head_ops(n, num_seqs, mode))
+            cached = self._fixed[key] = per_layer * self.num_layers + head
+        return cached
+
+    def iteration_ns(self, batch: BatchShape) -> int:
+        mode, n = self._mode(batch)
+        gpu = self._fixed_ns(n, batch.num_tokens, batch.num_seqs, mode)
+        gpu += self._attention(batch, mode) * self.num_layers
+        return int(round(gpu + self.roofline._host_visible_ns(gpu, batch.num_seqs)))
+
+    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
+        mode, n = self.graphs.mode(num_decode, True)
+        gpu = self._fixed_ns(n, num_decode, num_decode, mode)
+        gpu += self._eager(self._decode_ns(num_decode, ctx_sum), mode != FULL) * self.num_layers
+        return int(round(gpu + self.roofline._host_visible_ns(gpu, num_decode)))
+
+    def stage_interval_ns(self, batch: BatchShape) -> int:
+        if self.pp == 1:
+            return self.iteration_ns(batch)
+        comp = self.explain(batch).by_component()
+        per_stage = (comp.get("layer", 0.0) + comp.get("comm", 0.0)) * self.shape.layers_per_stage / self.num_layers
+        return int(round(per_stage + comp.get("head", 0.0) / 2 + comp.get("overhead", 0.0)))
+
+    def describe(self) -> dict:
+        prov = self.tables.provenance
+        return {
+            "name": self.name,
+            "source": f"kernel tables {self.tables.folder} (NVIDIA AIConfigurator database, converted by "
+                      f"tpsim import aic); element-wise ops and host overhead from {self.hardware.source}",
+            "tables": {"gemm": self.gemm_table, "context_attention": self.ctx_table,
+                       "generation_attention": self.gen_table},
+            "engine_version": prov.get("engine_version") or prov.get("vllm_version"),
+            "attention_backend": self.backend,
+            "fused_allreduce_rmsnorm_max_tokens": self.fused_max,
+            "cuda_graph_max_tokens": self.graphs.max_size,
+            "comm": self.comm.describe(),
+            "hardware_entry": self.hardware.name,
+            "hardware_source": self.hardware.source,
+        }
+
+
+def _bound(name: str, component: str) -> str:
+    if component == "comm" or name in ("embedding_all_reduce", "logits_all_gather", "pp_send_recv"):
+        return "link"
+    if name.endswith("_proj") or name in ("lm_head", "attention"):
+        return "kernel"
+    return "memory"
