@@ -185,7 +185,14 @@ DENSE_PARAMS = {
     "meta-llama/Llama-3.2-3B": 3.213e9,
     "mistralai/Mistral-7B-v0.3": 7.248e9,
 }
-MOE = ["Qwen/Qwen3-30B-A3B", "mistralai/Mixtral-8x7B-v0.1"]
+# "Params (derived)" of the reference table: total / active (top-k experts), in billions
+MOE_PARAMS = {
+    "Qwen/Qwen3-30B-A3B": (30.532, 3.353),
+    "Qwen/Qwen3-30B-A3B-Instruct-2507": (30.532, 3.353),  # same architecture as the base model
+    "Qwen/Qwen3-235B-A22B": (235.094, 22.191),
+    "mistralai/Mixtral-8x7B-v0.1": (46.703, 12.880),
+}
+MOE = sorted(MOE_PARAMS)
 
 # hidden, layers, heads, kv heads, head_dim, intermediate, vocab, max_pos, tied (reference Table 2)
 SHAPES = {
@@ -257,11 +264,41 @@ def test_head_dim_key_presence_is_as_published(repo_catalog):
 
 
 @pytest.mark.parametrize("name", MOE)
-def test_moe_configs_are_rejected(repo_catalog, name):
-    with pytest.raises(NotSupportedError, match="MoE not supported yet") as exc:
-        load_model(name)
-    assert f"{name}.json" in str(exc.value)
-    assert isinstance(exc.value, InputError)  # printed as one line, exit code 2
+def test_moe_model_loads_and_param_counts_match_the_reference(repo_catalog, name):
+    m = load_model(name)
+    total, active = MOE_PARAMS[name]
+    assert round(m.num_params() / 1e9, 3) == total, f"{name}: {m.num_params():,}"
+    assert round(m.active_params() / 1e9, 3) == active, f"{name}: {m.active_params():,}"
+    assert m.is_moe and m.moe.num_moe_layers == m.num_layers and m.num_dense_layers == 0
+
+
+# hidden, layers, heads, kv, head_dim, dense inter, expert inter, experts, top-k, norm_topk_prob (reference Table)
+MOE_SHAPES = {
+    "Qwen/Qwen3-30B-A3B": (2048, 48, 32, 4, 128, 6144, 768, 128, 8, True),
+    "Qwen/Qwen3-235B-A22B": (4096, 94, 64, 4, 128, 12288, 1536, 128, 8, True),
+    "mistralai/Mixtral-8x7B-v0.1": (4096, 32, 32, 8, 128, 14336, 14336, 8, 2, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MOE_SHAPES))
+def test_moe_shapes_match_the_reference(repo_catalog, name):
+    m = load_model(name)
+    got = (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.intermediate_size,
+           m.moe.expert_intermediate_size, m.moe.num_experts, m.moe.top_k, m.moe.norm_topk_prob)
+    assert got == MOE_SHAPES[name]
+    assert m.moe.shared_expert_intermediate_size == 0 and not m.moe.shared_expert_gate
+    assert m.qk_norm == name.startswith("Qwen/")  # Qwen3-MoE normalises q and k per head, Mixtral does not
+
+
+def test_instruct_2507_is_the_shared_validation_config(repo_catalog):
+    """The shipped file is the one the shared DP=2/EP run used, key for key (where ../shared exists)."""
+    from conftest import shared_path
+
+    shared = shared_path("validation", "rtxpro6000-qwen3-30b-a3b-dp2-ep2", "model_config.json")
+    shipped = MODEL_DIR / "Qwen" / "Qwen3-30B-A3B-Instruct-2507.json"
+    assert json.loads(shipped.read_text()) == json.loads(shared.read_text())
+    m = load_model("Qwen/Qwen3-30B-A3B-Instruct-2507")
+    assert m.max_position_embeddings == 262144  # the 2507 variant's context, unlike the base model's 40960
 
 
 def test_model_missing_a_field_names_file_and_field(tmp_path, monkeypatch):

@@ -46,6 +46,12 @@ CLUSTERS = [
     ("5000-char model name", cluster_doc(model_name="a" * 5000), "model_name is 5,000 characters long"),
     ("5000-char hardware name", cluster_doc(hardware="H" * 5000), "hardware is 5,000 characters long"),
     ("ep_size string", cluster_doc(ep_size="2"), "ep_size must be an integer"),
+    ("data_parallel_size 10^400", _raw(cluster_doc(data_parallel_size=2), '"data_parallel_size": 2',
+                                       '"data_parallel_size": 1' + "0" * 400), "data_parallel_size must be <= 4,096"),
+    ("data_parallel_size 4097", cluster_doc(data_parallel_size=4097), "data_parallel_size must be <= 4,096"),
+    ("dp_group 5000 chars", cluster_doc(dp_group="g" * 5000), "dp_group is 5,000 characters long"),
+    ("dp_group control chars", cluster_doc(dp_group="a\x00b"), "dp_group contains control characters"),
+    ("enable_expert_parallel 1", cluster_doc(enable_expert_parallel=1), "enable_expert_parallel must be true or false"),
     ("link_bw list of text", {**cluster_doc(), "link_bw": ["a"]}, "link_bw must be a number"),
     ("link_bw list with 1e400", _raw({**cluster_doc(), "link_bw": [16, 7]}, "7]", "1e400]"), "overflows"),
     # ranges: values the aggregation (INT32) or the scheduler (lists per block position) cannot take

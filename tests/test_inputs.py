@@ -64,9 +64,11 @@ BAD_CLUSTERS = [
     ("cxl", lambda d: d.update(cxl_mem={"mem_size": 1}), ["CXL", "not supported"]),
     ("offloading key", lambda d: d["nodes"][0]["instances"][0].update(enable_attn_offloading=True),
      ["attention offloading", "not supported"]),
-    ("dp group", lambda d: d["nodes"][0]["instances"][0].update(dp_group="g0"), ["data-parallel", "not supported"]),
+    ("ep_size over tp without dp_group", lambda d: d["nodes"][0]["instances"][0].update(ep_size=2),
+     ["instances[0].ep_size", "ep_size (2) > tp_size (1) needs a dp_group"]),
     ("bad engine key", lambda d: d["nodes"][0]["instances"][0].update(max_num_seqs=-3), ["max_num_seqs", ">= 0"]),
-    ("moe", lambda d: d["nodes"][0]["instances"][0].update(model_name="Qwen/Qwen3-30B-A3B"), ["MoE not supported yet"]),
+    ("moe", lambda d: d["nodes"][0]["instances"][0].update(model_name="Qwen/Qwen3-30B-A3B"),
+     ["mixture-of-experts model and the MoE latency model is not built yet"]),
 ]
 
 

@@ -13,6 +13,7 @@ from tpsim.config.cluster import ClusterConfig, InstanceConfig
 from tpsim.config.engine import EngineConfig, resolve_engine
 from tpsim.config.hardware import HardwareSpec, load_hardware
 from tpsim.config.model import ModelSpec, load_model
+from tpsim.config.parallel import ParallelLayout, resolve_layouts
 from tpsim.errors import InputError, NotSupportedError
 from tpsim.memory import MemoryPlan, plan_memory
 from tpsim.perf.base import LatencyModel
@@ -27,6 +28,7 @@ class InstanceSetup:
     engine: EngineConfig
     memory: MemoryPlan
     latency: LatencyModel
+    layout: ParallelLayout  # DP group, EP rank(s), experts on this instance's GPUs
 
     @property
     def where(self) -> str:
@@ -40,35 +42,49 @@ def instance_label(cluster: ClusterConfig, inst: InstanceConfig) -> str:
 
 def build_instances(cluster: ClusterConfig, cli_engine: dict, perf_model: str = "analytical",
                     profile_dir: str | None = None, models=None, hardware=None,
-                    comm_model: str = "auto") -> list[InstanceSetup]:
-    """One ready instance per cluster-config instance.
+                    comm_model: str = "auto", notes: list | None = None) -> list[InstanceSetup]:
+    """One ready instance per cluster-config instance (one per DP rank).
 
     ``cli_engine``: engine settings by instance-key name (the flags); ``models`` / ``hardware``:
-    specs given as objects, which win over the catalog for their names.
+    specs given as objects, which win over the catalog for their names; ``notes`` collects keys
+    that change nothing (``ep_size`` on a dense model), for the summary's ``ignored``.
     """
     models = dict(models or {})
     hardware = dict(hardware or {})
-    setups = []
     for inst in cluster.instances:
-        where = instance_label(cluster, inst)
         try:
             if inst.model_name not in models:
                 models[inst.model_name] = load_model(inst.model_name)
             if inst.hardware not in hardware:
                 hardware[inst.hardware] = load_hardware(inst.hardware)
         except InputError as exc:
-            raise type(exc)(f"{where}: {exc}") from None
+            raise type(exc)(f"{instance_label(cluster, inst)}: {exc}") from None
+    layouts, moot = resolve_layouts(cluster.instances, [models[i.model_name] for i in cluster.instances], cluster.path)
+    if notes is not None:
+        notes.extend(moot)
+    setups = []
+    for inst, layout in zip(cluster.instances, layouts):
+        where = instance_label(cluster, inst)
         model = models[inst.model_name]
         hw = hardware[inst.hardware]
         engine = engine_for(model, cli_engine, inst.engine_overrides, inst.npu_mem.mem_util, where)
         memory = plan_memory(model, inst.tp_size, inst.pp_size, engine, inst.npu_mem.mem_size_gib,
-                             hw.perf.activation_reserve_gib, where)
+                             hw.perf.activation_reserve_gib, where, layout)
+        refuse_moe_latency(model, where)
         latency = make_latency_model(perf_model, model=model, hardware=hw, engine=engine, tp=inst.tp_size,
                                      pp=inst.pp_size, mem_bw_gbps=inst.npu_mem.mem_bw_gbps,
                                      link_bw_gbps=cluster.link_bw_gbps, link_latency_ns=cluster.link_latency_ns,
                                      profile_dir=profile_dir, comm_model=comm_model, where=where)
-        setups.append(InstanceSetup(inst, model, hw, engine, memory, latency))
+        setups.append(InstanceSetup(inst, model, hw, engine, memory, latency, layout))
     return setups
+
+
+def refuse_moe_latency(model: ModelSpec, where: str) -> None:
+    """No latency model predicts MoE steps yet (router, fused experts, EP collectives, DP lockstep):
+    a mixture-of-experts model stops here, after its layout and memory were checked."""
+    if model.is_moe:
+        raise NotSupportedError(f"{where}: {model.name} is a mixture-of-experts model and the MoE latency model "
+                                "is not built yet; choose a dense model")
 
 
 def engine_for(model: ModelSpec, cli_engine: dict, overrides: dict, mem_util: float | None, where: str) -> EngineConfig:
@@ -90,6 +106,7 @@ def standalone(model_name: str, hardware_name: str, *, tp: int = 1, pp: int = 1,
     model = load_model(model_name)
     hw = load_hardware(hardware_name)
     check_parallelism(model, tp, pp, where)
+    refuse_moe_latency(model, where)
     engine = engine_for(model, {**DEFAULTS, **(engine_keys or {})}, {}, None, where)
     latency = make_latency_model(
         perf_model, model=model, hardware=hw, engine=engine, tp=tp, pp=pp,

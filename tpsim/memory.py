@@ -13,6 +13,15 @@ Sharding follows vLLM's tensor-parallel layers:
 
 With ``dtype=fp8`` only the decoder layers' linear weights are 1 byte; the
 embedding and LM head stay 16-bit, as in vLLM's fp8 checkpoints.
+
+Mixture-of-experts models (vLLM 0.19, ``docs/notes/vllm-0.19-moe-dp-ep.md`` §1.2-1.4): one instance
+is one DP rank; attention, embedding, LM head, norms and shared experts are TP-sharded inside it and
+replicated across DP ranks; the routed experts are spread over the whole group as the instance's
+:class:`~tpsim.config.parallel.ParallelLayout` says (whole experts per EP rank, each expert's width
+split over ``expert_tp`` GPUs); routers (and Qwen's shared-expert gate) are replicated and stay
+16-bit (vLLM builds them without a quant config).  Pipeline stages take vLLM's layer partition
+(``get_pp_indices``: the remainder layers go to the stages before the last), so a stage's MoE and
+dense layers are counted exactly.  The KV cache is per DP rank, as for a dense instance.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from dataclasses import dataclass
 
 from tpsim.config.engine import EngineConfig
 from tpsim.config.model import ModelSpec
+from tpsim.config.parallel import ParallelLayout
 from tpsim.errors import InfeasibleError
 from tpsim.units import GB, GiB
 
@@ -37,9 +47,14 @@ def check_parallelism(model: ModelSpec, tp: int, pp: int, where: str) -> None:
         raise InfeasibleError(
             f"{where}: tp_size={tp} and {model.name}'s {model.num_kv_heads} KV heads: one must divide the other"
         )
-    if model.intermediate_size % tp:
+    if model.num_dense_layers and model.intermediate_size % tp:
         raise InfeasibleError(
             f"{where}: tp_size={tp} does not divide {model.name}'s intermediate_size {model.intermediate_size}"
+        )
+    shared = model.moe.shared_expert_intermediate_size if model.moe else 0
+    if shared % tp:
+        raise InfeasibleError(
+            f"{where}: tp_size={tp} does not divide {model.name}'s shared-expert width {shared}"
         )
     if pp > model.num_layers:
         raise InfeasibleError(
@@ -106,6 +121,7 @@ class MemoryPlan:
     kv_bytes_per_token: int  # per GPU
     block_size: int
     num_blocks: int
+    experts: ExpertMemory | None = None  # MoE: the routed experts on the fullest GPU
 
     @property
     def kv_capacity_bytes(self) -> int:
@@ -128,7 +144,25 @@ class MemoryPlan:
             "kv_capacity_blocks": self.num_blocks,
             "kv_capacity_tokens": self.kv_capacity_tokens,
             "block_size": self.block_size,
+            **({"experts": self.experts.as_dict()} if self.experts else {}),
         }
+
+
+@dataclass(frozen=True)
+class ExpertMemory:
+    """The routed experts on one instance's fullest GPU (part of ``MemoryPlan.weights_bytes``)."""
+
+    experts_per_gpu: int  # routed experts of one MoE layer on the GPU
+    num_experts: int  # routed experts of one MoE layer in the model
+    width_per_gpu: int  # each local expert's intermediate width on the GPU
+    width: int  # an expert's full intermediate width
+    moe_layers: int  # MoE layers on the fullest stage
+    bytes: int  # routed-expert weights on the GPU (all its MoE layers)
+
+    def as_dict(self) -> dict:
+        return {"experts_per_gpu": self.experts_per_gpu, "num_experts": self.num_experts,
+                "width_per_gpu": self.width_per_gpu, "width": self.width, "moe_layers": self.moe_layers,
+                "weights_gb": round(self.bytes / GB, 4)}
 
 
 def weights_per_gpu_bytes(model: ModelSpec, tp: int, pp: int, dtype_bytes: int) -> int:
@@ -152,27 +186,101 @@ def kv_bytes_per_token(model: ModelSpec, tp: int, pp: int, kv_dtype_bytes: int) 
     return 2 * shape.kv_dim * shape.layers_per_stage * kv_dtype_bytes
 
 
-def activation_peak_bytes(model: ModelSpec, tp: int, engine: EngineConfig) -> int:
+def activation_peak_bytes(model: ModelSpec, tp: int, engine: EngineConfig, layout: ParallelLayout | None = None) -> int:
     """Peak of vLLM's profiling forward: one ``max_num_batched_tokens`` step or the sampler.
 
     The forward keeps the residual stream and a few hidden-size temporaries,
     the fused QKV output and the MLP's gate/up output alive at once; the
     sampler holds fp32 logits and probabilities for ``max_num_seqs`` rows.
+    An MoE layer's MLP is the fused-MoE kernel's instead (:func:`_moe_activation_bytes`).
     """
     shape = ShardShape.of(model, tp, 1)
     n = min(engine.max_num_batched_tokens, engine.max_model_len)
     b = engine.act_bytes
-    forward = n * b * (4 * shape.hidden + shape.q_dim + 2 * shape.kv_dim + 3 * shape.inter)
+    if model.moe is None:
+        forward = n * b * (4 * shape.hidden + shape.q_dim + 2 * shape.kv_dim + 3 * shape.inter)
+    else:
+        dense_mlp = n * b * 3 * shape.inter if model.num_dense_layers else 0
+        forward = (n * b * (4 * shape.hidden + shape.q_dim + 2 * shape.kv_dim)
+                   + max(dense_mlp, _moe_activation_bytes(model, tp, n, b, layout or single_rank(model, tp, 1))))
     seqs = min(engine.max_num_seqs, n)
     sampler = seqs * shape.vocab * 4 * 2
     return max(forward, sampler)
 
 
+def _moe_activation_bytes(model: ModelSpec, tp: int, n: int, b: int, layout: ParallelLayout) -> int:
+    """The fused-MoE layer of the profiling forward on ``n`` tokens per DP rank.
+
+    With DP the ranks' tokens are all-gathered first (hidden states and router logits), so the
+    kernel runs on ``M = dp x n`` rows; its two workspaces are ``(M, top_k, max(I_local, H))`` and
+    ``(M, top_k, max(2 I_local, H))`` plus the ``(M, H)`` output (vLLM 0.19 ``TritonExperts.workspace_shapes``,
+    ``fused_moe.py``; note §2.3, §6.2).  A shared expert runs on the rank's own tokens.
+    """
+    moe = model.moe
+    h = model.hidden_size
+    m = n * layout.dp_size
+    width = moe.expert_intermediate_size // layout.expert_tp
+    kernel = m * moe.top_k * (max(width, h) + max(2 * width, h)) + m * h
+    gathered = m * (h + moe.num_experts) if layout.dp_size > 1 else 0
+    shared = n * 3 * (moe.shared_expert_intermediate_size // tp)
+    return b * (kernel + gathered + shared + n * moe.num_experts)
+
+
+def single_rank(model: ModelSpec, tp: int, pp: int) -> ParallelLayout:
+    """The layout of an instance outside any DP group, experts sharded by width over its TP GPUs (EP off)."""
+    return ParallelLayout(instance=0, tp_size=tp, pp_size=pp, dp_size=1, dp_rank=0, dp_group=None, group=(0,),
+                          ep_size=1, num_experts=model.moe.num_experts if model.moe else 0)
+
+
+def pp_stages(num_layers: int, pp: int) -> list[range]:
+    """The layers of each pipeline stage: vLLM's ``get_pp_indices`` (``vllm/distributed/utils.py``,
+    without ``VLLM_PP_LAYER_PARTITION``): equal shares, the remainder one each to the stages before the last."""
+    parts = [num_layers // pp] * pp
+    for i in range(2, num_layers % pp + 2):
+        parts[-i] += 1
+    starts = [sum(parts[:s]) for s in range(pp)]
+    return [range(a, a + k) for a, k in zip(starts, parts)]
+
+
+def moe_weights_per_gpu(model: ModelSpec, layout: ParallelLayout, dtype_bytes: int) -> tuple[int, ExpertMemory]:
+    """Weight bytes on the fullest GPU of an MoE instance (fullest stage, fullest EP rank), and its experts."""
+    tp, pp, moe = layout.tp_size, layout.pp_size, model.moe
+    shape = ShardShape.of(model, tp, pp)
+    edge = max(dtype_bytes, 2)  # embedding, LM head, norms, routers stay 16-bit with fp8 weights
+    h = shape.hidden
+    attn = h * (shape.q_dim + 2 * shape.kv_dim) + shape.q_dim * h
+    base_layer = attn * dtype_bytes + shape.layer_norm_params * edge
+    dense_mlp = 3 * h * shape.inter * dtype_bytes
+    width = moe.expert_intermediate_size // layout.expert_tp
+    experts = layout.max_local_experts * 3 * h * width * dtype_bytes
+    moe_mlp = (experts + 3 * h * (moe.shared_expert_intermediate_size // tp) * dtype_bytes
+               + (h * moe.num_experts + (h if moe.shared_expert_gate else 0)) * edge)
+    table = shape.vocab * h * edge
+    stages = []
+    for s, layers in enumerate(pp_stages(model.num_layers, pp)):
+        n_moe = sum(1 for i in layers if moe.is_moe_layer(i))
+        weight = len(layers) * base_layer + n_moe * moe_mlp + (len(layers) - n_moe) * dense_mlp
+        weight += table if s == 0 else 0
+        if s == pp - 1:  # final norm and LM head (a copy of the embedding there if tied and pp > 1)
+            weight += h * edge + (0 if pp == 1 and model.tie_word_embeddings else table)
+        stages.append((weight, n_moe))
+    weight, n_moe = max(stages)
+    return weight, ExpertMemory(experts_per_gpu=layout.max_local_experts, num_experts=moe.num_experts,
+                                width_per_gpu=width, width=moe.expert_intermediate_size, moe_layers=n_moe,
+                                bytes=n_moe * experts)
+
+
 def plan_memory(model: ModelSpec, tp: int, pp: int, engine: EngineConfig, mem_size_gib: float,
-                reserve_gib: float, where: str) -> MemoryPlan:
+                reserve_gib: float, where: str, layout: ParallelLayout | None = None) -> MemoryPlan:
+    """Per-GPU memory of one instance; ``layout`` places an MoE model's experts (default: no DP, EP off)."""
     check_parallelism(model, tp, pp, where)
-    weights = weights_per_gpu_bytes(model, tp, pp, engine.weight_bytes)
-    act = activation_peak_bytes(model, tp, engine)
+    experts = None
+    if model.moe is None:
+        weights = weights_per_gpu_bytes(model, tp, pp, engine.weight_bytes)
+    else:
+        layout = layout or single_rank(model, tp, pp)
+        weights, experts = moe_weights_per_gpu(model, layout, engine.weight_bytes)
+    act = activation_peak_bytes(model, tp, engine, layout)
     reserve = int(reserve_gib * GiB)
     budget = int(mem_size_gib * GiB * engine.mem_util)
     per_token = kv_bytes_per_token(model, tp, pp, engine.kv_bytes)
@@ -181,12 +289,14 @@ def plan_memory(model: ModelSpec, tp: int, pp: int, engine: EngineConfig, mem_si
     blocks = free // per_block if free > 0 else 0
     if blocks < 1:
         needed = weights + act + reserve + per_block
+        spread = f", {experts.experts_per_gpu} of {experts.num_experts} experts per GPU" if experts else ""
         raise InfeasibleError(
             f"{where}: {model.name} does not fit: needs {needed / GB:.1f} GB per GPU "
             f"(weights {weights / GB:.1f} GB + activations {act / GB:.1f} GB + reserve {reserve / GB:.1f} GB "
             f"+ one KV block) but {budget / GB:.1f} GB are available "
-            f"({mem_size_gib:g} GiB x mem_util {engine.mem_util:g}) at tp_size={tp}, pp_size={pp}; "
-            "raise tp_size or pp_size, use a larger GPU, or raise npu-memory-utilization"
+            f"({mem_size_gib:g} GiB x mem_util {engine.mem_util:g}) at tp_size={tp}, pp_size={pp}{spread}; "
+            f"raise tp_size or pp_size{', or ep_size with a dp_group' if experts else ''}, use a larger GPU, "
+            "or raise npu-memory-utilization"
         )
     return MemoryPlan(
         weights_bytes=weights,
@@ -196,6 +306,7 @@ def plan_memory(model: ModelSpec, tp: int, pp: int, engine: EngineConfig, mem_si
         kv_bytes_per_token=per_token,
         block_size=engine.block_size,
         num_blocks=int(blocks),
+        experts=experts,
     )
 
 

@@ -67,7 +67,8 @@ def prepare(config: RunConfig, ignored: list[str], argv: list[str] | None = None
         for i in cluster.instances for k in i.ignored_keys
     ]
     setups = build_instances(cluster, config.engine.as_engine_keys(), config.perf_model, config.profile_dir,
-                             models=config.models, hardware=config.hardware, comm_model=config.comm_model)
+                             models=config.models, hardware=config.hardware, comm_model=config.comm_model,
+                             notes=ignored)
     inputs = {
         "cluster_config": file_ref(cluster.path, cluster.sha256),
         "models": {s.model.name: file_ref(s.model.source, s.model.sha256) for s in setups},

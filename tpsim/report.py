@@ -30,6 +30,13 @@ APPROXIMATIONS = [
     "queuing_delay is measured to the first scheduling of the request (LLMServingSim measures to the last prefill "
     "chunk).",
 ]
+MOE_APPROXIMATION = ("Mixture of experts, memory: routed experts placed by vLLM's linear expert map (the first E % ep "
+                     "EP ranks hold one more), each expert's width split over DP x TP / EP GPUs; routers and "
+                     "shared-expert gates replicated at 16 bits; the fused-MoE activation peak estimated on "
+                     "DP x max_num_batched_tokens all-gathered rows.")
+EP_DEFAULT_APPROXIMATION = ("ep_size absent for an MoE model: LLMServingSim's default ep_size = tp_size (experts split "
+                            "whole over the instance's GPUs); vLLM's own default is expert parallelism off (every "
+                            "expert sharded by width), which holds the same bytes per GPU.")
 PP_APPROXIMATION = ("Pipeline parallelism: a batch takes the full-model latency plus pp-1 hidden-state transfers; "
                     "the next batch may start after one stage's share (balanced stages assumed).")
 
@@ -53,6 +60,28 @@ def banner(console: Console, cluster, setups: list[InstanceSetup], trace_desc: s
             f"  KV cache: {m.kv_capacity_bytes / GB:.2f} GB/GPU = {m.num_blocks:,} blocks x {m.block_size} = "
             f"{m.kv_capacity_tokens:,} tokens ({m.kv_bytes_per_token:,} B/token/GPU, {e.kv_cache_dtype})"
         )
+        for line in layout_lines(s.layout, m):
+            console.line(line)
+
+
+def layout_lines(layout, memory) -> list[str]:
+    """The banner's data/expert-parallel lines of one instance (none for a plain dense instance)."""
+    lines = []
+    if layout.dp_size > 1:
+        members = ", ".join(str(i) for i in layout.group)
+        kind = "MoE layers in lockstep" if layout.lockstep else "dense: independent engines"
+        lines.append(f"  DP rank {layout.dp_rank} of {layout.dp_size} (dp_group {layout.dp_group!r}: instances "
+                     f"{members}; {kind}); attention, embedding and LM head on each DP rank (TP {layout.tp_size}), "
+                     "KV cache per DP rank")
+    x = memory.experts
+    if x is not None:
+        how = (f"EP {layout.ep_size} over DP {layout.dp_size} x TP {layout.tp_size}" if layout.expert_parallel
+               else f"EP off: sharded by width over DP {layout.dp_size} x TP {layout.tp_size}")
+        source = {"default": "ep_size defaults to tp_size", "ep_size": "ep_size",
+                  "enable_expert_parallel": "enable_expert_parallel"}.get(layout.ep_source, layout.ep_source)
+        lines.append(f"  experts {x.experts_per_gpu} of {x.num_experts} on this GPU at width {x.width_per_gpu} of "
+                     f"{x.width} ({how}; {source}): {x.bytes / GB:.2f} GB of the weights; routers replicated")
+    return lines
 
 
 def _instance_summary(s: InstanceSetup, inst: Instance | None) -> dict:
@@ -70,6 +99,8 @@ def _instance_summary(s: InstanceSetup, inst: Instance | None) -> dict:
         "memory": s.memory.as_dict(),
         "latency_model": s.latency.describe(),
     }
+    if not s.layout.plain:
+        out["parallel"] = s.layout.as_dict()
     if inst is not None:
         peak = inst.kv.peak_used
         out.update({
@@ -137,6 +168,10 @@ def summarize(run, result: SimResult, itl_counts: dict, wall_s: float) -> RunSum
     approximations = list(APPROXIMATIONS)
     if any(s.config.pp_size > 1 for s in setups):
         approximations.append(PP_APPROXIMATION)
+    if any(s.model.is_moe for s in setups):
+        approximations.append(MOE_APPROXIMATION)
+    if any(s.layout.ep_source == "default" for s in setups):
+        approximations.append(EP_DEFAULT_APPROXIMATION)
     if any(s.engine.dtype == "fp8" and s.hardware.peak_tflops.get("fp8") is None for s in setups):
         approximations.append("fp8 on a GPU without FP8 tensor cores: weight-only fp8 (16-bit math, 1-byte weights).")
     for s in setups:

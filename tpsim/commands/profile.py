@@ -64,6 +64,11 @@ def handle(args) -> int:
     if args.tp < 1:
         raise InputError(f"--tp must be >= 1, got {args.tp}")
     model = load_model(args.model)
+    if model.is_moe:
+        from tpsim.errors import NotSupportedError
+
+        raise NotSupportedError(f"--model {args.model}: a mixture-of-experts model; tpsim profile times dense "
+                                "decoder layers only, choose a dense model")
     check_parallelism(model, args.tp, 1, f"--model {args.model} --tp {args.tp}")
     dtype = args.dtype or model.torch_dtype
     if dtype not in profiler.TORCH_DTYPES:

@@ -43,13 +43,15 @@ UNSUPPORTED_INSTANCE_KEYS = {
     "enable_attn_offloading": "attention offloading to PIM",
     "enable_sub_batch_interleaving": "sub-batch interleaving",
     "placement": "per-layer/per-block memory placement",
-    "dp_group": "wave-synchronised data-parallel groups",
 }
 #: keys that exist in LLMServingSim but change nothing in tpsim (recorded as ignored)
 IGNORED_INSTANCE_KEYS = {
     "enable_block_copy": "a trace-generation shortcut of LLMServingSim; tpsim computes every layer anyway",
-    "ep_size": "expert parallelism (only meaningful for MoE, which tpsim rejects)",
 }
+#: data and expert parallelism: LLMServingSim's spelling (``dp_group``: one entry per DP rank, ``ep_size``:
+#: the total EP degree of the group) and vLLM's (``data_parallel_size``: one entry expands to that many
+#: DP ranks, ``enable_expert_parallel``); resolved against the model in :mod:`tpsim.config.parallel`
+PARALLEL_KEYS = ("ep_size", "dp_group", "data_parallel_size", "enable_expert_parallel")
 _INSTANCE_KEYS = {"model_name", "hardware", "npu_mem", "num_npus", "tp_size", "pp_size", "pd_type"}
 _NPU_MEM_KEYS = {"mem_size", "mem_bw", "mem_latency", "mem_util"}
 _NODE_KEYS = {"num_instances", "cpu_mem", "instances", "power"}
@@ -78,6 +80,10 @@ class InstanceConfig:
     pd_type: str | None
     engine_overrides: dict  # per-instance engine keys, as given
     ignored_keys: tuple[str, ...] = ()
+    entry: str = ""  # where the instance is in the file: "nodes[n].instances[j]" (shared by expanded DP ranks)
+    ep_size: int | None = None  # LLMServingSim's ep_size as given (the DP group's total EP degree)
+    enable_expert_parallel: bool | None = None  # vLLM's flag as given
+    dp_group: str | None = None  # the DP group's name (for data_parallel_size: "data_parallel_size@<entry>")
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,38 @@ def resolve_parallelism(inst: dict, where: str) -> tuple[int, int, int]:
     return num_npus, tp, pp
 
 
+def parallel_keys(inst: dict, where: str, entry: str) -> dict:
+    """The data/expert-parallel keys of one instance entry, typed; the two spellings may not be mixed."""
+    for a, b in (("ep_size", "enable_expert_parallel"), ("dp_group", "data_parallel_size")):
+        if inst.get(a) is not None and inst.get(b) is not None:
+            raise InputError(f"{where}: '{a}' and '{b}' both given; they are two spellings of one setting "
+                             f"(LLMServingSim's and vLLM's), keep one")
+    out: dict = {"ep_size": None, "enable_expert_parallel": None, "dp_group": None, "data_parallel_size": None}
+    if inst.get("ep_size") is not None:
+        out["ep_size"] = typed.integer(inst["ep_size"], f"{where}.ep_size", 1, MAX_GPUS)
+    if inst.get("enable_expert_parallel") is not None:
+        out["enable_expert_parallel"] = typed.boolean(inst["enable_expert_parallel"], f"{where}.enable_expert_parallel")
+    if inst.get("dp_group") is not None:
+        out["dp_group"] = typed.text(inst["dp_group"], f"{where}.dp_group", 128)
+    if inst.get("data_parallel_size") is not None:
+        ranks = typed.integer(inst["data_parallel_size"], f"{where}.data_parallel_size", 1, MAX_INSTANCES)
+        out["data_parallel_size"] = ranks
+        out["dp_group"] = f"{_NATIVE_GROUP}{entry}"
+    return out
+
+
+_NATIVE_GROUP = "data_parallel_size@"
+
+
+def check_group_names(instances: list[InstanceConfig], where: str) -> None:
+    """A ``dp_group`` name may not pose as the group of a ``data_parallel_size`` entry."""
+    for inst in instances:
+        group = inst.dp_group or ""
+        if group.startswith(_NATIVE_GROUP) and group != f"{_NATIVE_GROUP}{inst.entry}":
+            raise InputError(f"{where}: {inst.entry}.dp_group {group!r}: names starting with '{_NATIVE_GROUP}' "
+                             "are reserved for data_parallel_size; choose another name")
+
+
 def parse_cluster(doc, path: str, sha256: str = "") -> ClusterConfig:
     where = path
     if not isinstance(doc, dict):
@@ -192,74 +230,9 @@ def parse_cluster(doc, path: str, sha256: str = "") -> ClusterConfig:
         raise InputError(f"{where}: num_nodes is {num_nodes} but 'nodes' lists {len(nodes)}; make them agree")
     instances: list[InstanceConfig] = []
     for n, node in enumerate(nodes):
-        nwhere = f"{where}: nodes[{n}]"
-        if not isinstance(node, dict):
-            raise InputError(f"{nwhere} must be an object")
-        unknown += [f"nodes[{n}].{_key(k)}" for k in node if k not in _NODE_KEYS]
-        if "power" in node:
-            raise NotSupportedError(f"{nwhere}.power: power modelling is not supported by tpsim; remove the 'power' block")
-        cpu_mem = node.get("cpu_mem")
-        if isinstance(cpu_mem, dict):
-            if cpu_mem.get("pim_config"):
-                raise NotSupportedError(f"{nwhere}.cpu_mem.pim_config: PIM is not supported by tpsim; remove it")
-            unknown += [f"nodes[{n}].cpu_mem.{_key(k)}" for k in cpu_mem if k not in _CPU_MEM_KEYS]
-        if "instances" not in node:
-            raise InputError(f"{nwhere}: missing field 'instances'")
-        insts = node["instances"]
-        if not isinstance(insts, list) or not insts:
-            raise InputError(f"{nwhere}.instances must be a non-empty list")
-        declared = typed.integer(node.get("num_instances", len(insts)), f"{nwhere}.num_instances", 1, MAX_INSTANCES)
-        if declared != len(insts):
-            raise InputError(
-                f"{nwhere}: num_instances is {declared} but 'instances' lists {len(insts)}; make them agree"
-            )
-        for j, inst in enumerate(insts):
-            iwhere = f"{nwhere}.instances[{j}]"
-            if not isinstance(inst, dict):
-                raise InputError(f"{iwhere} must be an object")
-            for key in ("model_name", "hardware", "npu_mem"):
-                if key not in inst:
-                    raise InputError(f"{iwhere}: missing field '{key}'")
-            for key in ("model_name", "hardware"):
-                typed.text(inst[key], f"{iwhere}.{key}", max_len=1024 if key == "model_name" else 128)
-            for key, what in UNSUPPORTED_INSTANCE_KEYS.items():
-                if inst.get(key) not in (None, False, ""):
-                    raise NotSupportedError(f"{iwhere}.{key}: {what} is not supported by tpsim; remove the key")
-            pd_type = inst.get("pd_type")
-            if pd_type is not None:
-                if pd_type not in ("prefill", "decode"):
-                    raise InputError(f"{iwhere}.pd_type must be null, \"prefill\" or \"decode\", got {typed.show(pd_type)}")
-                raise NotSupportedError(
-                    f"{iwhere}.pd_type={pd_type!r}: prefill/decode disaggregation is not supported yet; "
-                    "use pd_type null (colocated)"
-                )
-            ep = inst.get("ep_size")
-            if ep is not None and typed.integer(ep, f"{iwhere}.ep_size", 1, MAX_GPUS) != 1:
-                raise NotSupportedError(f"{iwhere}.ep_size={ep!r}: expert parallelism is not supported (dense models only)")
-            num_npus, tp, pp = resolve_parallelism(inst, iwhere)
-            overrides = {k: inst[k] for k in ENGINE_KEYS if k in inst}
-            npu_mem = _parse_npu_mem(inst["npu_mem"], f"{iwhere}.npu_mem")
-            unknown += [f"nodes[{n}].instances[{j}].npu_mem.{_key(k)}" for k in inst["npu_mem"] if k not in _NPU_MEM_KEYS]
-            if len(instances) >= MAX_INSTANCES:
-                raise InputError(f"{where}: more than {MAX_INSTANCES} instances; split the cluster")
-            known = _INSTANCE_KEYS | set(ENGINE_KEYS) | set(UNSUPPORTED_INSTANCE_KEYS) | set(IGNORED_INSTANCE_KEYS)
-            unknown += [f"nodes[{n}].instances[{j}].{_key(k)}" for k in inst if k not in known]
-            ignored = tuple(k for k in IGNORED_INSTANCE_KEYS if k in inst)
-            instances.append(
-                InstanceConfig(
-                    index=len(instances),
-                    node=n,
-                    model_name=inst["model_name"],
-                    hardware=inst["hardware"],
-                    npu_mem=npu_mem,
-                    num_npus=num_npus,
-                    tp_size=tp,
-                    pp_size=pp,
-                    pd_type=None,
-                    engine_overrides=overrides,
-                    ignored_keys=ignored,
-                )
-            )
+        for j, inst in enumerate(_node_instances(node, n, where, unknown)):
+            instances += _parse_instance(inst, n, j, len(instances), where, unknown)
+    check_group_names(instances, where)
     return ClusterConfig(
         path=path,
         sha256=sha256,
@@ -270,6 +243,88 @@ def parse_cluster(doc, path: str, sha256: str = "") -> ClusterConfig:
         unknown_keys=tuple(unknown),
         notes=tuple(notes),
     )
+
+
+def _node_instances(node, n: int, where: str, unknown: list[str]) -> list:
+    """The instance entries of ``nodes[n]``, after the node's own keys are checked."""
+    nwhere = f"{where}: nodes[{n}]"
+    if not isinstance(node, dict):
+        raise InputError(f"{nwhere} must be an object")
+    unknown += [f"nodes[{n}].{_key(k)}" for k in node if k not in _NODE_KEYS]
+    if "power" in node:
+        raise NotSupportedError(f"{nwhere}.power: power modelling is not supported by tpsim; remove the 'power' block")
+    cpu_mem = node.get("cpu_mem")
+    if isinstance(cpu_mem, dict):
+        if cpu_mem.get("pim_config"):
+            raise NotSupportedError(f"{nwhere}.cpu_mem.pim_config: PIM is not supported by tpsim; remove it")
+        unknown += [f"nodes[{n}].cpu_mem.{_key(k)}" for k in cpu_mem if k not in _CPU_MEM_KEYS]
+    if "instances" not in node:
+        raise InputError(f"{nwhere}: missing field 'instances'")
+    insts = node["instances"]
+    if not isinstance(insts, list) or not insts:
+        raise InputError(f"{nwhere}.instances must be a non-empty list")
+    declared = typed.integer(node.get("num_instances", len(insts)), f"{nwhere}.num_instances", 1, MAX_INSTANCES)
+    if declared != len(insts):
+        raise InputError(
+            f"{nwhere}: num_instances is {declared} but 'instances' lists {len(insts)}; make them agree"
+        )
+    return insts
+
+
+_KNOWN_INSTANCE_KEYS = (_INSTANCE_KEYS | set(ENGINE_KEYS) | set(UNSUPPORTED_INSTANCE_KEYS) | set(IGNORED_INSTANCE_KEYS)
+                        | set(PARALLEL_KEYS))
+
+
+def _parse_instance(inst, n: int, j: int, first_index: int, where: str, unknown: list[str]) -> list[InstanceConfig]:
+    """``nodes[n].instances[j]``: one instance, or one per DP rank with ``data_parallel_size``."""
+    entry = f"nodes[{n}].instances[{j}]"
+    iwhere = f"{where}: {entry}"
+    if not isinstance(inst, dict):
+        raise InputError(f"{iwhere} must be an object")
+    for key in ("model_name", "hardware", "npu_mem"):
+        if key not in inst:
+            raise InputError(f"{iwhere}: missing field '{key}'")
+    for key in ("model_name", "hardware"):
+        typed.text(inst[key], f"{iwhere}.{key}", max_len=1024 if key == "model_name" else 128)
+    for key, what in UNSUPPORTED_INSTANCE_KEYS.items():
+        if inst.get(key) not in (None, False, ""):
+            raise NotSupportedError(f"{iwhere}.{key}: {what} is not supported by tpsim; remove the key")
+    pd_type = inst.get("pd_type")
+    if pd_type is not None:
+        if pd_type not in ("prefill", "decode"):
+            raise InputError(f"{iwhere}.pd_type must be null, \"prefill\" or \"decode\", got {typed.show(pd_type)}")
+        raise NotSupportedError(
+            f"{iwhere}.pd_type={pd_type!r}: prefill/decode disaggregation is not supported yet; "
+            "use pd_type null (colocated)"
+        )
+    num_npus, tp, pp = resolve_parallelism(inst, iwhere)
+    keys = parallel_keys(inst, iwhere, entry)
+    overrides = {k: inst[k] for k in ENGINE_KEYS if k in inst}
+    npu_mem = _parse_npu_mem(inst["npu_mem"], f"{iwhere}.npu_mem")
+    unknown += [f"{entry}.npu_mem.{_key(k)}" for k in inst["npu_mem"] if k not in _NPU_MEM_KEYS]
+    unknown += [f"{entry}.{_key(k)}" for k in inst if k not in _KNOWN_INSTANCE_KEYS]
+    ignored = tuple(k for k in IGNORED_INSTANCE_KEYS if k in inst)
+    ranks = keys.pop("data_parallel_size") or 1
+    if first_index + ranks > MAX_INSTANCES:
+        raise InputError(f"{where}: more than {MAX_INSTANCES} instances; split the cluster")
+    return [
+        InstanceConfig(
+            index=first_index + r,
+            node=n,
+            model_name=inst["model_name"],
+            hardware=inst["hardware"],
+            npu_mem=npu_mem,
+            num_npus=num_npus,
+            tp_size=tp,
+            pp_size=pp,
+            pd_type=None,
+            engine_overrides=overrides,
+            ignored_keys=ignored,
+            entry=entry,
+            **keys,
+        )
+        for r in range(ranks)
+    ]
 
 
 def load_cluster(path: str | Path) -> ClusterConfig:

@@ -7,8 +7,11 @@ here, once, so nothing downstream has to know about them:
   with ``hidden / heads`` (Qwen3-0.6B/4B/32B), so ``q_dim = heads * head_dim``
   is used everywhere instead of ``hidden``.
 * ``num_key_value_heads`` may be absent (then equal to the heads).
-* Qwen3 normalises q and k per head (``qk_norm``).
-* Mixture-of-experts configs are recognised and rejected with a clear message.
+* Qwen3 (and Qwen3-MoE) normalise q and k per head (``qk_norm``).
+* Mixture-of-experts configs carry a :class:`~tpsim.config.moe.MoESpec` (``moe``), read per family
+  by :mod:`tpsim.config.moe`; ``intermediate_size`` is then the width of the dense layers' MLP.
+* Multi-head latent attention (DeepSeek-V2/V3, ``kv_lora_rank``) is refused: the attention shape
+  below (heads x head_dim, a K and a V per KV head) does not describe it.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tpsim.config import catalog, typed
+from tpsim.config.moe import MoESpec, is_moe_config, parse_moe
 from tpsim.errors import InputError, NotSupportedError
 from tpsim.hashing import sha256_bytes
 from tpsim.io.files import read_json_file, show_path
 from tpsim.units import HF_DTYPE_ALIASES
 
-_MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size")
-_QK_NORM_TYPES = {"qwen3"}
+_QK_NORM_TYPES = {"qwen3", "qwen3_moe"}
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class ModelSpec:
     num_heads: int
     num_kv_heads: int
     head_dim: int
-    intermediate_size: int
+    intermediate_size: int  # MLP width of the dense layers (of an MoE model: the layers that are not MoE)
     vocab_size: int
     max_position_embeddings: int
     tie_word_embeddings: bool
@@ -43,6 +46,16 @@ class ModelSpec:
     qk_norm: bool
     source: str = ""
     sha256: str = ""
+    moe: MoESpec | None = None  # the experts of a mixture-of-experts model; None: dense
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None
+
+    @property
+    def num_dense_layers(self) -> int:
+        """Layers with a dense MLP of ``intermediate_size`` (all of them in a dense model)."""
+        return self.num_layers - (self.moe.num_moe_layers if self.moe else 0)
 
     @property
     def q_dim(self) -> int:
@@ -53,13 +66,22 @@ class ModelSpec:
         return self.num_kv_heads * self.head_dim
 
     def num_params(self) -> int:
-        """Total parameters (tied embeddings counted once, no biases)."""
+        """Total parameters (tied embeddings counted once, no biases; MoE: every expert, routers, shared experts)."""
+        return self._params(active=False)
+
+    def active_params(self) -> int:
+        """Parameters one token passes through: of each MoE layer only its ``top_k`` routed experts
+        (and the router and shared expert); equal to :meth:`num_params` for a dense model."""
+        return self._params(active=True)
+
+    def _params(self, active: bool) -> int:
         h = self.hidden_size
         attn = h * (self.q_dim + 2 * self.kv_dim) + self.q_dim * h
         mlp = 3 * h * self.intermediate_size
         norms = 2 * h + (2 * self.head_dim if self.qk_norm else 0)
         embed = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
-        return embed + self.num_layers * (attn + mlp + norms) + h
+        moe = self.moe.num_moe_layers * self.moe.params_per_layer(h, active) if self.moe else 0
+        return embed + self.num_layers * (attn + norms) + self.num_dense_layers * mlp + moe + h
 
 
 #: limits no real model reaches (the largest today: hidden 16k-32k, vocab 256k, 10M context)
@@ -93,12 +115,6 @@ def parse_model_config(cfg: dict, name: str, where: str) -> ModelSpec:
     if not isinstance(model_type, str):
         raise InputError(f"{where}: missing field 'model_type'; copy the model's config.json from Hugging Face unchanged")
     typed.text(model_type, f"{where}: field 'model_type'", 128)
-    moe = [k for k in _MOE_KEYS if cfg.get(k)]
-    if moe or "moe" in model_type:
-        raise NotSupportedError(
-            f"{where}: {name} is a mixture-of-experts model ({', '.join(moe) or model_type}); "
-            "MoE not supported yet, choose a dense model"
-        )
     hidden = _req_int(cfg, "hidden_size", where, MAX_WIDTH)
     layers = _req_int(cfg, "num_hidden_layers", where, MAX_COUNT)
     heads = _req_int(cfg, "num_attention_heads", where, MAX_COUNT)
@@ -121,6 +137,10 @@ def parse_model_config(cfg: dict, name: str, where: str) -> ModelSpec:
     if dtype is None:
         raise InputError(f"{where}: torch_dtype {typed.show(dtype_raw)} is not one of float32/float16/bfloat16")
     tied = cfg.get("tie_word_embeddings", False)
+    moe = parse_moe(cfg, model_type, layers, inter, where, MAX_WIDTH) if is_moe_config(cfg, model_type) else None
+    if cfg.get("kv_lora_rank") is not None:
+        raise NotSupportedError(f"{where}: field 'kv_lora_rank': {name} uses multi-head latent attention (MLA), "
+                                "which tpsim does not model; choose a model with standard (grouped-query) attention")
     return ModelSpec(
         name=name,
         model_type=model_type,
@@ -135,6 +155,7 @@ def parse_model_config(cfg: dict, name: str, where: str) -> ModelSpec:
         tie_word_embeddings=typed.boolean(tied, f"{where}: field 'tie_word_embeddings'"),
         torch_dtype=dtype,
         qk_norm=model_type in _QK_NORM_TYPES,
+        moe=moe,
     )
 
 
