@@ -32,15 +32,18 @@ from tpsim.config.hardware import HardwareSpec
 from tpsim.config.model import ModelSpec
 from tpsim.memory import ShardShape
 from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
-from tpsim.perf.collectives import p2p_ns, ring_allgather_ns, ring_allreduce_ns
+from tpsim.perf.collectives import p2p_ns
+from tpsim.perf.comm import RingComm
 
 
 class AnalyticalModel(LatencyModel):
     name = "analytical"
 
     def __init__(self, model: ModelSpec, hardware: HardwareSpec, engine: EngineConfig, tp: int, pp: int,
-                 mem_bw_gbps: float, link_bw_gbps: float, link_latency_ns: float):
+                 mem_bw_gbps: float, link_bw_gbps: float, link_latency_ns: float, comm=None):
         p = hardware.perf
+        #: collectives (tpsim.perf.comm); the ring on the configured link unless a fitted or measured model is given
+        self.comm = comm if comm is not None else RingComm(link_bw_gbps, link_latency_ns, engine.act_bytes)
         self.model = model
         self.hardware = hardware
         self.engine = engine
@@ -117,7 +120,7 @@ class AnalyticalModel(LatencyModel):
             ("down_proj", "layer", self._gemm(n, s.inter, h, self.wb, k)),
         ]
         if self.tp > 1:
-            t = ring_allreduce_ns(n * h * ab, self.tp, self.link_bw, self.link_latency)
+            t = self.comm.all_reduce(n * h, self.tp, graph)[0]
             ops.append(("all_reduce_attn", "comm", (t, 0.0, n * h * ab, "link")))
             ops.append(("all_reduce_mlp", "comm", (t, 0.0, n * h * ab, "link")))
         return ops
@@ -128,15 +131,15 @@ class AnalyticalModel(LatencyModel):
         k = graph
         ops = [("embedding", "head", self._mem(2.0 * n * h * ab, k))]
         if self.tp > 1:
-            t = ring_allreduce_ns(n * h * ab, self.tp, self.link_bw, self.link_latency)
+            t = self.comm.all_reduce(n * h, self.tp, graph)[0]
             ops.append(("embedding_all_reduce", "head", (t, 0.0, n * h * ab, "link")))
         ops.append(("final_layernorm", "head", self._mem(2.0 * n * h * ab, k)))
         if sampled:
             ops.append(("lm_head", "head", self._gemm(sampled, h, s.vocab, self.edge_wb, k)))
-            logits = sampled * s.vocab * s.tp * 4.0  # fp32 logits over the full vocabulary
-            if self.tp > 1:
-                t = ring_allgather_ns(logits, self.tp, self.link_bw, self.link_latency)
-                ops.append(("logits_gather", "head", (t, 0.0, logits, "link")))
+            logits = sampled * s.vocab * s.tp * 4.0  # fp32 logits over the full vocabulary (the sampler's pass)
+            if self.tp > 1:  # vLLM all-gathers the 16-bit logits over TP (docs/notes/vllm-0.19-tp-execution.md)
+                t = self.comm.all_gather(sampled * s.vocab * s.tp, self.tp)[0]
+                ops.append(("logits_gather", "head", (t, 0.0, sampled * s.vocab * s.tp * ab, "link")))
             ops.append(("sampler", "head", self._mem(3.0 * logits, k, kernels=4)))
         if self.pp > 1:
             t = p2p_ns(n * h * ab, self.link_bw, self.link_latency)
@@ -279,4 +282,5 @@ class AnalyticalModel(LatencyModel):
             "mem_bw_gbps": self.mem_bw,
             "params": {k: getattr(p, k) for k in p.__dataclass_fields__},
             "provenance": self.hardware.provenance,
+            "comm": self.comm.describe(),
         }

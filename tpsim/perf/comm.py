@@ -5,10 +5,15 @@
   vLLM picks per size -- custom all-reduce, symmetric memory, NCCL -- is in the data); where the
   table has no row for the GPU count (custom all-reduce is off on more than two PCIe GPUs) NCCL's
   all-reduce table, as vLLM then falls back to NCCL.  The logits all-gather is NCCL's.
-* ``analytical``: the alpha-beta model on the cluster config's ``link_bw`` / ``link_latency``
-  (:mod:`tpsim.perf.collectives`), so link sweeps keep their meaning.
+* ``analytical``: an alpha-beta model on the cluster config's ``link_bw`` / ``link_latency``, so
+  link sweeps keep their meaning: vLLM's piecewise choice of all-reduce algorithm with constants
+  fitted to the GPU's tables at its catalogued link (:mod:`tpsim.perf.comm_fit`; a GPU without
+  tables borrows the curves of the nearest measured GPU with the same kind of link), or the
+  plain ring (:mod:`tpsim.perf.collectives`) where no curve can be fitted.
 * ``auto``: measured when the GPU has tables and the cluster config's link is the catalogued
-  interconnect of that GPU (``configs/hardware/<GPU>.yaml``), else analytical.
+  interconnect of that GPU (``configs/hardware/<GPU>.yaml``); on another link, the measured time
+  plus the fitted model's change from the catalogued link to that one (so a link sweep is
+  continuous and monotone through the catalogued point); analytical for a GPU without tables.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from tpsim.perf.collectives import ring_allgather_ns, ring_allreduce_ns
 COMM_MODELS = ("measured", "analytical", "auto")
 
 
-class AnalyticalComm:
-    """Ring algorithms on the configured link (alpha-beta)."""
+class RingComm:
+    """Ring algorithms on the configured link (alpha-beta), NCCL's textbook formulas."""
 
     name = "analytical"
 
@@ -37,6 +42,78 @@ class AnalyticalComm:
     def describe(self) -> dict:
         return {"comm_model": self.name, "link_bw_gbps": self.link_bw, "link_latency_ns": self.link_latency,
                 "algorithm": "ring all-reduce 2(n-1) steps, all-gather n-1 steps"}
+
+
+class FittedComm:
+    """vLLM's all-reduce pieces and NCCL's all-gather, fitted to measured tables, on the configured link."""
+
+    name = "analytical"
+
+    def __init__(self, tables, reference, link_bw_gbps: float, link_latency_ns: float, act_bytes: int,
+                 anchored: bool = False):
+        self.tables = tables
+        #: anchored: the measured time plus the fitted model's change from the catalogued link to this one,
+        #: so the time is exact on the catalogued link and a link sweep is monotone through it
+        self.anchored = anchored
+        self.reference = reference  # the HardwareSpec whose catalogued link the curves were measured on
+        self.link_bw = link_bw_gbps
+        self.link_latency = link_latency_ns
+        self.ab = act_bytes
+        self.bw_ratio = reference.link_bw_gbps / link_bw_gbps
+        self.dlat = link_latency_ns - reference.link_latency_ns
+        self._curves: dict = {}
+        self._ring = RingComm(link_bw_gbps, link_latency_ns, act_bytes)
+
+    def _curve(self, kind: str, n: int):
+        key = (kind, n)
+        if key not in self._curves:
+            from tpsim.perf import comm_fit
+
+            if n not in (2, 4, 8):
+                self._curves[key] = None  # not measured: the ring
+            elif kind == "all_reduce":
+                nvlink = "nvlink" in self.reference.interconnect.lower()
+                pieces = comm_fit.vllm_pieces(self.reference.compute_capability, n, nvlink)
+                measured = MeasuredComm(self.tables)
+                points = [(e * self.ab, measured.all_reduce(e, n, True)[0]) for e in comm_fit.FIT_ELEMENTS]
+                self._curves[key] = comm_fit.fit_curve(points, pieces, n, self.reference.name)
+            else:
+                points = [(e * self.ab, self.tables.nccl("all_gather", n, e).time_ns) for e in comm_fit.FIT_ELEMENTS]
+                self._curves[key] = comm_fit.fit_curve(points, ((float("inf"), "nccl_ring"),), n,
+                                                       self.reference.name)
+        return self._curves[key]
+
+    def all_reduce(self, elements: int, tp: int, graph: bool) -> tuple[float, str]:
+        if tp < 2 or elements <= 0:
+            return 0.0, "analytical"
+        curve = self._curve("all_reduce", tp)
+        if curve is None:
+            return self._ring.all_reduce(elements, tp, graph)
+        t = curve.time_ns(elements * self.ab, self.bw_ratio, self.dlat)
+        if self.anchored:
+            measured = MeasuredComm(self.tables).all_reduce(elements, tp, graph)[0]
+            t = max(0.0, measured + t - curve.time_ns(elements * self.ab, 1.0, 0.0))
+        return t, "analytical"
+
+    def all_gather(self, elements: int, tp: int) -> tuple[float, str]:
+        if tp < 2 or elements <= 0:
+            return 0.0, "analytical"
+        curve = self._curve("all_gather", tp)
+        if curve is None:
+            return self._ring.all_gather(elements, tp)
+        t = curve.time_ns(elements * self.ab, self.bw_ratio, self.dlat)
+        if self.anchored:
+            measured = self.tables.nccl("all_gather", tp, elements).time_ns
+            t = max(0.0, measured + t - curve.time_ns(elements * self.ab, 1.0, 0.0))
+        return t, "analytical"
+
+    def describe(self) -> dict:
+        return {"comm_model": self.name, "link_bw_gbps": self.link_bw, "link_latency_ns": self.link_latency,
+                "algorithm": "vLLM 0.19's all-reduce pieces (custom one-/two-shot, symmetric memory, NCCL) and "
+                             "NCCL's all-gather, each a + b*bytes fitted to measured tables, scaled to this link",
+                "fitted_to": f"kernel tables of {self.reference.name} at its catalogued link "
+                             f"({self.reference.link_bw_gbps:g} GB/s, {self.reference.link_latency_ns:g} ns)",
+                "anchored": "measured time + the fitted change to this link" if self.anchored else False}
 
 
 class MeasuredComm:
@@ -79,6 +156,26 @@ def link_is_catalogued(hardware, link_bw_gbps: float, link_latency_ns: float) ->
             and abs(link_latency_ns - hardware.link_latency_ns) <= 1e-9 * max(hardware.link_latency_ns, 1.0))
 
 
+#: GPUs whose measured collectives stand in for a GPU without tables, by kind of link
+REFERENCE_GPU = {"nvlink": "H100", "pcie": "RTXPRO6000"}
+
+
+def _reference(hardware, tables):
+    """(tables, hardware spec) the fitted curves come from: the GPU's own, else the nearest measured
+    GPU with the same kind of link; (None, None) where none can be loaded."""
+    if tables is not None:
+        return tables, hardware
+    from tpsim.config.hardware import load_hardware
+    from tpsim.kernels import load_kernel_tables
+
+    kind = "nvlink" if "nvlink" in hardware.interconnect.lower() else "pcie"
+    name = REFERENCE_GPU[kind]
+    ref_tables = load_kernel_tables(name)
+    if ref_tables is None:
+        return None, None
+    return ref_tables, load_hardware(name)
+
+
 def make_comm(kind: str, hardware, tables, link_bw_gbps: float, link_latency_ns: float, act_bytes: int,
               where: str = ""):
     """The collective model for ``--comm-model`` ``kind``."""
@@ -93,4 +190,8 @@ def make_comm(kind: str, hardware, tables, link_bw_gbps: float, link_latency_ns:
                                          and link_is_catalogued(hardware, link_bw_gbps, link_latency_ns))
     if use_tables:
         return MeasuredComm(tables)
-    return AnalyticalComm(link_bw_gbps, link_latency_ns, act_bytes)
+    ref_tables, reference = _reference(hardware, tables)
+    if ref_tables is None or act_bytes != 2:
+        return RingComm(link_bw_gbps, link_latency_ns, act_bytes)
+    return FittedComm(ref_tables, reference, link_bw_gbps, link_latency_ns, act_bytes,
+                      anchored=kind == "auto" and tables is not None)

@@ -130,14 +130,3 @@ def fit_curve(points: list[tuple[float, float]], pieces: tuple, n: int, source: 
     last = out[-1]
     out[-1] = Piece(_INF, last.algorithm, last.a_ns, last.b_ns_per_byte, last.hops)
     return FittedCurve(tuple(out), worst, source)
-
-
-def measured_allreduce_points(tables, n: int, dtype: str = "bfloat16", act_bytes: int = 2) -> list:
-    from tpsim.perf.comm import MeasuredComm
-
-    comm = MeasuredComm(tables, dtype)
-    return [(e * act_bytes, comm.all_reduce(e, n, True)[0]) for e in FIT_ELEMENTS]
-
-
-def measured_allgather_points(tables, n: int, act_bytes: int = 2) -> list:
-    return [(e * act_bytes, tables.nccl("all_gather", n, e).time_ns) for e in FIT_ELEMENTS]

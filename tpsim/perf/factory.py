@@ -17,7 +17,7 @@ from tpsim.perf.analytical import AnalyticalModel
 PERF_MODELS = ("analytical", "profile", "kernels", "auto")
 
 
-def _bundle_model(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns, profile_dir):
+def _bundle_model(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns, profile_dir, comm):
     from pathlib import Path
 
     from tpsim.config.catalog import profile_roots
@@ -34,21 +34,23 @@ def _bundle_model(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, li
                                      kv_cache_dtype=engine.kv_cache_dtype, tp=tp, profile_dir=profile_dir)
     return profile_mod.ProfileModel(bundle, model=model, hardware=hardware, engine=engine, tp=tp, pp=pp,
                                     mem_bw_gbps=mem_bw_gbps, link_bw_gbps=link_bw_gbps,
-                                    link_latency_ns=link_latency_ns)
+                                    link_latency_ns=link_latency_ns, comm=comm)
 
 
-def _kernel_model(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns, comm_model, where):
-    if engine.dtype == "float32":
-        return None  # no fp32 tables: vLLM serves 16-bit or fp8
+def _tables(hardware):
     from tpsim.kernels import load_kernel_tables
 
-    tables = load_kernel_tables(hardware.name)
+    return load_kernel_tables(hardware.name)
+
+
+def _kernel_model(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns, comm):
+    if engine.dtype == "float32":
+        return None  # no fp32 tables: vLLM serves 16-bit or fp8
+    tables = _tables(hardware)
     if tables is None:
         return None
-    from tpsim.perf.comm import make_comm
     from tpsim.perf.kernels import KernelModel
 
-    comm = make_comm(comm_model, hardware, tables, link_bw_gbps, link_latency_ns, engine.act_bytes, where)
     return KernelModel(tables, model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns, comm)
 
 
@@ -58,8 +60,14 @@ def make_latency_model(kind: str, *, model, hardware, engine, tp: int, pp: int, 
     if kind not in PERF_MODELS:
         raise InputError(f"--perf-model {kind!r}: choose one of {', '.join(PERF_MODELS)}")
     common = (model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns)
+    comm = None
+    if tp > 1:
+        from tpsim.perf.comm import make_comm
+
+        comm = make_comm(comm_model, hardware, _tables(hardware), link_bw_gbps, link_latency_ns, engine.act_bytes,
+                         where)
     if kind in ("profile", "auto"):
-        found = _bundle_model(*common, profile_dir)
+        found = _bundle_model(*common, profile_dir, comm)
         if found is not None:
             return found
         if kind == "profile":
@@ -69,7 +77,7 @@ def make_latency_model(kind: str, *, model, hardware, engine, tp: int, pp: int, 
                 "--perf-model kernels or analytical"
             )
     if kind in ("kernels", "auto"):
-        found = _kernel_model(*common, comm_model, where)
+        found = _kernel_model(*common, comm)
         if found is not None:
             return found
         if kind == "kernels":
@@ -77,4 +85,4 @@ def make_latency_model(kind: str, *, model, hardware, engine, tp: int, pp: int, 
                 f"{where}: --perf-model kernels but {hardware.name} has no kernel tables for {engine.dtype} "
                 "(configs/kernels/<GPU>/, made by `tpsim import aic`); use --perf-model analytical"
             )
-    return AnalyticalModel(*common)
+    return AnalyticalModel(*common, comm=comm)

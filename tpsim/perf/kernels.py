@@ -72,8 +72,9 @@ class KernelModel(LatencyModel):
     def __init__(self, tables, model, hardware, engine, tp: int, pp: int, mem_bw_gbps: float,
                  link_bw_gbps: float, link_latency_ns: float, comm):
         self.tables = tables
-        self.comm = comm
-        self.roofline = AnalyticalModel(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns)
+        self.roofline = AnalyticalModel(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns,
+                                        comm)
+        self.comm = self.roofline.comm
         r = self.roofline
         self.model, self.hardware, self.engine = model, hardware, engine
         self.tp, self.pp = tp, pp

@@ -159,7 +159,7 @@ class ProfileModel(LatencyModel):
     name = "profile"
 
     def __init__(self, bundle: Bundle, *, model, hardware, engine, tp: int, pp: int, mem_bw_gbps: float,
-                 link_bw_gbps: float, link_latency_ns: float):
+                 link_bw_gbps: float, link_latency_ns: float, comm=None):
         if bundle.tp != tp:
             raise InputError(f"{bundle.path}: bundle profiled for tp={bundle.tp}, instance runs tp={tp}; use the "
                              f"tp{tp}/ bundle")
@@ -168,7 +168,7 @@ class ProfileModel(LatencyModel):
             raise InputError(f"{bundle.path}/attention.csv: needs prefill-only rows (n_decode 0) and decode-only "
                              f"rows (prefill_chunk 0); re-run `tpsim profile`")
         self.roofline = r = AnalyticalModel(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps,
-                                            link_latency_ns)
+                                            link_latency_ns, comm)
         self.model, self.hardware, self.engine = model, hardware, engine
         self.tp, self.pp, self.shape, self.num_layers = tp, pp, r.shape, r.num_layers
         self.max_graph_batch = r.max_graph_batch
