@@ -7,7 +7,7 @@ protocols change with size again.  Each of those pieces is a straight line in me
 ``t = a + b S``, fitted here to the GPU's measured table at its catalogued link; on another link
 the pieces keep their shape and scale with it::
 
-    t(S; bw, lat) = max(0, a + k (lat - lat_cat)) + b S bw_cat / bw
+    t(S; bw, lat) = max(0, a + k (lat - lat_cat) + b S bw_cat / bw)
 
 ``k`` counts the link latencies the algorithm pays in sequence (one-shot 1, two-shot 2, NCCL's
 ring 2(n-1)).  A piece whose line misses its points by more than :data:`SPLIT_ERROR` is split
@@ -76,8 +76,8 @@ class FittedCurve:
         """``bw_ratio`` = catalogued / configured bandwidth; ``dlat_ns`` = configured - catalogued latency."""
         uppers = [p.upper_bytes for p in self.pieces]
         p = self.pieces[min(bisect_right(uppers, nbytes), len(self.pieces) - 1)]
-        a = p.a_ns + p.hops * dlat_ns
-        return (a if a > 0.0 else 0.0) + p.b_ns_per_byte * nbytes * bw_ratio
+        t = p.a_ns + p.hops * dlat_ns + p.b_ns_per_byte * nbytes * bw_ratio
+        return t if t > 0.0 else 0.0
 
 
 def _line(points) -> tuple[float, float]:
@@ -100,12 +100,14 @@ def _line(points) -> tuple[float, float]:
 def _fit_range(points, upper: float, algorithm: str, n: int) -> tuple[list[Piece], float]:
     a, b = _line(points)
     err = max(abs((a + b * s) / t - 1.0) for s, t in points)
-    if err <= SPLIT_ERROR or len(points) < 4:
+    if err <= SPLIT_ERROR or len(points) < 3:
         return [Piece(upper, algorithm, a, b, latency_hops(algorithm, n))], err
     worst = max(range(1, len(points) - 1), key=lambda i: abs((a + b * points[i][0]) / points[i][1] - 1.0))
     left, right = points[:worst + 1], points[worst + 1:]
     if len(right) < 2:
         left, right = points[:worst], points[worst:]
+    if len(left) < 2 or len(right) < 2:
+        return [Piece(upper, algorithm, a, b, latency_hops(algorithm, n))], err
     split = (left[-1][0] + right[0][0]) / 2.0
     lp, le = _fit_range(left, split, algorithm, n)
     rp, re = _fit_range(right, upper, algorithm, n)

@@ -1,0 +1,131 @@
+"""The kernel-table latency model (--perf-model kernels): vLLM 0.19's step from measured kernels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO, run_subprocess, write_trace
+from tpsim.build import standalone
+from tpsim.errors import InputError
+from tpsim.kernels import load_kernel_tables
+from tpsim.perf.base import BatchShape
+from tpsim.perf.kernels import KernelModel
+from tpsim.perf.vllm_exec import EAGER, FULL, PIECEWISE, GraphPolicy, capture_sizes
+
+
+def model(name="meta-llama/Llama-3.1-8B", hw="H100", tp=1, **kw):
+    return standalone(name, hw, tp=tp, perf_model="kernels", **kw)[3]
+
+
+def test_capture_sizes_and_graph_modes_follow_vllm():
+    assert capture_sizes(512)[:6] == (1, 2, 4, 8, 16, 24) and capture_sizes(512)[-2:] == (496, 512)
+    assert len(capture_sizes(512)) == 51  # vLLM logs 51 sizes with the defaults
+    policy = GraphPolicy.of(max_num_seqs=128, max_num_batched_tokens=2048)
+    assert policy.max_size == 256  # min(2 x max_num_seqs, 512, max_num_batched_tokens)
+    assert policy.mode(9, True) == (FULL, 16)
+    assert policy.mode(9, False) == (PIECEWISE, 16)
+    assert policy.mode(257, True) == (EAGER, 257)
+
+
+def test_dense_ops_run_at_the_padded_token_count_and_match_the_table():
+    m = model()
+    tables = load_kernel_tables("H100")
+    bd = m.explain(BatchShape((), 9, 9 * 500, 500, 9))  # 9 decodes -> a FULL graph of 16
+    qkv = next(op for op in bd.ops if op.name == "qkv_proj")
+    assert qkv.time_ns == tables.gemm(16, 4096 + 2 * 1024, 4096).time_ns
+    assert qkv.source in ("measured", "interpolated")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3000), st.integers(0, 8000)), max_size=3),
+       st.integers(0, 200), st.integers(1, 4000), st.sampled_from(["H100", "B200", "RTXPRO6000", "A100"]))
+def test_fast_paths_equal_the_breakdown(prefill, n_dec, ctx, hw):
+    """iteration_ns / decode_iteration_ns (cached hot paths) equal explain()'s total for any batch."""
+    m = model(hw=hw)
+    if not prefill and not n_dec:
+        n_dec = 1
+    batch = BatchShape(tuple(prefill), n_dec, n_dec * ctx, ctx if n_dec else 0, n_dec + len(prefill))
+    assert m.iteration_ns(batch) == m.explain(batch).total_ns
+    if not prefill:
+        assert m.decode_iteration_ns(n_dec, n_dec * ctx, ctx) == m.explain(batch).total_ns
+
+
+def test_every_op_says_where_its_time_comes_from():
+    m = model(tp=2)
+    bd = m.explain(BatchShape(((600, 1200),), 40, 40 * 900, 900, 41))
+    sources = {op.name: op.source for op in bd.ops}
+    assert sources["attention"] == "modelled"  # chunk with cached context + decodes: not in any table
+    assert sources["gate_up_proj"] in ("measured", "interpolated")
+    assert sources["lm_head"] == "interpolated"  # n = 128256 / 2 lies inside the GEMM grid (n <= 65536)
+    tp1 = {op.name: op.source for op in model().explain(BatchShape((), 8, 8000, 1000, 8)).ops}
+    assert tp1["lm_head"] == "extrapolated"  # n = 128256: beyond the grid, roofline-scaled
+    assert sources["rotary_emb"] == "analytical"
+    assert sources["all_reduce_attn"] == "measured"  # H100's own link: vLLM's measured all-reduce
+    assert set(sources.values()) <= {"measured", "interpolated", "extrapolated", "modelled", "analytical"}
+
+
+def test_fused_allreduce_rmsnorm_on_hopper_small_steps_only():
+    m = model(tp=2)
+    small = {op.name for op in m.explain(BatchShape((), 8, 8000, 1000, 8)).ops}
+    assert "all_reduce_rmsnorm_attn" in small and "input_layernorm" not in small
+    a100 = model(hw="A100", tp=2)  # SM 8.0: no fusion
+    assert "input_layernorm" in {op.name for op in a100.explain(BatchShape((), 8, 8000, 1000, 8)).ops}
+
+
+def test_chunk_with_context_is_causal_differencing_bounded_below():
+    m = model()
+    alone = m._chunk_ns(512, 0)[0]
+    with_ctx = m._chunk_ns(512, 4096)[0]
+    assert with_ctx >= alone
+    assert with_ctx == pytest.approx(max(m._context_ns(4608) - m._context_ns(4096), alone,
+                                         4608 * m.roofline._kv_bytes_per_token / m.roofline.attn_bw))
+
+
+def test_fa2_mixed_decodes_cost_more_than_pure_decodes():
+    """vllm#58013: on FlashAttention 2 a decode in a mixed step takes a whole query tile, no GQA packing."""
+    fa2 = model(hw="RTXPRO6000")
+    pure = fa2._decode_ns(64, 64 * 2000)
+    assert fa2._fa2_mixed_decode_ns(pure, 64, 64 * 2000) > 1.5 * pure
+    fa3 = model(hw="H100")
+    mixed = fa3._attention(BatchShape(((256, 0),), 64, 64 * 2000, 2000, 65), PIECEWISE)
+    parts = fa3._chunk_ns(256, 0)[0] + fa3._decode_ns(64, 64 * 2000)
+    assert mixed == pytest.approx(parts - fa3._floor())  # one varlen kernel, one launch floor
+
+
+def test_step_time_is_monotone_in_link_bandwidth():
+    times = [model("Qwen/Qwen3-32B", "H100", tp=4, link_bw_gbps=bw, link_latency_ns=3100).decode_iteration_ns(
+        64, 64 * 1500, 1500) for bw in (10, 50, 200, 450, 900, 3600)]
+    assert times == sorted(times, reverse=True)
+
+
+def test_auto_choice_order_and_errors():
+    assert standalone("meta-llama/Llama-3.1-8B", "H100", perf_model="auto")[3].name == "kernels"
+    assert standalone("meta-llama/Llama-3.1-8B", "L40S", perf_model="auto")[3].name == "analytical"
+    assert standalone("meta-llama/Llama-3.1-8B", "H100", perf_model="auto",
+                      engine_keys={"dtype": "float32"})[3].name == "analytical"  # no fp32 tables
+    with pytest.raises(InputError, match="no kernel tables"):
+        standalone("meta-llama/Llama-3.1-8B", "L40S", perf_model="kernels")
+    assert isinstance(standalone("Qwen/Qwen3-8B", "B200", perf_model="kernels")[3], KernelModel)
+
+
+def test_run_and_step_end_to_end(tmp_path):
+    trace = write_trace(tmp_path / "t.jsonl", [{"input_toks": 300 + 10 * i, "output_toks": 20, "arrival_time_ns": i * 10 ** 7}
+                                                for i in range(30)])
+    out = tmp_path / "r.csv"
+    proc = run_subprocess(["-m", "tpsim", "run", "--cluster-config", "configs/cluster/h100_tp2_nvlink.json",
+                           "--dataset", str(trace), "--output", str(out), "--perf-model", "kernels"])
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    lat = summary["instances"][0]["latency_model"]
+    assert summary["instances"][0]["perf_model"] == "kernels" and lat["comm"]["comm_model"] == "measured"
+    assert lat["attention_backend"] == "fa3"
+    assert summary["totals"]["finished"] == 30
+    step = run_subprocess(["-m", "tpsim", "step", "--model", "Qwen/Qwen3-32B", "--hardware", "RTXPRO6000", "--tp", "2",
+                           "--prefill", "512@1024", "--decode", "32@2000", "--perf-model", "kernels", "--json"], cwd=REPO)
+    assert step.returncode == 0, step.stderr
+    doc = json.loads(step.stdout)
+    assert doc["perf_model"] == "kernels" and doc["total_ns"] > 0
