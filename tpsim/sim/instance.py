@@ -8,6 +8,8 @@ vLLM V1's policy, with the decode cohort of :mod:`tpsim.sim.cohort` on its fast 
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from tpsim.config.engine import EngineConfig
 from tpsim.memory import MemoryPlan
 from tpsim.perf.base import LatencyModel
@@ -15,6 +17,11 @@ from tpsim.sim.kv_cache import BlockCounter, PrefixCachingPool
 from tpsim.sim.request import WAITING, Request
 from tpsim.sim.scheduler import Scheduler
 from tpsim.sim.stats import InstanceStats
+
+
+def _view(path: str, doc: str) -> property:
+    """A read-only attribute kept in one of the instance's parts (read by attrgetter: no Python frame)."""
+    return property(attrgetter(path), doc=doc)
 
 
 class Instance:
@@ -40,6 +47,7 @@ class Instance:
         self.waiting = sched.waiting
         self.inflight = sched.inflight
         self.finished = sched.finished
+        # its hottest methods, bound once (see above)
         self.schedule = sched.schedule
         self.complete = sched.complete
         self.ready = sched.ready
@@ -65,51 +73,15 @@ class Instance:
     def kv_blocks_needed(self, req: Request) -> int:
         return -(-req.max_kv_tokens // self.block_size)
 
-    # ------------------------------------------------------------------ scheduler state, read-only
-    @property
-    def stage_free_at(self) -> int:
-        """When the first pipeline stage can take the next step."""
-        return self.scheduler.stage_free_at
-
-    @property
-    def running(self) -> list[Request]:
-        """Reference path: the running requests (the fast path keeps them in ``prefillers`` and the cohort)."""
-        return self.scheduler.running
-
-    @property
-    def prefillers(self) -> list[Request]:
-        return self.scheduler.prefillers
-
-    @property
-    def n_dec(self) -> int:
-        """Requests in the decode cohort."""
-        return self.scheduler.cohort.n
-
-    # ------------------------------------------------------------------ statistics
-    @property
-    def iter_ends(self) -> list[int]:
-        return self.stats.iter_ends
-
-    @property
-    def preemptions(self) -> int:
-        return self.stats.preemptions
-
-    @property
-    def recomputed_tokens(self) -> int:
-        return self.stats.recomputed_tokens
-
-    @property
-    def prefix_hit_tokens(self) -> int:
-        return self.stats.prefix_hit_tokens
-
-    @property
-    def tokens_generated(self) -> int:
-        return self.stats.tokens_generated
-
-    @property
-    def prompt_tokens_done(self) -> int:
-        return self.stats.prompt_tokens_done
-
-    @property
-    def last_batch_size(self) -> int:
-        return self.stats.last_batch_size
+    # ------------------------------------------------------------------ read-only views of its parts
+    stage_free_at = _view("scheduler.stage_free_at", "When the first pipeline stage can take the next step.")
+    running = _view("scheduler.running", "Reference path: the running requests, admission order.")
+    prefillers = _view("scheduler.prefillers", "Fast path: the running requests outside the decode cohort.")
+    n_dec = _view("scheduler.cohort.n", "Requests in the decode cohort.")
+    iter_ends = _view("stats.iter_ends", "End time (ns) of every step, by step index.")
+    preemptions = _view("stats.preemptions", "Requests sent back to the queue for lack of KV blocks.")
+    recomputed_tokens = _view("stats.recomputed_tokens", "Computed tokens the preemptions threw away.")
+    prefix_hit_tokens = _view("stats.prefix_hit_tokens", "Prompt tokens found in the prefix cache at admission.")
+    tokens_generated = _view("stats.tokens_generated", "Tokens sampled.")
+    prompt_tokens_done = _view("stats.prompt_tokens_done", "Whole prompts of requests that sampled their first token.")
+    last_batch_size = _view("stats.last_batch_size", "Requests in the most recent step.")
