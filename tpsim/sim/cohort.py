@@ -147,13 +147,12 @@ class DecodeCohort:
         if not h or h[0][0] > s:  # the smallest key, stale or not, bounds the live ones
             return True
         due = self.events.pop_through(s)
-        if sum(1 for ev in due if ev[1] == _ALLOC) > kv.num_free:
+        allocs = [ev[-1] for ev in due if ev[1] == _ALLOC]
+        if len(allocs) > kv.num_free:
             return False
-        for ev in due:
-            if ev[1] == _ALLOC:
-                r = ev[-1]
-                kv.allocate(r, r.offset + s + 1)
-                self._push_block_events(r, s)
+        for r in allocs:
+            kv.allocate(r, r.offset + s + 1)
+            self._push_block_events(r, s)
         for ev in due:
             if ev[1] == _REGISTER:
                 r = ev[-1]

@@ -105,7 +105,7 @@ class Simulation:
         if not candidates:
             self._reject(req, reason)
             return None
-        idx = self.router.pick(self.instances, candidates)
+        idx = candidates[0] if len(candidates) == 1 else self.router.pick(self.instances, candidates)
         self.instances[idx].add(req)
         return idx
 
@@ -155,6 +155,16 @@ class Simulation:
         self.last_line[i] = now
         self.next_log[i] = (now // self.interval + 1) * self.interval
 
+    def _release_followups(self, finished: list[Request]) -> None:
+        """The next request of each finished request's agentic session arrives after its tool call."""
+        for r in finished:
+            follow = r.trace.next_in_session if r.trace is not None else None
+            if follow is not None:
+                nxt = self._by_trace[id(follow)]
+                nxt.arrival = r.finish + r.trace.tool_duration_ns  # the tool call after request k
+                self.pending_followups -= 1
+                heapq.heappush(self.released, (nxt.arrival, nxt.rid, nxt))
+
     # ------------------------------------------------------------------ loop
     def _complete(self, inst: Instance, now: int) -> None:
         inflight = inst.inflight
@@ -169,13 +179,8 @@ class Simulation:
             finished, sampled, prompt = inst.complete(batch)
             self._credit(inst, batch, sampled, prompt)
             self.in_system -= len(finished)
-            for r in finished:
-                follow = r.trace.next_in_session if r.trace is not None else None
-                if follow is not None:
-                    nxt = self._by_trace[id(follow)]
-                    nxt.arrival = r.finish + r.trace.tool_duration_ns  # the tool call after request k
-                    self.pending_followups -= 1
-                    heapq.heappush(self.released, (nxt.arrival, nxt.rid, nxt))
+            if finished and self.pending_followups:
+                self._release_followups(finished)
             if now >= next_log[inst.index]:
                 self._log_line(inst, now)
 

@@ -11,18 +11,18 @@ before ``item``, which need not be orderable); ``item.epoch`` is read to tell li
 
 from __future__ import annotations
 
+from functools import partial
 from heapq import heappop, heappush
 
 
 class LazyHeap:
-    __slots__ = ("entries",)
+    """``push(entry)`` adds ``(key, ..., epoch, item)``, live while ``item.epoch == epoch``."""
+
+    __slots__ = ("entries", "push")
 
     def __init__(self) -> None:
         self.entries: list[tuple] = []  # a heapq heap, stale entries included
-
-    def push(self, entry: tuple) -> None:
-        """Add ``(key, ..., epoch, item)``; live while ``item.epoch == epoch``."""
-        heappush(self.entries, entry)
+        self.push = partial(heappush, self.entries)  # heapq.heappush onto it, without a Python frame
 
     def peek(self) -> tuple | None:
         """The smallest live entry (stale ones above it are dropped), or None."""

@@ -176,24 +176,28 @@ class Scheduler:
         kv = self.kv
         threshold = self.threshold
         waiting = self.waiting
+        max_seqs = self.max_seqs
+        cutoff = self.cutoff
+        chunked = self.chunked
+        reserve_full = self.reserve_full
         while True:
             if not waiting:
-                return running_count >= self.max_seqs  # otherwise an arrival could be admitted
-            if budget <= 0 or running_count >= self.max_seqs:
+                return running_count >= max_seqs  # otherwise an arrival could be admitted
+            if budget <= 0 or running_count >= max_seqs:
                 return True
             r = waiting[0]
-            if r.arrival > self.cutoff and r.first_scheduled < 0:
+            if r.arrival > cutoff and r.first_scheduled < 0:
                 return False  # arrived while the previous step was being planned: next time
             hits, hit_tokens = kv.lookup(r) if r.num_computed == 0 else ((), 0)
             computed = r.num_computed + hit_tokens
             num_new = r.num_tokens - computed
             if 0 < threshold < num_new:
                 num_new = threshold
-            if not self.chunked and num_new > budget:
+            if not chunked and num_new > budget:
                 return True
             if num_new > budget:
                 num_new = budget
-            if self.reserve_full and not kv.can_fit(r.num_tokens - hit_tokens):
+            if reserve_full and not kv.can_fit(r.num_tokens - hit_tokens):
                 return True
             if not kv.allocate(r, computed + num_new, hits):
                 return True  # free blocks only shrink while nothing finishes
