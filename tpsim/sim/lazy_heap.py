@@ -34,7 +34,7 @@ class LazyHeap:
             heappop(h)
         return None
 
-    def pop_through(self, key) -> list[tuple]:
+    def pop_through(self, key: float) -> list[tuple]:
         """Remove and return, smallest first, the live entries whose first key is <= ``key``."""
         h = self.entries
         out = []
@@ -49,4 +49,4 @@ class LazyHeap:
         return [e for e in self.entries if e[-1].epoch == e[-2]]
 
     def clear(self) -> None:
-        self.entries.clear()
+        self.entries.clear()  # in place: ``push`` holds this list
