@@ -1,1 +1,2 @@
-"""Entities (requests, KV cache), the per-instance scheduler, routing and the event loop."""
+"""The simulation: requests, KV block pools, the per-instance scheduler (vLLM V1's policy, with
+its decode cohort and lazy heaps), the instance the event loop drives, routing, and the event loop."""

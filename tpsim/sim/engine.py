@@ -105,7 +105,7 @@ class Simulation:
         if not candidates:
             self._reject(req, reason)
             return None
-        idx = self.router.pick(self.instances, candidates)
+        idx = candidates[0] if len(candidates) == 1 else self.router.pick(self.instances, candidates)
         self.instances[idx].add(req)
         return idx
 
@@ -116,12 +116,6 @@ class Simulation:
             self.pending_followups -= 1
             self.rejected.append(Rejection(self._by_trace[id(follow)], f"session aborted: request {req.rid} was rejected"))
             follow = follow.next_in_session
-
-    def _next_arrival(self, ptr: int) -> float:
-        t = self.initial[ptr].arrival if ptr < len(self.initial) else INF
-        if self.released and self.released[0][0] < t:
-            t = self.released[0][0]
-        return t
 
     def _credit(self, inst: Instance, batch, sampled: int, prompt: int) -> None:
         """Throughput statistics: tokens by interval and for the next log line."""
@@ -143,10 +137,9 @@ class Simulation:
             self.prompt_bins[b] = self.prompt_bins.get(b, 0) + prompt
             self.line_prompt[inst.index] += prompt
 
-    def _maybe_log(self, inst: Instance, now: int) -> None:
+    def _log_line(self, inst: Instance, now: int) -> None:
+        """The throughput line of an instance (due: ``now`` reached its ``next_log``)."""
         i = inst.index
-        if now < self.next_log[i]:
-            return
         if self.log is not None:
             dt = (now - self.last_line[i]) / 1e9
             dt = dt if dt > 0 else 1.0
@@ -162,33 +155,103 @@ class Simulation:
         self.last_line[i] = now
         self.next_log[i] = (now // self.interval + 1) * self.interval
 
+    def _release_followups(self, finished: list[Request]) -> None:
+        """The next request of each finished request's agentic session arrives after its tool call."""
+        for r in finished:
+            follow = r.trace.next_in_session if r.trace is not None else None
+            if follow is not None:
+                nxt = self._by_trace[id(follow)]
+                nxt.arrival = r.finish + r.trace.tool_duration_ns  # the tool call after request k
+                self.pending_followups -= 1
+                heapq.heappush(self.released, (nxt.arrival, nxt.rid, nxt))
+
     # ------------------------------------------------------------------ loop
     def _complete(self, inst: Instance, now: int) -> None:
-        done = [b for b in inst.inflight if b.end <= now]
-        if len(done) > 1:
-            done.sort(key=lambda b: b.end)
+        inflight = inst.inflight
+        if len(inflight) == 1 and inflight[0].end <= now:  # one batch at a time: the common case, quickly
+            done = inflight[:]
+        else:
+            done = [b for b in inflight if b.end <= now]
+            if len(done) > 1:
+                done.sort(key=lambda b: b.end)
+        next_log = self.next_log
         for batch in done:
             finished, sampled, prompt = inst.complete(batch)
             self._credit(inst, batch, sampled, prompt)
             self.in_system -= len(finished)
-            for r in finished:
-                follow = r.trace.next_in_session if r.trace is not None else None
-                if follow is not None:
-                    nxt = self._by_trace[id(follow)]
-                    nxt.arrival = r.finish + r.trace.tool_duration_ns  # the tool call after request k
-                    self.pending_followups -= 1
-                    heapq.heappush(self.released, (nxt.arrival, nxt.rid, nxt))
-            self._maybe_log(inst, now)
+            if finished and self.pending_followups:
+                self._release_followups(finished)
+            if now >= next_log[inst.index]:
+                self._log_line(inst, now)
+
+    def _arrive(self, now: int, ptr: int, dirty: list[int]) -> int:
+        """Route every request arrived by ``now`` (trace order, then released follow-ups); returns
+        the position in the trace.  Instances that received one join ``dirty``."""
+        initial = self.initial
+        n_initial = len(initial)
+        released = self.released
+        while True:
+            if ptr < n_initial and initial[ptr].arrival <= now and (
+                    not released or initial[ptr].arrival <= released[0][0]):
+                req = initial[ptr]
+                ptr += 1
+            elif released and released[0][0] <= now:
+                req = heapq.heappop(released)[2]
+            else:
+                break
+            idx = self._route(req)
+            if idx is not None:
+                self.in_system += 1
+                if idx not in dirty:
+                    dirty.append(idx)
+        if len(dirty) > 1:
+            dirty.sort()
+        return ptr
+
+    def _start_steps(self, now: int, ptr: int, dirty: list[int], events: list, seq: int) -> int:
+        """Let every instance in ``dirty`` that is free and has work start its next step; returns
+        the next event sequence number."""
+        instances = self.instances
+        initial = self.initial
+        released = self.released
+        next_arrival = initial[ptr].arrival if ptr < len(initial) else INF
+        if released and released[0][0] < next_arrival:
+            next_arrival = released[0][0]
+        if self.pending_followups and len(instances) > 1 and events:
+            # a completion elsewhere may release a session follow-up before then
+            next_arrival = min(next_arrival, events[0][0])
+        next_log = self.next_log
+        for idx in dirty:
+            inst = instances[idx]
+            if len(inst.inflight) >= inst.pp or not inst.ready(now):  # the first test is a quick "busy"
+                continue
+            batch = inst.schedule(now, next_arrival, next_log[idx])
+            if batch is None:
+                if not inst.inflight and inst.waiting:
+                    raise RuntimeError(
+                        f"internal error: instance {idx} cannot schedule any of its {len(inst.waiting)} "
+                        "waiting requests with nothing running; please report this with your inputs"
+                    )
+                continue
+            heapq.heappush(events, (batch.end, seq, idx))
+            seq += 1
+            if self.debug is not None:
+                self.debug(f"t={now} ns inst={idx} step={batch.first_iter} steps={batch.span} "
+                           f"decoding={batch.n_cohort} explicit={[(r.rid, n) for r, n in batch.items]} "
+                           f"end={batch.end} ns waiting={len(inst.waiting)} kv_free={inst.kv.num_free}")
+            if inst.pp > 1 and inst.stage_free_at < batch.end:
+                heapq.heappush(events, (inst.stage_free_at, seq, idx))
+                seq += 1
+        return seq
 
     def run(self) -> SimResult:
         instances = self.instances
-        events: list[tuple[int, int, int]] = []
+        events: list[tuple[int, int, int]] = []  # (time, sequence, instance): a batch ends, a stage frees
         seq = 0
         ptr = 0
         initial = self.initial
         n_initial = len(initial)
         released = self.released
-        next_log = self.next_log
         last = 0
         while True:
             t_event = events[0][0] if events else INF
@@ -213,49 +276,9 @@ class Simulation:
             for idx in dirty:
                 self._complete(instances[idx], now)
             if t_arrival <= now:
-                while True:
-                    if ptr < n_initial and initial[ptr].arrival <= now and (
-                            not released or initial[ptr].arrival <= released[0][0]):
-                        req = initial[ptr]
-                        ptr += 1
-                    elif released and released[0][0] <= now:
-                        req = heapq.heappop(released)[2]
-                    else:
-                        break
-                    idx = self._route(req)
-                    if idx is not None:
-                        self.in_system += 1
-                        if idx not in dirty:
-                            dirty.append(idx)
-                if len(dirty) > 1:
-                    dirty.sort()
-            if not dirty:
-                continue
-            next_arrival = self._next_arrival(ptr)
-            if self.pending_followups and len(instances) > 1 and events:
-                # a completion elsewhere may release a session follow-up before then
-                next_arrival = min(next_arrival, events[0][0])
-            for idx in dirty:
-                inst = instances[idx]
-                if inst.stage_free_at > now or len(inst.inflight) >= inst.pp or not inst.has_work():
-                    continue
-                batch = inst.schedule(now, next_arrival, next_log[idx])
-                if batch is None:
-                    if not inst.inflight and inst.waiting:
-                        raise RuntimeError(
-                            f"internal error: instance {idx} cannot schedule any of its {len(inst.waiting)} "
-                            "waiting requests with nothing running; please report this with your inputs"
-                        )
-                    continue
-                heapq.heappush(events, (batch.end, seq, idx))
-                seq += 1
-                if self.debug is not None:
-                    self.debug(f"t={now} ns inst={idx} step={batch.first_iter} steps={batch.span} "
-                               f"decoding={batch.n_cohort} explicit={[(r.rid, n) for r, n in batch.items]} "
-                               f"end={batch.end} ns waiting={len(inst.waiting)} kv_free={inst.kv.num_free}")
-                if inst.pp > 1 and inst.stage_free_at < batch.end:
-                    heapq.heappush(events, (inst.stage_free_at, seq, idx))
-                    seq += 1
+                ptr = self._arrive(now, ptr, dirty)
+            if dirty:
+                seq = self._start_steps(now, ptr, dirty, events, seq)
         end = max((r.finish for r in self.requests if r.finish >= 0), default=0)
         return SimResult(instances, self.requests, self.rejected, end, self.interval, self.prompt_bins, self.gen_bins,
                          self.occupancy_ns)

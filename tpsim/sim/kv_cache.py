@@ -12,6 +12,9 @@ Two pools share one interface:
   and stops at the first miss; at least one token is always recomputed.
 
 Block ids are unobservable: only counts and hashes influence the simulation.
+The counters (free blocks, peak used, prefix-cache queries and hits) change only
+through the pool's methods; ``take`` serves the decode cohort, whose members'
+block counts are derived rather than stored (counting pool only).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class BlockCounter:
         self.block_size = block_size
         self.num_free = num_blocks
         self.peak_used = 0
+        # prefix-cache statistics of admitted requests (vLLM's PrefixCacheStats): see record_lookup
         self.hit_tokens = 0
         self.queried_tokens = 0
 
@@ -69,9 +73,25 @@ class BlockCounter:
             self.peak_used = used
         return True
 
+    def take(self, n: int) -> bool:
+        """Take ``n`` blocks not tracked per request (the decode cohort derives its members'
+        block counts), all or nothing."""
+        if n > self.num_free:
+            return False
+        self.num_free -= n
+        used = self.num_blocks - self.num_free
+        if used > self.peak_used:
+            self.peak_used = used
+        return True
+
     def free(self, req: Request) -> None:
         self.num_free += req.nblocks
         req.nblocks = 0
+
+    def record_lookup(self, queried_tokens: int, hit_tokens: int) -> None:
+        """An admitted request's prefix-cache look-up: its tokens, and those found cached."""
+        self.queried_tokens += queried_tokens
+        self.hit_tokens += hit_tokens
 
     def register(self, req: Request) -> None:
         return None
@@ -155,6 +175,9 @@ class PrefixCachingPool(BlockCounter):
         if used > self.peak_used:
             self.peak_used = used
         return True
+
+    def take(self, n: int) -> bool:
+        raise TypeError("a prefix-caching pool hands out blocks by id: use allocate()")
 
     def free(self, req: Request) -> None:
         ref = self.ref

@@ -9,7 +9,10 @@ KV in the cache.  A step that makes ``num_computed`` catch up with
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 WAITING, RUNNING, FINISHED = 0, 1, 2
+BY_ADMISSION = attrgetter("admit_seq")  # sort key: admission order (a C-level key, no Python call)
 
 
 class Request:
@@ -46,9 +49,11 @@ class Request:
         self.inflight = False  # part of a batch still running (pipeline parallelism)
         self.preemptions = 0
         self.prefix_hit_tokens = 0
-        # decode-cohort bookkeeping (see tpsim.sim.instance): while ``cohort`` is set the
+        # decode-cohort bookkeeping (see tpsim.sim.cohort): while ``cohort`` is set the
         # request decodes one token per step and its counters are derived, not stored:
-        # num_computed before step s = offset + s; generated = gen_base + (s - base_step)
+        # num_computed before step s = offset + s; generated = gen_base + (s - base_step).
+        # ``epoch`` changes on joining and on leaving, so heap entries of an older membership
+        # are recognisably stale (tpsim.sim.lazy_heap)
         self.admit_seq = -1
         self.cohort = False
         self.base_step = 0

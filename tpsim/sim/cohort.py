@@ -1,0 +1,170 @@
+"""The decode cohort: running requests that simply decode one token per step, counters derived.
+
+A cohort member's counters are not stored but derived from the step index ``s``: before step
+``s`` it has ``num_computed = offset + s`` tokens in the KV cache and has generated
+``gen_base + (s - base_step)`` tokens.  The cohort keeps what a step needs in aggregate (how
+many members, the sum of their offsets, from which the batch's context sum follows; the
+longest context when the latency model asks) and what the next *event* is, so that per-request
+work happens only at events:
+
+* a member's last step (it finishes);
+* counting KV pool: a member's next token opens a new block (members counted by offset modulo
+  the block size, so a step's new blocks are one look-up);
+* prefix-caching pool: a member's next block allocation, and the step its last block fills up
+  (the block is then registered in the prefix-cache index).
+
+Events sit in lazy heaps (:mod:`tpsim.sim.lazy_heap`): a request's epoch changes when it joins
+and when it leaves, which makes every entry pushed before stale.
+"""
+
+from __future__ import annotations
+
+from tpsim.sim.kv_cache import BlockCounter
+from tpsim.sim.lazy_heap import LazyHeap
+from tpsim.sim.request import BY_ADMISSION, Request
+
+_ALLOC, _REGISTER = 1, 0  # prefix-caching pool events (registration first at equal steps)
+INF = float("inf")
+
+
+class DecodeCohort:
+    __slots__ = ("block_size", "counting", "track_ctx_max", "n", "off_sum", "bucket",
+                 "finishes", "events", "newest", "longest")
+
+    def __init__(self, block_size: int, counting: bool, track_ctx_max: bool):
+        self.block_size = block_size
+        self.counting = counting  # counting pool (blocks by offset bucket), else per-request block events
+        self.track_ctx_max = track_ctx_max  # the latency model needs the longest context of a step
+        self.n = 0  # members
+        self.off_sum = 0  # sum of members' offsets: their context sum at step s is off_sum + n * (s + 1)
+        self.bucket = [0] * block_size  # counting pool: members by offset mod block size
+        self.finishes = LazyHeap()  # (last step, admit_seq, epoch, request)
+        self.events = LazyHeap()  # prefix-caching pool: (step, kind, admit_seq, epoch, request)
+        self.newest = LazyHeap()  # (-admit_seq, epoch, request)
+        self.longest = LazyHeap()  # (-offset, admit_seq, epoch, request), if track_ctx_max
+
+    # ------------------------------------------------------------------ membership
+    def join(self, r: Request, s: int) -> None:
+        """``r`` decodes one token per step from step ``s`` on."""
+        r.cohort = True
+        r.epoch += 1
+        r.base_step = s
+        r.offset = off = r.num_computed - s
+        r.gen_base = r.generated
+        self.n += 1
+        self.off_sum += off
+        ep = r.epoch
+        seq = r.admit_seq
+        self.finishes.push((s + r.output - r.generated - 1, seq, ep, r))
+        self.newest.push((-seq, ep, r))
+        if self.track_ctx_max:
+            self.longest.push((-off, seq, ep, r))
+        if self.counting:
+            self.bucket[off % self.block_size] += 1
+        else:
+            self._push_block_events(r, s)
+
+    def _push_block_events(self, r: Request, s: int) -> None:
+        """Next block allocation (and, with token ids, the step the last block fills)."""
+        cap = len(r.blocks) * self.block_size
+        alloc_step = cap - r.offset  # first step whose token does not fit
+        self.events.push((alloc_step, _ALLOC, r.admit_seq, r.epoch, r))
+        if r.token_ids is not None and alloc_step - 1 >= s and cap > r.num_registered * self.block_size:
+            self.events.push((alloc_step - 1, _REGISTER, r.admit_seq, r.epoch, r))
+
+    def materialize(self, r: Request, s: int) -> None:
+        """Make ``r``'s counters explicit as of the start of step ``s`` and leave the cohort."""
+        steps = s - r.base_step
+        r.num_computed = r.offset + s
+        r.generated = r.gen_base + steps
+        r.num_tokens = r.num_computed + 1
+        if steps > 0:
+            r.emit(r.base_step, steps)
+        if self.counting:
+            r.nblocks = -(-r.num_computed // self.block_size)
+            self.bucket[r.offset % self.block_size] -= 1
+        r.cohort = False
+        r.epoch += 1  # every heap entry of this membership is stale now
+        self.n -= 1
+        self.off_sum -= r.offset
+
+    def members(self) -> list[Request]:
+        """Every member, in admission order."""
+        return sorted((e[-1] for e in self.newest.live()), key=BY_ADMISSION)
+
+    def dissolve(self, s: int) -> list[Request]:
+        """Materialise every member as of step ``s``; returns them in admission order."""
+        members = self.members()
+        for r in members:
+            self.materialize(r, s)
+        self.finishes.clear()
+        self.events.clear()
+        self.newest.clear()
+        self.longest.clear()
+        return members
+
+    def finish_through(self, last: int) -> list[Request]:
+        """Members whose last step is ``last`` or earlier, materialised after step ``last``."""
+        h = self.finishes.entries
+        if not h or h[0][0] > last:  # the smallest key, stale or not, bounds the live ones
+            return []
+        out = []
+        for e in self.finishes.pop_through(last):
+            r = e[-1]
+            self.materialize(r, last + 1)
+            out.append(r)
+        return out
+
+    # ------------------------------------------------------------------ next events
+    def newest_seq(self) -> int:
+        """Admission number of the most recently admitted member (-1: none)."""
+        e = self.newest.peek()
+        return -e[0] if e is not None else -1
+
+    def next_finish_step(self) -> float:
+        """The earliest last step of a member."""
+        e = self.finishes.peek()
+        return e[0] if e is not None else INF
+
+    def next_event_step(self) -> float:
+        """Prefix-caching pool: the earliest step with a block to allocate or register."""
+        e = self.events.peek()
+        return e[0] if e is not None else INF
+
+    def ctx_max(self, s: int) -> int:
+        """The longest member context at step ``s`` (needs ``track_ctx_max``; 0: no member)."""
+        e = self.longest.peek()
+        return -e[0] + s + 1 if e is not None else 0
+
+    # ------------------------------------------------------------------ KV blocks
+    def reserve_blocks(self, s: int, kv: BlockCounter) -> bool:
+        """The KV blocks members need at step ``s``: counting pool, those whose token opens a block;
+        prefix-caching pool, the due allocations (and full blocks registered).  False, with nothing
+        allocated, when the pool cannot hold them: the caller dissolves the cohort."""
+        if self.counting:
+            return kv.take(self.bucket[-s % self.block_size])
+        h = self.events.entries
+        if not h or h[0][0] > s:  # the smallest key, stale or not, bounds the live ones
+            return True
+        due = self.events.pop_through(s)
+        allocs = [ev[-1] for ev in due if ev[1] == _ALLOC]
+        if len(allocs) > kv.num_free:
+            return False
+        for r in allocs:
+            kv.allocate(r, r.offset + s + 1)
+            self._push_block_events(r, s)
+        for ev in due:
+            if ev[1] == _REGISTER:
+                r = ev[-1]
+                r.num_computed = r.offset + s + 1  # tokens computed once this step runs
+                kv.register(r)
+        return True
+
+    def blocks_for_steps(self, s: int, j: int) -> int:
+        """Counting pool: blocks needed for steps s+1 .. s+j (a full cycle of block-size steps needs n)."""
+        bs = self.block_size
+        bucket = self.bucket
+        total = (j // bs) * self.n
+        for i in range(j - j % bs + 1, j + 1):
+            total += bucket[-(s + i) % bs]
+        return total
