@@ -58,7 +58,8 @@ LLMServingSim format (read only)
 (``prefill_chunk,kv_prefill,n_decode,kv_decode,time_us``), optional
 ``tp<N>/skew.csv`` (raw shots, not read) and ``tp<N>/skew_fit.csv``
 (``pc,n_label,skew_rate_label,kv_big_label,kp_label,alpha,n_samples``), and
-``meta.yaml`` one level up (in the variant folder) carrying ``gpu``,
+optional ``tp<N>/moe.csv`` (``tokens,activated_experts,time_us``: the MoE block,
+:mod:`tpsim.perf.moe_table`), and ``meta.yaml`` one level up (in the variant folder) carrying ``gpu``,
 ``profiled_at``, ``skew_fit.bucket_axes`` and ``skew_fit.per_tp[N].alpha_default``.
 Its times are *kernel* times: vLLM's layer-wise profiler sums the CUDA kernel
 durations inside each module, so launch gaps are not in them (the latency
@@ -354,6 +355,7 @@ class Bundle:
     hardware: str = ""
     model: str = ""
     variant: str = ""
+    moe: object | None = None  # LLMServingSim's moe.csv (tpsim.perf.moe_table.MoETable), where present
 
     def describe(self) -> dict:
         m = self.meta
@@ -374,6 +376,7 @@ class Bundle:
             "attention_rows": self.attention.num_rows() if self.attention else 0,
             "graph_timings": bool(self.dense_graph or self.per_sequence_graph or self.attention_graph),
             "skew_correction": self.skew is not None,
+            **({"moe_rows": self.moe.num_rows} if self.moe is not None else {}),
         }
 
 
@@ -596,9 +599,14 @@ def read_bundle(tp_dir, tp: int | None = None) -> Bundle:
     skew = _skew_fit(tp_dir, meta, folder_tp)
     parts = tp_dir.parts
     model = str(meta.get("model") or "/".join(parts[-4:-2]))
+    moe = None
+    if (tp_dir / "moe.csv").is_file():
+        from tpsim.perf.moe_table import read_moe_table
+
+        moe = read_moe_table(tp_dir / "moe.csv")
     return Bundle(tp_dir, "llmservingsim", folder_tp, "kernel", meta, dense, per_seq, attn, {}, {}, None, skew,
                   str(meta.get("hardware") or (parts[-5] if len(parts) >= 5 else "")), model,
-                  str(meta.get("variant") or tp_dir.parent.name))
+                  str(meta.get("variant") or tp_dir.parent.name), moe)
 
 
 # --------------------------------------------------------------------------- writing
