@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -61,10 +62,9 @@ def test_search_order_is_env_cwd_checkout_then_package(four_roots):
 
 def test_each_name_comes_from_the_first_root_that_holds_it(four_roots):
     """A user's folder may override one entry; the rest still come from the packaged catalog."""
-    env, cwd, checkout, packaged = four_roots
-    for i, root in enumerate(four_roots):  # GPU<i> exists in root i and every later root
-        for later in four_roots[i:]:
-            _hardware(later, f"GPU{i}", 0.1 * (four_roots.index(later) + 1))
+    for i in range(len(four_roots)):  # GPU<i> exists in root i and every later root j, with efficiency 0.1*(j+1)
+        for j, later in enumerate(four_roots[i:], start=i):
+            _hardware(later, f"GPU{i}", 0.1 * (j + 1))
     for i, root in enumerate(four_roots):
         hw = load_hardware(f"GPU{i}")
         assert Path(hw.source) == root / "hardware" / f"GPU{i}.yaml"
@@ -110,7 +110,7 @@ def test_this_checkout_is_found_as_one():
 def _readme_command() -> list[str]:
     """The `python -m serving ...` command of the README's "Two commands" section."""
     text = (REPO / "README.md").read_text()
-    found = re.search(r"^python3 -m pip install [^\n]*&& (python -m serving [^\n]*)$", text, re.M)
+    found = re.search(r"^python3 -m pip install [^\n]*&& (python -m serving [^\n]*)$", text, re.MULTILINE)
     assert found, "README's setup line (pip install ... && python -m serving ...) not found"
     return shlex.split(found.group(1))
 
@@ -125,7 +125,7 @@ def _clean_env(**extra: str) -> dict:
 
 def _run(argv: list, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(a) for a in argv], cwd=cwd, env=_clean_env(), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     assert proc.returncode == 0, f"{argv}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -177,15 +177,15 @@ def test_documented_command_runs_from_another_folder(installed, tmp_path):
     _, python, site = installed
     packaged = site / "tpsim" / "_configs"
     command = _readme_command()
-    args = dict(zip(command, command[1:]))
+    args = dict(itertools.pairwise(command))
     cluster, dataset, output = args["--cluster-config"], args["--dataset"], args["--output"]
     work = tmp_path / "elsewhere"
     for rel in (cluster, dataset):
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / rel, work / rel)
 
-    roots = _run([python, "-c", "from tpsim.config import catalog; print('\\n'.join(map(str, catalog.config_roots())))"],
-                 cwd=work).stdout.split()
+    show_roots = "from tpsim.config import catalog; print('\\n'.join(map(str, catalog.config_roots())))"
+    roots = _run([python, "-c", show_roots], cwd=work).stdout.split()
     assert [Path(r).resolve() for r in roots] == [(work / "configs").resolve(), packaged.resolve()]
 
     _run([python, *command[1:]], cwd=work)
@@ -197,8 +197,9 @@ def test_documented_command_runs_from_another_folder(installed, tmp_path):
 
     # the same command from the checkout, on the checkout's configs/: the very same CSV
     reference = tmp_path / "reference.csv"
-    _run([sys.executable, *command[1:command.index("--output") + 1], reference,
-          *command[command.index("--output") + 2:]], cwd=REPO)
+    argv = command[1:]
+    argv[argv.index("--output") + 1] = str(reference)
+    _run([sys.executable, *argv], cwd=REPO)
     assert (work / output).read_bytes() == reference.read_bytes()
 
 
