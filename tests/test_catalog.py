@@ -112,11 +112,12 @@ def test_key_spec_values_match_the_reference(repo_catalog):
 
 
 def test_interconnect_values_are_the_links_a_cluster_config_names(repo_catalog):
-    # per-direction spec-sheet link speed (GB/s), and half the measured 512 B 2-GPU all-reduce (ns);
-    # collectives are costed from measured curves at this link (tpsim.perf.comm), so a cluster
-    # config that names the GPU's own link gets the measured collectives
+    # the link a cluster config for the GPU names (NVLink: the per-direction spec rate and half the measured
+    # 512 B 2-GPU all-reduce; RTX PRO 6000: LLMServingSim's configs; L40S scaled from it by measured NCCL);
+    # collectives are costed from measured curves at this link (tpsim.perf.comm), so a cluster config that
+    # names the GPU's own link gets the measured collectives
     expected = {"H100": (450, 3100), "H200": (450, 3050), "B200": (900, 5150), "A100": (300, 5000),
-                "L40S": (31.5, 3850), "RTXPRO6000": (63, 3150)}
+                "L40S": (8.3, 24400), "RTXPRO6000": (16, 20000)}
     for name, (bw, lat) in expected.items():
         hw = load_hardware(name)
         assert hw.link_bw_gbps == pytest.approx(bw), name

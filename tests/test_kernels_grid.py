@@ -120,3 +120,25 @@ def test_a_grid_needs_one_value_per_node_and_one_measurement():
         Grid(["m"], [[1, 2]], [1.0], roof)
     with pytest.raises(ValueError):
         Grid(["m"], [[1, 2]], [None, None], roof)
+
+
+def test_leave_one_out_is_exact_on_power_laws_and_sees_a_kink():
+    from tpsim.kernels.grid import Grid
+    from tpsim.kernels.quality import leave_one_out
+
+    axes = ((1, 2, 4, 8, 16), (10, 100, 1000))
+    values = [3.0 * m ** 0.7 * n ** 1.3 for m in axes[0] for n in axes[1]]
+    assert max(leave_one_out(Grid(("m", "n"), axes, values, lambda p: 0.0))) < 1e-9
+    kinked = list(values)
+    kinked[2 * 3 + 1] *= 2.0  # one node off the power law
+    errs = leave_one_out(Grid(("m", "n"), axes, kinked, lambda p: 0.0))
+    assert max(errs) > 0.4
+
+
+def test_model_card_is_current():
+    """docs/model-card.md is what `python -m tpsim.kernels.quality` prints from today's tables and catalog."""
+    from conftest import REPO
+    from tpsim.kernels.quality import model_card
+
+    assert (REPO / "docs" / "model-card.md").read_text() == model_card(), \
+        "regenerate: python -m tpsim.kernels.quality --out docs/model-card.md"

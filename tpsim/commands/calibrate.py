@@ -31,7 +31,11 @@ def register(subparsers) -> None:
         description="Fit the analytical model's efficiency factors and kernel overheads to a profile bundle's "
                     "measurements and print per-op errors before and after.")
     p.add_argument("--hardware", required=True, help="hardware catalog entry (configs/hardware/<NAME>.yaml)")
-    p.add_argument("--bundle", required=True, help="a tp<N>/ bundle folder (tpsim or LLMServingSim format)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bundle", help="a tp<N>/ bundle folder (tpsim or LLMServingSim format)")
+    src.add_argument("--tables", action="store_true",
+                     help="fit to the GPU's kernel tables (configs/kernels/<NAME>/): wave-quantised GEMMs, "
+                          "attention efficiencies")
     p.add_argument("--model", default=None, help="model name or config.json (default: the bundle's meta.yaml)")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32", "fp8"], default=None,
                    help="dtype the bundle was measured in (default: from the bundle)")
@@ -44,7 +48,54 @@ def register(subparsers) -> None:
 _SHORT_TO_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "fp8": "fp8"}
 
 
+def handle_tables(args) -> int:
+    """``tpsim calibrate --hardware NAME --tables [--write]``."""
+    from tpsim.config import catalog
+    from tpsim.config.hardware import load_hardware
+    from tpsim.errors import InputError
+    from tpsim.kernels import load_kernel_tables
+    from tpsim.perf import calibrate as cal
+    from tpsim.perf import calibrate_tables as ct
+
+    hw = load_hardware(args.hardware)
+    tables = load_kernel_tables(hw.name)
+    if tables is None:
+        raise InputError(f"--tables: {hw.name} has no kernel tables (configs/kernels/{hw.name}/); import them with "
+                         "`tpsim import aic` or calibrate from a --bundle")
+    try:
+        result = ct.calibrate(hw, tables)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    written = None
+    if args.write:
+        path = catalog.find("hardware", f"{hw.name}.yaml")
+        text = cal.update_hardware_yaml(path, result["values"], ct.provenance_text(tables))
+        old = path.read_text()
+        path.write_text(text)
+        try:
+            load_hardware(hw.name)
+        except InputError:
+            path.write_text(old)
+            raise
+        written = str(path)
+    result["written"] = written
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{hw.name}: fit to the kernel tables {tables.folder} ({result['gemm_points']} GEMM points)")
+    for k, v in result["values"].items():
+        print(f"  {k:30s} {getattr(hw.perf, k):>10.4g} -> {v:.4g}")
+    for op, r in result["residuals"].items():
+        print(f"  {op} |predicted/measured - 1|: catalog median {r['before']['median_pct']} % p90 {r['before']['p90_pct']} %"
+              f" -> fitted median {r['after']['median_pct']} % p90 {r['after']['p90_pct']} %")
+    if written:
+        print(f"wrote {', '.join(result['values'])} to {written}")
+    return 0
+
+
 def handle(args) -> int:
+    if args.tables:
+        return handle_tables(args)
     from pathlib import Path
 
     from tpsim.build import standalone

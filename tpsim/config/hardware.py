@@ -50,6 +50,12 @@ class PerfModelParams:
     # L2 cache bandwidth / DRAM bandwidth: what a re-read served by L2 costs relative to one from DRAM
     # (0 = unknown: such re-reads are taken as free)
     l2_bandwidth_ratio: float = 0.0
+    # wave-quantised GEMMs (tpsim calibrate --tables): output tiles of gemm_tile_m x gemm_tile_n spread over
+    # num_sms streaming multiprocessors, plus a per-GEMM floor; 0 = the plain roofline with gemm_efficiency
+    num_sms: int = 0
+    gemm_tile_m: int = 0
+    gemm_tile_n: int = 0
+    gemm_floor_ns: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class HardwareSpec:
         return tflops * 1e3  # 1 TFLOPS = 1e12 FLOP/s = 1e3 FLOP/ns
 
 
+_MAY_BE_ZERO = ("mixed_decode_tile_rows", "l2_bandwidth_ratio", "num_sms", "gemm_tile_m", "gemm_tile_n")
+_INTEGER_KEYS = ("max_graph_batch", "mixed_decode_tile_rows", "num_sms", "gemm_tile_m", "gemm_tile_n")
 _REQUIRED_SPEC = ("memory_gib", "memory_bw_gbps", "peak_tflops", "interconnect")
 _PERF_FIELDS = {f.name: f for f in fields(PerfModelParams)}
 
@@ -127,12 +135,11 @@ def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
             if fdef.default is not MISSING:
                 continue
             raise InputError(f"{where}: missing field 'perf_model.{key}'")
-        allow_zero = key.endswith("_ns") or key.endswith("_gib") or key in ("mixed_decode_tile_rows",
-                                                                             "l2_bandwidth_ratio")
+        allow_zero = key.endswith("_ns") or key.endswith("_gib") or key in _MAY_BE_ZERO
         values[key] = _number(perf[key], f"{where}: perf_model.{key}", allow_zero=allow_zero)
         if key.endswith("efficiency") and values[key] > 1:
             raise InputError(f"{where}: perf_model.{key} is a fraction of peak and must be <= 1, got {values[key]}")
-        if key in ("max_graph_batch", "mixed_decode_tile_rows"):
+        if key in _INTEGER_KEYS:
             values[key] = int(values[key])
     unknown = sorted(set(perf) - set(_PERF_FIELDS))
     if unknown:

@@ -60,6 +60,8 @@ class AnalyticalModel(MoEStepMixin, LatencyModel):
         self.mem_bw = mem_bw_gbps
         act_dtype = "float32" if engine.dtype == "float32" else "bfloat16"
         self.gemm_flops = hardware.peak_flops_per_ns(engine.dtype) * p.gemm_efficiency  # FLOP/ns
+        self.waves = (p.num_sms, p.gemm_tile_m, p.gemm_tile_n) if p.num_sms and p.gemm_tile_m and p.gemm_tile_n else None
+        self.gemm_floor = p.gemm_floor_ns
         self.attn_flops = hardware.peak_flops_per_ns(act_dtype) * p.attention_compute_efficiency
         self.bw = mem_bw_gbps * p.memory_efficiency  # bytes/ns
         self.attn_bw = mem_bw_gbps * p.attention_memory_efficiency
@@ -84,6 +86,7 @@ class AnalyticalModel(MoEStepMixin, LatencyModel):
         self.gqa_group = s.heads / s.kv_heads  # query heads per KV head on one GPU
         self._kv_head_bytes_per_token = 2.0 * s.head_dim * self.kvb  # K and V of one KV head, one layer
         self.l2_bytes = hardware.l2_cache_mib * (1 << 20)
+        self.l2_cost = 1.0 / p.l2_bandwidth_ratio if p.l2_bandwidth_ratio > 0 else 0.0
         if moe and model.is_moe:
             from tpsim.perf.moe_costs import setup_analytical_moe
 
@@ -100,9 +103,15 @@ class AnalyticalModel(MoEStepMixin, LatencyModel):
     def _gemm(self, n: int, k: int, m: int, wb: float, graph: bool) -> tuple[float, float, float, str]:
         flops = 2.0 * n * k * m
         nbytes = k * m * wb + n * (k + m) * self.ab
-        t_c = flops / self.gemm_flops
+        if self.waves is not None:  # tile- and wave-quantised compute (tpsim calibrate --tables)
+            sms, tile_m, tile_n = self.waves
+            tiles = -(-n // tile_m) * -(-m // tile_n)
+            t_c = -(-tiles // sms) * tile_m * tile_n * 2.0 * k * sms / self.gemm_flops
+        else:
+            t_c = flops / self.gemm_flops
         t_m = nbytes / self.bw
-        return (self._kernel_time(max(t_c, t_m), graph), flops, nbytes, "compute" if t_c >= t_m else "memory")
+        return (self._kernel_time(max(t_c, t_m) + self.gemm_floor, graph), flops, nbytes,
+                "compute" if t_c >= t_m else "memory")
 
     def _mem(self, nbytes: float, graph: bool, kernels: int = 1) -> tuple[float, float, float, str]:
         return (self._kernel_time(nbytes / self.bw, graph) + (kernels - 1) * self._kernel_time(0.0, graph),
@@ -188,11 +197,12 @@ class AnalyticalModel(MoEStepMixin, LatencyModel):
                 # FA2 varlen (vllm-project/vllm#58013): each decoding row fills a whole query tile
                 # of tensor-core work, and each query head reads its KV head's cache itself (no GQA
                 # packing); the heads of one KV group run back to back, so the re-reads hit L2 as
-                # far as one KV head's cache over all decoding requests fits in it
+                # far as one KV head's cache over all decoding requests fits in it, and an L2 hit costs
+                # 1 / l2_bandwidth_ratio of a DRAM read
                 f = pair * batch.decode_ctx_sum * self.mixed_tile_rows
                 group_bytes = batch.decode_ctx_sum * self._kv_head_bytes_per_token
                 hit = self.l2_bytes / group_bytes if group_bytes > self.l2_bytes else 1.0
-                reads = 1.0 + (self.gqa_group - 1.0) * (1.0 - hit)
+                reads = 1.0 + (self.gqa_group - 1.0) * (hit * self.l2_cost + (1.0 - hit))
                 b = batch.decode_ctx_sum * kvt * reads + batch.num_decode * qb
             else:
                 f = pair * batch.decode_ctx_sum

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -329,7 +330,7 @@ _KEY_LINE = re.compile(r"^(?P<indent>\s+)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?P<sp>
 
 
 def format_value(key: str, value: float) -> str:
-    if key.endswith("_ns"):
+    if key.endswith("_ns") or key in ("gemm_tile_m", "gemm_tile_n", "num_sms"):
         return str(int(round(value)))
     return f"{value:.3f}"
 
@@ -374,7 +375,7 @@ def update_hardware_yaml(path: Path, values: dict, provenance: str) -> str:
             continue
         if m and section == "provenance" and m.group("key") in values:
             prov_indent = m.group("indent")
-            out.append(f"{m.group('indent')}{m.group('key')}: {provenance}")
+            out.append(f"{m.group('indent')}{m.group('key')}: {json.dumps(provenance)}")
             done_prov.add(m.group("key"))
             continue
         if m and section == "provenance":
@@ -384,7 +385,7 @@ def update_hardware_yaml(path: Path, values: dict, provenance: str) -> str:
         prov_end = len(out)
     missing = [k for k in values if k not in done_prov]
     if missing:
-        add = [f"{prov_indent}{k}: {provenance}" for k in missing]
+        add = [f"{prov_indent}{k}: {json.dumps(provenance)}" for k in missing]
         if prov_end is None:
             out += ["provenance:"] + add
         else:
