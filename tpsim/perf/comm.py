@@ -45,7 +45,7 @@ class RingComm:
 
     def describe(self) -> dict:
         return {"comm_model": self.name, "link_bw_gbps": self.link_bw, "link_latency_ns": self.link_latency,
-                "algorithm": "ring all-reduce 2(n-1) steps, all-gather and reduce-scatter n-1 steps"}
+                "algorithm": "ring all-reduce 2(n-1) steps, all-gather n-1 steps"}
 
 
 class FittedComm:
@@ -122,8 +122,7 @@ class FittedComm:
     def describe(self) -> dict:
         return {"comm_model": self.name, "link_bw_gbps": self.link_bw, "link_latency_ns": self.link_latency,
                 "algorithm": "vLLM 0.19's all-reduce pieces (custom one-/two-shot, symmetric memory, NCCL) and "
-                             "NCCL's all-gather and reduce-scatter, each a + b*bytes fitted to measured tables, "
-                             "scaled to this link",
+                             "NCCL's all-gather, each a + b*bytes fitted to measured tables, scaled to this link",
                 "fitted_to": f"kernel tables of {self.reference.name} at its catalogued link "
                              f"({self.reference.link_bw_gbps:g} GB/s, {self.reference.link_latency_ns:g} ns)",
                 "anchored": "measured time + the fitted change to this link" if self.anchored else False}
