@@ -54,6 +54,7 @@ class LockstepGroup:
         self.busy_until = 0  # end of the step in flight (members are free from then)
         self.counter = 0  # steps since the group last paused (vLLM's step_counter)
         self.steps = 0
+        self.ends: list[int] = []  # end time of every group step
         self.dummy_steps = [0] * len(members)  # per rank
         self.wait_ns = 0.0  # rank-time spent waiting for the slowest rank (GPU)
         self.gpu_ns = 0.0  # group GPU time
@@ -94,6 +95,7 @@ class LockstepGroup:
             else:
                 m.scheduler.retime(batch, end)
         self.busy_until = end
+        self.ends.append(end)
         self.counter += 1
         self.steps += 1
         self.gpu_ns += gpu
