@@ -42,30 +42,50 @@ class MoEStepMixin:
     moe = None
     moe_cost: MoECost
 
-    def _moe_parts(self, n: int, n_real: int, num_seqs: int, mode: str, tokens: tuple[int, ...], rank: int):
-        """(ops with their counts per step) of everything but attention."""
+    def _split_layer(self, n: int, n_real: int, mode: str) -> tuple[list, list]:
+        """One decoder layer's ops: (those of every layer, the dense MLP's)."""
         layer = self._nops_layer(n, n_real, mode)
-        common = [op for op in layer if op[0] not in DENSE_MLP_OPS]
-        dense_mlp = [op for op in layer if op[0] in DENSE_MLP_OPS]
-        moe_ops = self.moe.ops(tokens, rank, mode == "eager", self.moe_cost,
-                               fused_norm=any(op[0] == "all_reduce_rmsnorm_mlp" for op in dense_mlp))
+        return [op for op in layer if op[0] not in DENSE_MLP_OPS], [op for op in layer if op[0] in DENSE_MLP_OPS]
+
+    def _moe_ops(self, tokens: tuple[int, ...], rank: int, mode: str, fused_norm: bool) -> list:
+        return self.moe.ops(tokens, rank, mode == "eager", self.moe_cost, fused_norm=fused_norm)
+
+    def _moe_parts(self, n: int, n_real: int, num_seqs: int, mode: str, tokens: tuple[int, ...], rank: int):
+        """(ops, their count per step) of everything but attention."""
+        common, dense_mlp = self._split_layer(n, n_real, mode)
+        fused = any(op[0] == "all_reduce_rmsnorm_mlp" for op in dense_mlp)
         n_moe = self.model.moe.num_moe_layers
-        parts = [(common, self.num_layers), (moe_ops, n_moe)]
+        parts = [(common, self.num_layers), (self._moe_ops(tokens, rank, mode, fused), n_moe)]
         if self.num_layers > n_moe:
             parts.insert(1, (dense_mlp, self.num_layers - n_moe))
         parts.append((self._nops_head(n, num_seqs, mode), 1))
         return parts
 
     def _moe_fixed_ns(self, n: int, n_real: int, num_seqs: int, mode: str, tokens: tuple[int, ...], rank: int):
-        key = (n, n_real, num_seqs, mode, tokens, rank)
+        """GPU time of everything but attention; its three parts cached apart (they vary with different
+        things: the layer with the rank's real tokens, the MoE ops with every rank's, the head with the
+        sequences)."""
         cache = self._moe_cache
-        t = cache.get(key)
-        if t is None:
-            if len(cache) > 100_000:
-                cache.clear()
-            t = cache[key] = sum(sum(op[2] for op in ops) * count
-                                 for ops, count in self._moe_parts(n, n_real, num_seqs, mode, tokens, rank))
-        return t
+        if len(cache) > 100_000:
+            cache.clear()
+        key = ("layer", n, n_real, mode)
+        layer = cache.get(key)
+        if layer is None:
+            common, dense_mlp = self._split_layer(n, n_real, mode)
+            fused = any(op[0] == "all_reduce_rmsnorm_mlp" for op in dense_mlp)
+            n_moe = self.model.moe.num_moe_layers
+            layer = cache[key] = (sum(op[2] for op in common) * self.num_layers
+                                  + sum(op[2] for op in dense_mlp) * (self.num_layers - n_moe), fused)
+        key = ("moe", tokens, rank, mode)
+        moe = cache.get(key)
+        if moe is None:
+            moe = cache[key] = sum(op[2] for op in self._moe_ops(tokens, rank, mode, layer[1])) \
+                * self.model.moe.num_moe_layers
+        key = ("head", n, num_seqs, mode)
+        head = cache.get(key)
+        if head is None:
+            head = cache[key] = sum(op[2] for op in self._nops_head(n, num_seqs, mode))
+        return layer[0] + moe + head
 
     def rank_gpu_ns(self, batch: BatchShape | None, mode: str, tokens: tuple[int, ...], rank: int) -> float:
         """GPU time of DP rank ``rank``'s part of a step (``batch`` None: its dummy step)."""
