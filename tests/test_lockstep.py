@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import pairwise
 
 import jsonschema
-import pytest
 from conftest import write_trace
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -54,7 +54,7 @@ def check_lockstep(result, reqs):
     sim = result.sim
     (group,) = sim.groups
     ends = group.ends
-    assert all(a < b for a, b in zip(ends, ends[1:])), "group steps overlap or go back in time"
+    assert all(a < b for a, b in pairwise(ends)), "group steps overlap or go back in time"
     step_ends = set(ends)
     for rank, inst in enumerate(group.members):
         assert set(inst.iter_ends) <= step_ends, "a rank ended a step the group did not"
@@ -75,7 +75,7 @@ def test_no_rank_runs_ahead_and_tokens_are_conserved(tmp_path_factory, seed):
     reqs = workload(seed)
     fast, fast_sink = simulate(tmp, reqs)
     check_lockstep(fast, reqs)
-    ref, ref_sink = simulate(tmp, reqs, fast_forward=False)
+    _, ref_sink = simulate(tmp, reqs, fast_forward=False)
     assert fast_sink.rows == ref_sink.rows, "the reference path disagrees with the fast path"
 
 

@@ -200,11 +200,11 @@ def test_profile_model_reads_moe_csv_at_llmservingsims_per_rank_arguments(tmp_pa
     (tp_dir / "moe.csv").write_text("tokens,activated_experts,time_us\n" + "".join(
         f"{t},{a},{10 + 0.01 * t + a:.4f}\n" for t in (1, 16, 128, 256) for a in (8, 16, 32, 64) if a <= 8 * t))
     bundle = read_bundle(tp_dir, 1)
+    from tpsim.build import standalone_layout
+    from tpsim.config.engine import DEFAULTS, resolve_engine
     from tpsim.config.hardware import load_hardware
     from tpsim.config.model import load_model
-    from tpsim.config.engine import DEFAULTS, resolve_engine
     from tpsim.perf.profile import ProfileModel
-    from tpsim.build import standalone_layout
 
     m = load_model(MOE)
     hw = load_hardware("RTXPRO6000")

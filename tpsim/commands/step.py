@@ -78,7 +78,13 @@ def register(subparsers) -> None:
 def explain_step(args) -> dict:
     from tpsim.build import standalone
     from tpsim.config import typed
-    from tpsim.config.cluster import MAX_GPUS, MAX_INSTANCES, MAX_LATENCY_NS, MAX_LINK_BW_GBPS, MAX_MEM_BW_GBPS
+    from tpsim.config.cluster import (
+        MAX_GPUS,
+        MAX_INSTANCES,
+        MAX_LATENCY_NS,
+        MAX_LINK_BW_GBPS,
+        MAX_MEM_BW_GBPS,
+    )
     from tpsim.errors import InputError
     from tpsim.perf.base import BatchShape
 

@@ -18,8 +18,8 @@ without DP): the MoE layer's collectives and fused experts depend on every rank'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tpsim.perf.base import BatchShape, Breakdown, OpTime
 from tpsim.perf.moe import DENSE_MLP_OPS

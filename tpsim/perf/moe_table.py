@@ -19,7 +19,15 @@ from bisect import bisect_left
 from pathlib import Path
 
 from tpsim.errors import InputError
-from tpsim.perf.bundle import EXTRAPOLATED, INTERPOLATED, MEASURED, Table1D, _int_cell, _read_csv, _time_cell
+from tpsim.perf.bundle import (
+    EXTRAPOLATED,
+    INTERPOLATED,
+    MEASURED,
+    Table1D,
+    _int_cell,
+    _read_csv,
+    _time_cell,
+)
 
 COLUMNS = ("tokens", "activated_experts", "time_us")
 
