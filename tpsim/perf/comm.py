@@ -19,7 +19,11 @@
 
 from __future__ import annotations
 
-from tpsim.perf.collectives import ring_allgather_ns, ring_allreduce_ns, ring_reduce_scatter_ns
+from tpsim.perf.collectives import (
+    ring_allgather_ns,
+    ring_allreduce_ns,
+    ring_reduce_scatter_ns,
+)
 
 COMM_MODELS = ("measured", "analytical", "auto")
 

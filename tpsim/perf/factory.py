@@ -29,7 +29,9 @@ def _bundle_model(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, li
     roots = ([Path(profile_dir)] if profile_dir else []) + profile_roots()
     if locate(roots, hardware.name, model.name, engine.dtype, engine.kv_cache_dtype, tp) is None:
         return None
-    from tpsim.perf import profile as profile_mod  # reads tables: only when a bundle exists
+    from tpsim.perf import (
+        profile as profile_mod,  # reads tables: only when a bundle exists
+    )
 
     bundle = profile_mod.find_bundle(hardware=hardware.name, model=model.name, dtype=engine.dtype,
                                      kv_cache_dtype=engine.kv_cache_dtype, tp=tp, profile_dir=profile_dir)

@@ -38,7 +38,13 @@ from math import exp, log
 from tpsim.perf.analytical import AnalyticalModel
 from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
 from tpsim.perf.moe_step import DUMMY, MoEStepMixin
-from tpsim.perf.vllm_exec import EAGER, FULL, GraphPolicy, attention_backend, fused_allreduce_max_tokens
+from tpsim.perf.vllm_exec import (
+    EAGER,
+    FULL,
+    GraphPolicy,
+    attention_backend,
+    fused_allreduce_max_tokens,
+)
 
 MODELLED = "modelled"
 _GEMM_TABLE_DTYPE = {"bfloat16": "bfloat16", "float16": "bfloat16", "fp8": "fp8"}

@@ -19,7 +19,7 @@ from bisect import bisect_left
 from pathlib import Path
 
 from tpsim.errors import InputError
-from tpsim.perf.bundle import (
+from tpsim.perf.bundle_csv import (
     EXTRAPOLATED,
     INTERPOLATED,
     MEASURED,

@@ -76,7 +76,6 @@ from tpsim.config import catalog
 from tpsim.errors import InputError
 from tpsim.perf.analytical import AnalyticalModel
 from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
-from tpsim.perf.moe_step import DUMMY, MoEStepMixin
 from tpsim.perf.bundle import (
     EXTRAPOLATED,
     MEASURED,
@@ -88,6 +87,7 @@ from tpsim.perf.bundle import (
     variant_name,
     worst,
 )
+from tpsim.perf.moe_step import DUMMY, MoEStepMixin
 
 #: analytical op name -> the bundle's layer name
 LAYER_OPS = {
