@@ -1,4 +1,4 @@
-"""The campaign's form: JSON Schema (``workflow/schemas/campaign.schema.yaml``) plus what a schema
+"""The campaign's form: JSON Schema (``campaign.schema.yaml`` beside this module) plus what a schema
 cannot say about form -- finite numbers, no control characters, unique matrix values, the matrix
 size limit -- each problem one line naming its key.
 
@@ -13,10 +13,11 @@ import math
 import unicodedata
 from pathlib import Path
 
-from campaign_yaml import CampaignError
-from run_ids import PATH_KEYS, match_key
+from tpsim.campaign.reading import CampaignError
+from tpsim.campaign.run_ids import PATH_KEYS, match_key
 
-SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "campaign.schema.yaml"
+#: package data: read beside the module, so it ships with a non-editable install
+SCHEMA = Path(__file__).with_name("campaign.schema.yaml")
 DEFAULT_MAX_RUNS = 10_000
 SHOW_CHARS = 80
 # Free text: the only strings that may hold tabs and line breaks.
