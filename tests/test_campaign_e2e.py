@@ -246,6 +246,6 @@ def test_lint_and_format_are_clean():
     snakefmt = shutil.which("snakefmt")
     if snakefmt is None:
         pytest.skip("snakefmt not installed (pip install snakefmt)")
-    files = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow/rules").glob("*.smk"))]
+    files = ["workflow/Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow/rules").glob("*.smk"))]
     proc = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

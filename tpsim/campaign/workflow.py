@@ -27,6 +27,8 @@ from tpsim.campaign.spec import REPO, load_campaign
 DEFAULT_CAMPAIGN = REPO / "configs" / "campaigns" / "tp_vs_linkbw.yaml"
 #: the --config key naming the campaign file (not a key of the campaign itself)
 CAMPAIGN_KEY = "campaign"
+#: the key that makes Snakemake render a config file as a YTE template (Python in '?' expressions)
+YTE_KEY = "__use_yte__"
 
 
 def merge(doc: dict, overrides: dict) -> dict:
@@ -68,8 +70,11 @@ def choose_campaign(config: dict, configfiles=None, *, default: Path = DEFAULT_C
         return load_campaign(overrides, source=source, roots=roots), source
     path = default if chosen is None else campaign_file(chosen, roots)
     source = rel_path(path) if path.exists() else str(path)
-    doc = merge(load_file(path), overrides)
-    return load_campaign(doc, source=source, roots=roots), source
+    doc = load_file(path)
+    if YTE_KEY in doc:
+        raise CampaignError(f"campaign {printable(source)}: {YTE_KEY}: campaigns are plain YAML, not YTE templates "
+                            "(their '?' expressions would run as Python); write the values out")
+    return load_campaign(merge(doc, overrides), source=source, roots=roots), source
 
 
 def tpsim_location_warning(workflow_repo: Path) -> str | None:

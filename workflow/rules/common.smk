@@ -22,7 +22,8 @@ except ImportError as exc:
         "pip install -e '.[workflow]'"
     ) from None
 
-REPO = Path(workflow.basedir)
+# this file is REPO/workflow/rules/common.smk
+REPO = Path(workflow.current_basedir).parents[1]
 warn(tpsim_location_warning(REPO))
 
 # --config campaign=PATH (read by our own safe loader), else --configfile (parsed by Snakemake:
