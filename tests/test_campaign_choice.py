@@ -10,7 +10,12 @@ import yaml
 from conftest import REPO, checkout_env, snakemake_cmd
 
 from tpsim.campaign.reading import CampaignError
-from tpsim.campaign.workflow import DEFAULT_CAMPAIGN, choose_campaign, merge, tpsim_location_warning
+from tpsim.campaign.workflow import (
+    DEFAULT_CAMPAIGN,
+    choose_campaign,
+    merge,
+    tpsim_location_warning,
+)
 
 SMALL = {
     "name": "pick",

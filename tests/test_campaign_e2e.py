@@ -19,6 +19,7 @@ import yaml
 from conftest import REPO, checkout_env, snakemake_cmd
 
 from tpsim.campaign.provenance import git_dirty
+
 NUM_REQS = 30
 SMALL = {
     "name": "small",

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, checkout_env, snakemake_cmd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import REPO, checkout_env, snakemake_cmd
 
 from tpsim.campaign import spec
 from tpsim.campaign.reading import MAX_DEPTH
@@ -239,5 +238,5 @@ def test_snakemake_refuses_a_bomb_with_one_line(tmp_path, configfile):
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0 and "Traceback" not in out
         lines = [line for line in out.splitlines() if line.startswith("campaign ")]
-        assert lines == [f"campaign {SOURCE}: more than 100,000 values once its YAML aliases are expanded (a campaign "
-                         "has a few hundred; raise the limit with the environment variable TPSIM_CAMPAIGN_MAX_NODES)"]
+        assert lines == [(f"campaign {SOURCE}: more than 100,000 values once its YAML aliases are expanded (a campaign "
+                         "has a few hundred; raise the limit with the environment variable TPSIM_CAMPAIGN_MAX_NODES)")]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_campaign_e2e import REPO, ok, query, snakemake
 
 from tpsim.campaign import run_ids

@@ -9,7 +9,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import REPO, checkout_env, snakemake_cmd
 
 from tpsim.campaign import derive, spec
@@ -248,8 +247,8 @@ def test_generator_numbers_are_finite_and_in_range(generate, line):
 def test_ranges_are_tpsims_own():
     """The schema's ranges are the ones tpsim enforces: a campaign the schema accepts is not refused
     by tpsim for a number in range, and one tpsim would refuse is refused before anything runs."""
-    from tpsim.config import cluster, typed
     from tpsim import tracegen
+    from tpsim.config import cluster, typed
 
     schema = yaml.safe_load(SCHEMA.read_text())
     m, gen, defs = schema["properties"]["matrix"]["properties"], \
@@ -267,8 +266,8 @@ def test_tp_times_the_base_pp_stays_within_tpsims_gpus():
     doc = good(cluster="configs/cluster/single_node_tp2_pp2.json",
                matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [2, 65536], "link_bw": [16]})
     assert errors_of(doc).splitlines() == [
-        "campaign c.yaml: matrix.tp_size[1]: 65536 x the base config's pp_size 2 = 131,072 GPUs per instance, "
-        "more than tpsim takes (65,536)"]
+        ("campaign c.yaml: matrix.tp_size[1]: 65536 x the base config's pp_size 2 = 131,072 GPUs per instance, "
+        "more than tpsim takes (65,536)")]
 
 
 def test_the_matrix_size_is_checked_before_anything_walks_it():

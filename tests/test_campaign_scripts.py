@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from tpsim.campaign import aggregate, derive, figure_axes, figure_parts, figure_stats, figures, run_ids, spec, tables
+from tpsim.campaign import (
+    aggregate,
+    derive,
+    figure_axes,
+    figure_parts,
+    figure_stats,
+    figures,
+    run_ids,
+    spec,
+    tables,
+)
 from tpsim.campaign.outputs import TABLE_FILES
 from tpsim.campaign.provenance import git_dirty
 from tpsim.campaign.runs import generate_flags

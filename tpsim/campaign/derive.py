@@ -24,7 +24,13 @@ from tpsim.campaign.checks import first_pp
 from tpsim.campaign.outputs import JSON_INDENT
 from tpsim.campaign.provenance import file_sha256, git_dirty
 from tpsim.errors import InputError
-from tpsim.io.files import decode_utf8, parse_yaml, read_bytes, read_json_file, show_path
+from tpsim.io.files import (
+    decode_utf8,
+    parse_yaml,
+    read_bytes,
+    read_json_file,
+    show_path,
+)
 from tpsim.io.writing import atomic_write_json
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import pandas as pd  # noqa: E402
+from tpsim.io.writing import AtomicFiles
 
-from tpsim.io.writing import AtomicFiles  # noqa: E402
+matplotlib.use("Agg")  # files only, never a display; before any figure exists
 
 FACET_KEYS = ("hardware", "link_latency", "rate", "max_num_seqs", "max_num_batched_tokens")
 MEMORY_FACET_KEYS = ("hardware", "max_num_seqs", "max_num_batched_tokens")

@@ -165,8 +165,8 @@ def _bad_text(path, text, what) -> list[tuple[tuple, str]]:
     for i, ch in enumerate(text):
         if unicodedata.category(ch) in _BAD_CATEGORIES:
             name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, f"U+{ord(ch):04X}").lower()
-            return [(path, f"{where(path)}: the {what} {show(text)} contains a control character ({name}, at "
-                           f"{i}); names, paths and flags may not")]
+            return [(path, (f"{where(path)}: the {what} {show(text)} contains a control character ({name}, at "
+                           f"{i}); names, paths and flags may not"))]
     return []
 
 
@@ -199,8 +199,8 @@ def huge_number_problems(doc) -> list[tuple[tuple, str]]:
         items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
         for key, value in items:
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**300:
-                problems.append(((*path, key), f"{where((*path, key))}: {show(value)} is too large "
-                                               "(numbers must be below 1e300)"))
+                problems.append(((*path, key), (f"{where((*path, key))}: {show(value)} is too large "
+                                               "(numbers must be below 1e300)")))
                 node[key] = None
             else:
                 stack.append(((*path, key), value))

@@ -27,7 +27,7 @@ def git_dirty(repo: Path = PACKAGE_ROOT) -> bool | None:
     return bool(proc.stdout.strip())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def file_sha256(path: str) -> str:
     """SHA-256 of a file's content, hashed once per process (Snakemake asks once per run)."""
     return sha256_file(path)

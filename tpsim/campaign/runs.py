@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 from tpsim.campaign.checks import Checks, first_pp, rel_path, scalar
 from tpsim.campaign.reading import CampaignError
-from tpsim.campaign.run_ids import ALWAYS_IN_PATH, PATH_KEYS, canonical_number, fmt_value, match_key, run_id
+from tpsim.campaign.run_ids import (
+    ALWAYS_IN_PATH,
+    PATH_KEYS,
+    canonical_number,
+    fmt_value,
+    match_key,
+    run_id,
+)
 
 
 @dataclass

@@ -22,12 +22,14 @@ from tpsim.campaign import form
 from tpsim.campaign.checks import Checks
 from tpsim.campaign.reading import CampaignError, check_structure, load_file, printable
 from tpsim.campaign.runs import Campaign, Run, expand
-from tpsim.config.catalog import PACKAGE_ROOT as REPO  # campaign paths not in the working folder: here
+from tpsim.config.catalog import PACKAGE_ROOT
 
+#: the checkout: campaign paths not found in the working folder are looked up here
+REPO = PACKAGE_ROOT
 SCHEMA = form.SCHEMA
 MAX_PROBLEMS = 20  # a campaign with more problems shows the first ones and a count
 
-__all__ = ["CampaignError", "Campaign", "Run", "load_campaign", "load_campaign_file"]
+__all__ = ["Campaign", "CampaignError", "Run", "load_campaign", "load_campaign_file"]
 
 
 def plain(value):

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from tpsim.validation.compare import DEFINITIONS, STATS, compare, round_floats
 from tpsim.validation.measured import measured_paths, read_json, read_measured
-from tpsim.validation.simulated import read_sim_csv, read_sim_summary, sim_label_of, sim_summary_path
+from tpsim.validation.simulated import (
+    read_sim_csv,
+    read_sim_summary,
+    sim_label_of,
+    sim_summary_path,
+)
 
 SCHEMA_VERSION = 1
 
