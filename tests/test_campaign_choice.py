@@ -3,6 +3,7 @@ safe YAML loader; ``--configfile`` (kept for compatibility) is parsed by Snakema
 renders YTE templates -- Python in ``?`` expressions -- before the workflow sees the file."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,15 @@ def test_a_workflow_running_another_checkouts_tpsim_says_so(tmp_path):
     assert tpsim_location_warning(here) is None
     warning = tpsim_location_warning(tmp_path)
     assert warning.startswith("tpsim: warning: ") and str(here) in warning and "PYTHONPATH" in warning
+
+
+def test_what_the_workflow_reads_while_parsing_imports_no_heavy_library():
+    """Snakemake parses the workflow for every invocation (and every Slurm job): loading a campaign,
+    deriving a run and the aggregation's module stay off pandas, DuckDB, matplotlib and numpy."""
+    code = ("import sys, tpsim.campaign.workflow, tpsim.campaign.derive, tpsim.campaign.aggregate, "
+            "tpsim.campaign.outputs, tpsim.campaign.provenance, tpsim.validation.cases; "
+            "print(sorted(m for m in ('pandas', 'duckdb', 'matplotlib', 'numpy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                          cwd=REPO, env=checkout_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

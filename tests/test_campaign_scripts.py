@@ -252,6 +252,24 @@ def test_aggregate_rejects_a_truncated_csv(campaign, tmp_path):
     assert not (tmp_path / "out" / "campaign.duckdb").exists()
 
 
+def test_a_failed_aggregation_leaves_no_file_behind(campaign, tmp_path):
+    """The five outputs appear together or not at all: a failure inside DuckDB (after the database
+    and some exports were written to their temporary names) leaves the folder as it was."""
+    d = campaign["dirs"][0]
+    broken = tmp_path / "run"
+    broken.mkdir()
+    for name in ("run.json", "requests.summary.json"):
+        (broken / name).write_bytes((d / name).read_bytes())
+    (broken / "requests.csv").write_text("".join((d / "requests.csv").read_text().splitlines(keepends=True)[:-1]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.csv").write_text("an older table\n")
+    with pytest.raises(aggregate.AggregateError, match="summary 20, CSV 19"):
+        run_aggregate([broken], out)
+    assert sorted(p.name for p in out.iterdir()) == ["runs.csv"]
+    assert (out / "runs.csv").read_text() == "an older table\n"
+
+
 def copy_runs(dirs, root: Path, edit) -> list[Path]:
     """Copies of the run folders, each summary passed through ``edit(index, summary, params)``."""
     out = []
