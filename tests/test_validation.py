@@ -483,8 +483,7 @@ def test_snakemake_validate_target(tmp_path):
     (tmp_path / "Snakefile").write_text(f'include: "{REPO / "workflow" / "rules" / "validate.smk"}"\n')
     proc = run_subprocess(["-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path),
                            "--workflow-profile", "none", "--cores", "2", "validate", "--config",
-                           f"validation_root={root}", f"validation_profiles={tmp_path / 'no-profiles'}"],
-                          env={"PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))})
+                           f"validation_root={root}", f"validation_profiles={tmp_path / 'no-profiles'}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_csv_rows(tmp_path / "results" / "validation" / "accuracy.csv")
     assert [(r["case"], r["simulator"]) for r in rows] == [(CASE, "tpsim-analytical"), (CASE, "LLMServingSim")]
