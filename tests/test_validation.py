@@ -13,15 +13,11 @@ from conftest import REPO, read_csv_rows, run_subprocess, run_tpsim, shared_path
 
 from tpsim.errors import InputError
 from tpsim.io.results import HEADER
-from tpsim.validation import (
-    accuracy_rows,
-    compare,
-    read_measured,
-    read_sim_csv,
-    sim_timeline,
-    validate,
-    write_accuracy_table,
-)
+from tpsim.validation.accuracy import accuracy_rows, write_accuracy_table
+from tpsim.validation.compare import compare
+from tpsim.validation.measured import read_measured
+from tpsim.validation.report import validate
+from tpsim.validation.simulated import read_sim_csv, sim_timeline
 
 CASE = "rtxpro6000-llama-3.1-8b-tp1"
 
@@ -283,6 +279,7 @@ def test_subprocess_error_is_one_line(case, tmp_path):
 
 def test_commands_keep_plotting_off_the_import_path():
     code = ("import sys; from tpsim.cli import build_parser; build_parser(); import tpsim.validation; "
+            "import tpsim.validation.report, tpsim.validation.accuracy, tpsim.validation.cases; "
             "print(sorted(m for m in ('matplotlib', 'pandas', 'numpy') if m in sys.modules))")
     proc = run_subprocess(["-c", code])
     assert proc.returncode == 0, proc.stderr
@@ -486,8 +483,7 @@ def test_snakemake_validate_target(tmp_path):
     (tmp_path / "Snakefile").write_text(f'include: "{REPO / "workflow" / "rules" / "validate.smk"}"\n')
     proc = run_subprocess(["-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path),
                            "--workflow-profile", "none", "--cores", "2", "validate", "--config",
-                           f"validation_root={root}", f"validation_profiles={tmp_path / 'no-profiles'}"],
-                          env={"PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))})
+                           f"validation_root={root}", f"validation_profiles={tmp_path / 'no-profiles'}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_csv_rows(tmp_path / "results" / "validation" / "accuracy.csv")
     assert [(r["case"], r["simulator"]) for r in rows] == [(CASE, "tpsim-analytical"), (CASE, "LLMServingSim")]

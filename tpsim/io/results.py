@@ -36,7 +36,8 @@ from tpsim.errors import InputError
 COLUMNS = ("instance id", "request id", "model", "input", "output", "arrival", "end_time", "latency",
            "queuing_delay", "TTFT", "TPOT", "ITL")
 HEADER = ",".join(COLUMNS) + "\n"
-_INT_COLUMNS = ("instance id", "request id", "input", "output", "arrival", "end_time", "latency", "queuing_delay",
+#: the columns holding whole numbers (the others: ``model`` and ``ITL`` are text)
+INT_COLUMNS = ("instance id", "request id", "input", "output", "arrival", "end_time", "latency", "queuing_delay",
                 "TTFT", "TPOT")
 
 
@@ -224,7 +225,7 @@ def read_rows(path) -> Iterator[tuple[str, RequestRow]]:
             raise InputError(f"{where}: expected {len(COLUMNS)} columns, got {len(fields)}")
         nums = []
         for name, text in zip(COLUMNS, fields):
-            if name in _INT_COLUMNS:
+            if name in INT_COLUMNS:
                 try:
                     nums.append(int(text.strip()))
                 except ValueError:

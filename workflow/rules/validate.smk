@@ -72,9 +72,8 @@ rule validation_table:
         "../envs/tpsim.yaml"
     params:
         python=VAL_PYTHON,
-        script=VAL_TABLE_SCRIPT,
     shell:
-        "{params.python:q} {params.script:q} --csv {output.csv:q} --md {output.md:q} {input:q}"
+        "{params.python:q} -m tpsim.validation.accuracy --csv {output.csv:q} --md {output.md:q} {input:q}"
         " > {log:q} 2>&1"
 
 
