@@ -96,6 +96,11 @@ class AtomicFiles:
         self._files.append((tmp, path, None))
         return tmp
 
+    def temp_of(self, path) -> str:
+        """The temporary file standing for ``path`` until the commit (to read back what was written)."""
+        path = os.fspath(path)
+        return next(tmp for tmp, target, _ in self._files if target == path)
+
     def commit(self) -> None:
         for _, _, stream in self._files:
             if stream is not None:
