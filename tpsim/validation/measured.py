@@ -84,6 +84,7 @@ def read_measured(path) -> Side:
     side = Side(str(path))
     vals = {k: {} for k in METRICS}
     has_sched = True
+    arrivals: dict = {}  # request -> (arrival_time, queued_ts), to measure from arrival as well
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -111,6 +112,7 @@ def read_measured(path) -> Side:
         first = _num(obj, "first_token_ts", where, optional=True)
         last = _num(obj, "last_token_ts", where, optional=True)
         sched = _num(obj, "scheduled_ts", where, optional=True)
+        arrival = _num(obj, "arrival_time", where, optional=True)
         side.tokens[i] = (inp, out)
         side.requests += 1
         if first is None or last is None or first <= 0 or last <= 0:
@@ -120,6 +122,8 @@ def read_measured(path) -> Side:
             raise InputError(f"{where}: last_token_ts {last} is before first_token_ts {first}")
         vals["ttft"][i] = (first - q) * 1e3
         vals["latency"][i] = (last - q) * 1e3
+        if arrival is not None:
+            arrivals[i] = (arrival, q)
         if out > 1:
             vals["tpot"][i] = (last - first) * 1e3 / (out - 1)
         if sched is None:
@@ -130,8 +134,21 @@ def read_measured(path) -> Side:
         raise InputError(f"{path}: no requests (empty file)")
     if not has_sched:
         vals["queuing_delay"] = {}
+    _from_arrival(vals, arrivals, side)
     side.values = vals
     return side
+
+
+def _from_arrival(vals: dict, arrivals: dict, side: Side) -> None:
+    """TTFT and latency from arrival (see DEFINITIONS): + each request's wait for the engine loop's pickup."""
+    if not arrivals or len(arrivals) < len(vals["ttft"]):
+        vals["ttft_from_arrival"], vals["latency_from_arrival"] = {}, {}
+        return
+    offset = min(q - a for a, q in arrivals.values())
+    pickup = {i: ((q - a) - offset) * 1e3 for i, (a, q) in arrivals.items()}
+    vals["ttft_from_arrival"] = {i: v + pickup[i] for i, v in vals["ttft"].items()}
+    vals["latency_from_arrival"] = {i: v + pickup[i] for i, v in vals["latency"].items()}
+    side.pickup_delay_ms = pickup
 
 
 def read_timeseries(path) -> list[dict] | None:
