@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -70,10 +71,11 @@ def main() -> int:
     WORK.mkdir(parents=True)
     (WORK / "campaign.yaml").write_text(CAMPAIGN)
     subprocess.run([sys.executable, "-m", "compileall", "-q", "tpsim", "workflow/scripts"], cwd=REPO, check=True)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(WORK),
-           "--configfile", str(WORK / "campaign.yaml"), "--cores", str(args.cores), "--quiet", "all"]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(WORK),
+           "--config", f"campaign={WORK / 'campaign.yaml'}", "--cores", str(args.cores), "--quiet", "all"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, env=env)
     wall = time.time() - t0
     if proc.returncode:
         print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")

@@ -16,6 +16,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO.parent / "shared").resolve()
+#: the campaign workflow's entry point
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+
+
+def checkout_env(env: dict | None = None) -> dict:
+    """The environment for a subprocess that must run this checkout's tpsim: Snakemake and its jobs
+    import the installed ``tpsim``, which may be another checkout's (the README's setup installs it)."""
+    e = dict(os.environ if env is None else env)
+    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH")) if p)
+    return e
+
+
+def snakemake_cmd(*args: str) -> list[str]:
+    """``python -m snakemake -s <the workflow> ARGS``."""
+    return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *args]
 
 
 def shared_path(*parts: str) -> Path:
@@ -97,7 +112,7 @@ def run_tpsim(argv: list[str], capsys=None) -> int:
 
 
 def run_subprocess(argv: list[str], cwd: Path = REPO, env=None) -> subprocess.CompletedProcess:
-    e = dict(os.environ)
+    e = checkout_env()
     if env:
         e.update(env)
     return subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True, env=e, timeout=300)

@@ -156,3 +156,20 @@ def test_no_import_cycles():
     for m in sorted(modules):
         if m not in state:
             visit(m)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "both"])
+def test_requests_as_parquet_hold_the_csv_rows(tmp_path, test_configs, fmt):
+    duckdb = pytest.importorskip("duckdb")
+    cfg = write_cluster(tmp_path / "c.json")
+    trace = write_trace(tmp_path / "t.jsonl", TRACE)
+    sink = ListSink()
+    tpsim.run(RunConfig(cluster_config=str(cfg), dataset=str(trace)), sink=sink)
+    out = tmp_path / "o" / "r.csv"
+    tpsim.run(RunConfig(cluster_config=str(cfg), dataset=str(trace), output=str(out), requests_format=fmt))
+    assert out.exists() == (fmt == "both") and out.with_suffix(".summary.json").exists()
+    rows = duckdb.sql(f"SELECT * FROM '{out.with_suffix('.parquet')}'").fetchall()
+    expected = [(r.instance_id, r.request_id, r.model, r.input, r.output, r.arrival, r.end_time, r.latency,
+                 r.queuing_delay, r.ttft, r.tpot, r.itl) for r in sink.rows]
+    assert rows == expected
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary files left

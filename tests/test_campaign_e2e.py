@@ -2,8 +2,8 @@
 
 8 runs (Qwen3-8B and Llama-3.1-70B x TP 1/2 x link_bw 16/450 GB/s on RTX PRO 6000, 30
 requests each); Llama-3.1-70B at TP=1 does not fit and must be recorded as infeasible.
-Snakemake runs as `python -m snakemake -s <repo>/Snakefile --directory <tmp>`, so the
-repository's results/ is never touched.
+Snakemake runs as `python -m snakemake -s <the workflow> --directory <tmp> --config campaign=FILE`,
+with this checkout on PYTHONPATH, so the repository's results/ is never touched.
 """
 
 import hashlib
@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, checkout_env, snakemake_cmd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-import campaignlib  # noqa: E402
+from tpsim.campaign.provenance import git_dirty
 
-REPO = Path(__file__).resolve().parents[1]
 NUM_REQS = 30
 SMALL = {
     "name": "small",
@@ -32,11 +31,16 @@ SMALL = {
 FIGURES = ("ttft_by_tp", "ttft_vs_link_bw", "tpot_vs_link_bw", "memory_by_tp", "ttft_tpot_cdf")
 
 
-def snakemake(workdir: Path, *args, config: Path | None = None, timeout=600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+def snakemake(workdir: Path, *args, config: Path | None = None, configfile: Path | None = None,
+              timeout=600) -> subprocess.CompletedProcess:
+    """Snakemake on a campaign chosen with ``--config campaign=`` (``configfile``: the compatible way)."""
+    cmd = snakemake_cmd("--directory", str(workdir))
     if config is not None:
-        cmd += ["--configfile", str(config)]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
+        cmd += ["--config", f"campaign={config}"]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False,
+                          env=checkout_env())
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -146,13 +150,13 @@ def test_each_run_folder_is_hive_style_and_self_describing(done):
         assert rec["inputs"]["dataset"]["sha256"] == sha(trace)
         assert rec["inputs"]["model_config"]["sha256"] == sha(REPO / f"configs/model/{inst['model_name']}.json")
         assert (d / "tpsim.log").read_text().startswith("host=")
-        assert rec["git_dirty"] == campaignlib.git_dirty()  # the checkout did not change during the test
+        assert rec["git_dirty"] == git_dirty()  # the checkout did not change during the test
     # provenance in the runs table, for every run
     rows = query(wd / "results/small/campaign.duckdb",
                  """SELECT count(*) FROM runs WHERE tpsim_version = '0.1.0' AND cluster_config_sha256 IS NOT NULL
                     AND dataset_sha256 IS NOT NULL AND model_config_sha256 IS NOT NULL AND hardware_sha256 IS NOT NULL""")
     assert rows == [(8,)]
-    assert query(wd / "results/small/campaign.duckdb", "SELECT DISTINCT git_dirty FROM runs") == [(campaignlib.git_dirty(),)]
+    assert query(wd / "results/small/campaign.duckdb", "SELECT DISTINCT git_dirty FROM runs") == [(git_dirty(),)]
 
 
 def test_figures_exist_as_pdf_png_and_csv(done):
@@ -229,7 +233,7 @@ def test_a_run_that_fails_for_another_reason_fails_loudly(tmp_path):
 
 def test_dry_run_of_the_default_campaign(tmp_path):
     proc = ok(subprocess.run([sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp_path)],
-                             capture_output=True, text=True, cwd=REPO, timeout=300, check=False))
+                             capture_output=True, text=True, cwd=REPO, timeout=300, check=False, env=checkout_env()))
     counts = job_counts(proc)
     assert counts["simulate"] == 2 * 3 * 5 and counts["aggregate"] == 1 and counts["figures"] == 1
     assert not (tmp_path / "results").exists()
@@ -237,13 +241,13 @@ def test_dry_run_of_the_default_campaign(tmp_path):
 
 def test_lint_and_format_are_clean():
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], capture_output=True, text=True, cwd=REPO,
-                          timeout=300, check=False)
+                          timeout=300, check=False, env=checkout_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations" in proc.stdout + proc.stderr
     snakefmt = shutil.which("snakefmt")
     if snakefmt is None:
         pytest.skip("snakefmt not installed (pip install snakefmt)")
-    files = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow/rules").glob("*.smk"))]
+    files = ["workflow/Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow/rules").glob("*.smk"))]
     proc = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_campaign_e2e import REPO, job_counts, ok, snakemake
 
 TARGET = "results/fresh/campaign.duckdb"  # runs and tables; the figures are not what is tested here

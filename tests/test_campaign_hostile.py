@@ -12,16 +12,13 @@ with one line naming the key.
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
 from test_campaign_e2e import REPO, ok, query, snakemake
 
-sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-import run_ids  # noqa: E402
+from tpsim.campaign import run_ids
 
 MODEL_SRC = REPO / "configs/model/Qwen/Qwen3-0.6B.json"
 CLUSTER_SRC = REPO / "configs/cluster/single_node_single_instance.json"

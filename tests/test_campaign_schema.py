@@ -1,4 +1,4 @@
-"""Campaign YAML validation (workflow/schemas/campaign.schema.yaml + campaignlib's checks).
+"""Campaign YAML validation (tpsim/campaign/campaign.schema.yaml + tpsim.campaign's checks).
 
 Every shipped campaign loads; every kind of mistake is rejected with a message that names the
 offending key; the matrix expands into the expected runs (exclude rules, Hive-style run ids,
@@ -6,17 +6,14 @@ model names encoded for paths, numbers written canonically).
 """
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, checkout_env, snakemake_cmd
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-import campaignlib
-import derive_config
-from campaignlib import CampaignError, load_campaign
+from tpsim.campaign import derive, spec
+from tpsim.campaign.form import SCHEMA
+from tpsim.campaign.spec import CampaignError, load_campaign
 
 ROOTS = [REPO]
 
@@ -51,7 +48,7 @@ def errors_of(doc) -> str:
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "campaigns").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_campaigns_load(path):
-    camp = campaignlib.load_campaign_file(path, roots=ROOTS)
+    camp = spec.load_campaign_file(path, roots=ROOTS)
     m = camp.doc["matrix"]
     expected = 1
     for values in m.values():
@@ -62,7 +59,7 @@ def test_shipped_campaigns_load(path):
 
 
 def test_default_campaign_is_the_documented_one():
-    camp = campaignlib.load_campaign_file(REPO / "configs" / "campaigns" / "tp_vs_linkbw.yaml", roots=ROOTS)
+    camp = spec.load_campaign_file(REPO / "configs" / "campaigns" / "tp_vs_linkbw.yaml", roots=ROOTS)
     m = camp.doc["matrix"]
     assert "Qwen/Qwen3-32B" in m["model"] and len(m["model"]) >= 2
     assert m["tp_size"] == [1, 2, 4]
@@ -71,14 +68,14 @@ def test_default_campaign_is_the_documented_one():
 
 
 def test_h100_campaign_runs_on_h100():
-    camp = campaignlib.load_campaign_file(REPO / "configs" / "campaigns" / "h100_nvlink.yaml", roots=ROOTS)
+    camp = spec.load_campaign_file(REPO / "configs" / "campaigns" / "h100_nvlink.yaml", roots=ROOTS)
     assert {r.params["hardware"] for r in camp.runs} == {"H100"}
     assert "seed" in camp.dims
     # as its comments say: no matrix.hardware, so the runs keep the base's npu_mem (80 GiB), not the catalog's
     assert all(r.hardware_override is None for r in camp.runs)
-    derived = derive_config.derive_cluster_config(camp.base, camp.runs[0].params)
+    derived = derive.derive_cluster_config(camp.base, camp.runs[0].params)
     assert derived["nodes"][0]["instances"][0]["npu_mem"]["mem_size"] == 80
-    assert derive_config.hardware_memory(REPO / "configs/hardware/H100.yaml")[0] == 79.65  # the other route
+    assert derive.hardware_memory(REPO / "configs/hardware/H100.yaml")[0] == 79.65  # the other route
 
 
 def test_runs_expand_with_hive_ids_and_parameters():
@@ -132,7 +129,7 @@ def test_defaults_are_filled_in():
 def test_schema_file_is_json_schema_2020_12():
     import jsonschema
 
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "campaign.schema.yaml").read_text())
+    schema = yaml.safe_load(SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$schema"].endswith("2020-12/schema")
 
@@ -250,10 +247,10 @@ def test_generator_numbers_are_finite_and_in_range(generate, line):
 def test_ranges_are_tpsims_own():
     """The schema's ranges are the ones tpsim enforces: a campaign the schema accepts is not refused
     by tpsim for a number in range, and one tpsim would refuse is refused before anything runs."""
-    from tpsim.config import cluster, typed
     from tpsim import tracegen
+    from tpsim.config import cluster, typed
 
-    schema = yaml.safe_load((REPO / "workflow/schemas/campaign.schema.yaml").read_text())
+    schema = yaml.safe_load(SCHEMA.read_text())
     m, gen, defs = schema["properties"]["matrix"]["properties"], \
         schema["properties"]["workload"]["properties"]["generate"]["properties"], schema["$defs"]
     assert m["tp_size"]["items"]["maximum"] == cluster.MAX_GPUS
@@ -269,8 +266,8 @@ def test_tp_times_the_base_pp_stays_within_tpsims_gpus():
     doc = good(cluster="configs/cluster/single_node_tp2_pp2.json",
                matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [2, 65536], "link_bw": [16]})
     assert errors_of(doc).splitlines() == [
-        "campaign c.yaml: matrix.tp_size[1]: 65536 x the base config's pp_size 2 = 131,072 GPUs per instance, "
-        "more than tpsim takes (65,536)"]
+        ("campaign c.yaml: matrix.tp_size[1]: 65536 x the base config's pp_size 2 = 131,072 GPUs per instance, "
+        "more than tpsim takes (65,536)")]
 
 
 def test_the_matrix_size_is_checked_before_anything_walks_it():
@@ -290,7 +287,7 @@ def test_the_matrix_size_is_checked_before_anything_walks_it():
 def test_many_problems_are_cut_to_a_readable_count():
     doc = good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": ["x"] * 30, "link_bw": [16]})
     lines = errors_of(doc).splitlines()
-    assert len(lines) == campaignlib.MAX_PROBLEMS + 1
+    assert len(lines) == spec.MAX_PROBLEMS + 1
     assert lines[-1] == "campaign c.yaml: ... and 10 more problems"
 
 
@@ -368,16 +365,19 @@ def test_malformed_yaml_names_the_line(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("name: x\nmatrix:\n  model: [a\n")
     with pytest.raises(CampaignError, match=r"bad.yaml:\d+: malformed YAML"):
-        campaignlib.load_campaign_file(p, roots=ROOTS)
+        spec.load_campaign_file(p, roots=ROOTS)
 
 
-def test_snakemake_reports_a_bad_campaign_with_the_key(tmp_path):
-    """The same message reaches the user of `snakemake --configfile`, and no job runs."""
+@pytest.mark.parametrize("how", ["--config", "--configfile"])
+def test_snakemake_reports_a_bad_campaign_with_the_key(tmp_path, how):
+    """The same message reaches the user of `snakemake --config campaign=FILE` (and of the older
+    `--configfile FILE`), and no job runs."""
     bad = good(matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1, "two"], "link_bw": [16]})
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump(bad))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-                           str(tmp_path), "--configfile", str(cfg), "-n"], capture_output=True, text=True, timeout=120, check=False)
+    choose = ["--config", f"campaign={cfg}"] if how == "--config" else ["--configfile", str(cfg)]
+    proc = subprocess.run(snakemake_cmd("--directory", str(tmp_path), *choose, "-n"), capture_output=True, text=True,
+                          timeout=120, check=False, env=checkout_env())
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "matrix.tp_size[1]: expected integer, got 'two'" in out
@@ -391,12 +391,13 @@ def test_readme_error_sample_is_what_snakemake_prints(tmp_path):
 
     readme = (REPO / "README.md").read_text()
     sample = re.search(r"```yaml\n# configs/campaigns/mine.yaml\n(.*?)```", readme, re.DOTALL).group(1)
-    shown = re.search(r"```\n\$ snakemake -n --configfile configs/campaigns/mine.yaml\n(.*?)```", readme, re.DOTALL).group(1)
+    shown = re.search(r"```\n\$ snakemake -n --config campaign=configs/campaigns/mine.yaml\n(.*?)```", readme,
+                      re.DOTALL).group(1)
     (tmp_path / "configs/campaigns").mkdir(parents=True)
     (tmp_path / "configs/campaigns/mine.yaml").write_text(sample)
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--configfile",
-                           "configs/campaigns/mine.yaml"], cwd=tmp_path, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
+    proc = subprocess.run(snakemake_cmd("-n", "--config", "campaign=configs/campaigns/mine.yaml"), cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False,
+                          env=checkout_env())
     assert proc.returncode != 0
     printed = proc.stdout.replace(f'"{REPO}/', '".../').replace(f"{REPO}/", "")
     assert printed == shown, printed

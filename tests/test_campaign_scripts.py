@@ -7,19 +7,25 @@ in a temporary folder, laid out exactly as the pipeline lays them out.
 import hashlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-import aggregate
-import campaignlib
-import derive_config
-import figures
-import run_ids
-
+from tpsim.campaign import (
+    aggregate,
+    derive,
+    figure_axes,
+    figure_parts,
+    figure_stats,
+    figures,
+    run_ids,
+    spec,
+    tables,
+)
+from tpsim.campaign.outputs import TABLE_FILES
+from tpsim.campaign.provenance import git_dirty
+from tpsim.campaign.runs import generate_flags
 from tpsim.cli import main as tpsim_main
 
 NUM_REQS = 20
@@ -39,7 +45,7 @@ def sha(path) -> str:
 
 def build_runs(root: Path, doc: dict) -> tuple:
     """Every run of ``doc`` as the pipeline would leave it under root/results/<name>/runs/."""
-    camp = campaignlib.load_campaign(doc, source="unit.yaml", roots=[REPO])
+    camp = spec.load_campaign(doc, source="unit.yaml", roots=[REPO])
     res = root / camp.results
     for (rate, seed), rel in camp.traces.items():
         assert tpsim_main(["trace", "--preset", "sharegpt", "--num-reqs", str(NUM_REQS), "--rate", rate, "--seed", seed,
@@ -53,7 +59,7 @@ def build_runs(root: Path, doc: dict) -> tuple:
             args += ["--hardware", str(REPO / run.hardware_override)]
         args += ["--record", f"dataset={root / run.trace}", "--record", f"model_config={REPO / run.model_config}",
                  "--record", f"hardware={REPO / run.hardware_config}"]
-        assert derive_config.main(args) == 0
+        assert derive.main(args) == 0
         assert tpsim_main(["run", "--cluster-config", str(d / "cluster.json"), "--dataset", str(root / run.trace),
                            "--output", str(d / "requests.csv"), "--record-infeasible", "--log-interval", "0",
                            "--perf-model", "analytical", "--seed", str(run.params["seed"])]) == 0
@@ -62,7 +68,7 @@ def build_runs(root: Path, doc: dict) -> tuple:
 
 
 def outputs_in(d: Path) -> dict:
-    return {k: str(d / v) for k, v in aggregate.OUTPUT_NAMES.items()}
+    return {k: str(d / v) for k, v in TABLE_FILES.items()}
 
 
 def run_aggregate(dirs, out_dir: Path) -> dict:
@@ -94,7 +100,7 @@ def test_derived_config_follows_the_run(tmp_path):
     base = json.loads((REPO / "configs/cluster/single_node_tp2_pp2.json").read_text())
     params = {"model": "Qwen/Qwen3-8B", "tp_size": 4, "link_bw": 64, "link_latency": 5000, "hardware": "H100",
               "max_num_seqs": 32, "max_num_batched_tokens": None}
-    doc = derive_config.derive_cluster_config(base, params, derive_config.hardware_memory(REPO / "configs/hardware/H100.yaml"))
+    doc = derive.derive_cluster_config(base, params, derive.hardware_memory(REPO / "configs/hardware/H100.yaml"))
     inst = doc["nodes"][0]["instances"][0]
     assert (doc["link_bw"], doc["link_latency"]) == (64, 5000)
     assert inst["model_name"] == "Qwen/Qwen3-8B" and inst["hardware"] == "H100"
@@ -110,15 +116,15 @@ def test_a_model_given_as_a_path_is_derived_as_the_file_the_campaign_found():
     base = json.loads((REPO / "configs/cluster/single_node_single_instance.json").read_text())
     params = {"model": "configs/model/Qwen/Qwen3-8B.json", "tp_size": 1, "link_bw": 16}
     found = str(REPO / "configs/model/Qwen/Qwen3-8B.json")
-    doc = derive_config.derive_cluster_config(base, params, None, found)
+    doc = derive.derive_cluster_config(base, params, None, found)
     assert doc["nodes"][0]["instances"][0]["model_name"] == found
-    doc = derive_config.derive_cluster_config(base, dict(params, model="Qwen/Qwen3-8B"), None, found)
+    doc = derive.derive_cluster_config(base, dict(params, model="Qwen/Qwen3-8B"), None, found)
     assert doc["nodes"][0]["instances"][0]["model_name"] == "Qwen/Qwen3-8B"  # a catalog name stays a name
 
 
 def test_same_hardware_keeps_the_base_memory():
     base = json.loads((REPO / "configs/cluster/single_node_single_instance.json").read_text())
-    doc = derive_config.derive_cluster_config(base, {"model": "Qwen/Qwen3-32B", "tp_size": 1, "link_bw": 16,
+    doc = derive.derive_cluster_config(base, {"model": "Qwen/Qwen3-32B", "tp_size": 1, "link_bw": 16,
                                                    "hardware": "RTXPRO6000"})
     inst = doc["nodes"][0]["instances"][0]
     assert inst["npu_mem"] == base["nodes"][0]["instances"][0]["npu_mem"]
@@ -127,7 +133,7 @@ def test_same_hardware_keeps_the_base_memory():
 
 def test_every_instance_of_a_multi_instance_base_is_derived():
     base = json.loads((REPO / "configs/cluster/single_node_two_instances.json").read_text())
-    doc = derive_config.derive_cluster_config(base, {"model": "Qwen/Qwen3-8B", "tp_size": 4, "link_bw": 100})
+    doc = derive.derive_cluster_config(base, {"model": "Qwen/Qwen3-8B", "tp_size": 4, "link_bw": 100})
     insts = doc["nodes"][0]["instances"]
     assert len(insts) == 2 and all(i["tp_size"] == 4 and i["num_npus"] == 4 for i in insts)
 
@@ -149,7 +155,7 @@ def test_infeasible_runs_keep_their_input_hashes(campaign):
 
 
 def test_generate_flags_map_to_tpsim_trace():
-    flags = campaignlib.generate_flags({"preset": "sharegpt", "num_reqs": 5, "rate": 3, "seed": 1, "first_gap": True,
+    flags = generate_flags({"preset": "sharegpt", "num_reqs": 5, "rate": 3, "seed": 1, "first_gap": True,
                                         "token_ids": False, "input_len": 512.0})
     assert flags == ["--preset", "sharegpt", "--num-reqs", "5", "--first-gap", "--no-token-ids", "--input-len", "512"]
 
@@ -246,6 +252,24 @@ def test_aggregate_rejects_a_truncated_csv(campaign, tmp_path):
     assert not (tmp_path / "out" / "campaign.duckdb").exists()
 
 
+def test_a_failed_aggregation_leaves_no_file_behind(campaign, tmp_path):
+    """The five outputs appear together or not at all: a failure inside DuckDB (after the database
+    and some exports were written to their temporary names) leaves the folder as it was."""
+    d = campaign["dirs"][0]
+    broken = tmp_path / "run"
+    broken.mkdir()
+    for name in ("run.json", "requests.summary.json"):
+        (broken / name).write_bytes((d / name).read_bytes())
+    (broken / "requests.csv").write_text("".join((d / "requests.csv").read_text().splitlines(keepends=True)[:-1]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.csv").write_text("an older table\n")
+    with pytest.raises(aggregate.AggregateError, match="summary 20, CSV 19"):
+        run_aggregate([broken], out)
+    assert sorted(p.name for p in out.iterdir()) == ["runs.csv"]
+    assert (out / "runs.csv").read_text() == "an older table\n"
+
+
 def copy_runs(dirs, root: Path, edit) -> list[Path]:
     """Copies of the run folders, each summary passed through ``edit(index, summary, params)``."""
     out = []
@@ -279,7 +303,7 @@ def test_tables_do_not_depend_on_the_summary_timeline(campaign, tmp_path):
     run_aggregate(dirs, tmp_path / "out")
     for table in ("runs", "requests"):
         assert table_rows(tmp_path / "out/campaign.duckdb", table) == table_rows(campaign["out"] / "campaign.duckdb", table)
-    assert "timeline" not in Path(aggregate.__file__).read_text() + Path(figures.__file__).read_text()
+    assert "timeline" not in "".join(Path(m.__file__).read_text() for m in (aggregate, tables, figures))
 
 
 def test_an_odd_number_in_one_run_does_not_cost_the_campaign_its_tables(campaign, tmp_path):
@@ -362,7 +386,7 @@ def test_ttft_by_tp_data_are_seed_means_with_confidence_intervals(campaign, figs
             continue
         assert r["status"] == "ok" and int(r["n_runs"]) == 2
         mean = sum(vals) / 2
-        half = figures.t975(1) * (abs(vals[0] - vals[1]) / math.sqrt(2)) / math.sqrt(2)  # t * sd / sqrt(n)
+        half = figure_stats.t975(1) * (abs(vals[0] - vals[1]) / math.sqrt(2)) / math.sqrt(2)  # t * sd / sqrt(n)
         assert float(r["ttft_p50_ms"]) == pytest.approx(mean, rel=1e-9)
         assert float(r["ci_high_ms"]) - float(r["ci_low_ms"]) == pytest.approx(2 * half, rel=1e-6, abs=1e-9)
 
@@ -410,9 +434,9 @@ def test_infeasible_label_follows_the_reason():
     runs = pd.DataFrame({"status": ["ok", "infeasible", "infeasible"],
                          "reason": [None, "Qwen/Qwen3-32B does not fit: needs 70.1 GB per GPU",
                                     "tp_size=3 does not divide the model's 32 attention heads"]})
-    assert figures.infeasible_label(runs.iloc[[0, 1]]) == "does not fit"
-    assert figures.infeasible_label(runs.iloc[[0, 2]]) == "infeasible"
-    assert figures.infeasible_label(runs) == "does not fit / infeasible"
+    assert figure_parts.infeasible_label(runs.iloc[[0, 1]]) == "does not fit"
+    assert figure_parts.infeasible_label(runs.iloc[[0, 2]]) == "infeasible"
+    assert figure_parts.infeasible_label(runs) == "does not fit / infeasible"
 
 
 @pytest.mark.parametrize("lo, hi", [
@@ -430,7 +454,7 @@ def test_log_axes_label_several_ticks_across_the_data(lo, hi):
         fig, ax = plt.subplots(figsize=(3.4, 1.8))
         xs = [lo, (lo + hi) / 2, hi]
         ax.plot(xs, [0, 0.5, 1]) if which == "x" else ax.plot([0, 0.5, 1], xs)
-        figures.log_axis(ax, which)
+        figure_axes.log_axis(ax, which)
         fig.canvas.draw()
         axis = ax.xaxis if which == "x" else ax.yaxis
         shown = [(t.get_loc(), t.label1.get_text()) for t in axis.get_major_ticks()
@@ -514,7 +538,7 @@ def test_link_bw_figure_marks_infeasible_runs(monkeypatch, tmp_path):
 def test_git_dirty_tracks_uncommitted_changes_to_tracked_files(tmp_path):
     import subprocess
 
-    assert campaignlib.git_dirty(tmp_path) is None  # not a git checkout
+    assert git_dirty(tmp_path) is None  # not a git checkout
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@e"]
     subprocess.run(git + ["init", "-q"], check=True)
     for rel in ("tpsim/a.py", "configs/b.json", "workflow/c.py"):
@@ -522,20 +546,20 @@ def test_git_dirty_tracks_uncommitted_changes_to_tracked_files(tmp_path):
         (tmp_path / rel).write_text("x\n")
     subprocess.run(git + ["add", "."], check=True)
     subprocess.run(git + ["commit", "-qm", "init"], check=True)
-    assert campaignlib.git_dirty(tmp_path) is False
+    assert git_dirty(tmp_path) is False
     (tmp_path / "tpsim/new.py").write_text("untracked\n")  # untracked files (results/, scratch) do not count
-    assert campaignlib.git_dirty(tmp_path) is False
+    assert git_dirty(tmp_path) is False
     (tmp_path / "workflow/c.py").write_text("changed\n")  # any tracked file, not only tpsim/ and configs/
-    assert campaignlib.git_dirty(tmp_path) is True
+    assert git_dirty(tmp_path) is True
     subprocess.run(git + ["add", "workflow/c.py"], check=True)  # staged but not committed: still dirty
-    assert campaignlib.git_dirty(tmp_path) is True
+    assert git_dirty(tmp_path) is True
     subprocess.run(git + ["commit", "-qm", "c"], check=True)
-    assert campaignlib.git_dirty(tmp_path) is False
+    assert git_dirty(tmp_path) is False
 
 
 def test_runs_record_git_dirty(campaign):
     """run.json and the runs table carry git_dirty: a boolean, the checkout's state when the run was made."""
-    dirty = campaignlib.git_dirty()
+    dirty = git_dirty()
     assert isinstance(dirty, bool)  # the tests run in a git checkout
     for d in campaign["dirs"]:
         assert json.loads((d / "run.json").read_text())["git_dirty"] is dirty
@@ -546,11 +570,11 @@ def test_runs_record_git_dirty(campaign):
 
 
 def test_mean_ci():
-    m, _lo, hi, n = figures.mean_ci([1.0, 2.0, 3.0])
+    m, _lo, hi, n = figure_stats.mean_ci([1.0, 2.0, 3.0])
     assert (m, n) == (2.0, 3)
     assert hi - m == pytest.approx(4.303 / math.sqrt(3))
-    assert math.isnan(figures.mean_ci([5.0])[1])
-    assert figures.mean_ci([])[3] == 0
+    assert math.isnan(figure_stats.mean_ci([5.0])[1])
+    assert figure_stats.mean_ci([])[3] == 0
 
 
 def test_other_matrix_keys_become_rows_of_panels(tmp_path):

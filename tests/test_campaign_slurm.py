@@ -1,7 +1,7 @@
 """A small campaign through a real Slurm: single node on localhost, Snakemake's slurm executor.
 
 Starts munged/slurmctld/slurmd with .ci/slurm-up.sh (installing the Debian packages if needed),
-runs 8 runs with --workflow-profile profiles/slurm-ci under `timeout -s KILL` (a hung status
+runs 8 runs with --workflow-profile slurm-ci (workflow/profiles/slurm-ci) under `timeout -s KILL` (a hung status
 query must never hang CI), checks that the runs really ran inside Slurm jobs, grouped, and stops
 the daemons with .ci/slurm-down.sh.  Skips unless root with apt-get (as on CI: a fresh Debian 12
 machine) and the slurm executor plugin is installed.
@@ -12,13 +12,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, checkout_env, snakemake_cmd
 
-REPO = Path(__file__).resolve().parents[1]
 KILL_AFTER_S = 420
 pytestmark = pytest.mark.slurm
 
@@ -62,9 +61,10 @@ def test_campaign_runs_through_slurm(slurm, tmp_path):
     }
     cfg = tmp_path / "slurm_ci.yaml"
     cfg.write_text(yaml.safe_dump(doc))
-    cmd = ["timeout", "-s", "KILL", str(KILL_AFTER_S), sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-           "--directory", str(tmp_path), "--configfile", str(cfg), "--workflow-profile", "profiles/slurm-ci"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=KILL_AFTER_S + 30, check=False)
+    cmd = ["timeout", "-s", "KILL", str(KILL_AFTER_S),
+           *snakemake_cmd("--directory", str(tmp_path), "--config", f"campaign={cfg}", "--workflow-profile", "slurm-ci")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=KILL_AFTER_S + 30, check=False,
+                          env=checkout_env())
     log = proc.stdout[-4000:] + proc.stderr[-8000:]
     assert proc.returncode != 137, f"killed after {KILL_AFTER_S} s (Slurm status queries hung?)\n{log}"
     assert proc.returncode == 0, log

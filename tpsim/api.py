@@ -84,6 +84,27 @@ def _check_outputs_against(run: PreparedRun, out: str) -> None:
     check_output_path(summary_path(out), "--output's summary", sources)
 
 
+def _file_sink(config: RunConfig, out: str | None):
+    """The default sink: the CSV (and/or Parquet, --requests-format) at ``out`` with the summary beside it."""
+    if out is None:
+        return None
+    from tpsim.config.run import parquet_path
+
+    parquet = parquet_path(out) if config.requests_format != "csv" else None
+    return CsvFileSink(out, summary_path(out), parquet, keep_csv=config.requests_format != "parquet")
+
+
+def _written_files(config: RunConfig, out: str | None) -> list[str]:
+    if out is None:
+        return []
+    from tpsim.config.run import parquet_path
+
+    files = [out] if config.requests_format != "parquet" else []
+    if config.requests_format != "csv":
+        files.append(parquet_path(out))
+    return files + [summary_path(out)]
+
+
 def run(config: RunConfig, sink: RowSink | None = None, console: Console | None = None,
         argv: list[str] | None = None) -> RunResult:
     """Simulate ``config``; raises ``InputError`` (one line, names the input) on any bad input.
@@ -114,7 +135,7 @@ def run(config: RunConfig, sink: RowSink | None = None, console: Console | None 
                      f"request {first.request.rid}: {first.reason}")
     itl_counts: dict = {}
     written = out if sink is None else None
-    sink = sink or (CsvFileSink(out, summary_path(out)) if out is not None else None)
+    sink = sink or _file_sink(config, out)
     try:
         for row in iter_rows(result.instances, itl_counts):  # also fills the ITL distribution
             if sink is not None:
@@ -126,7 +147,7 @@ def run(config: RunConfig, sink: RowSink | None = None, console: Console | None 
         if sink is not None:
             sink.abort()
         raise
-    final_lines(console, summary.to_dict(), written)
+    final_lines(console, summary.to_dict(), _written_files(config, written))
     return RunResult(summary, written, time.perf_counter() - t0, result)
 
 
@@ -137,7 +158,7 @@ def _infeasible(config: RunConfig, out, sink, exc, ignored, argv, console: Conso
                   "inputs": existing_inputs(config.cluster_config, config.dataset)}
     summary = infeasible_summary(config, str(exc), ignored, provenance, time.perf_counter() - t0)
     written = out if sink is None else None
-    sink = sink or (CsvFileSink(out, summary_path(out)) if out is not None else None)
+    sink = sink or _file_sink(config, out)
     if sink is not None:
         sink.commit(summary.to_json())
     return RunResult(summary, written, time.perf_counter() - t0)

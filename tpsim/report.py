@@ -6,7 +6,7 @@ from __future__ import annotations
 from tpsim import __version__
 from tpsim.build import InstanceSetup
 from tpsim.console import Console
-from tpsim.io.summary import RunSummary, summary_path
+from tpsim.io.summary import RunSummary
 from tpsim.sim.engine import SimResult
 from tpsim.sim.instance import Instance
 from tpsim.stats import describe, describe_weighted
@@ -264,7 +264,7 @@ def infeasible_summary(config, reason: str, ignored: list[str], provenance: dict
                       extra=dict(config.summary_extra))
 
 
-def final_lines(console: Console, s: dict, out: str | None) -> None:
+def final_lines(console: Console, s: dict, written: list[str]) -> None:
     """The closing summary on stdout: counts, throughput, latency statistics, wall time."""
     t = s["totals"]
     m = s["metrics_ms"]
@@ -282,6 +282,6 @@ def final_lines(console: Console, s: dict, out: str | None) -> None:
     timing = s["timing"]
     console.line(f"wall time {timing['wall_time_s']:.3f} s ({timing['speedup']:,.0f}x faster than real time)"
                  if timing["speedup"] else f"wall time {timing['wall_time_s']:.3f} s")
-    if out:
-        console.line(f"wrote {out} and {summary_path(out)}")
+    if written:
+        console.line(f"wrote {' and '.join(written)}")
 

@@ -206,7 +206,7 @@ def handle(args) -> int:
     from tpsim.config.cluster import load_cluster
     from tpsim.config.model import load_model_file
     from tpsim.console import Console
-    from tpsim.validation import measured_paths, read_json
+    from tpsim.validation.measured import measured_paths, read_json
 
     paths = measured_paths(args.measured)
     if not args.output:

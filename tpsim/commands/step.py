@@ -148,6 +148,7 @@ def explain_step(args) -> dict:
         "per_layer_comm_ns": round(bd.per_layer_comm_ns, 3),
         "num_layers": bd.num_layers,
         "components_ns": {k: round(v, 3) for k, v in bd.by_component().items()},
+        "share_by_source": bd.by_source(),
         "ops": [
             {"name": op.name, "component": op.component, "time_ns": round(op.time_ns, 3), "count": op.count,
              "total_ns": round(op.total_ns, 3), "flops": op.flops, "bytes": op.bytes, "bound": op.bound,
@@ -194,6 +195,7 @@ def _table(d: dict) -> str:
     lines.append(f"{'per layer: compute':28s} {d['per_layer_compute_ns'] / 1e3:12.2f} us")
     lines.append(f"{'per layer: communication':28s} {d['per_layer_comm_ns'] / 1e3:12.2f} us")
     lines.append(f"{'iteration total':28s} {d['total_ns'] / 1e6:12.3f} ms  ({d['num_layers']} layers)")
+    lines.append("GPU time by source: " + ", ".join(f"{k} {v:.1%}" for k, v in d["share_by_source"].items()))
     m = d.get("moe")
     if m:
         r = m["slowest_ep_rank"]

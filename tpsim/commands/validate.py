@@ -47,7 +47,8 @@ def handle(args) -> int:
 
     from tpsim.errors import InputError
     from tpsim.io.writing import atomic_write_json, atomic_write_text
-    from tpsim.validation import markdown, validate, write_figures
+    from tpsim.validation.figures import write_figures
+    from tpsim.validation.report import markdown, validate
 
     want_figures = args.out is not None and args.figures
     doc, data = validate(args.measured, args.sim, label=args.label, with_itl=want_figures)

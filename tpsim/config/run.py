@@ -51,6 +51,11 @@ IGNORED_FLAGS = {
 }
 
 
+def parquet_path(csv_path: str) -> str:
+    """``out/run.csv`` -> ``out/run.parquet`` (the per-request rows as Parquet)."""
+    return (csv_path[:-4] if csv_path.lower().endswith(".csv") else csv_path) + ".parquet"
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """vLLM's scheduler and cache knobs; a cluster config's instance key of the same name wins."""
@@ -141,6 +146,9 @@ class RunConfig:
     output: str | None = field(default=None, metadata=flag(
         "per-request CSV; the run summary goes beside it as <name>.summary.json; '{run_id}' is replaced by --run-id",
         group=_IO, metavar="CSV"))
+    requests_format: str = field(default="csv", metadata=flag(
+        "per-request results as LLMServingSim's CSV, as Parquet beside it (<name>.parquet; columns as the campaign "
+        "tables, ITL a list; needs DuckDB), or both (default csv)", group=_IO, choices=("csv", "parquet", "both")))
     num_reqs: int = field(default=0, metadata=flag(
         "only the first N requests: trace lines, or built-in requests (default 0 = all)", group=_IO))
     run_id: str | None = field(default=None, metadata=flag("name substituted for '{run_id}' in --output", group=_IO))
@@ -240,4 +248,6 @@ class RunConfig:
             raise InputError(f"--output {self.output}: its summary path {spath} is a folder; "
                              "remove it or choose another --output")
         check_output_path(spath, "--output's summary", inputs)
+        if self.requests_format != "csv":
+            check_output_path(parquet_path(out), "--output's Parquet file", inputs)
         return out

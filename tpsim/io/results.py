@@ -36,7 +36,8 @@ from tpsim.errors import InputError
 COLUMNS = ("instance id", "request id", "model", "input", "output", "arrival", "end_time", "latency",
            "queuing_delay", "TTFT", "TPOT", "ITL")
 HEADER = ",".join(COLUMNS) + "\n"
-_INT_COLUMNS = ("instance id", "request id", "input", "output", "arrival", "end_time", "latency", "queuing_delay",
+#: the columns holding whole numbers (the others: ``model`` and ``ITL`` are text)
+INT_COLUMNS = ("instance id", "request id", "input", "output", "arrival", "end_time", "latency", "queuing_delay",
                 "TTFT", "TPOT")
 
 
@@ -150,19 +151,32 @@ class ListSink:
 
 
 class CsvFileSink:
-    """The CSV at ``path`` and the summary beside it, both renamed into place at ``commit`` or neither."""
+    """The CSV at ``path`` (and/or its Parquet form) and the summary beside it, all renamed into place at
+    ``commit`` or none of them.
 
-    def __init__(self, path: str, summary_path: str):
+    ``parquet_path`` adds the rows as Parquet (zstd; ITL as a list of integers; column names as the campaign
+    tables use them), converted from the CSV with DuckDB at the end of the run (imported only then; ``pip
+    install duckdb``); ``keep_csv`` False writes the Parquet file only.
+    """
+
+    def __init__(self, path: str, summary_path: str, parquet_path: str | None = None, keep_csv: bool = True):
         from tpsim.io.writing import AtomicFiles
 
         self.path = path
         self.summary_path = summary_path
+        self.parquet_path = parquet_path
+        self.keep_csv = keep_csv or parquet_path is None
         self._files = AtomicFiles()
+        self._scratch = None
         try:
-            self._csv = self._files.open(path)
+            if self.keep_csv:
+                self._csv = self._files.open(path)
+            else:  # the CSV is only the Parquet file's source: a scratch file beside it
+                self._scratch = AtomicFiles()
+                self._csv = self._scratch.open(path)
             self._csv.write(HEADER)
         except OSError as exc:
-            self._files.abort()
+            self.abort()
             raise _unwritable(path, exc) from None
 
     def write(self, row: RequestRow) -> None:
@@ -170,15 +184,48 @@ class CsvFileSink:
 
     def commit(self, summary_json: str | None) -> None:
         try:
+            if self.parquet_path is not None:
+                self._csv.flush()
+                source = (self._scratch or self._files).temp_of(self.path)
+                write_parquet(source, self._files.reserve(self.parquet_path, ".parquet"))
             if summary_json is not None:
                 self._files.open(self.summary_path).write(summary_json)
             self._files.commit()
         except OSError as exc:
-            self._files.abort()
+            self.abort()
             raise _unwritable(self.path, exc) from None
+        finally:
+            if self._scratch is not None:
+                self._scratch.abort()
 
     def abort(self) -> None:
         self._files.abort()
+        if self._scratch is not None:
+            self._scratch.abort()
+
+
+#: Parquet columns of the per-request rows (the campaign's ``requests`` table uses the same names)
+PARQUET_COLUMNS = ("instance_id", "request_id", "model", "input_tokens", "output_tokens", "arrival_ns", "end_time_ns",
+                   "latency_ns", "queuing_delay_ns", "ttft_ns", "tpot_ns", "itl_ns")
+
+
+def write_parquet(csv_path: str, parquet_path: str) -> None:
+    """The 12-column CSV as Parquet (DuckDB; ITL a list of BIGINT)."""
+    try:
+        import duckdb
+    except ImportError:
+        raise InputError("--requests-format parquet needs DuckDB: pip install duckdb (or the 'workflow' extra), "
+                         "or use --requests-format csv") from None
+    types = {name: ("VARCHAR" if name in ("model", "ITL") else "BIGINT") for name in COLUMNS}
+    select = ", ".join(f'"{c}" AS {p}' for c, p in zip(COLUMNS[:-1], PARQUET_COLUMNS[:-1]))
+    con = duckdb.connect()
+    try:
+        con.execute(f"COPY (SELECT {select}, from_json(\"ITL\", '[\"BIGINT\"]') AS itl_ns "
+                    "FROM read_csv($src, header = true, columns = $types, auto_detect = false, quote = '\"')) "
+                    "TO '" + parquet_path.replace("'", "''") + "' (FORMAT parquet, COMPRESSION zstd)",
+                    {"src": csv_path, "types": types})
+    finally:
+        con.close()
 
 
 def _unwritable(path: str, exc: OSError) -> InputError:
@@ -224,7 +271,7 @@ def read_rows(path) -> Iterator[tuple[str, RequestRow]]:
             raise InputError(f"{where}: expected {len(COLUMNS)} columns, got {len(fields)}")
         nums = []
         for name, text in zip(COLUMNS, fields):
-            if name in _INT_COLUMNS:
+            if name in INT_COLUMNS:
                 try:
                     nums.append(int(text.strip()))
                 except ValueError:

@@ -83,9 +83,28 @@ class AtomicFiles:
         self._files.append((tmp, path, stream))
         return stream
 
+    def reserve(self, path, suffix: str = "") -> str:
+        """A temporary path beside ``path`` for a tool that writes the file itself (DuckDB, matplotlib),
+        renamed into place with the others.  It does not exist yet; ``suffix`` ends its name (matplotlib
+        picks the format from it)."""
+        path = os.fspath(path)
+        folder = os.path.dirname(path) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp" + suffix)
+        os.close(fd)
+        os.unlink(tmp)  # the name is ours (random, in the target's folder); the tool creates the file
+        self._files.append((tmp, path, None))
+        return tmp
+
+    def temp_of(self, path) -> str:
+        """The temporary file standing for ``path`` until the commit (to read back what was written)."""
+        path = os.fspath(path)
+        return next(tmp for tmp, target, _ in self._files if target == path)
+
     def commit(self) -> None:
         for _, _, stream in self._files:
-            stream.close()
+            if stream is not None:
+                stream.close()
         for tmp, path, _ in self._files:
             os.replace(tmp, path)
         self._files = []
@@ -93,7 +112,8 @@ class AtomicFiles:
     def abort(self) -> None:
         for tmp, _, stream in self._files:
             try:
-                stream.close()
+                if stream is not None:
+                    stream.close()
             except OSError:
                 pass
             try:

@@ -116,10 +116,41 @@ def model_card() -> str:
         for n in (2, 4, 8):
             errs = [abs(fitted.all_reduce(e, n, True)[0] / measured.all_reduce(e, n, True)[0] - 1) for e in FIT_ELEMENTS]
             comm_rows.append(f"| {gpu} | {n} | {summary(errs)} |")
+    lines += ["", "## Where a step's time comes from", "",
+              "Share of the GPU time of one step (`tpsim step --perf-model kernels`) by source, for a decode "
+              "step (64 requests at 2,000 tokens of context) and a prefill step (2,048 new tokens): measured "
+              "(a grid point), interpolated (between grid points), extrapolated (beyond the grid or a head "
+              "configuration not measured), modelled (from tables plus first principles: a chunk after cached "
+              "context, a mixed step) and analytical (element-wise ops, host).", "",
+              "| GPU | model | TP | decode 64@2000 | prefill 2048 |", "|---|---|---|---|---|"]
+    lines += _source_rows()
     lines += ["", "## Fitted all-reduce against the measured one, on the catalogued link", "",
               "vLLM 0.19's all-reduce pieces fitted to the table (`tpsim/perf/comm_fit.py`), 4 K to 32 M elements.", "",
               "| GPU | GPUs | median / p90 / max (n) |", "|---|---|---|"] + comm_rows
     return "\n".join(lines) + "\n"
+
+
+#: (model, TP degrees) shown in the source-share table
+SOURCE_CASES = (("meta-llama/Llama-3.1-8B", (1,)), ("Qwen/Qwen3-32B", (2,)), ("meta-llama/Llama-3.1-70B", (4, 8)))
+
+
+def _source_rows() -> list[str]:
+    from tpsim.build import standalone
+    from tpsim.perf.base import BatchShape
+
+    rows = []
+    for gpu in GPUS:
+        if load_kernel_tables(gpu) is None:
+            continue
+        for model, tps in SOURCE_CASES:
+            for tp in tps:
+                lat = standalone(model, gpu, tp=tp, perf_model="kernels")[3]
+                cells = []
+                for batch in (BatchShape((), 64, 64 * 2000, 2000, 64), BatchShape(((2048, 0),), 0, 0, 0, 1)):
+                    share = lat.explain(batch).by_source()
+                    cells.append(", ".join(f"{k} {100 * v:.0f} %" for k, v in share.items() if v >= 0.005))
+                rows.append(f"| {gpu} | {model} | {tp} | {cells[0]} | {cells[1]} |")
+    return rows
 
 
 def _fmt(r: dict) -> str:

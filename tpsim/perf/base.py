@@ -78,6 +78,16 @@ class Breakdown:
     def per_layer_comm_ns(self) -> float:
         return sum(op.time_ns for op in self.ops if op.component == "comm")
 
+    def by_source(self) -> dict[str, float]:
+        """Share of the step's time by where it came from (measured, interpolated, extrapolated, modelled,
+        analytical), host overhead excluded."""
+        totals: dict[str, float] = {}
+        for op in self.ops:
+            if op.component != "overhead":
+                totals[op.source] = totals.get(op.source, 0.0) + op.total_ns
+        whole = sum(totals.values()) or 1.0
+        return {k: round(v / whole, 4) for k, v in sorted(totals.items())}
+
     def by_component(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for op in self.ops:

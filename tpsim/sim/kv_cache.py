@@ -30,8 +30,8 @@ def block_hashes(token_ids: list, block_size: int) -> list[int]:
     """Chained hashes of the full blocks of ``token_ids`` (deterministic: ints and tuples)."""
     out = []
     parent = HASH_SEED
-    for start in range(0, len(token_ids) - block_size + 1, block_size):
-        parent = hash((parent, tuple(token_ids[start:start + block_size])))
+    for block in zip(*[iter(token_ids)] * block_size):  # the full blocks' ids as tuples, at C speed
+        parent = hash((parent, block))
         out.append(parent)
     return out
 

@@ -35,4 +35,4 @@ rule campaign_record:
     params:
         doc=campaign_record(),
     run:
-        campaignlib.write_json_atomic(output[0], params.doc)
+        atomic_write_json(output[0], params.doc, indent=outputs.JSON_INDENT)

@@ -1,54 +1,43 @@
-# Shared setup: load and validate the campaign, expand its runs, helper functions for the rules.
+# Shared setup: choose, load and validate the campaign, helper functions for the rules.
+# The logic lives in the tpsim package (tpsim/campaign/); the workflow needs tpsim importable
+# (README: pip install -e '.[workflow]'), and its jobs run that same tpsim.
 import json
-import os
-import re
 import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-REPO = Path(workflow.basedir)
-sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-import campaignlib  # noqa: E402  (workflow/scripts/campaignlib.py)
-import campaign_yaml  # noqa: E402  (workflow/scripts/campaign_yaml.py)
-
-DEFAULT_CAMPAIGN = REPO / "configs" / "campaigns" / "tp_vs_linkbw.yaml"
-
-# The default campaign only when no --configfile is given: Snakemake would otherwise merge the
-# default campaign's keys (matrix entries, exclude rules) into the one asked for.
-if not workflow.overwrite_configfiles:
-
-    configfile: DEFAULT_CAMPAIGN
-
-
-CAMPAIGN_FILES = workflow.overwrite_configfiles or [DEFAULT_CAMPAIGN]
-CAMPAIGN_SOURCE = ", ".join(campaignlib.rel_path(f) for f in CAMPAIGN_FILES)
-# Snakemake has parsed the campaign already (see README, "Bounds"); nothing here walks it before
-# load_campaign has bounded its size once YAML aliases expand.
 try:
-    for f in CAMPAIGN_FILES:
-        campaign_yaml.check_file_size(f)
-    CAMPAIGN = campaignlib.load_campaign(
-        dict(config), source=CAMPAIGN_SOURCE, roots=[Path("."), REPO]
+    import tpsim
+    from tpsim.campaign import outputs, provenance
+    from tpsim.campaign.checks import rel_path
+    from tpsim.campaign.reading import CampaignError
+    from tpsim.campaign.runs import generate_flags
+    from tpsim.campaign.workflow import choose_campaign, tpsim_location_warning, warn
+    from tpsim.io.writing import atomic_write_json
+except ImportError as exc:
+    raise WorkflowError(
+        f"the campaign workflow needs the tpsim package ({exc}); install this checkout: "
+        "pip install -e '.[workflow]'"
+    ) from None
+
+# this file is REPO/workflow/rules/common.smk
+REPO = Path(workflow.current_basedir).parents[1]
+warn(tpsim_location_warning(REPO))
+
+# --config campaign=PATH (read by our own safe loader), else --configfile (parsed by Snakemake:
+# compatibility only, see README "Campaigns"), else the default campaign.
+try:
+    CAMPAIGN, CAMPAIGN_SOURCE = choose_campaign(
+        dict(config), workflow.overwrite_configfiles, roots=[Path("."), REPO]
     )
-except campaignlib.CampaignError as exc:
+except CampaignError as exc:
     raise WorkflowError(str(exc)) from None
 
 RES = CAMPAIGN.results  # results/<campaign name>
 RUN_IDS = [run.id for run in CAMPAIGN.runs]
-TPSIM_VERSION = re.search(
-    r'__version__ = "([^"]+)"', (REPO / "tpsim" / "__init__.py").read_text()
-).group(1)
-
-# Jobs run this checkout's tpsim, whatever the working directory (--directory) and whether or
-# not tpsim is installed.  (Set, not read: no envvars directive needed.)
-if str(REPO) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ.update(
-        PYTHONPATH=os.pathsep.join(
-            p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
-        )
-    )
+TPSIM_VERSION = tpsim.__version__
 # The interpreter running Snakemake, unless jobs run in a conda env (--sdm conda).  Shell commands
 # quote it ({params.python:q}) like every path; flag lists are joined with shlex.join.
 PYTHON = (
@@ -57,16 +46,9 @@ PYTHON = (
     else sys.executable
 )
 
-FIGURES = [
-    "ttft_by_tp",
-    "ttft_vs_link_bw",
-    "tpot_vs_link_bw",
-    "memory_by_tp",
-    "ttft_tpot_cdf",
-]
-TABLES = ["runs", "requests"]
-STYLE = campaignlib.rel_path(REPO / "workflow" / "scripts" / "tpsim.mplstyle")
-DERIVE_SCRIPT = campaignlib.rel_path(REPO / "workflow" / "scripts" / "derive_config.py")
+FIGURES = list(outputs.FIGURES)
+TABLES = list(outputs.TABLES)
+STYLE = rel_path(outputs.STYLE)
 
 
 def run_of(wildcards):
@@ -104,12 +86,12 @@ def input_sha256(wildcards):
         # the pipeline makes the trace (the trace job), so its mtime says enough
         del files["trace"]
     return json.dumps(
-        {name: campaignlib.file_sha256(path) for name, path in sorted(files.items())}
+        {name: provenance.file_sha256(path) for name, path in sorted(files.items())}
     )
 
 
 def derive_args(wildcards, input):
-    """derive_config.py's arguments, joined with shlex.join ('--flag=value': a path that starts
+    """tpsim.campaign.derive's arguments, joined with shlex.join ('--flag=value': a path that starts
     with '-' stays a value)."""
     args = [f"--base={input.base}", "--params", json.dumps(run_of(wildcards).params)]
     if "hardware" in input.keys():
@@ -142,7 +124,7 @@ def trace_flags(wildcards):
         raise WorkflowError(
             f"campaign {CAMPAIGN.name} reads the trace {CAMPAIGN.trace}; it generates none"
         )
-    return shlex.join(campaignlib.generate_flags(CAMPAIGN.generate))
+    return shlex.join(generate_flags(CAMPAIGN.generate))
 
 
 def run_outputs(name):

@@ -1,5 +1,5 @@
 # Paper figures (PDF with embedded fonts + PNG) and the data behind each one (CSV), from the
-# Parquet tables.  One style sheet: workflow/scripts/tpsim.mplstyle.
+# Parquet tables.  One style sheet: tpsim/campaign/tpsim.mplstyle.
 
 
 rule figures:

@@ -29,7 +29,6 @@ rule simulate:
         runtime=20,
     params:
         python=PYTHON,
-        derive=DERIVE_SCRIPT,
         run=run_params,
         input_sha256=input_sha256,
         derive_args=derive_args,
@@ -38,7 +37,7 @@ rule simulate:
     # Every path is quoted (:q); derive_args and flags are joined with shlex.join.
     shell:
         "echo host=$(uname -n) slurm_job=${{SLURM_JOB_ID:-none}} > {log:q};"
-        " {params.python:q} {params.derive:q} {params.derive_args}"
+        " {params.python:q} -m tpsim.campaign.derive {params.derive_args}"
         " --cluster-out={output.cluster:q} --run-out={output.run:q} >> {log:q} 2>&1"
         " && {params.python:q} -m tpsim run --cluster-config={output.cluster:q}"
         " --dataset={input.trace:q} --output={output.csv:q} --record-infeasible"

@@ -2,27 +2,24 @@
 # Config keys (all optional):
 #   validation_root      measured case directories, one per subfolder (default ../shared/validation)
 #   validation_profiles  LLMServingSim-layout profile bundles (default ../shared/profiles/llmservingsim)
+# The logic is in tpsim/validation/ (tpsim importable, as for the campaign: README, Campaigns).
 import shlex
 import sys
 from pathlib import Path
 
-VAL_REPO = Path(workflow.current_basedir).parents[1]
-if str(VAL_REPO) not in sys.path:
-    sys.path.insert(0, str(VAL_REPO))
-from tpsim import validation as tpsim_validation  # noqa: E402  (stdlib only at import)
+from tpsim.validation import cases as validation_cases
 
 VAL_ROOT = config.get("validation_root", "../shared/validation")
 VAL_PROFILES = config.get("validation_profiles", "../shared/profiles/llmservingsim")
 VAL_OUT = "results/validation"
-VAL_TABLE_SCRIPT = str(VAL_REPO / "workflow" / "scripts" / "validation_table.py")
-# The interpreter chosen in common.smk (it also puts this checkout on PYTHONPATH); when this file is
-# included without common.smk, the one running Snakemake.
+# The interpreter chosen in common.smk; when this file is included without common.smk, the one
+# running Snakemake.
 try:
     VAL_PYTHON = PYTHON
 except NameError:
     VAL_PYTHON = sys.executable
-VAL_CASES = tpsim_validation.discover_cases(VAL_ROOT)
-VAL_PROFILE_OK = tpsim_validation.profile_model_available()
+VAL_CASES = validation_cases.discover_cases(VAL_ROOT)
+VAL_PROFILE_OK = validation_cases.profile_model_available()
 
 
 def validation_case_dir(case):
@@ -40,7 +37,9 @@ def validation_out_dir(wildcards, output):
 def validation_simulators(case):
     """The simulators scored on a case: tpsim's models that can run there, and the peer if present."""
     sims = ["tpsim-analytical"]
-    if VAL_PROFILE_OK and tpsim_validation.case_profile_bundle(
+    if validation_cases.case_has_kernel_tables(validation_case_dir(case)):
+        sims.insert(0, "tpsim-kernels")
+    if VAL_PROFILE_OK and validation_cases.case_profile_bundle(
         validation_case_dir(case), VAL_PROFILES
     ):
         sims.append("tpsim-profile")

@@ -12,14 +12,14 @@ import functools
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
-import campaign_schema as form
-from campaign_yaml import CampaignError, printable
-from run_ids import ALWAYS_IN_PATH, PATH_KEYS, match_key
+from tpsim.campaign import form
+from tpsim.campaign.reading import CampaignError, printable
+from tpsim.campaign.run_ids import ALWAYS_IN_PATH, PATH_KEYS, match_key
+from tpsim.config import catalog
+from tpsim.errors import InputError
 
-REPO = Path(__file__).resolve().parents[2]
 # Snakemake's wildcard syntax in a path: {name} or {name,constraint}
 SNAKEMAKE_WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,([^{}]+|\{\d+(,\d+)?\})*)?\s*\}")
 # Flags the pipeline sets itself; a campaign's tpsim_args may not override them.
@@ -34,12 +34,6 @@ RESERVED_FLAGS = (
     "--max-num-seqs",
     "--max-num-batched-tokens",
 )
-
-
-def import_tpsim():
-    """This checkout's ``tpsim`` importable without installing it."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
 
 
 def _exists(path: Path) -> bool:
@@ -135,11 +129,6 @@ class Checks:
         self.trace = self.generate = None
         self.model_paths: dict[str, str] = {}
         self.hardware_paths: dict[str, str] = {}
-        import_tpsim()
-        from tpsim.config import catalog
-        from tpsim.errors import InputError
-
-        self.catalog, self.input_error = catalog, InputError
 
     def valid(self, *path) -> bool:
         """No schema or text problem at ``path`` or inside it."""
@@ -206,19 +195,19 @@ class Checks:
 
     def _catalog_find(self, kind: str, name: str):
         try:
-            return self.catalog.find(kind, name)
+            return catalog.find(kind, name)
         except (OSError, ValueError):  # a name too long for the file system, ...
             return None
 
     @functools.cached_property
     def known_models(self) -> str:
-        return ", ".join(self.catalog.available("model", ".json"))
+        return ", ".join(catalog.available("model", ".json"))
 
     def _catalog_name(self, kind: str, key: str, name: str) -> bool:
         """tpsim's rule for a catalog name (no '..', not absolute, letters, digits, '._+-')."""
         try:
-            self.catalog.check_name(kind, name)
-        except self.input_error as exc:
+            catalog.check_name(kind, name)
+        except InputError as exc:
             self.problems.append(f"{key}: {printable(str(exc))}")
             return False
         return True
@@ -250,7 +239,7 @@ class Checks:
                 continue
             path = self._catalog_find("hardware", f"{hw}.yaml")
             if path is None:
-                known = ", ".join(self.catalog.available("hardware", ".yaml"))
+                known = ", ".join(catalog.available("hardware", ".yaml"))
                 self.problems.append(f"{key}: unknown hardware {form.show(hw)} (no configs/hardware/"
                                      f"{form.show(hw)[1:-1]}.yaml); known: {known}")
                 continue

@@ -1,4 +1,4 @@
-"""The campaign's form: JSON Schema (``workflow/schemas/campaign.schema.yaml``) plus what a schema
+"""The campaign's form: JSON Schema (``campaign.schema.yaml`` beside this module) plus what a schema
 cannot say about form -- finite numbers, no control characters, unique matrix values, the matrix
 size limit -- each problem one line naming its key.
 
@@ -13,10 +13,11 @@ import math
 import unicodedata
 from pathlib import Path
 
-from campaign_yaml import CampaignError
-from run_ids import PATH_KEYS, match_key
+from tpsim.campaign.reading import CampaignError
+from tpsim.campaign.run_ids import PATH_KEYS, match_key
 
-SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "campaign.schema.yaml"
+#: package data: read beside the module, so it ships with a non-editable install
+SCHEMA = Path(__file__).with_name("campaign.schema.yaml")
 DEFAULT_MAX_RUNS = 10_000
 SHOW_CHARS = 80
 # Free text: the only strings that may hold tabs and line breaks.
@@ -164,8 +165,8 @@ def _bad_text(path, text, what) -> list[tuple[tuple, str]]:
     for i, ch in enumerate(text):
         if unicodedata.category(ch) in _BAD_CATEGORIES:
             name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, f"U+{ord(ch):04X}").lower()
-            return [(path, f"{where(path)}: the {what} {show(text)} contains a control character ({name}, at "
-                           f"{i}); names, paths and flags may not")]
+            return [(path, (f"{where(path)}: the {what} {show(text)} contains a control character ({name}, at "
+                           f"{i}); names, paths and flags may not"))]
     return []
 
 
@@ -198,8 +199,8 @@ def huge_number_problems(doc) -> list[tuple[tuple, str]]:
         items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
         for key, value in items:
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**300:
-                problems.append(((*path, key), f"{where((*path, key))}: {show(value)} is too large "
-                                               "(numbers must be below 1e300)"))
+                problems.append(((*path, key), (f"{where((*path, key))}: {show(value)} is too large "
+                                               "(numbers must be below 1e300)")))
                 node[key] = None
             else:
                 stack.append(((*path, key), value))

@@ -1,6 +1,6 @@
-"""Write one run's cluster config and its parameter record.
+"""Write one run's cluster config and its parameter record (the first half of a ``simulate`` job).
 
-    python workflow/scripts/derive_config.py --base=BASE.json --params='{...}' \
+    python -m tpsim.campaign.derive --base=BASE.json --params='{...}' \
         --cluster-out=RUN/cluster.json --run-out=RUN/run.json [--hardware=configs/hardware/H100.yaml] \
         [--record dataset=TRACE --record model_config=MODEL.json --record hardware=HW.yaml]
 
@@ -20,20 +20,26 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import campaignlib  # noqa: E402  (after the sys.path line)
-from campaign_checks import first_pp, import_tpsim  # noqa: E402
+from tpsim.campaign.checks import first_pp
+from tpsim.campaign.outputs import JSON_INDENT
+from tpsim.campaign.provenance import file_sha256, git_dirty
+from tpsim.errors import InputError
+from tpsim.io.files import (
+    decode_utf8,
+    parse_yaml,
+    read_bytes,
+    read_json_file,
+    show_path,
+)
+from tpsim.io.writing import atomic_write_json
 
 
-def hardware_memory(hw_yaml_path: str) -> tuple[float, float]:
+def hardware_memory(hw_yaml_path) -> tuple[float, float]:
     """(memory_gib, memory_bw_gbps) from a hardware catalog entry, via tpsim's own parser."""
-    import yaml
-
-    import_tpsim()
     from tpsim.config.hardware import parse_hardware
 
-    with open(hw_yaml_path, encoding="utf-8") as f:
-        doc = yaml.safe_load(f)
+    where = show_path(str(hw_yaml_path))
+    doc = parse_yaml(decode_utf8(read_bytes(hw_yaml_path, "hardware entry", "--hardware"), where), where)
     spec = parse_hardware(doc, Path(hw_yaml_path).stem, str(hw_yaml_path))
     return spec.memory_gib, spec.memory_bw_gbps
 
@@ -74,7 +80,7 @@ def derive_cluster_config(base: dict, params: dict, hw_memory: tuple[float, floa
 
 
 def _input(path: str) -> dict:
-    return {"path": path, "sha256": campaignlib.file_sha256(path)}
+    return {"path": path, "sha256": file_sha256(path)}
 
 
 def main(argv=None) -> int:
@@ -90,27 +96,23 @@ def main(argv=None) -> int:
     ap.add_argument("--run-out", required=True)
     args = ap.parse_args(argv)
     params = json.loads(args.params)
-    import_tpsim()
-    from tpsim.errors import InputError
-
     records = dict(item.partition("=")[::2] for item in args.record)
     try:
-        with open(args.base, encoding="utf-8") as f:
-            base = json.load(f)
+        base, _ = read_json_file(args.base, "base cluster config", "--base")
         hw_memory = hardware_memory(args.hardware) if args.hardware else None
         doc = derive_cluster_config(base, params, hw_memory, records.get("model_config"))
     except (InputError, ValueError, KeyError, TypeError, OSError) as exc:
         print(f"derive_config: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    campaignlib.write_json_atomic(args.cluster_out, doc)
+    atomic_write_json(args.cluster_out, doc, indent=JSON_INDENT)
     record = dict(params)
     record["inputs"] = {"base_cluster_config": _input(args.base), "cluster_config": _input(args.cluster_out)}
     if args.hardware:
         record["inputs"]["hardware_catalog"] = _input(args.hardware)
     for name, path in records.items():
         record["inputs"][name] = _input(path)
-    record["git_dirty"] = campaignlib.git_dirty()
-    campaignlib.write_json_atomic(args.run_out, record)
+    record["git_dirty"] = git_dirty()
+    atomic_write_json(args.run_out, record, indent=JSON_INDENT)
     return 0
 
 

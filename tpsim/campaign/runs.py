@@ -1,0 +1,148 @@
+"""A validated campaign expanded into its runs: the :class:`Campaign` and :class:`Run` records, the
+exclude rules, and the ``tpsim trace`` flags of a generated workload.
+
+Every combination of the matrix values (in the fixed key order of :data:`run_ids.PATH_KEYS`) is one
+run unless an exclude rule matches it; a run's parameters are what ``run.json`` records and the
+tables show.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from tpsim.campaign.checks import Checks, first_pp, rel_path, scalar
+from tpsim.campaign.reading import CampaignError
+from tpsim.campaign.run_ids import (
+    ALWAYS_IN_PATH,
+    PATH_KEYS,
+    canonical_number,
+    fmt_value,
+    match_key,
+    run_id,
+)
+
+
+@dataclass
+class Run:
+    id: str
+    params: dict  # JSON-serialisable: what run.json records and the tables show
+    trace: str  # path of the trace this run reads
+    model_config: str
+    hardware_config: str
+    hardware_override: str | None  # catalog entry to read npu_mem from (None: keep the base's)
+
+
+@dataclass
+class Campaign:
+    name: str
+    source: str
+    doc: dict  # validated, defaults filled in
+    cluster: str  # resolved path of the base cluster config
+    base: dict
+    dims: list  # optional matrix keys present (in path order)
+    runs: list = field(default_factory=list)
+    trace: str | None = None  # resolved trace path, or None for a generated workload
+    generate: dict | None = None  # generator settings (without rate and seed)
+    traces: dict = field(default_factory=dict)  # (rate, seed) -> path, generated workloads only
+
+    @property
+    def results(self) -> str:
+        return f"results/{self.name}"
+
+    def run(self, rid: str) -> Run:
+        return self._by_id[rid]
+
+    def add(self, run: Run) -> None:
+        self.runs.append(run)
+        self._by_id[run.id] = run
+
+    def __post_init__(self):
+        self._by_id = {}
+
+
+def expand(doc: dict, checks: Checks, source: str, prefix: str) -> Campaign:
+    """The runs of a campaign without problems (``checks`` has resolved what it names)."""
+    matrix, generate = checks.matrix, checks.generate
+    dims = [k for k in PATH_KEYS if k in matrix and k not in ALWAYS_IN_PATH]
+    camp = Campaign(name=doc["name"], source=source, doc=doc, cluster=rel_path(checks.cluster), base=checks.base,
+                    dims=dims, trace=rel_path(checks.trace) if checks.trace else None, generate=generate)
+    keys = [k for k in PATH_KEYS if k in matrix]
+    excluded = exclusions(doc["exclude"], keys)
+    n_excluded = 0
+    for combo in itertools.product(*(matrix[k] for k in keys)):
+        mk = [match_key(v) for v in combo]
+        if any(tuple(mk[i] for i in idx) in combos for idx, combos in excluded.items()):
+            n_excluded += 1
+            continue
+        values = {k: (v if isinstance(v, str) else canonical_number(v)) for k, v in zip(keys, combo)}
+        camp.add(_run(camp, checks, values))
+    if not camp.runs:
+        raise CampaignError(f"{prefix}: exclude: the rules remove all {n_excluded} runs of the matrix")
+    return camp
+
+
+def _run(camp: Campaign, checks: Checks, values: dict) -> Run:
+    """One run from its matrix values; what the matrix does not set comes from the base config."""
+    instances, generate, first = checks.instances, checks.generate, checks.instances[0]
+    pp = first_pp(first)
+    hardware = values.get("hardware", first["hardware"])
+    params = {
+        "campaign": camp.name,
+        "run_id": run_id(values, camp.dims),
+        "model": values["model"],
+        "hardware": hardware,
+        "tp_size": values["tp_size"],
+        "pp_size": pp,
+        "num_npus": values["tp_size"] * pp,
+        "num_instances": len(instances),
+        "link_bw": values["link_bw"],
+        "link_latency": values.get("link_latency", canonical_number(scalar(checks.base.get("link_latency")))),
+        "rate": values.get("rate", generate["rate"] if generate else None),
+        "seed": values.get("seed", generate["seed"] if generate else None),
+        "max_num_seqs": values.get("max_num_seqs", first.get("max_num_seqs")),
+        "max_num_batched_tokens": values.get("max_num_batched_tokens", first.get("max_num_batched_tokens")),
+        "perf_model": camp.doc["perf_model"],
+        "workload": "generated" if generate else camp.trace,
+    }
+    if generate:
+        rate_s, seed_s = fmt_value(params["rate"]), fmt_value(params["seed"])
+        trace_path = f"{camp.results}/workloads/rate={rate_s}/seed={seed_s}/trace.jsonl"
+        camp.traces[(rate_s, seed_s)] = trace_path
+    else:
+        trace_path = camp.trace
+    override = checks.hardware_paths[hardware] if "hardware" in values and any(
+        inst["hardware"] != hardware for inst in instances) else None
+    return Run(id=params["run_id"], params=params, trace=trace_path, model_config=checks.model_paths[values["model"]],
+               hardware_config=checks.hardware_paths[hardware], hardware_override=override)
+
+
+def exclusions(rules: list[dict], keys: list[str]) -> dict[tuple, set]:
+    """The excluded value combinations, by the positions in ``keys`` of the keys a rule names: a run
+    is excluded when its values there are one of that rule's combinations.  Linear in the rules and
+    runs (a rule's values are all in the matrix, so its combinations are at most the runs)."""
+    out: dict[tuple, set] = {}
+    for rule in rules:
+        idx = tuple(i for i, k in enumerate(keys) if k in rule)
+        wanted = [{match_key(v) for v in (rule[keys[i]] if isinstance(rule[keys[i]], list) else [rule[keys[i]]])}
+                  for i in idx]
+        out.setdefault(idx, set()).update(itertools.product(*wanted))
+    return out
+
+
+def generate_flags(generate: dict) -> list[str]:
+    """``tpsim trace`` flags for the generator settings, without --rate/--seed/--output."""
+    flags = []
+    for key, value in generate.items():
+        if key in ("rate", "seed"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            if key == "first_gap":
+                if value:
+                    flags.append(flag)
+            else:
+                flags.append(flag if value else f"--no-{key.replace('_', '-')}")
+        else:
+            flags += [flag, fmt_value(value)]
+    return flags

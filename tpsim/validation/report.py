@@ -1,0 +1,86 @@
+"""A validation: both sides read and compared (:func:`validate`), and the result as Markdown tables
+(what ``tpsim validate`` prints and writes as ``validation.md``)."""
+
+from __future__ import annotations
+
+from tpsim.validation.compare import DEFINITIONS, STATS, compare, round_floats
+from tpsim.validation.measured import measured_paths, read_json, read_measured
+from tpsim.validation.simulated import (
+    read_sim_csv,
+    read_sim_summary,
+    sim_label_of,
+    sim_summary_path,
+)
+
+SCHEMA_VERSION = 1
+
+
+def validate(measured_dir, sim_csv, *, label: str | None = None, with_itl: bool = False) -> tuple[dict, dict]:
+    """Read both sides and compare; returns (the validation document, data for the figures)."""
+    paths = measured_paths(measured_dir)
+    measured = read_measured(paths["requests"])
+    summary = read_sim_summary(sim_csv)
+    sim = read_sim_csv(sim_csv, with_itl=with_itl and not (summary and summary.get("timeline")))
+    meta = read_json(paths["meta"], "vLLM run metadata") if paths["meta"].is_file() else None
+    result = compare(measured, sim)
+    label = label or sim_label_of(summary, sim_csv)
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "measured": {
+            "dir": str(paths["dir"]),
+            "requests_jsonl": str(paths["requests"]),
+            "requests": measured.requests,
+            "vllm_version": meta.get("vllm_version") if meta else None,
+            "model": meta.get("model") if meta else None,
+        },
+        "sim": {
+            "csv": str(sim_csv),
+            "label": label,
+            "requests": sim.requests,
+            "summary": str(sim_summary_path(sim_csv)) if summary else None,
+            "tpsim_version": summary.get("tpsim_version") if summary else None,
+            "perf_models": sorted({i.get("perf_model") for i in summary.get("instances", [])
+                                   if i.get("perf_model")}) if summary else None,
+        },
+        **round_floats(result),
+        "definitions": DEFINITIONS,
+        "figures": [],
+    }
+    data = {"measured": measured, "sim": sim, "summary": summary, "timeseries_path": paths["timeseries"]}
+    return doc, data
+
+
+def fmt(x, spec: str) -> str:
+    """A number as ``spec`` formats it; "n/a" for None (a statistic a side does not have)."""
+    return "n/a" if x is None else format(x, spec)
+
+
+def markdown(doc: dict) -> str:
+    """The comparison as Markdown tables (what ``tpsim validate`` prints)."""
+    p = doc["pairing"]
+    lines = [
+        f"Validation of `{doc['sim']['label']}` ({doc['sim']['csv']}) against {doc['measured']['dir']}",
+        "",
+        f"requests: measured {p['measured_requests']}, simulated {p['sim_requests']}, paired {p['paired']} "
+        f"(measured only {p['measured_only']}, simulated only {p['sim_only']}"
+        + (f", measured unfinished {p['measured_unfinished']}" if p["measured_unfinished"] else "")
+        + (f", output-length mismatches {p['output_tokens_mismatch']}" if p["output_tokens_mismatch"] else "")
+        + ")",
+        "",
+        "| metric (ms) | stat | measured | simulated | diff % |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for m in doc["metrics"].values():
+        for st in STATS:
+            lines.append(f"| {m['label']} | {st} | {fmt(m['measured'][st], '.2f')} | {fmt(m['sim'][st], '.2f')} "
+                         f"| {fmt(m['diff_pct'][st], '+.1f')} |")
+    lines += ["", "| metric | paired requests | MAPE % | MAE (ms) |", "|---|---:|---:|---:|"]
+    for m in doc["metrics"].values():
+        pr = m["paired"]
+        lines.append(f"| {m['label']} | {pr['n']} | {fmt(pr['mape_pct'], '.2f')} | {fmt(pr['mae_ms'], '.2f')} |")
+    pickup = doc.get("pickup_delay_ms")
+    if pickup:
+        lines += ["", f"vLLM's engine loop took a request from its input queue {fmt(pickup['mean'], '.1f')} ms "
+                      f"(mean; p90 {fmt(pickup['p90'], '.1f')} ms) after it arrived; the publishers' TTFT and latency "
+                      "start at that pickup (queued_ts), the 'from arrival' rows at the arrival, as tpsim measures."]
+    return "\n".join(lines) + "\n"
