@@ -218,6 +218,19 @@ def test_malformed_jsonl_names_file_and_line(case, capsys):
     assert "requests.jsonl:3: malformed JSON" in _one_error_line(capsys)
 
 
+def test_measured_records_are_read_strictly(case):
+    """NaN (which Python's json takes) and a non-UTF-8 byte are refused with the line, like every other input."""
+    measured_dir, _ = case
+    path = measured_dir / "vllm" / "requests.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:1] + [lines[1].replace('"queued_ts": ', '"queued_ts": NaN, "x": ')] + lines[2:]))
+    with pytest.raises(InputError, match=r"requests\.jsonl:2: NaN is not a valid number"):
+        read_measured(path)
+    path.write_bytes(b"\n".join(l.encode() for l in lines[:3]) + b"\n\xff\n")
+    with pytest.raises(InputError, match=r"requests\.jsonl:4: not UTF-8"):
+        read_measured(path)
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.pop("queued_ts"), r"requests\.jsonl:2: missing field 'queued_ts'"),
     (lambda d: d.update(request_id="req-x"), r"requests\.jsonl:2: request_id 'req-x' is not of the form 'bench-<i>'"),
