@@ -248,3 +248,19 @@ def test_step_bad_moe_layouts_are_one_line(argv, message):
     proc = run_subprocess(["-m", "tpsim", "step", "--hardware", "RTXPRO6000", "--decode", "8@100", *argv])
     assert proc.returncode == 2 and proc.stderr.startswith("tpsim: error: ") and proc.stderr.count("\n") == 1
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("text,message", [
+    ("tokens,activated_experts,time_us\n8,8,abc\n", ":2: column time_us must be a time in microseconds"),
+    ("tokens,activated_experts,time_us\n0,8,5\n", ":2: tokens and activated_experts must be >= 1"),
+    ("tokens,time_us\n8,5\n", ":1: header lacks column(s) activated_experts"),
+    ("tokens,activated_experts,time_us\n", "no rows"),
+])
+def test_a_bad_moe_csv_is_one_error_naming_file_and_line(tmp_path, text, message):
+    from tpsim.errors import InputError
+
+    tp_dir = llmservingsim(tmp_path)
+    (tp_dir / "moe.csv").write_text(text)
+    with pytest.raises(InputError) as exc:
+        read_bundle(tp_dir, 1)
+    assert str(exc.value).startswith(str(tp_dir / "moe.csv")) and message in str(exc.value)

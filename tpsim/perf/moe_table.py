@@ -19,15 +19,8 @@ from bisect import bisect_left
 from pathlib import Path
 
 from tpsim.errors import InputError
-from tpsim.perf.bundle_csv import (
-    EXTRAPOLATED,
-    INTERPOLATED,
-    MEASURED,
-    Table1D,
-    _int_cell,
-    _read_csv,
-    _time_cell,
-)
+from tpsim.perf import bundle_csv as rows
+from tpsim.perf.bundle_csv import EXTRAPOLATED, INTERPOLATED, MEASURED, Table1D
 
 COLUMNS = ("tokens", "activated_experts", "time_us")
 
@@ -70,13 +63,13 @@ class MoETable:
 
 def read_moe_table(path: Path) -> MoETable:
     """Parse ``moe.csv``; every bad cell is an error naming the file and line."""
-    rows: dict[int, dict[int, float]] = {}
-    for line, r in _read_csv(path, COLUMNS):
-        tokens = _int_cell(path, line, "tokens", r["tokens"])
-        activated = _int_cell(path, line, "activated_experts", r["activated_experts"])
+    table: dict[int, dict[int, float]] = {}
+    for line, r in rows._read_csv(path, COLUMNS):
+        tokens = rows._int_cell(path, line, "tokens", r["tokens"])
+        activated = rows._int_cell(path, line, "activated_experts", r["activated_experts"])
         if tokens < 1 or activated < 1:
             raise InputError(f"{path}:{line}: tokens and activated_experts must be >= 1; fix or delete the row")
-        rows.setdefault(tokens, {})[activated] = _time_cell(path, line, "time_us", r["time_us"], False)
-    if not rows:
+        table.setdefault(tokens, {})[activated] = rows._time_cell(path, line, "time_us", r["time_us"], False)
+    if not table:
         raise InputError(f"{path}: no rows; the bundle is incomplete")
-    return MoETable(rows, path)
+    return MoETable(table, path)
