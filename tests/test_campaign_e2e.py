@@ -250,3 +250,16 @@ def test_lint_and_format_are_clean():
     files = ["workflow/Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow/rules").glob("*.smk"))]
     proc = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_shipped_moe_campaign_runs_end_to_end(tmp_path):
+    """configs/campaigns/moe_dp_ep.yaml (both Qwen3-30B-A3B models, DP 2 x EP 2, lockstep), at 20 requests and
+    two links: every run ok, both DP ranks' requests in the tables."""
+    doc = yaml.safe_load((REPO / "configs" / "campaigns" / "moe_dp_ep.yaml").read_text())
+    doc["workload"]["generate"]["num_reqs"] = 20
+    doc["matrix"]["link_bw"] = [16, 128]
+    cfg = write_campaign(tmp_path / "moe.yaml", doc)
+    ok(snakemake(tmp_path, "--cores", "2", config=cfg))
+    db = tmp_path / "results/moe_dp_ep/campaign.duckdb"
+    assert query(db, "SELECT status, num_instances, count(*) FROM runs GROUP BY ALL") == [("ok", 2, 4)]
+    assert query(db, "SELECT count(*), count(DISTINCT instance_id) FROM requests") == [(4 * 20, 2)]

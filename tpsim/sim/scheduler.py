@@ -362,6 +362,13 @@ class Scheduler:
             for step in range(s + 1, s + batch.span):
                 cohort.reserve_blocks(step, kv)
 
+    def retime(self, batch: Batch, end: int) -> None:
+        """Set the end of the one step just planned (a DP group times its members' steps together:
+        :mod:`tpsim.sim.lockstep`)."""
+        batch.ends[-1] = batch.end = end
+        self.stats.iter_ends[-1] = end
+        self.last_end = self.stage_free_at = end
+
     # ------------------------------------------------------------------ completion
     def complete(self, batch: Batch) -> tuple[list[Request], int, int]:
         """Apply a finished step (or run of steps): sample tokens, finish requests, free their KV.
