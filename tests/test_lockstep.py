@@ -50,7 +50,7 @@ def simulate(tmp_path, reqs, perf_model="analytical", **kw):
     return result, sink
 
 
-def check_lockstep(result, reqs):
+def check_lockstep(result, reqs, rows):
     sim = result.sim
     (group,) = sim.groups
     ends = group.ends
@@ -59,13 +59,13 @@ def check_lockstep(result, reqs):
     for rank, inst in enumerate(group.members):
         assert set(inst.iter_ends) <= step_ends, "a rank ended a step the group did not"
         assert len(inst.iter_ends) + group.dummy_steps[rank] == group.steps, "a rank skipped a group step"
-        for r in inst.finished:
-            assert r.first_token in step_ends and r.finish in step_ends
+    for row in rows:
+        assert row.arrival + row.ttft in step_ends and row.end_time in step_ends
     # token conservation across the DP ranks
-    done = [r for inst in group.members for r in inst.finished]
-    assert sorted(r.rid for r in done) == list(range(len(reqs)))
+    assert sorted(row.request_id for row in rows) == list(range(len(reqs)))
+    assert sum(inst.num_finished for inst in group.members) == len(reqs)
     assert sum(inst.tokens_generated for inst in group.members) == sum(r["output_toks"] for r in reqs)
-    assert sum(r.output for r in done) == sum(r["output_toks"] for r in reqs)
+    assert sum(row.output for row in rows) == sum(r["output_toks"] for r in reqs)
 
 
 @settings(max_examples=6, deadline=None)
@@ -74,7 +74,7 @@ def test_no_rank_runs_ahead_and_tokens_are_conserved(tmp_path_factory, seed):
     tmp = tmp_path_factory.mktemp("ls")
     reqs = workload(seed)
     fast, fast_sink = simulate(tmp, reqs)
-    check_lockstep(fast, reqs)
+    check_lockstep(fast, reqs, fast_sink.rows)
     _, ref_sink = simulate(tmp, reqs, fast_forward=False)
     assert fast_sink.rows == ref_sink.rows, "the reference path disagrees with the fast path"
     _, again = simulate(tmp, reqs)
@@ -91,11 +91,12 @@ def test_an_idle_rank_runs_dummy_steps_and_the_group_pauses_at_the_32_step_check
     assert len(sink.rows) == 1 and sink.rows[0].instance_id == 0
     # a request arriving during those dummy steps waits for the one in flight, then starts at a group step end
     late = group.ends[10] - 1
-    result2, _ = simulate(tmp_path, reqs + [{"input_toks": 100, "output_toks": 5, "arrival_time_ns": late}])
+    result2, sink2 = simulate(tmp_path, reqs + [{"input_toks": 100, "output_toks": 5, "arrival_time_ns": late}])
     g2 = result2.sim.groups[0]
-    second = next(r for inst in g2.members for r in inst.finished if r.rid == 1)
-    assert second.first_scheduled in g2.ends and second.first_scheduled >= late
-    check_lockstep(result2, reqs + [{"input_toks": 100, "output_toks": 5, "arrival_time_ns": late}])
+    second = next(row for row in sink2.rows if row.request_id == 1)
+    first_scheduled = second.arrival + second.queuing_delay
+    assert first_scheduled in g2.ends and first_scheduled >= late
+    check_lockstep(result2, reqs + [{"input_toks": 100, "output_toks": 5, "arrival_time_ns": late}], sink2.rows)
 
 
 def test_the_summary_reports_the_lockstep_and_validates(tmp_path):

@@ -26,10 +26,11 @@ from tpsim.config.run import RunConfig
 from tpsim.commands.run import add_run_arguments, config_from_args
 from tpsim.config.engine import DEFAULTS, resolve_engine
 from tpsim.config.model import load_model
-from tpsim.io.results import HEADER, ListSink, iter_rows
+from tpsim.io.results import HEADER, ListSink
 from tpsim.memory import activation_peak_bytes, kv_bytes_per_token, weights_per_gpu_bytes
 from tpsim.prepare import prepare
 from tpsim.report import summarize
+from tpsim.sim.recorder import Recorder
 from tpsim.units import GiB
 
 MODEL = "Qwen/Qwen3-0.6B"
@@ -58,12 +59,11 @@ def run_case(tmp_path, trace, flags, fast: bool, cluster_kw=None):
                        "--fast-forward" if fast else "--no-fast-forward"])
     run = prepare(config_from_args(args), [])
     lines = []
-    result = simulate(run, lines.append)
-    counts: dict = {}
     sink = ListSink()
-    for row in iter_rows(result.instances, counts):
-        sink.write(row)
-    summary = summarize(run, result, counts, 1.0).to_dict()
+    recorder = Recorder(len(run.setups), sink)
+    result = simulate(run, lines.append, on_finish=recorder)
+    recorder.close()
+    summary = summarize(run, result, recorder.metrics, 1.0).to_dict()
     return sink.csv_text(), summary, result, lines
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from tpsim.config.run import RunConfig
 from tpsim.console import Console
 from tpsim.errors import InfeasibleError
-from tpsim.io.results import CsvFileSink, RowSink, iter_rows
+from tpsim.io.results import CsvFileSink, RowSink
 from tpsim.io.summary import RunSummary, summary_path
 from tpsim.io.writing import check_output_path
 from tpsim.prepare import PreparedRun, prepare
@@ -24,6 +24,7 @@ from tpsim.provenance import existing_inputs, git_commit
 from tpsim.report import banner, final_lines, infeasible_summary, summarize
 from tpsim.sim.engine import SimResult, Simulation
 from tpsim.sim.instance import Instance
+from tpsim.sim.recorder import Recorder, spool_folder
 from tpsim.sim.router import Router
 from tpsim.units import NS_PER_S
 
@@ -42,22 +43,23 @@ class RunResult:
         return self.summary.status == "ok"
 
 
-def simulate(run: PreparedRun, log=None, debug=None) -> SimResult:
-    """Run the event loop over fresh instances of a prepared run."""
+def simulate(run: PreparedRun, log=None, debug=None, on_finish=None) -> SimResult:
+    """Run the event loop over fresh instances of a prepared run; ``on_finish(instance, requests)`` receives the
+    requests as they finish (a :class:`~tpsim.sim.recorder.Recorder` makes rows and metrics of them)."""
     config = run.config
-    has_ids = any(r.token_ids is not None for r in run.requests)
     instances = [Instance(s.config.index, s.engine, s.memory, s.latency, s.config.model_name, s.config.pp_size,
-                          config.fast_forward, has_ids, lockstep=s.layout.lockstep) for s in run.setups]
+                          config.fast_forward, run.workload.may_have_token_ids, lockstep=s.layout.lockstep)
+                 for s in run.setups]
     groups = lockstep_groups(run.setups, instances)
     endpoints = len(instances) - sum(len(g.members) for g in groups) + len(groups)
     router = Router(config.request_routing_policy, endpoints, config.seed)
     interval_ns = int(round(config.log_interval * NS_PER_S))  # 0: no throughput lines, no timeline
     sim = Simulation(
-        instances, router, run.requests, run.initial, interval_ns,
+        instances, router, run.workload.arrivals(), interval_ns,
         log=log if interval_ns else None, horizon_ns=int(config.max_sim_time * NS_PER_S),
         bytes_per_block=[s.memory.block_size * s.memory.kv_bytes_per_token for s in run.setups],
         weights_bytes=[s.memory.weights_bytes for s in run.setups],
-        debug=debug, groups=groups,
+        debug=debug, groups=groups, on_finish=on_finish,
     )
     return sim.run()
 
@@ -126,27 +128,26 @@ def run(config: RunConfig, sink: RowSink | None = None, console: Console | None 
     if out is not None:
         _check_outputs_against(prepared, out)
     banner(console, prepared.cluster, prepared.setups, prepared.trace_desc)
-    result = simulate(prepared, console.line, console.debug if console.debug_enabled else None)
-    for msg in prepared.warnings:  # printed once the run has succeeded: a failing run prints one line only
-        console.warn(msg)
-    if result.rejected:
-        first = result.rejected[0]
-        console.warn(f"{len(result.rejected)} request(s) rejected (see the run summary); first: "
-                     f"request {first.request.rid}: {first.reason}")
-    itl_counts: dict = {}
     written = out if sink is None else None
     sink = sink or _file_sink(config, out)
+    recorder = Recorder(len(prepared.setups), sink, spool_folder(out))
     try:
-        for row in iter_rows(result.instances, itl_counts):  # also fills the ITL distribution
-            if sink is not None:
-                sink.write(row)
-        summary = summarize(prepared, result, itl_counts, time.perf_counter() - t0)
+        result = simulate(prepared, console.line, console.debug if console.debug_enabled else None, recorder)
+        recorder.close()  # the other instances' rows, in instance order
+        summary = summarize(prepared, result, recorder.metrics, time.perf_counter() - t0)
         if sink is not None:
             sink.commit(summary.to_json())
     except BaseException:
+        recorder.discard()
         if sink is not None:
             sink.abort()
         raise
+    for msg in prepared.warnings + prepared.after_run_warnings():  # a failing run prints one line only
+        console.warn(msg)
+    if result.num_rejected:
+        first = result.rejected[0]
+        console.warn(f"{result.num_rejected} request(s) rejected (see the run summary); first: "
+                     f"request {first.request_id}: {first.reason}")
     final_lines(console, summary.to_dict(), _written_files(config, written))
     return RunResult(summary, written, time.perf_counter() - t0, result)
 

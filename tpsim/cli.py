@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from tpsim import __version__
@@ -19,7 +18,7 @@ from tpsim.console import silence_stdout
 from tpsim.errors import InputError
 
 #: command modules, in the order ``tpsim --help`` lists them
-COMMANDS = ("run", "trace", "step", "profile", "calibrate", "validate", "replay", "import_tables")
+COMMANDS = ("run", "trace", "sort-trace", "step", "profile", "calibrate", "validate", "replay", "import_tables")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"tpsim.commands.{name}")
+            module = importlib.import_module(f"tpsim.commands.{name.replace('-', '_')}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"tpsim.commands.{name}":
+            if exc.name == f"tpsim.commands.{name.replace('-', '_')}":
                 continue  # command not part of this build
             raise
         module.register(sub)

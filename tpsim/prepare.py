@@ -1,9 +1,11 @@
 """Everything a run needs, loaded and validated before the first simulated nanosecond.
 
 :func:`prepare` reads the cluster config, builds each instance (model, hardware, engine settings,
-memory plan, latency model: :mod:`tpsim.build`), reads the trace into requests and records the
-provenance of every input.  Any problem is an ``InputError`` (``InfeasibleError`` when the model
-cannot run at all) raised here, so a run either starts with everything known good or not at all.
+memory plan, latency model: :mod:`tpsim.build`), opens the trace and records the provenance of
+every input.  Any problem is an ``InputError`` (``InfeasibleError`` when the model cannot run at
+all) raised here, so a run either starts with everything known good or not at all -- except for
+trace lines past the reader's first window (:data:`~tpsim.io.trace.REORDER_WINDOW` requests), which
+are read and checked as the simulation reaches them (an error there still writes nothing).
 """
 
 from __future__ import annotations
@@ -13,46 +15,78 @@ from dataclasses import dataclass, field
 from tpsim.build import InstanceSetup, build_instances
 from tpsim.config.cluster import IGNORED_INSTANCE_KEYS, ClusterConfig, load_cluster
 from tpsim.config.run import RunConfig
-from tpsim.io.trace import load_trace
+from tpsim.io.trace import TraceFile, TraceReader, scan_trace
 from tpsim.provenance import file_ref, git_commit
+from tpsim.sim.arrivals import Arrivals, request_from_trace
 from tpsim.sim.request import Request
 from tpsim.units import NS_PER_S
 
 
+class Workload:
+    """The requests of a run, handed to the event loop in arrival order (:meth:`arrivals`): a trace,
+    streamed, or LLMServingSim's built-in workload (16 x (64 in, 64 out) at t=0 per instance)."""
+
+    def __init__(self, config: RunConfig, n_instances: int):
+        self.config = config
+        self.reader: TraceReader | None = None
+        if config.dataset:
+            self.file: TraceFile | None = scan_trace(config.dataset)
+            self.reader = self._open()
+            self.reader.fill()  # the first window's lines are checked before the run starts
+            self.may_have_token_ids = self.file.may_have_token_ids
+            if self.reader.exhausted:
+                self.desc = f"{self.reader.requests} requests from {self.file.path}"
+            else:
+                self.desc = f"requests from {self.file.path} ({self.file.lines:,} lines, streamed)"
+        else:
+            self.file = None
+            n = 16 * n_instances
+            self._builtin = n if not config.num_reqs else min(n, config.num_reqs)
+            self.may_have_token_ids = False
+            self.desc = f"{self._builtin} built-in requests (no --dataset)"
+
+    def _open(self) -> TraceReader:
+        return TraceReader(self.file, self.config.num_reqs, int(self.config.max_sim_time * NS_PER_S))
+
+    def arrivals(self) -> Arrivals:
+        """A fresh pass over the requests (the trace is read again after the first one)."""
+        if self.file is None:
+            return Arrivals(Request(i, 0, 64, 64, None, 0) for i in range(self._builtin))
+        reader = self.reader if self.reader is not None and not self.reader.started else self._open()
+        self.reader = reader
+        return Arrivals(map(request_from_trace, reader))
+
+    @property
+    def requests(self) -> int:
+        """Requests read so far (every one, once a run has ended)."""
+        return self.reader.requests if self.reader is not None else self._builtin
+
+    @property
+    def has_token_ids(self) -> bool:
+        return self.reader is not None and self.reader.has_token_ids
+
+
 @dataclass(frozen=True)
 class PreparedRun:
-    """A validated run: the config it came from, its instances, its requests and their provenance."""
+    """A validated run: the config it came from, its instances, its workload and their provenance."""
 
     config: RunConfig
     cluster: ClusterConfig
     setups: list[InstanceSetup]
-    requests: list[Request]
-    initial: list[Request]  # released at time 0 of the trace, sorted by (arrival, id)
-    trace_desc: str
+    workload: Workload
     provenance: dict
     warnings: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
+    @property
+    def trace_desc(self) -> str:
+        return self.workload.desc
 
-def _default_requests(n_instances: int) -> list[Request]:
-    """LLMServingSim's built-in workload when no dataset is given: 16 x (64 in, 64 out) at t=0 per instance."""
-    return [Request(i, 0, 64, 64, None, 0) for i in range(16 * n_instances)]
-
-
-def _trace_requests(config: RunConfig, setups, inputs: dict, warnings: list) -> tuple[list, list, str]:
-    trace = load_trace(config.dataset, config.num_reqs, int(config.max_sim_time * NS_PER_S))
-    inputs["dataset"] = file_ref(trace.path, trace.sha256)
-    by_trace = {}
-    requests = []
-    for tr in trace.requests:
-        r = Request(tr.request_id, tr.arrival_ns, tr.input_toks, tr.output_toks, tr.token_ids,
-                    tr.num_input_ids, tr if tr.session is not None else None)
-        by_trace[id(tr)] = r
-        requests.append(r)
-    initial = [by_trace[id(tr)] for tr in trace.initial]
-    if trace.has_token_ids and not any(s.engine.enable_prefix_caching for s in setups):
-        warnings.append("the trace has token ids but prefix caching is off; they are unused")
-    return requests, initial, f"{len(requests)} requests from {trace.path}"
+    def after_run_warnings(self) -> list[str]:
+        """Warnings only the whole trace tells (printed, like the others, once the run has succeeded)."""
+        if self.workload.has_token_ids and not any(s.engine.enable_prefix_caching for s in self.setups):
+            return ["the trace has token ids but prefix caching is off; they are unused"]
+        return []
 
 
 def prepare(config: RunConfig, ignored: list[str], argv: list[str] | None = None) -> PreparedRun:
@@ -79,13 +113,6 @@ def prepare(config: RunConfig, ignored: list[str], argv: list[str] | None = None
     }
     provenance = {"git_commit": git_commit(), "argv": argv, "flags": config.flags(), "seed": config.seed,
                   "inputs": inputs}
-    if config.dataset:
-        requests, initial, desc = _trace_requests(config, setups, inputs, warnings)
-    else:
-        requests = _default_requests(len(setups))
-        if config.num_reqs:
-            requests = requests[:config.num_reqs]
-        initial = list(requests)
-        inputs["dataset"] = None
-        desc = f"{len(requests)} built-in requests (no --dataset)"
-    return PreparedRun(config, cluster, setups, requests, initial, desc, provenance, warnings, ignored)
+    workload = Workload(config, len(setups))
+    inputs["dataset"] = file_ref(workload.file.path, workload.file.sha256) if workload.file is not None else None
+    return PreparedRun(config, cluster, setups, workload, provenance, warnings, ignored)

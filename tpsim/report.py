@@ -9,7 +9,6 @@ from tpsim.console import Console
 from tpsim.io.summary import RunSummary
 from tpsim.sim.engine import SimResult
 from tpsim.sim.instance import Instance
-from tpsim.stats import describe, describe_weighted
 from tpsim.units import GB, GiB, NS_PER_S
 
 #: what every run approximates, stated once in each summary
@@ -134,29 +133,13 @@ def _instance_summary(s: InstanceSetup, inst: Instance | None, lockstep: dict | 
             "peak_kv_utilization": round(peak / inst.kv.num_blocks, 6),
             "peak_npu_mem_gb": round((s.memory.weights_bytes + peak * s.memory.block_size * s.memory.kv_bytes_per_token) / GB, 4),
             "iterations": len(inst.iter_ends),
-            "finished": len(inst.finished),
+            "finished": inst.num_finished,
             "preemptions": inst.preemptions,
             "recomputed_tokens": inst.recomputed_tokens,
             "prefix_hit_tokens": inst.prefix_hit_tokens,
             "prefix_queried_tokens": inst.kv.queried_tokens,
         })
     return out
-
-
-def _metrics(result: SimResult, itl_counts: dict) -> dict:
-    done = [r for inst in result.instances for r in inst.finished]
-    ttft = [r.first_token - r.arrival for r in done]
-    tpot = [(r.finish - r.first_token) // (r.output - 1) for r in done if r.output > 1]
-    lat = [r.finish - r.arrival for r in done]
-    queue = [r.first_scheduled - r.arrival for r in done]
-    ms = 1e-6
-    return {
-        "ttft": describe(ttft, ms),
-        "tpot": describe(tpot, ms),
-        "itl": describe_weighted(itl_counts, ms),
-        "latency": describe(lat, ms),
-        "queuing_delay": describe(queue, ms),
-    }
 
 
 #: the summary's timeline has at most this many bins; a longer run gets wider bins
@@ -183,14 +166,18 @@ def _timeline(result: SimResult) -> tuple[list[dict], float | None]:
     ], round(sec, 9)
 
 
-def summarize(run, result: SimResult, itl_counts: dict, wall_s: float) -> RunSummary:
-    """The summary of a finished run (``run``: the :class:`~tpsim.prepare.PreparedRun`)."""
+def summarize(run, result: SimResult, metrics, wall_s: float) -> RunSummary:
+    """The summary of a finished run (``run``: the :class:`~tpsim.prepare.PreparedRun`; ``metrics``: the
+    :class:`~tpsim.sim.recorder.RunMetrics` its recorder kept)."""
     setups, instances = run.setups, result.instances
     sim_s = result.end_ns / NS_PER_S
-    done = [r for inst in instances for r in inst.finished]
-    in_tok = sum(r.prompt for r in done)
-    out_tok = sum(r.output for r in done)
-    warnings = list(run.warnings) + [f"request {rej.request.rid} rejected: {rej.reason}" for rej in result.rejected]
+    finished = metrics.finished
+    in_tok, out_tok = metrics.input_tokens, metrics.output_tokens
+    warnings = list(run.warnings) + run.after_run_warnings()
+    warnings += [f"request {rej.request_id} rejected: {rej.reason}" for rej in result.rejected]
+    if result.num_rejected > len(result.rejected):
+        warnings.append(f"... and {result.num_rejected - len(result.rejected):,} more requests rejected "
+                        f"(the summary lists the first {len(result.rejected):,})")
     approximations = list(APPROXIMATIONS)
     if any(s.config.pp_size > 1 for s in setups):
         approximations.append(PP_APPROXIMATION)
@@ -223,9 +210,9 @@ def summarize(run, result: SimResult, itl_counts: dict, wall_s: float) -> RunSum
         provenance=run.provenance,
         instances=[_instance_summary(s, inst, lockstep.get(s.config.index)) for s, inst in zip(setups, instances)],
         totals={
-            "requests": len(run.requests),
-            "finished": len(done),
-            "rejected": len(result.rejected),
+            "requests": run.workload.requests,
+            "finished": finished,
+            "rejected": result.num_rejected,
             "input_tokens": in_tok,
             "output_tokens": out_tok,
             "prefix_hit_tokens": sum(i.prefix_hit_tokens for i in instances),
@@ -236,15 +223,15 @@ def summarize(run, result: SimResult, itl_counts: dict, wall_s: float) -> RunSum
         simulated_time_s=round(sim_s, 9),
         mean_requests_in_system=round(result.occupancy_ns / result.end_ns, 9) if result.end_ns else 0.0,
         throughput={
-            "requests_per_s": round(len(done) / sim_s, 6) if sim_s else 0.0,
+            "requests_per_s": round(finished / sim_s, 6) if sim_s else 0.0,
             "input_tokens_per_s": round(in_tok / sim_s, 6) if sim_s else 0.0,
             "output_tokens_per_s": round(out_tok / sim_s, 6) if sim_s else 0.0,
             "total_tokens_per_s": round((in_tok + out_tok) / sim_s, 6) if sim_s else 0.0,
         },
-        metrics_ms=_metrics(result, itl_counts),
+        metrics_ms=metrics.describe_ms(),
         timeline_bin_s=timeline_bin_s,
         timeline=timeline,
-        rejected_requests=[{"request_id": r.request.rid, "reason": r.reason} for r in result.rejected],
+        rejected_requests=[{"request_id": r.request_id, "reason": r.reason} for r in result.rejected],
         approximations=approximations,
         ignored=list(run.ignored),
         warnings=warnings,

@@ -66,3 +66,130 @@ def describe_weighted(counts: dict, scale: float = 1.0) -> dict | None:
         "p90": round(weighted_percentile(pairs, 90) * scale, 6),
         "p99": round(weighted_percentile(pairs, 99) * scale, 6),
     }
+
+
+# ---------------------------------------------------------------------------- compact samples
+#: at most this many values are sorted in memory at once; larger samples are narrowed by histogram passes
+SORT_LIMIT = 1 << 20
+_BUCKETS = 1 << 14
+
+
+class Values:
+    """A sample's part: integer values (an ``array('q')``, 8 bytes each), each counted once."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def weight(self) -> int:
+        return len(self.values)
+
+    def bounds(self) -> tuple[int, int] | None:
+        return (min(self.values), max(self.values)) if len(self.values) else None
+
+    def pairs(self, lo: int, hi: int):
+        for v in self.values:
+            if lo <= v <= hi:
+                yield v, 1
+
+    def total(self) -> int:
+        return sum(self.values)
+
+
+class StepGaps:
+    """A sample's part: the durations of consecutive steps (``ends[i] - ends[i - 1]``), step ``i`` counted
+    ``weights[i]`` times; nothing but the two arrays is held."""
+
+    def __init__(self, ends, weights):
+        self.ends = ends
+        self.weights = weights
+
+    def _items(self):
+        ends = self.ends
+        for i, w in enumerate(self.weights):
+            if w and i:
+                yield ends[i] - ends[i - 1], w
+
+    def weight(self) -> int:
+        return sum(self.weights[1:])
+
+    def bounds(self) -> tuple[int, int] | None:
+        lo = hi = None
+        for v, _ in self._items():
+            if lo is None or v < lo:
+                lo = v
+            if hi is None or v > hi:
+                hi = v
+        return None if lo is None else (lo, hi)
+
+    def pairs(self, lo: int, hi: int):
+        for v, w in self._items():
+            if lo <= v <= hi:
+                yield v, w
+
+    def total(self) -> int:
+        return sum(v * w for v, w in self._items())
+
+
+def describe_samples(parts: list, scale: float = 1.0, total: float | None = None) -> dict | None:
+    """mean, p50, p90, p99 (as :func:`describe`) of integer samples held compactly in ``parts``
+    (:class:`Values`, :class:`StepGaps`).
+
+    Exact: a large sample is narrowed by histogram passes to the few values around each rank, which
+    are then sorted, so memory stays at the arrays themselves.  ``total`` is the samples' sum when the
+    caller knows it (saves a pass).
+    """
+    count = sum(p.weight() for p in parts)
+    if count == 0:
+        return None
+    if total is None:
+        total = sum(p.total() for p in parts)
+    ranks = set()
+    for q in (50, 90, 99):
+        pos = (count - 1) * q / 100.0
+        ranks.update((int(pos), min(int(pos) + 1, count - 1)))
+    bounds = [b for b in (p.bounds() for p in parts) if b is not None]
+    at = _select(parts, min(b[0] for b in bounds), max(b[1] for b in bounds), 0, count, sorted(ranks))
+
+    def pct(q: float) -> float:
+        pos = (count - 1) * q / 100.0
+        lo = int(pos)
+        return at[lo] + (at[min(lo + 1, count - 1)] - at[lo]) * (pos - lo)
+
+    return {"mean": round(total / count * scale, 6), "p50": round(pct(50) * scale, 6),
+            "p90": round(pct(90) * scale, 6), "p99": round(pct(99) * scale, 6)}
+
+
+def _pairs(parts: list, lo: int, hi: int):
+    """(value, weight) of every sample in [lo, hi]."""
+    for part in parts:
+        yield from part.pairs(lo, hi)
+
+
+def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[int]) -> dict[int, int]:
+    """Values at ``ranks`` among the samples in [lo, hi] (``below`` samples are smaller, ``inside`` in it)."""
+    if inside > SORT_LIMIT and lo < hi:
+        span = hi - lo + 1
+        counts = [0] * _BUCKETS
+        entries = 0
+        for v, w in _pairs(parts, lo, hi):
+            counts[(v - lo) * _BUCKETS // span] += w
+            entries += 1
+        if entries > SORT_LIMIT:  # too many to sort: narrow each rank to its bucket
+            out: dict[int, int] = {}
+            seen = below
+            for b, c in enumerate(counts):
+                mine = [r for r in ranks if seen <= r < seen + c]
+                if mine:
+                    b_lo = lo + -(-b * span // _BUCKETS)
+                    b_hi = lo + -(-(b + 1) * span // _BUCKETS) - 1
+                    out.update(_select(parts, b_lo, b_hi, seen, c, mine))
+                seen += c
+            return out
+    pairs = sorted(_pairs(parts, lo, hi))
+    out, seen, i = {}, below, 0
+    for rank in ranks:
+        while seen + pairs[i][1] <= rank:
+            seen += pairs[i][1]
+            i += 1
+        out[rank] = pairs[i][0]
+    return out

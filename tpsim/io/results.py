@@ -19,7 +19,7 @@ ITL             "[g1, g2, ...]": gaps between consecutive tokens, output - 1 of 
 =============== ==============================================================
 
 Rows are grouped by instance (instance 0 first) in completion order, as LLMServingSim writes
-them.  :func:`iter_rows` produces them from a finished simulation; a *sink* receives them
+them.  :class:`~tpsim.sim.recorder.Recorder` makes them as requests finish; a *sink* receives them
 (:class:`CsvFileSink` by default, :class:`ListSink` in tests and notebooks); :func:`read_rows`
 reads a CSV back (tpsim's or LLMServingSim's) with errors naming the line.
 """
@@ -64,6 +64,11 @@ class RequestRow:
         inner = self.itl_text.strip()[1:-1].strip()
         return [int(g) for g in inner.split(",")] if inner else []
 
+    def as_list(self) -> list:
+        """The fields in order (``RequestRow(*row.as_list())`` is the row again)."""
+        return [self.instance_id, self.request_id, self.model, self.input, self.output, self.arrival, self.end_time,
+                self.latency, self.queuing_delay, self.ttft, self.tpot, self.itl_text]
+
     def csv_line(self) -> str:
         return (f"{self.instance_id},{self.request_id},{_csv_field(self.model)},{self.input},{self.output},"
                 f"{self.arrival},{self.end_time},{self.latency},{self.queuing_delay},{self.ttft},{self.tpot},"
@@ -74,49 +79,6 @@ def _csv_field(text: str) -> str:
     if any(ch in text for ch in ',"\n'):
         return '"' + text.replace('"', '""') + '"'
     return text
-
-
-def iter_rows(instances, itl_counts: dict | None = None) -> Iterator[RequestRow]:
-    """The rows of a finished simulation; fills ``itl_counts`` (gap ns -> occurrences) on the way.
-
-    A decode cohort's gaps are the gaps between consecutive step ends, so each step's gap is
-    formatted once and shared by every request that sampled in it.
-    """
-    counts = itl_counts if itl_counts is not None else {}
-    for inst in instances:
-        ends = inst.iter_ends
-        if not inst.finished:
-            continue
-        gap_str = ["0"] + [str(ends[i] - ends[i - 1]) for i in range(1, len(ends))]
-        diff = [0] * (len(ends) + 1)
-        model = inst.model_name
-        index = inst.index
-        for r in inst.finished:
-            em = r.emissions
-            parts = []
-            prev = -1
-            for j in range(0, len(em), 2):
-                s, c = em[j], em[j + 1]
-                if prev >= 0:
-                    g = ends[s] - prev
-                    parts.append(str(g))
-                    counts[g] = counts.get(g, 0) + 1
-                if c > 1:
-                    parts.append(", ".join(gap_str[s + 1:s + c]))
-                    diff[s + 1] += 1
-                    diff[s + c] -= 1
-                prev = ends[s + c - 1]
-            latency = r.finish - r.arrival
-            ttft = r.first_token - r.arrival
-            tpot = (latency - ttft) // (r.output - 1) if r.output > 1 else 0
-            yield RequestRow(index, r.rid, model, r.prompt, r.output, r.arrival, r.finish, latency,
-                             r.first_scheduled - r.arrival, ttft, tpot, f"[{', '.join(parts)}]")
-        w = 0
-        for i in range(1, len(ends)):
-            w += diff[i]
-            if w:
-                g = ends[i] - ends[i - 1]
-                counts[g] = counts.get(g, 0) + w
 
 
 class RowSink(Protocol):
@@ -267,15 +229,20 @@ def read_rows(path) -> Iterator[tuple[str, RequestRow]]:
                                  f"got '{','.join(names)}'")
             header_seen = True
             continue
-        if len(fields) != len(COLUMNS):
-            raise InputError(f"{where}: expected {len(COLUMNS)} columns, got {len(fields)}")
-        nums = []
-        for name, text in zip(COLUMNS, fields):
-            if name in INT_COLUMNS:
-                try:
-                    nums.append(int(text.strip()))
-                except ValueError:
-                    raise InputError(f"{where}: column '{name}' must be an integer, got {text!r}") from None
-        yield where, RequestRow(nums[0], nums[1], fields[2], *nums[2:], fields[11].strip())
+        yield where, _row(fields, where)
     if not header_seen:
         raise InputError(f"{path}: empty file; expected the 12-column per-request CSV")
+
+
+def _row(fields: list[str], where: str) -> RequestRow:
+    if len(fields) != len(COLUMNS):
+        raise InputError(f"{where}: expected {len(COLUMNS)} columns, got {len(fields)}")
+    nums = []
+    for name, text in zip(COLUMNS, fields):
+        if name in INT_COLUMNS:
+            try:
+                nums.append(int(text.strip()))
+            except ValueError:
+                raise InputError(f"{where}: column '{name}' must be an integer, got {text!r}") from None
+    return RequestRow(nums[0], nums[1], fields[2], *nums[2:], fields[11].strip())
+

@@ -14,6 +14,14 @@ Request ids are assigned in file order (a session reserves one id per
 sub-request); requests are then ordered by arrival.  Every problem is reported
 with the file and line number.
 
+Streaming: :class:`TraceReader` reads a trace as the simulation needs it, so memory does not grow
+with its length.  Requests come out in (arrival, id) order through a reorder window of
+:data:`REORDER_WINDOW` requests: a trace out of order by less than that (any trace shorter than
+it) is sorted exactly; a request that would arrive before one already handed out is an error
+naming its line and the fix (``tpsim sort-trace``).  The first window is read, and so checked,
+before the simulation starts; later lines are checked as they are read, and an error there still
+ends the run with one line and no output.
+
 Parsing: a flat request line is decoded by msgspec straight into typed fields (C speed, token ids
 included); any line it does not take as-is (a session, an integral float such as ``12.0``, a huge
 token id, a bad value) is parsed again by the strict standard-library path, which either accepts
@@ -24,6 +32,7 @@ accepts, with the same result, so the errors and the accepted language are the s
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,16 +62,6 @@ class TraceRequest:
     released: bool = True  # session follow-ups start unreleased
 
 
-@dataclass
-class Trace:
-    path: str
-    sha256: str
-    requests: list[TraceRequest]  # every request, by id
-    initial: list[TraceRequest]  # requests released at load time, sorted by (arrival, id)
-    num_lines: int
-    has_token_ids: bool
-
-
 def _int_field(obj: dict, key: str, where: str, minimum: int, maximum: int = MAX_INT64) -> int:
     if key not in obj:
         raise InputError(f"{where}: missing field '{key}'")
@@ -81,8 +80,9 @@ def _ids(obj: dict, key: str, expected: int, where: str) -> list | None:
     return ids
 
 
-def _session(obj: dict, arrival: int, where: str, requests: list, initial: list, lines: int) -> None:
-    """An agentic session: sub-request k+1 is released ``tool_duration_ns`` after k finishes."""
+def _session(obj: dict, arrival: int, where: str, first_id: int, lines: int) -> tuple[TraceRequest, int]:
+    """An agentic session: sub-request k+1 is released ``tool_duration_ns`` after k finishes.
+    Returns its first request (the others chained from it) and how many requests it holds."""
     unknown = sorted(set(obj) - _SESSION_KEYS)
     if unknown:
         raise InputError(f"{where}: unknown field(s) {typed.show(unknown)} in an agentic session")
@@ -93,21 +93,21 @@ def _session(obj: dict, arrival: int, where: str, requests: list, initial: list,
     if not isinstance(sid, (str, int, float)) or isinstance(sid, bool):
         raise InputError(f"{where}: 'session_id' must be a string or a number, got {typed.show(sid)}")
     session = typed.show(sid) if isinstance(sid, int) and sid.bit_length() > 64 else str(sid)
-    prev = None
+    head = prev = None
     for k, sub in enumerate(subs):
         swhere = f"{where}: sub_requests[{k}]"
         if not isinstance(sub, dict):
             raise InputError(f"{swhere} must be an object")
-        req = _request(sub, len(requests), arrival if k == 0 else 0, swhere, _SUB_KEYS)
+        req = _request(sub, first_id + k, arrival if k == 0 else 0, swhere, _SUB_KEYS)
         req.session = session
         req.tool_duration_ns = _int_field(sub, "tool_duration_ns", swhere, 0, MAX_INT64) if "tool_duration_ns" in sub else 0
         if prev is None:
-            initial.append(req)
+            head = req
         else:
             prev.next_in_session = req
             req.released = False
-        requests.append(req)
         prev = req
+    return head, len(subs)
 
 
 def _request(obj: dict, rid: int, arrival: int, where: str, known: set) -> TraceRequest:
@@ -159,73 +159,194 @@ def _past_horizon(arrival: int, max_arrival_ns: int, where: str):
                      "raise --max-sim-time if the trace really is that long")
 
 
-def load_trace(path: str | Path, num_reqs: int = 0, max_arrival_ns: int = MAX_INT64) -> Trace:
-    """Read and validate a JSONL trace; ``num_reqs > 0`` keeps only the first lines.
+def _parse_line(raw: bytes, where: str, first_id: int, lines: int, max_arrival_ns: int) -> tuple[TraceRequest, int]:
+    """The request (or session) on one non-blank line: its first request and how many requests it holds."""
+    if b'"sub_requests"' not in raw:
+        req = _fast_request(raw, first_id)
+        if req is not None:
+            if req.arrival_ns > max_arrival_ns:
+                _past_horizon(req.arrival_ns, max_arrival_ns, where)
+            return req, 1
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                         "save the trace as UTF-8") from None
+    obj = parse_json(line, where, one_line=True)
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected a JSON object per line")
+    arrival = _int_field(obj, "arrival_time_ns", where, 0)
+    if arrival > max_arrival_ns:
+        _past_horizon(arrival, max_arrival_ns, where)
+    if "sub_requests" in obj:
+        return _session(obj, arrival, where, first_id, lines)
+    return _request(obj, first_id, arrival, where, _FLAT_KEYS), 1
 
-    ``max_arrival_ns`` is the simulated horizon: a later arrival is an error naming its line.
-    """
+
+#: requests (lines) a trace may be out of arrival order by: fewer are sorted exactly while streaming
+REORDER_WINDOW = 100_000
+#: token ids the reorder window may hold (about 36 bytes each in memory) before it hands a request out
+REORDER_WINDOW_IDS = 8_000_000
+
+
+@dataclass(frozen=True)
+class TraceFile:
+    """What one pass over a trace's bytes tells before it is parsed (:func:`scan_trace`)."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+    lines: int  # newline characters, an upper bound on its requests' lines (progress output)
+    may_have_token_ids: bool  # some line may carry token ids (exact when False)
+
+
+def _open(path: str | Path, shown: str):
     p = Path(path)
-    shown = show_path(str(path))
     try:
         if not p.is_file():
             raise InputError(f"dataset {shown}: no such file; pass --dataset PATH to a JSONL trace")
-        handle = open(p, "rb")
+        return open(p, "rb")
     except OSError as exc:
         raise InputError(f"dataset {shown}: cannot read ({exc.strerror or exc}); pass --dataset PATH to a JSONL trace") from None
-    requests: list[TraceRequest] = []
-    initial: list[TraceRequest] = []
-    lines = 0
-    digest = hashlib.sha256()  # the whole file, read once
-    with handle:
-        for lineno, raw in enumerate(iter(lambda: handle.readline(MAX_TRACE_LINE_BYTES + 1), b""), 1):
-            digest.update(raw)
-            if len(raw) > MAX_TRACE_LINE_BYTES:
-                raise InputError(f"{shown}:{lineno}: line longer than {MAX_TRACE_LINE_BYTES:,} bytes; "
-                                 "one request per line")
-            if num_reqs and lines >= num_reqs:
-                if raw.strip():
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):  # hash the rest unread
-                        digest.update(chunk)
-                    break
-                continue
-            if b'"sub_requests"' not in raw:
-                req = _fast_request(raw, len(requests))
-                if req is not None:
-                    if req.arrival_ns > max_arrival_ns:
-                        _past_horizon(req.arrival_ns, max_arrival_ns, f"{shown}:{lineno}")
-                    lines += 1
-                    requests.append(req)
-                    initial.append(req)
-                    continue
-            if not raw.strip():
-                continue
-            where = f"{shown}:{lineno}"
-            lines += 1
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                                 "save the trace as UTF-8") from None
-            obj = parse_json(line, where, one_line=True)
-            if not isinstance(obj, dict):
-                raise InputError(f"{where}: expected a JSON object per line")
-            arrival = _int_field(obj, "arrival_time_ns", where, 0)
-            if arrival > max_arrival_ns:
-                _past_horizon(arrival, max_arrival_ns, where)
-            if "sub_requests" in obj:
-                _session(obj, arrival, where, requests, initial, lines)
-            else:
-                req = _request(obj, len(requests), arrival, where, _FLAT_KEYS)
-                requests.append(req)
-                initial.append(req)
-    if not requests:
+
+
+def scan_trace(path: str | Path) -> TraceFile:
+    """One pass over the file in 1 MiB chunks: its SHA-256, its newline count, whether token ids may be
+    in it (the key's text, or a JSON escape that could spell it), and whether it has any content."""
+    shown = show_path(str(path))
+    digest = hashlib.sha256()
+    size = lines = 0
+    ids = content = False
+    tail = b""
+    with _open(path, shown) as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+            window = tail + chunk  # a key split across two chunks is still seen
+            ids = ids or b"_tok_ids" in window or b"\\u" in window
+            content = content or bool(chunk.strip())
+            tail = chunk[-16:]
+    if not content:
         raise InputError(f"dataset {path}: no requests; the file is empty")
-    initial.sort(key=lambda r: (r.arrival_ns, r.request_id))
-    return Trace(
-        path=str(path),
-        sha256=digest.hexdigest(),
-        requests=requests,
-        initial=initial,
-        num_lines=lines,
-        has_token_ids=any(r.token_ids is not None for r in requests),
-    )
+    return TraceFile(str(path), digest.hexdigest(), size, lines, ids)
+
+
+class TraceReader:
+    """The requests of a trace in (arrival, id) order, read and checked as they are taken (see the module
+    docstring).  Iterate it once; session follow-ups hang off their first request (``next_in_session``).
+
+    ``requests`` counts every request read so far (a session's sub-requests included), ``lines`` the
+    request lines, ``has_token_ids`` whether any had token ids; all final once the iteration ends.
+    """
+
+    def __init__(self, file: TraceFile, num_reqs: int = 0, max_arrival_ns: int = MAX_INT64):
+        self.file = file
+        self.num_reqs = num_reqs
+        self.max_arrival_ns = max_arrival_ns
+        self.requests = 0
+        self.lines = 0
+        self.has_token_ids = False
+        self._shown = show_path(file.path)
+        self._handle = _open(file.path, self._shown)
+        self._lineno = 0
+        self._window: list[tuple[int, int, TraceRequest, int]] = []  # heap by (arrival, id); its ids
+        self._window_ids = 0
+        self._handed_out = -1  # arrival of the last request handed out
+        self._eof = False
+
+    def fill(self) -> None:
+        """Read lines until the reorder window is full or the file ends (done before the run starts, so
+        the first window's errors come before any output)."""
+        window = self._window
+        while not self._eof and len(window) < REORDER_WINDOW and self._window_ids < REORDER_WINDOW_IDS:
+            self._read_one()
+
+    def _read_one(self) -> None:
+        handle = self._handle
+        while True:
+            raw = handle.readline(MAX_TRACE_LINE_BYTES + 1)
+            if not raw or (self.num_reqs and self.lines >= self.num_reqs):
+                self._eof = True
+                handle.close()
+                return
+            self._lineno += 1
+            if len(raw) > MAX_TRACE_LINE_BYTES:
+                raise InputError(f"{self._shown}:{self._lineno}: line longer than {MAX_TRACE_LINE_BYTES:,} bytes; "
+                                 "one request per line")
+            if raw.strip():
+                break
+        self.lines += 1
+        where = f"{self._shown}:{self._lineno}"
+        head, count = _parse_line(raw, where, self.requests, self.lines, self.max_arrival_ns)
+        self.requests += count
+        if head.arrival_ns < self._handed_out:
+            raise InputError(f"{where}: arrival_time_ns {head.arrival_ns:,} is before that of a request already "
+                             f"started ({self._handed_out:,} ns): a trace is streamed and may be out of arrival order "
+                             f"by fewer than {REORDER_WINDOW:,} lines; sort it with tpsim sort-trace "
+                             f"{self._shown} --output SORTED.jsonl")
+        n_ids = 0
+        req = head
+        while req is not None:
+            if req.token_ids is not None:
+                n_ids += len(req.token_ids)
+            req = req.next_in_session
+        if n_ids:
+            self.has_token_ids = True
+            self._window_ids += n_ids
+        heapq.heappush(self._window, (head.arrival_ns, head.request_id, head, n_ids))
+
+    @property
+    def exhausted(self) -> bool:
+        """Every line has been read (the window may still hold requests)."""
+        return self._eof
+
+    @property
+    def started(self) -> bool:
+        """A request has been handed out."""
+        return self._handed_out >= 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> TraceRequest:
+        self.fill()
+        if not self._window:
+            raise StopIteration
+        arrival, _, head, n_ids = heapq.heappop(self._window)
+        self._window_ids -= n_ids
+        self._handed_out = arrival
+        return head
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+
+
+@dataclass
+class Trace:
+    """A whole trace in memory (tools and tests; a run streams it with :class:`TraceReader`)."""
+
+    path: str
+    sha256: str
+    requests: list[TraceRequest]  # every request, by id
+    initial: list[TraceRequest]  # requests released at load time, sorted by (arrival, id)
+    num_lines: int
+    has_token_ids: bool
+
+
+def load_trace(path: str | Path, num_reqs: int = 0, max_arrival_ns: int = MAX_INT64) -> Trace:
+    """Read and validate a whole JSONL trace; ``num_reqs > 0`` keeps only the first lines.
+
+    ``max_arrival_ns`` is the simulated horizon: a later arrival is an error naming its line.
+    """
+    reader = TraceReader(scan_trace(path), num_reqs, max_arrival_ns)
+    initial = list(reader)
+    requests = []
+    for head in initial:
+        req = head
+        while req is not None:
+            requests.append(req)
+            req = req.next_in_session
+    requests.sort(key=lambda r: r.request_id)
+    return Trace(str(path), reader.file.sha256, requests, initial, reader.lines, reader.has_token_ids)

@@ -64,6 +64,10 @@ class DecodeCohort:
         self.newest.push((-seq, ep, r))
         if self.track_ctx_max:
             self.longest.push((-off, seq, ep, r))
+        if len(self.newest.entries) > 2 * self.n + 64:  # one live entry per member: the rest are stale
+            self.finishes.compact()
+            self.newest.compact()
+            self.longest.compact()
         k = off % self.block_size
         if self.counting:
             self.bucket[k] += 1

@@ -20,24 +20,27 @@ import heapq
 from dataclasses import dataclass, field
 
 from tpsim.errors import InputError
+from tpsim.sim.arrivals import Arrivals, request_from_trace
 from tpsim.sim.instance import Instance
 from tpsim.sim.request import Request
 from tpsim.sim.router import STATS_INTERVAL_NS, DPBalancer, Router
 
 INF = float("inf")
+#: rejections kept with their reason (the summary lists them); later ones are only counted
+MAX_LISTED_REJECTIONS = 10_000
 
 
 @dataclass
 class Rejection:
-    request: Request
+    request_id: int
     reason: str
 
 
 @dataclass
 class SimResult:
     instances: list[Instance]
-    requests: list[Request]
-    rejected: list[Rejection]
+    rejected: list[Rejection]  # the first MAX_LISTED_REJECTIONS
+    num_rejected: int
     end_ns: int
     interval_ns: int
     prompt_bins: dict = field(default_factory=dict)  # interval index -> prompt tokens credited
@@ -59,11 +62,13 @@ def _fmt_rate(x: float) -> str:
 
 
 class Simulation:
-    def __init__(self, instances: list[Instance], router: Router, requests: list[Request],
-                 initial: list[Request], interval_ns: int, log=None, bytes_per_block: list[int] | None = None,
-                 weights_bytes: list[int] | None = None, debug=None, horizon_ns: float = INF, groups=()):
+    def __init__(self, instances: list[Instance], router: Router, arrivals: Arrivals, interval_ns: int, log=None,
+                 bytes_per_block: list[int] | None = None, weights_bytes: list[int] | None = None, debug=None,
+                 horizon_ns: float = INF, groups=(), on_finish=None):
         """``groups``: the lockstep DP groups (:class:`~tpsim.sim.lockstep.LockstepGroup`); ``router`` then
-        routes among groups and lone instances (as many endpoints as it was built for)."""
+        routes among groups and lone instances (as many endpoints as it was built for).  ``on_finish(instance,
+        requests)`` receives the requests each completed step finished (admission order), as they finish:
+        nothing here keeps them."""
         self.instances = instances
         self.groups = list(groups)
         self.group_of: list[int | None] | None = None  # instance -> its lockstep group (None: no groups)
@@ -73,8 +78,8 @@ class Simulation:
         if self.groups:
             self._set_up_groups()
         self.router = router
-        self.requests = requests
-        self.initial = initial  # sorted by (arrival, id)
+        self.arrivals = arrivals
+        self.on_finish = on_finish
         self.interval = interval_ns  # 0: no throughput lines and no timeline bins
         self.horizon_ns = horizon_ns
         self.log = log
@@ -82,8 +87,10 @@ class Simulation:
         self.bytes_per_block = bytes_per_block or [0] * len(instances)
         self.weights_bytes = weights_bytes or [0] * len(instances)
         self.released: list[tuple[int, int, Request]] = []  # heap of session follow-ups
-        self.pending_followups = sum(1 for r in requests if r.trace is not None and r.trace.next_in_session)
+        self.pending_followups = 0  # session follow-ups of arrived sessions, neither released nor aborted
         self.rejected: list[Rejection] = []
+        self.num_rejected = 0
+        self.end_ns = 0  # the last finish so far
         self.prompt_bins: dict[int, int] = {}
         self.gen_bins: dict[int, int] = {}
         n = len(instances)
@@ -91,7 +98,6 @@ class Simulation:
         self.next_log = [interval_ns or INF] * n
         self.line_prompt = [0] * n
         self.line_gen = [0] * n
-        self._by_trace = {id(r.trace): r for r in requests if r.trace is not None}
         self.in_system = 0  # routed, not yet finished
         self.occupancy_ns = 0  # integral over time of in_system (Little's law: = sum of latencies)
 
@@ -161,12 +167,17 @@ class Simulation:
         return target.index
 
     def _reject(self, req: Request, reason: str) -> None:
-        self.rejected.append(Rejection(req, reason))
+        self._record_rejection(req.rid, reason)
         follow = req.trace.next_in_session if req.trace is not None else None
         while follow is not None:  # the rest of an agentic session never starts
             self.pending_followups -= 1
-            self.rejected.append(Rejection(self._by_trace[id(follow)], f"session aborted: request {req.rid} was rejected"))
+            self._record_rejection(follow.request_id, f"session aborted: request {req.rid} was rejected")
             follow = follow.next_in_session
+
+    def _record_rejection(self, rid: int, reason: str) -> None:
+        self.num_rejected += 1
+        if len(self.rejected) < MAX_LISTED_REJECTIONS:
+            self.rejected.append(Rejection(rid, reason))
 
     def _credit(self, inst: Instance, batch, sampled: int, prompt: int) -> None:
         """Throughput statistics: tokens by interval and for the next log line."""
@@ -211,7 +222,7 @@ class Simulation:
         for r in finished:
             follow = r.trace.next_in_session if r.trace is not None else None
             if follow is not None:
-                nxt = self._by_trace[id(follow)]
+                nxt = request_from_trace(follow)
                 nxt.arrival = r.finish + r.trace.tool_duration_ns  # the tool call after request k
                 self.pending_followups -= 1
                 heapq.heappush(self.released, (nxt.arrival, nxt.rid, nxt))
@@ -229,23 +240,31 @@ class Simulation:
         for batch in done:
             finished, sampled, prompt = inst.complete(batch)
             self._credit(inst, batch, sampled, prompt)
-            self.in_system -= len(finished)
-            if finished and self.pending_followups:
-                self._release_followups(finished)
+            if finished:
+                self.in_system -= len(finished)
+                end = finished[0].finish  # one completion: every request it finished ends with its last step
+                if end > self.end_ns:
+                    self.end_ns = end
+                if self.on_finish is not None:
+                    self.on_finish(inst, finished)
+                if self.pending_followups:
+                    self._release_followups(finished)
             if now >= next_log[inst.index]:
                 self._log_line(inst, now)
 
-    def _arrive(self, now: int, ptr: int, dirty: list[int]) -> int:
-        """Route every request arrived by ``now`` (trace order, then released follow-ups); returns
-        the position in the trace.  Instances that received one join ``dirty``."""
-        initial = self.initial
-        n_initial = len(initial)
+    def _arrive(self, now: int, dirty: list[int]) -> None:
+        """Route every request arrived by ``now`` (trace order, then released follow-ups).  Instances
+        that received one join ``dirty``."""
+        arrivals = self.arrivals
         released = self.released
         while True:
-            if ptr < n_initial and initial[ptr].arrival <= now and (
-                    not released or initial[ptr].arrival <= released[0][0]):
-                req = initial[ptr]
-                ptr += 1
+            t = arrivals.next_time
+            if t <= now and (not released or t <= released[0][0]):
+                req = arrivals.pop()
+                follow = req.trace.next_in_session if req.trace is not None else None
+                while follow is not None:  # a session's first request: its follow-ups are now pending
+                    self.pending_followups += 1
+                    follow = follow.next_in_session
             elif released and released[0][0] <= now:
                 req = heapq.heappop(released)[2]
             else:
@@ -257,15 +276,13 @@ class Simulation:
                     dirty.append(idx)
         if len(dirty) > 1:
             dirty.sort()
-        return ptr
 
-    def _start_steps(self, now: int, ptr: int, dirty: list[int], events: list, seq: int) -> int:
+    def _start_steps(self, now: int, dirty: list[int], events: list, seq: int) -> int:
         """Let every instance in ``dirty`` that is free and has work start its next step; returns
         the next event sequence number."""
         instances = self.instances
-        initial = self.initial
         released = self.released
-        next_arrival = initial[ptr].arrival if ptr < len(initial) else INF
+        next_arrival = self.arrivals.next_time
         if released and released[0][0] < next_arrival:
             next_arrival = released[0][0]
         if self.pending_followups and len(instances) > 1 and events:
@@ -330,15 +347,13 @@ class Simulation:
         instances = self.instances
         events: list[tuple[int, int, int]] = []  # (time, sequence, instance): a batch ends, a stage frees
         seq = 0
-        ptr = 0
-        initial = self.initial
-        n_initial = len(initial)
+        arrivals = self.arrivals
         released = self.released
         last = 0
         next_stats = 0  # when the DP balancers next see the ranks' queues
         while True:
             t_event = events[0][0] if events else INF
-            t_arrival = initial[ptr].arrival if ptr < n_initial else INF
+            t_arrival = arrivals.next_time
             if released and released[0][0] < t_arrival:
                 t_arrival = released[0][0]
             now = t_event if t_event < t_arrival else t_arrival
@@ -365,9 +380,8 @@ class Simulation:
             for idx in dirty:
                 self._complete(instances[idx], now)
             if t_arrival <= now:
-                ptr = self._arrive(now, ptr, dirty)
+                self._arrive(now, dirty)
             if dirty:
-                seq = self._start_steps(now, ptr, dirty, events, seq)
-        end = max((r.finish for r in self.requests if r.finish >= 0), default=0)
-        return SimResult(instances, self.requests, self.rejected, end, self.interval, self.prompt_bins, self.gen_bins,
-                         self.occupancy_ns, self.groups)
+                seq = self._start_steps(now, dirty, events, seq)
+        return SimResult(instances, self.rejected, self.num_rejected, self.end_ns, self.interval, self.prompt_bins,
+                         self.gen_bins, self.occupancy_ns, self.groups)

@@ -54,7 +54,6 @@ class Instance:
         # the scheduler's queues, shared (it never rebinds them)
         self.waiting = sched.waiting
         self.inflight = sched.inflight
-        self.finished = sched.finished
         # its hottest methods, bound once (see above)
         self.schedule = sched.schedule
         self.complete = sched.complete
@@ -93,3 +92,4 @@ class Instance:
     tokens_generated = _view("stats.tokens_generated", "Tokens sampled.")
     prompt_tokens_done = _view("stats.prompt_tokens_done", "Whole prompts of requests that sampled their first token.")
     last_batch_size = _view("stats.last_batch_size", "Requests in the most recent step.")
+    num_finished = _view("stats.finished", "Requests finished (their rows went to the run's recorder as they did).")

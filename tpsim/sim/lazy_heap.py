@@ -12,7 +12,7 @@ before ``item``, which need not be orderable); ``item.epoch`` is read to tell li
 from __future__ import annotations
 
 from functools import partial
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 
 
 class LazyHeap:
@@ -47,6 +47,13 @@ class LazyHeap:
     def live(self) -> list[tuple]:
         """Every live entry, in no particular order."""
         return [e for e in self.entries if e[-1].epoch == e[-2]]
+
+    def compact(self) -> None:
+        """Drop every stale entry (they are otherwise dropped only on reaching the top, and an entry that
+        never does -- an old request in a newest-first heap -- would keep its request alive)."""
+        h = self.entries
+        h[:] = [e for e in h if e[-1].epoch == e[-2]]  # in place: ``push`` holds this list
+        heapify(h)
 
     def clear(self) -> None:
         self.entries.clear()  # in place: ``push`` holds this list

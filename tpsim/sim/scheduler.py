@@ -62,7 +62,7 @@ class Batch:
 class Scheduler:
     """The policy and the state it keeps: the queue, the running requests, the batches in flight.
 
-    ``waiting``, ``inflight`` and ``finished`` are never rebound (an :class:`~tpsim.sim.instance.Instance`
+    ``waiting`` and ``inflight`` are never rebound (an :class:`~tpsim.sim.instance.Instance`
     shares them); ``running`` (reference path) and ``prefillers`` (fast path: running requests
     outside the cohort, admission order) are.
     """
@@ -93,7 +93,6 @@ class Scheduler:
         self.prefillers: list[Request] = []  # fast path: running requests outside the cohort
         self.cohort = DecodeCohort(engine.block_size, self.counting, getattr(model, "needs_ctx_max", False))
         self.inflight: list[Batch] = []
-        self.finished: list[Request] = []
         self.admissions = 0
 
     # ------------------------------------------------------------------ state
@@ -105,6 +104,20 @@ class Scheduler:
         (``has_work`` written out: the event loop asks at every event)."""
         return (self.stage_free_at <= now and len(self.inflight) < self.pp
                 and bool(self.waiting or self.running or self.cohort.n or self.prefillers))
+
+    def oldest_sampling_step(self) -> int:
+        """The earliest step at which a request still in the system sampled a token (the recorder keeps the
+        gap texts from there on); the step count when none has."""
+        oldest = len(self.stats.iter_ends)
+        for group in (self.waiting, self.running, self.prefillers):
+            for r in group:
+                if r.emissions and r.emissions[0] < oldest:
+                    oldest = r.emissions[0]
+        for r in self.cohort.members():
+            first = r.emissions[0] if r.emissions else r.base_step
+            if first < oldest:
+                oldest = first
+        return oldest
 
     def _dissolve(self, s: int) -> None:
         """Fallback: put everything back into the explicit running list (admission order)."""
@@ -424,7 +437,8 @@ class Scheduler:
         return finished, sampled, prompt_credit
 
     def _retire(self, finished: list[Request], fast: bool) -> None:
-        """Drop finished requests from the running lists, free their KV, record them (admission order)."""
+        """Drop finished requests from the running lists, free their KV, count them; ``finished`` is left in
+        admission order (the order of their rows)."""
         if fast:
             prefillers = self.prefillers
             for r in finished:
@@ -438,4 +452,4 @@ class Scheduler:
         for r in finished:
             kv.free(r)
         finished.sort(key=BY_ADMISSION)
-        self.finished.extend(finished)
+        self.stats.finished += len(finished)

@@ -1,0 +1,207 @@
+"""What a run keeps of each request as it finishes: its row, sent on to the sink, and its metrics.
+
+The event loop hands every step's finished requests to :class:`Recorder` (``on_finish``) and keeps
+nothing of them, so a run's memory follows the requests in flight, not the trace.  The recorder
+
+* formats the 12-column row (:class:`~tpsim.io.results.RequestRow`) and writes it to the sink:
+  instance 0's rows at once, other instances' to a spool file each, replayed after the run, so the
+  CSV is grouped by instance in completion order as LLMServingSim writes it;
+* keeps the summary's samples in typed arrays, 8 bytes a value (TTFT, TPOT, latency, queuing delay
+  per request; the inter-token gaps as one weight per step plus the few gaps that span a pause),
+  so the summary's percentiles stay exact (:func:`tpsim.stats.describe_samples`).
+
+A decode step's gap is shared by every request that sampled in it: its text is made once, in a
+window of recent steps that moves past a step once no live request can still need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from array import array
+
+from tpsim.io.results import RequestRow
+from tpsim.stats import StepGaps, Values, describe_samples
+
+#: steps whose gap text is kept before the window is checked for steps no live request needs
+_GAP_WINDOW = 1 << 16
+
+
+class _InstanceRows:
+    """One instance's rows: the gap-text window over its steps and its inter-token gap samples."""
+
+    def __init__(self, inst):
+        self.inst = inst
+        self.ends = inst.iter_ends  # the instance's step end times (appended by its scheduler)
+        self.gap_base = 1  # gap_text[i] is the gap of step gap_base + i: ends[s] - ends[s - 1]
+        self.gap_text: list[str] = []
+        self.trim_at = _GAP_WINDOW
+        self.step_weight = array("i")  # difference array: requests sampling at step i after sampling at i - 1
+        self.pause_gaps = array("q")  # gaps across a pause (preemption, a step skipped): not one step long
+
+    def _gaps(self, first: int, stop: int) -> list[str]:
+        """The gap texts of steps first .. stop - 1."""
+        text = self.gap_text
+        ends = self.ends
+        i = self.gap_base + len(text)
+        while i < stop:
+            text.append(str(ends[i] - ends[i - 1]))
+            i += 1
+        return text[first - self.gap_base:stop - self.gap_base]
+
+    def _count_run(self, first: int, stop: int) -> None:
+        """Requests sampled at steps first .. stop - 1, each after sampling at the step before."""
+        w = self.step_weight
+        if len(w) <= stop:
+            w.frombytes(bytes(w.itemsize * max(stop + 1 - len(w), len(w) // 2)))  # grows geometrically
+        w[first] += 1
+        w[stop] -= 1
+
+    def row(self, r, text: bool) -> RequestRow | None:
+        """``r``'s row (None when ``text`` is False: only its gaps are counted)."""
+        ends = self.ends
+        em = r.emissions
+        parts: list[str] = []
+        prev = -1
+        for j in range(0, len(em), 2):
+            s, c = em[j], em[j + 1]
+            if prev >= 0:
+                gap = ends[s] - prev
+                self.pause_gaps.append(gap)
+                if text:
+                    parts.append(str(gap))
+            if c > 1:
+                self._count_run(s + 1, s + c)
+                if text:
+                    parts.append(", ".join(self._gaps(s + 1, s + c)))
+            prev = ends[s + c - 1]
+        if not text:
+            return None
+        latency = r.finish - r.arrival
+        ttft = r.first_token - r.arrival
+        tpot = (latency - ttft) // (r.output - 1) if r.output > 1 else 0
+        inst = self.inst
+        return RequestRow(inst.index, r.rid, inst.model_name, r.prompt, r.output, r.arrival, r.finish, latency,
+                          r.first_scheduled - r.arrival, ttft, tpot, f"[{', '.join(parts)}]")
+
+    def maybe_trim(self) -> None:
+        """Drop gap texts of steps before every live request's first sampled step (amortised: the check
+        runs again only after the window has doubled)."""
+        if len(self.gap_text) < self.trim_at:
+            return
+        oldest = self.inst.scheduler.oldest_sampling_step()
+        cut = min(oldest + 1, self.gap_base + len(self.gap_text)) - self.gap_base
+        if cut > 0:
+            del self.gap_text[:cut]
+            self.gap_base += cut
+        # the next check after the window doubles, or after as many steps as requests wait (the check reads them)
+        self.trim_at = max(_GAP_WINDOW, 2 * len(self.gap_text), len(self.inst.waiting))
+
+    def gap_parts(self) -> list:
+        """The inter-token gaps as parts of a sample (:func:`tpsim.stats.describe_samples`): each step's duration
+        weighted by the requests that sampled in it and the step before, and the gaps across a pause."""
+        w = self.step_weight
+        del w[len(self.ends):]
+        running = 0
+        for i, d in enumerate(w):  # the difference array becomes the weights, in place
+            running += d
+            w[i] = running
+        return [StepGaps(self.ends, w), Values(self.pause_gaps)]
+
+
+class RunMetrics:
+    """The summary's per-request samples, typed arrays in ns, and the token totals."""
+
+    def __init__(self) -> None:
+        self.ttft = array("q")
+        self.tpot = array("q")  # requests with more than one output token
+        self.latency = array("q")
+        self.queuing_delay = array("q")
+        self.finished = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.itl_sum = 0  # every gap: a request's gaps sum to its latency minus its TTFT
+        self.itl_parts: list = []
+
+    def add(self, r) -> None:
+        ttft = r.first_token - r.arrival
+        latency = r.finish - r.arrival
+        self.ttft.append(ttft)
+        self.latency.append(latency)
+        self.queuing_delay.append(r.first_scheduled - r.arrival)
+        if r.output > 1:
+            self.tpot.append((latency - ttft) // (r.output - 1))
+        self.finished += 1
+        self.input_tokens += r.prompt
+        self.output_tokens += r.output
+        self.itl_sum += latency - ttft
+
+    def describe_ms(self) -> dict:
+        """mean, p50, p90, p99 of each metric in ms (exact)."""
+        ms = 1e-6
+        return {
+            "ttft": describe_samples([Values(self.ttft)], ms),
+            "tpot": describe_samples([Values(self.tpot)], ms),
+            "itl": describe_samples(self.itl_parts, ms, total=self.itl_sum),
+            "latency": describe_samples([Values(self.latency)], ms),
+            "queuing_delay": describe_samples([Values(self.queuing_delay)], ms),
+        }
+
+
+class Recorder:
+    """``on_finish(instance, requests)`` for the event loop: rows to ``sink`` (None: no rows), metrics kept."""
+
+    def __init__(self, num_instances: int, sink=None, spool_dir: str | None = None):
+        self.sink = sink
+        self.metrics = RunMetrics()
+        self._rows: list[_InstanceRows | None] = [None] * num_instances
+        self._spools: dict[int, object] = {}
+        self._spool_dir = spool_dir
+
+    def __call__(self, inst, finished: list) -> None:
+        rows = self._rows[inst.index]
+        if rows is None:
+            rows = self._rows[inst.index] = _InstanceRows(inst)
+        text = self.sink is not None
+        add = self.metrics.add
+        for r in finished:
+            add(r)
+            row = rows.row(r, text)
+            if row is not None:
+                self._write(inst.index, row)
+        rows.maybe_trim()
+
+    def _write(self, index: int, row: RequestRow) -> None:
+        if index == 0:
+            self.sink.write(row)
+            return
+        spool = self._spools.get(index)
+        if spool is None:
+            spool = self._spools[index] = tempfile.TemporaryFile("w+", encoding="utf-8", newline="",
+                                                                 dir=self._spool_dir)
+        spool.write(json.dumps(row.as_list()) + "\n")
+
+    def close(self) -> None:
+        """The run is over: replay the other instances' rows in instance order; the ITL samples are final."""
+        try:
+            for index in sorted(self._spools):
+                spool = self._spools[index]
+                spool.seek(0)
+                for line in spool:
+                    self.sink.write(RequestRow(*json.loads(line)))
+        finally:
+            self.discard()
+        for rows in self._rows:
+            if rows is not None:
+                self.metrics.itl_parts.extend(rows.gap_parts())
+
+    def discard(self) -> None:
+        for spool in self._spools.values():
+            spool.close()
+        self._spools = {}
+
+
+def spool_folder(output: str | None) -> str | None:
+    """Spool files go beside the output (same disk as the result), else to the system's temporary folder."""
+    return os.path.dirname(os.path.abspath(output)) if output else None
