@@ -129,3 +129,21 @@ def test_run_and_step_end_to_end(tmp_path):
     assert step.returncode == 0, step.stderr
     doc = json.loads(step.stdout)
     assert doc["perf_model"] == "kernels" and doc["total_ns"] > 0
+
+
+def test_decode_attention_streams_its_kv_from_dram_where_the_table_replayed_it_from_l2():
+    """RTX PRO 6000 (128 MiB L2): the generation table's rows whose KV fits in L2 beat DRAM; in serving a layer's
+    KV is read from DRAM, at no more than the fastest rate the table shows for caches larger than L2."""
+    m = model("Qwen/Qwen3-30B-A3B-Instruct-2507", hw="RTXPRO6000")
+    tables = load_kernel_tables("RTXPRO6000")
+    grid = tables.table("generation_attention.bfloat16.kv_bfloat16").groups[(32, 4, 128)]
+    token = 2 * 4 * 128 * 2  # K and V of one token, one layer, bf16
+    big = [b * kv * token / grid.measured((i, j)) for i, b in enumerate(grid.axes[0])
+           for j, kv in enumerate(grid.axes[1]) if grid.measured((i, j)) and b * kv * token > 128 * 2 ** 20]
+    batch = BatchShape((), 32, 32 * 2047, 2047, 32)  # 134 MB of KV, a measured node just inside the 128 MiB L2
+    attn = next(op for op in m.explain(batch).ops if op.name == "attention")
+    assert attn.time_ns == pytest.approx(32 * 2047 * token / max(big))
+    assert attn.time_ns > tables.generation_attention(32, 2047, 32, 4, 128).time_ns and attn.source == "modelled"
+    h100 = model("Qwen/Qwen3-30B-A3B-Instruct-2507", hw="H100")  # its table shows no L2 replay: unchanged
+    attn = next(op for op in h100.explain(batch).ops if op.name == "attention")
+    assert attn.time_ns == load_kernel_tables("H100").generation_attention(32, 2047, 32, 4, 128).time_ns

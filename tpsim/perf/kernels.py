@@ -7,7 +7,10 @@ eager above the largest capture size.  Each op's time and its source:
 
 * GEMMs (QKV, O, gate/up, down, LM head): the GPU's GEMM table at the per-GPU shape (measured,
   interpolated or extrapolated: :mod:`tpsim.kernels.grid`);
-* decode attention: the generation table at the batch's decode count and mean context;
+* decode attention: the generation table at the batch's decode count and mean context, but at least
+  the time to stream the batch's KV cache from DRAM at the fastest rate the table shows for caches
+  larger than L2 (*modelled*: the table replays one cache, which stays in L2 where it fits; in serving
+  every other layer's KV and weights pass through L2 between two steps);
 * prefill attention: the context table (it holds prefills with no cached context).  A chunk of
   ``q`` tokens after ``c`` cached ones is *modelled* by causal differencing: a prefill of
   ``c + q`` tokens minus one of ``c`` does exactly the chunk's query-key pairs, at the
@@ -108,6 +111,7 @@ class KernelModel(MoEStepMixin, LatencyModel):
         self.heads = (s.heads, s.kv_heads, s.head_dim)
         self._fixed: dict[tuple, float] = {}
         self._curves: dict[int, _DecodeCurve | None] = {}
+        self._kv_stream: float | None = None  # ns per decode-context token to stream its KV from DRAM
         self._ctx_ns: dict[int, float] = {}
         self._gen_grid = None
         self.vocab_elements = model.vocab_size  # logits gathered over the whole (padded) vocabulary
@@ -221,6 +225,11 @@ class KernelModel(MoEStepMixin, LatencyModel):
         return max(diff, alone, kv_read), MODELLED
 
     def _decode_ns(self, d: int, ctx_sum: int) -> float:
+        t = self._decode_table_ns(d, ctx_sum)
+        floor = ctx_sum * self._kv_stream_ns_per_token()
+        return floor if floor > t else t
+
+    def _decode_table_ns(self, d: int, ctx_sum: int) -> float:
         if self.gen_table is None:
             return self.roofline._attention(BatchShape((), d, ctx_sum, 0, d), True)[0]
         curve = self._curves.get(d, False)
@@ -232,6 +241,25 @@ class KernelModel(MoEStepMixin, LatencyModel):
         if t is None:
             t = self.tables.generation_attention(d, mean, *self.heads, "bfloat16", self.kv_dtype).time_ns
         return t
+
+    def _kv_stream_ns_per_token(self) -> float:
+        """Decode attention reads its layer's KV cache from DRAM in serving (every other layer's KV and
+        weights pass through L2 between two steps), but the generation table was timed replaying one
+        cache, which stays in L2 where it fits: so a decode takes at least its KV bytes at the fastest
+        rate the same table shows for caches larger than L2 (0 where it has none)."""
+        per = self._kv_stream
+        if per is None:
+            per = self._kv_stream = 0.0
+            grid = self.tables.table(self.gen_table).groups.get(self.heads) if self.gen_table else None
+            if grid is not None:
+                heads, kv_heads, head_dim = self.heads
+                token = 2.0 * kv_heads * head_dim * (1 if self.kv_dtype == "fp8" else 2)
+                rates = [b * kv * token / grid.measured((i, j))
+                         for i, b in enumerate(grid.axes[0]) for j, kv in enumerate(grid.axes[1])
+                         if grid.measured((i, j)) is not None and b * kv * token > self.roofline.l2_bytes]
+                if rates:
+                    per = self._kv_stream = self.roofline._kv_bytes_per_token / max(rates)
+        return per
 
     def _attention(self, batch: BatchShape, mode: str) -> float:
         """Attention of one layer: the decode table, the prefill table, and a mixed step modelled."""
@@ -269,8 +297,10 @@ class KernelModel(MoEStepMixin, LatencyModel):
         if not batch.prefill:
             if self.gen_table is None:
                 return "analytical"
-            return self.tables.generation_attention(batch.num_decode, batch.decode_ctx_sum / batch.num_decode,
-                                                    *self.heads, "bfloat16", self.kv_dtype).source
+            d, ctx = batch.num_decode, batch.decode_ctx_sum
+            if ctx * self._kv_stream_ns_per_token() > self._decode_table_ns(d, ctx):
+                return MODELLED  # the KV cache streamed from DRAM, not the table's L2-resident replay
+            return self.tables.generation_attention(d, ctx / d, *self.heads, "bfloat16", self.kv_dtype).source
         if batch.num_decode or len(batch.prefill) > 1:
             return MODELLED
         return self._chunk_ns(*batch.prefill[0])[1]
