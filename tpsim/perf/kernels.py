@@ -234,8 +234,7 @@ class KernelModel(MoEStepMixin, LatencyModel):
 
     def _decode_ns(self, d: int, ctx_sum: int) -> float:
         t = self._decode_table_ns(d, ctx_sum)
-        floor = self._kv_floor_ns(ctx_sum)
-        return floor if floor > t else t
+        return max(t, self._kv_floor_ns(ctx_sum))
 
     def _decode_table_ns(self, d: int, ctx_sum: int) -> float:
         if self.gen_table is None:
