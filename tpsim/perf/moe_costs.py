@@ -114,14 +114,18 @@ def moe_weights_floor(tables, name: str, l2_bytes: float) -> StreamingFloor | No
     if key not in _FLOORS:
         table = tables.table(name)
         wb = 1.0 if name.endswith("fp8") else 2.0
-        samples = []
+        samples, routings = [], {}
         for (hidden, inter, top_k, experts, tp, ep, dist), grid in table.groups.items():
             if dist != "balanced":  # power-law rows put an unknown set of experts on the timed rank
                 continue
-            routing = Routing("BALANCED", experts, top_k, ep)
+            routing = routings.get((experts, top_k, ep))
+            if routing is None:
+                routing = routings[experts, top_k, ep] = Routing("BALANCED", experts, top_k, ep)
             per_expert = 3.0 * hidden * (inter // tp) * wb
-            samples += [(routing.load(n).experts * per_expert, grid.measured((i,)))
-                        for i, n in enumerate(grid.axes[0]) if grid.measured((i,)) is not None]
+            for i, n in enumerate(grid.axes[0]):
+                t = grid.measured((i,))
+                if t is not None:
+                    samples.append((routing.load(n).experts * per_expert, t))
         fastest = min(grid.floor_ns for grid in table.groups.values())
         _FLOORS[key] = streaming_floor(samples, fastest, l2_bytes)
     return _FLOORS[key]
