@@ -129,3 +129,40 @@ def test_run_and_step_end_to_end(tmp_path):
     assert step.returncode == 0, step.stderr
     doc = json.loads(step.stdout)
     assert doc["perf_model"] == "kernels" and doc["total_ns"] > 0
+
+
+def test_decode_attention_streams_its_kv_from_dram_where_the_table_replayed_it_from_l2():
+    """RTX PRO 6000 (128 MiB L2): the generation table's rows whose KV fits in L2 beat DRAM; in serving a layer's
+    KV is read from DRAM: at least the table's fastest time plus the KV at the fastest rate the rows over twice
+    the L2 stream it (tpsim.kernels.streaming)."""
+    m = model("Qwen/Qwen3-30B-A3B-Instruct-2507", hw="RTXPRO6000")
+    tables = load_kernel_tables("RTXPRO6000")
+    grid = tables.table("generation_attention.bfloat16.kv_bfloat16").groups[(32, 4, 128)]
+    token = 2 * 4 * 128 * 2  # K and V of one token, one layer, bf16
+    big = [b * kv * token / (grid.measured((i, j)) - grid.floor_ns) for i, b in enumerate(grid.axes[0])
+           for j, kv in enumerate(grid.axes[1]) if grid.measured((i, j)) and b * kv * token > 2 * 128 * 2 ** 20]
+    floor = grid.floor_ns + 32 * 2047 * token / max(big)
+    batch = BatchShape((), 32, 32 * 2047, 2047, 32)  # 134 MB of KV, a measured node just inside the 128 MiB L2
+    attn = next(op for op in m.explain(batch).ops if op.name == "attention")
+    assert attn.time_ns == pytest.approx(floor)
+    assert attn.time_ns > tables.generation_attention(32, 2047, 32, 4, 128).time_ns and attn.source == "modelled"
+    over = BatchShape((), 128, 128 * 2048, 2048, 128)  # 537 MB: the measured row streams from DRAM, no floor
+    attn = next(op for op in m.explain(over).ops if op.name == "attention")
+    assert attn.time_ns == pytest.approx(tables.generation_attention(128, 2048, 32, 4, 128).time_ns)
+    assert attn.source == "measured"
+    h100 = model("Qwen/Qwen3-30B-A3B-Instruct-2507", hw="H100")  # its table streams from DRAM here: unchanged
+    attn = next(op for op in h100.explain(batch).ops if op.name == "attention")
+    assert attn.time_ns == load_kernel_tables("H100").generation_attention(32, 2047, 32, 4, 128).time_ns
+
+
+def test_element_wise_kernels_in_a_graph_take_at_least_the_fastest_graph_replayed_kernel():
+    """A norm of a few tokens replayed from a CUDA graph costs no less than the GEMM table's fastest
+    measurement (a 1-token GEMM replayed the same way); eagerly it costs the host's launch."""
+    m = model(hw="RTXPRO6000")
+    floor = load_kernel_tables("RTXPRO6000").table("gemm.bfloat16").groups[()].floor_ns
+    full = {op.name: op for op in m.explain(BatchShape((), 2, 2 * 100, 100, 2)).ops}
+    assert full["input_layernorm"].time_ns == floor == full["rotary_emb"].time_ns
+    big = {op.name: op for op in m.explain(BatchShape((), 256, 256 * 100, 100, 256)).ops}
+    assert big["input_layernorm"].time_ns > floor  # 4 MB moved: the roofline, not the floor
+    eager = {op.name: op for op in m.explain(BatchShape(((600, 0),), 0, 0, 0, 1)).ops}  # above 512 tokens: eager
+    assert eager["kv_cache_write"].time_ns >= m.launch_ns > floor

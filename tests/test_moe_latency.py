@@ -20,6 +20,7 @@ from tpsim.kernels import load_kernel_tables
 from tpsim.perf.base import BatchShape
 from tpsim.perf.bundle import read_bundle
 from tpsim.perf.moe import ExpertLoad, Routing, expert_roofline, plan_collectives
+from tpsim.perf.moe_costs import moe_weights_floor
 from tpsim.perf.vllm_exec import EAGER, FULL, PIECEWISE, dp_synchronize
 
 MOE = "Qwen/Qwen3-30B-A3B-Instruct-2507"
@@ -153,6 +154,23 @@ def test_rand_routing_scales_the_table_by_the_rooflines_ratio():
     b, r = ops_of(bal.moe_explain(batch, FULL, tokens, 0)), ops_of(rnd.moe_explain(batch, FULL, tokens, 0))
     assert r["fused_moe"].source == "modelled" and b["fused_moe"].source == "measured"
     assert r["fused_moe"].time_ns != b["fused_moe"].time_ns
+
+
+def test_fused_moe_reads_the_touched_experts_from_dram_where_the_table_kept_them_in_l2():
+    """One decode per DP rank: 2 gathered tokens reach 8 of a rank's experts (75 MB, inside the 128 MiB L2 the
+    collector's replay kept them in); in serving the other layers' weights pass through L2 in between, so the
+    kernel takes at least the table's fastest call plus those weights at its DRAM streaming rate."""
+    lat = shared_layout_model()
+    tables = load_kernel_tables("RTXPRO6000")
+    floor = moe_weights_floor(tables, "moe.bfloat16", 128 * 2 ** 20)
+    batch = BatchShape((), 1, 500, 500, 1)
+    op = ops_of(lat.moe_explain(batch, FULL, (1, 1), 0))["fused_moe"]
+    table = tables.moe(2, H, I, K, E, 1, 2, "bfloat16", "balanced").time_ns
+    assert op.time_ns == pytest.approx(floor.ns(8 * 3 * H * I * 2)) and op.time_ns > 1.5 * table
+    assert op.source == "modelled"
+    big = BatchShape((), 128, 128 * 1500, 1500, 128)  # 256 tokens reach all 64 experts (604 MB): the table
+    op = ops_of(lat.moe_explain(big, FULL, (128, 128), 0))["fused_moe"]
+    assert op.source == "measured" and op.time_ns == tables.moe(256, H, I, K, E, 1, 2, "bfloat16", "balanced").time_ns
 
 
 # ----------------------------------------------------------------------------- three models, consistency

@@ -7,7 +7,11 @@ eager above the largest capture size.  Each op's time and its source:
 
 * GEMMs (QKV, O, gate/up, down, LM head): the GPU's GEMM table at the per-GPU shape (measured,
   interpolated or extrapolated: :mod:`tpsim.kernels.grid`);
-* decode attention: the generation table at the batch's decode count and mean context;
+* decode attention: the generation table at the batch's decode count and mean context, but at least
+  the table's fastest time plus the batch's KV cache streamed from DRAM at the fastest rate the table
+  shows for caches over twice the L2 (*modelled*, :mod:`tpsim.kernels.streaming`: the table replays
+  one cache, which stays in L2 where it fits; in serving every other layer's KV and weights pass
+  through L2 between two steps);
 * prefill attention: the context table (it holds prefills with no cached context).  A chunk of
   ``q`` tokens after ``c`` cached ones is *modelled* by causal differencing: a prefill of
   ``c + q`` tokens minus one of ``c`` does exactly the chunk's query-key pairs, at the
@@ -32,6 +36,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from math import exp, log
 
+from tpsim.kernels.streaming import decode_attention_floor
 from tpsim.perf.analytical import AnalyticalModel
 from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
 from tpsim.perf.moe_step import DUMMY, MoEStepMixin
@@ -96,6 +101,8 @@ class KernelModel(MoEStepMixin, LatencyModel):
         gemm_dtype = _GEMM_TABLE_DTYPE.get(engine.dtype)
         self.gemm_table = f"gemm.{gemm_dtype}" if gemm_dtype and tables.has(f"gemm.{gemm_dtype}") else None
         self.gemm_dtype = gemm_dtype
+        #: the fastest kernel replayed from a CUDA graph on this GPU: the GEMM table's fastest measurement
+        self.graph_floor_ns = tables.table(self.gemm_table).groups[()].floor_ns if self.gemm_table else 0.0
         kv = "fp8" if engine.kv_cache_dtype == "fp8" else "bfloat16"
         self.kv_dtype = kv
         self.ctx_table = f"context_attention.bfloat16.kv_{kv}"
@@ -108,6 +115,7 @@ class KernelModel(MoEStepMixin, LatencyModel):
         self.heads = (s.heads, s.kv_heads, s.head_dim)
         self._fixed: dict[tuple, float] = {}
         self._curves: dict[int, _DecodeCurve | None] = {}
+        self._kv_stream = False  # the decode KV cache's DRAM streaming floor (None: the table has no such rows)
         self._ctx_ns: dict[int, float] = {}
         self._gen_grid = None
         self.vocab_elements = model.vocab_size  # logits gathered over the whole (padded) vocabulary
@@ -131,11 +139,15 @@ class KernelModel(MoEStepMixin, LatencyModel):
 
     def _mem(self, nbytes: float, eager: bool, kernels: int = 1) -> float:
         """An element-wise kernel: a step's activations that fit in L2 (half of it, leaving room for the
-        weights streaming through) move at L2 bandwidth (``l2_bandwidth_ratio`` x DRAM's)."""
+        weights streaming through) move at L2 bandwidth (``l2_bandwidth_ratio`` x DRAM's); replayed from a
+        CUDA graph each kernel takes at least the fastest kernel the GPU's GEMM table measured that way
+        (a 1-token GEMM: launch, one round trip to memory, the graph's gap)."""
         ratio = self.hardware.perf.l2_bandwidth_ratio
         if ratio > 1.0 and nbytes <= self.roofline.l2_bytes / 2:
             nbytes /= ratio
-        return self.roofline._mem(nbytes, not eager, kernels)[0]
+        t = self.roofline._mem(nbytes, not eager, kernels)[0]
+        floor = kernels * self.graph_floor_ns
+        return floor if not eager and t < floor else t
 
     def _layer_ops(self, n: int, n_real: int, mode: str) -> list[tuple]:
         """(name, component, time, source, FLOPs, bytes) per decoder layer, attention excluded."""
@@ -221,6 +233,10 @@ class KernelModel(MoEStepMixin, LatencyModel):
         return max(diff, alone, kv_read), MODELLED
 
     def _decode_ns(self, d: int, ctx_sum: int) -> float:
+        t = self._decode_table_ns(d, ctx_sum)
+        return max(t, self._kv_floor_ns(ctx_sum))
+
+    def _decode_table_ns(self, d: int, ctx_sum: int) -> float:
         if self.gen_table is None:
             return self.roofline._attention(BatchShape((), d, ctx_sum, 0, d), True)[0]
         curve = self._curves.get(d, False)
@@ -232,6 +248,19 @@ class KernelModel(MoEStepMixin, LatencyModel):
         if t is None:
             t = self.tables.generation_attention(d, mean, *self.heads, "bfloat16", self.kv_dtype).time_ns
         return t
+
+    def _kv_floor_ns(self, ctx_sum: int) -> float:
+        """Decode attention reads its layer's KV cache from DRAM in serving (every other layer's KV and
+        weights pass through L2 between two steps), but the generation table was timed replaying one
+        cache, which stays in L2 where it fits: so a decode takes at least the table's fastest time plus
+        its KV bytes at the fastest rate the same table streams caches larger than twice the L2
+        (:mod:`tpsim.kernels.streaming`); 0 where the table has no such rows."""
+        floor = self._kv_stream
+        if floor is False:
+            grid = self.tables.table(self.gen_table).groups.get(self.heads) if self.gen_table else None
+            floor = self._kv_stream = (decode_attention_floor(grid, self.roofline._kv_bytes_per_token,
+                                                              self.roofline.l2_bytes) if grid is not None else None)
+        return floor.ns(ctx_sum * self.roofline._kv_bytes_per_token) if floor is not None else 0.0
 
     def _attention(self, batch: BatchShape, mode: str) -> float:
         """Attention of one layer: the decode table, the prefill table, and a mixed step modelled."""
@@ -269,8 +298,10 @@ class KernelModel(MoEStepMixin, LatencyModel):
         if not batch.prefill:
             if self.gen_table is None:
                 return "analytical"
-            return self.tables.generation_attention(batch.num_decode, batch.decode_ctx_sum / batch.num_decode,
-                                                    *self.heads, "bfloat16", self.kv_dtype).source
+            d, ctx = batch.num_decode, batch.decode_ctx_sum
+            if self._kv_floor_ns(ctx) > self._decode_table_ns(d, ctx):
+                return MODELLED  # the KV cache streamed from DRAM, not the table's L2-resident replay
+            return self.tables.generation_attention(d, ctx / d, *self.heads, "bfloat16", self.kv_dtype).source
         if batch.num_decode or len(batch.prefill) > 1:
             return MODELLED
         return self._chunk_ns(*batch.prefill[0])[1]

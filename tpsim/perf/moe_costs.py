@@ -7,6 +7,10 @@
   MoE table (AIConfigurator's ``moe_perf``: vLLM 0.19's ``fused_experts`` on one GPU with the rank's
   ``E / ep`` experts at width ``I / expert_tp``, at the gathered token count, ``balanced`` routing);
   other routing policies scale the table by the roofline's ratio to balanced routing (modelled);
+  at least the table's fastest call plus the touched experts' weights streamed from DRAM at the
+  fastest rate the table's rows with more than twice the L2 of touched weights show (modelled where it
+  binds: the table replays one set of weights, which stays in L2 where it fits; in serving the other
+  layers' weights pass through L2 between two steps; :mod:`tpsim.kernels.streaming`);
   without an MoE table for the dtype, the roofline;
 * profile: LLMServingSim's ``moe.csv`` (the whole MoE block: gate, top-k, experts) where the bundle
   has one and each expert is whole on a GPU (``expert_tp`` 1, as it was profiled), read at
@@ -19,6 +23,7 @@ Every op keeps its source (measured / interpolated / extrapolated / modelled / a
 from __future__ import annotations
 
 from tpsim.config.parallel import ParallelLayout
+from tpsim.kernels.streaming import StreamingFloor, streaming_floor
 from tpsim.memory import single_rank
 from tpsim.perf.moe import FUSED_MOE_KERNELS, MoELayer, Routing, expert_roofline
 from tpsim.perf.moe_step import MoECost
@@ -75,6 +80,9 @@ def setup_kernel_moe(model_obj, layout, routing: str) -> None:
     spec = m.model.moe
     balanced = Routing("BALANCED", spec.num_experts, spec.top_k, layer.ep)
 
+    floor = moe_weights_floor(m.tables, m.moe_table, m.roofline.l2_bytes) if m.moe_table else None
+    expert_bytes = 3.0 * layer.hidden * layer.width * m.roofline.wb
+
     def experts(tokens: int, load, eager: bool):
         t_roof, _, f, b = roof(tokens, load, eager)
         if m.moe_table is None:
@@ -85,12 +93,42 @@ def setup_kernel_moe(model_obj, layout, routing: str) -> None:
         if layer.routing.policy == "RAND":  # the table's routing is balanced: scale by the roofline's ratio
             t *= t_roof / roof(tokens, balanced.load(tokens), eager)[0]
             src = MODELLED
+        if floor is not None and floor.ns(load.experts * expert_bytes) > t:
+            t, src = floor.ns(load.experts * expert_bytes), MODELLED  # the weights from DRAM, not L2
         if eager and t < FUSED_MOE_KERNELS * m.launch_ns:
             t = FUSED_MOE_KERNELS * m.launch_ns  # five kernels, each launched from the host
         return t, src, f, b
 
     m.moe_cost = MoECost(m._gemm, m._mem, experts)
     m._moe_cache = {}
+
+
+_FLOORS: dict[tuple, StreamingFloor | None] = {}
+
+
+def moe_weights_floor(tables, name: str, l2_bytes: float) -> StreamingFloor | None:
+    """The fused MoE's DRAM streaming floor from a GPU's MoE table: its fastest call, and the fastest
+    rate at which its balanced rows with more than twice the L2 of touched expert weights read them
+    (touched experts as :class:`~tpsim.perf.moe.Routing` gives them for balanced routing)."""
+    key = (str(tables.folder), name, l2_bytes)
+    if key not in _FLOORS:
+        table = tables.table(name)
+        wb = 1.0 if name.endswith("fp8") else 2.0
+        samples, routings = [], {}
+        for (hidden, inter, top_k, experts, tp, ep, dist), grid in table.groups.items():
+            if dist != "balanced":  # power-law rows put an unknown set of experts on the timed rank
+                continue
+            routing = routings.get((experts, top_k, ep))
+            if routing is None:
+                routing = routings[experts, top_k, ep] = Routing("BALANCED", experts, top_k, ep)
+            per_expert = 3.0 * hidden * (inter // tp) * wb
+            for i, n in enumerate(grid.axes[0]):
+                t = grid.measured((i,))
+                if t is not None:
+                    samples.append((routing.load(n).experts * per_expert, t))
+        fastest = min(grid.floor_ns for grid in table.groups.values())
+        _FLOORS[key] = streaming_floor(samples, fastest, l2_bytes)
+    return _FLOORS[key]
 
 
 def setup_profile_moe(model_obj, layout, routing: str) -> None:
