@@ -1,12 +1,18 @@
 # Paper figures (PDF with embedded fonts + PNG) and the data behind each one (CSV), from the
-# Parquet tables.  One style sheet: tpsim/campaign/tpsim.mplstyle.
+# Parquet tables, the campaign record (matrix order, SLO) and any measured runs it names.  One
+# style sheet: tpsim/campaign/tpsim.mplstyle.
+
+
+def figure_inputs():
+    files = {"campaign": f"{RES}/campaign.json", "style": STYLE, "measured": measured_inputs()}
+    for table in ("capacity", "probes") if CAPACITY else ("runs", "requests"):
+        files[table] = f"{RES}/{table}.parquet"
+    return files
 
 
 rule figures:
     input:
-        runs=f"{RES}/runs.parquet",
-        requests=f"{RES}/requests.parquet",
-        style=STYLE,
+        **figure_inputs(),
     output:
         pdf=figure_outputs("pdf"),
         png=[
