@@ -6,7 +6,8 @@ and ``requests.summary.json`` (tpsim's run summary, read through :mod:`tpsim.io.
 writes
 
 * ``campaign.duckdb`` with the tables ``requests`` (every request of every run, with the run's
-  parameters) and ``runs`` (one row per run: parameters, status, throughput, SLO attainment,
+  parameters; the ITL lists only in ``requests.parquet``, where they are a third of the bytes they
+  would take in the database) and ``runs`` (one row per run: parameters, status, throughput, SLO attainment,
   goodput and overload class (:mod:`~tpsim.campaign.slo`), percentiles of TTFT / TPOT / ITL / latency
   / queuing delay, memory per GPU, provenance; columns in :mod:`~tpsim.campaign.tables`);
 * both tables as Parquet, ``runs`` as CSV, and ``requests`` as CSV only when the campaign asks
@@ -29,7 +30,7 @@ import sys
 from pathlib import Path
 
 from tpsim.campaign import slo as slo_mod
-from tpsim.campaign.outputs import RUN_REQUESTS, TABLE_FILES, TABLES
+from tpsim.campaign.outputs import RUN_REQUESTS, TABLE_FILES
 from tpsim.campaign.tables import (
     METRICS,
     PARAMS,
@@ -114,20 +115,25 @@ def _check_request_files(con, files: list[str]) -> None:
                                  "expected tpsim run --requests-format parquet")
 
 
-def _requests_table(con, rows: list[dict], param_cols: str) -> None:
+def _requests_table(con, rows: list[dict], param_cols: str, targets: dict) -> None:
+    """``requests`` in the database without the ITL lists (they are most of the bytes: about 0.5 MB per
+    300-request run), and the full rows, ITL included, streamed to requests.parquet (and .csv)."""
     _check_request_files(con, [r["requests_file"] for r in rows])
     cols = ", ".join(f"r.{c}" for c in REQUEST_COLUMNS)
-    con.execute(
-        f"""
-        CREATE TABLE requests AS
+    query = f"""
         SELECT {param_cols}, {cols}
-        FROM read_parquet($files, filename = true) r
+        FROM read_parquet({_sql_list([r["requests_file"] for r in rows])}, filename = true) r
         JOIN _files f ON r.filename = f.filename
         JOIN _params p ON p.run_index = f.run_index
-        ORDER BY p.run_index, instance_id, request_id
-        """,
-        {"files": [r["requests_file"] for r in rows]},
-    )
+        ORDER BY p.run_index, instance_id, request_id"""
+    con.execute(f"CREATE TABLE requests AS SELECT * EXCLUDE (itl_ns) FROM ({query})")
+    for fmt, options in (("parquet", "FORMAT parquet, COMPRESSION zstd"), ("csv", "FORMAT csv, HEADER true")):
+        if f"requests_{fmt}" in targets:
+            con.execute(f"COPY ({query}) TO {_sql_text(targets[f'requests_{fmt}'])} ({options})")
+
+
+def _sql_list(items: list[str]) -> str:
+    return "[" + ", ".join(_sql_text(i) for i in items) + "]"
 
 
 def _statistics(con, rows: list[dict], log) -> None:
@@ -216,11 +222,11 @@ def _build(db_path: str, rows: list[dict], targets: dict, slo: slo_mod.SLO | Non
     try:
         param_cols = ", ".join(f'p."{k}"' for k in PARAMS)
         _load_runs(con, rows, log)
-        _requests_table(con, rows, param_cols)
+        _requests_table(con, rows, param_cols, targets)
         _statistics(con, rows, log)
         _slo_table(con, rows, slo)
         _runs_table(con, param_cols)
-        export(con, TABLES, targets)
+        export(con, ("runs",), targets)
         counts = dict(con.execute(
             "SELECT 'runs', count(*) FROM runs UNION ALL SELECT 'requests', count(*) FROM requests").fetchall())
         status = dict(con.execute("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status").fetchall())

@@ -28,12 +28,12 @@ CAPACITY_TABLES = ("capacity", "probes")
 #: a run folder's per-request rows (tpsim run --requests-format parquet; the CSV only on request)
 RUN_REQUESTS = "requests.parquet"
 RUN_CSV = "requests.csv"
-#: the figures of a matrix campaign, in drawing order; each is NAME.pdf, NAME.png and NAME.csv in
-#: results/<campaign>/figures/
-FIGURES = ("ttft_by_tp", "ttft_vs_link_bw", "tpot_vs_link_bw", "throughput_vs_link_bw", "memory_by_tp",
-           "ttft_tpot_cdf")
-#: figures added by a campaign's slo:
-SLO_FIGURES = ("slo_attainment_vs_link_bw", "goodput_vs_link_bw")
+#: candidates for the x axis of a matrix campaign's line figures, in order of preference: the first
+#: the matrix varies (link bandwidth if it does)
+X_KEYS = ("link_bw", "hardware", "rate", "link_latency", "max_num_seqs", "max_num_batched_tokens")
+#: the line figures (METRIC_vs_X), by metric; the SLO ones only for a campaign with slo:
+LINE_FIGURES = ("ttft", "tpot", "throughput")
+SLO_LINE_FIGURES = ("slo_attainment", "goodput")
 #: the figures of a capacity search
 CAPACITY_FIGURES = ("capacity_by_tp", "pareto_throughput_latency", "attainment_vs_rate")
 #: the one style sheet of every campaign figure (package data: read beside this module)
@@ -42,11 +42,24 @@ STYLE = Path(__file__).with_name("tpsim.mplstyle")
 JSON_INDENT = 1
 
 
+def x_key(doc: dict) -> str:
+    """The x axis of a campaign's line figures: the first of X_KEYS its matrix varies."""
+    matrix = doc.get("matrix") or {}
+    return next((k for k in X_KEYS if len(matrix.get(k) or []) > 1), "link_bw")
+
+
 def figures_of(doc: dict) -> tuple[str, ...]:
-    """The figures a campaign (its validated document) draws."""
+    """The figures a campaign (its validated document) draws, in drawing order; each is NAME.pdf,
+    NAME.png and NAME.csv in results/<campaign>/figures/."""
     if "capacity" in doc:
         return CAPACITY_FIGURES
-    return FIGURES + (SLO_FIGURES if doc.get("slo") else ())
+    x = x_key(doc)
+    lines = LINE_FIGURES + (SLO_LINE_FIGURES if doc.get("slo") else ())
+    return ("ttft_by_tp", *(f"{m}_vs_{x}" for m in lines), "memory_by_tp", "ttft_tpot_cdf")
+
+
+#: the figures of the default-shaped campaign (link_bw varies, no slo:)
+FIGURES = figures_of({"matrix": {"link_bw": [1, 2]}})
 
 
 def table_files(doc: dict) -> dict:

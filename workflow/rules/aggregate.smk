@@ -26,7 +26,7 @@ if CAPACITY:
         conda:
             "../envs/tpsim.yaml"
         params:
-            keys=list(TABLE_FILES),
+            tables=list(TABLE_FILES),
         script:
             "../scripts/capacity_tables.py"
 
@@ -45,7 +45,7 @@ else:
         conda:
             "../envs/tpsim.yaml"
         params:
-            keys=list(TABLE_FILES),
+            tables=list(TABLE_FILES),
             slo=CAMPAIGN.doc.get("slo"),
         script:
             "../scripts/aggregate.py"

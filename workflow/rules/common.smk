@@ -45,7 +45,7 @@ try:
 except CampaignError as exc:
     raise WorkflowError(str(exc)) from None
 _PLACEHOLDERS = placeholder_problems(
-    workflow.resource_settings.default_resources.args,
+    getattr(workflow.resource_settings.default_resources, "args", None),
     workflow.resource_settings.overwrite_resources,
 )
 if _PLACEHOLDERS:
