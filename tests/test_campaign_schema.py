@@ -123,7 +123,8 @@ def test_trace_workload_as_string_and_mapping():
 
 def test_defaults_are_filled_in():
     camp = load(good())
-    assert camp.doc["perf_model"] == "analytical" and camp.doc["tpsim_args"] == [] and camp.doc["exclude"] == []
+    assert camp.doc["perf_model"] == "auto" and camp.doc["tpsim_args"] == [] and camp.doc["exclude"] == []
+    assert camp.doc["requests_csv"] is False and "slo" not in camp.doc and "capacity" not in camp.doc
 
 
 def test_schema_file_is_json_schema_2020_12():

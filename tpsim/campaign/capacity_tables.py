@@ -18,6 +18,7 @@ from tpsim.campaign.aggregate import export, logged
 from tpsim.campaign.capacity_job import PROBE_METRICS
 from tpsim.campaign.outputs import CAPACITY_TABLE_FILES, CAPACITY_TABLES
 from tpsim.campaign.tables import PARAMS, AggregateError, fitted
+from tpsim.errors import InputError
 from tpsim.io.files import read_json_file
 
 #: one probe's numbers (capacity_job's record), as columns
@@ -54,13 +55,15 @@ def rows_of(path: str, index: int, log) -> tuple[list, list]:
     if not isinstance(doc, dict) or "probes" not in doc:
         raise AggregateError(f"{path}: not a capacity search result (no 'probes')")
     where = str(Path(path).parent)
-    params = fitted(doc, CONFIG_PARAMS, where, log)
+    params = fitted({k: doc.get(k) for k in CONFIG_PARAMS}, CONFIG_PARAMS, where, log)
     needed = doc.get("memory_needed") or {}
-    outcome = dict(doc, n_probes=len(doc["probes"]), memory_needed_gb=needed.get("needed_gb"))
+    outcome = {k: doc.get(k) for k in OUTCOME}
+    outcome.update(n_probes=len(doc["probes"]), memory_needed_gb=needed.get("needed_gb"))
     at = doc.get("at_capacity") or {}
     row = [index] + params + fitted(outcome, OUTCOME, where, log) + fitted(
         {f"cap_{k}": at.get(k) for k in PROBE}, AT_CAPACITY, where, log)
-    probes = [[index, i] + params + fitted(p, PROBE, f"{where}: probe {i}", log) for i, p in enumerate(doc["probes"])]
+    probes = [[index, i] + params + fitted({k: p.get(k) for k in PROBE}, PROBE, f"{where}: probe {i}", log)
+              for i, p in enumerate(doc["probes"])]
     return row, probes
 
 
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
     outputs = {k: str(Path(args.out_dir) / v) for k, v in CAPACITY_TABLE_FILES.items()}
     try:
         capacity_tables([str(Path(d) / "capacity.json") for d in args.config_dirs], outputs)
-    except (AggregateError, OSError, ValueError) as exc:
+    except (AggregateError, InputError, OSError, ValueError) as exc:
         print(f"capacity_tables: error: {exc}", file=sys.stderr)
         return 1
     return 0

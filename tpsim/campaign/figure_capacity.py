@@ -245,7 +245,7 @@ def fig_attainment(ctx: Context, probes: pd.DataFrame, out: dict) -> None:
     if rates:
         log_axis(axes[0][0], "x", min(rates), max(rates))
     hide_inner_labels(axes)
-    handles = [line_handle(tp_style[tp], f"TP={tp}") for tp in ctx.tps if any(t == tp for t, _ in drawn)]
+    handles = [line_handle(tp_style[tp], f"TP={tp}", dash=False) for tp in ctx.tps if any(t == tp for t, _ in drawn)]
     if len(ctx.x_values) > 1:
         handles += [plt.Line2D([], [], color=NOTE_COLOR, linestyle=DASHES[j % len(DASHES)],
                                label=_series_label(ctx, xv)) for j, xv in enumerate(ctx.x_values)]

@@ -125,9 +125,10 @@ def bar_handle(style: dict, label: str):
                          linewidth=0.4, label=label)
 
 
-def line_handle(style: dict, label: str, marker=True):
+def line_handle(style: dict, label: str, marker=True, dash=True):
+    """A series' legend entry: its colour, marker and (``dash``) line style."""
     return plt.Line2D([], [], color=style["color"], marker=style["marker"] if marker else None,
-                      linestyle=style["dash"], label=label)
+                      linestyle=style["dash"] if dash else "-", label=label)
 
 
 def infeasible_handle(label: str, color=NOTE_COLOR):

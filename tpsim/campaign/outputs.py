@@ -67,3 +67,11 @@ def table_files(doc: dict) -> dict:
     if "capacity" in doc:
         return dict(CAPACITY_TABLE_FILES)
     return {k: v for k, v in TABLE_FILES.items() if doc.get("requests_csv") or k not in CSV_ONLY_ON_REQUEST}
+
+
+def caption_of(name: str) -> str:
+    """The report caption file (``workflow/report/<caption>.rst``) of a figure: one per kind, whatever
+    its x axis (``ttft_vs_link_bw`` and ``ttft_vs_hardware`` share ``ttft_vs``)."""
+    if name in CAPACITY_FIGURES or "_vs_" not in name:
+        return name
+    return name.rsplit("_vs_", 1)[0] + "_vs"

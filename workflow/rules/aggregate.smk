@@ -1,18 +1,6 @@
 # Campaign tables with DuckDB, from the explicit list of run outputs (no globbing).
 
 
-def table_outputs():
-    files = {key: f"{RES}/{name}" for key, name in TABLE_FILES.items()}
-    table_csv = "capacity_csv" if CAPACITY else "runs_csv"
-    files[table_csv] = report(
-        files[table_csv],
-        caption=f"../report/{table_csv.removesuffix('_csv')}.rst",
-        category="Tables",
-        labels={"table": table_csv.removesuffix("_csv")},
-    )
-    return files
-
-
 if CAPACITY:
 
     rule aggregate:

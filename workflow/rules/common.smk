@@ -64,7 +64,9 @@ PYTHON = (
     else sys.executable
 )
 
-CAPACITY = CAMPAIGN.capacity  # a capacity search: one job per configuration, no matrix runs
+CAPACITY = (
+    CAMPAIGN.capacity
+)  # a capacity search: one job per configuration, no matrix runs
 FIGURES = list(outputs.figures_of(CAMPAIGN.doc))
 TABLE_FILES = outputs.table_files(CAMPAIGN.doc)
 STYLE = rel_path(outputs.STYLE)
@@ -149,7 +151,12 @@ def run_params(wildcards):
 
 def simulate_flags(wildcards):
     run = run_of(wildcards)
-    flags = ["--perf-model", CAMPAIGN.doc["perf_model"], "--requests-format", requests_format()]
+    flags = [
+        "--perf-model",
+        CAMPAIGN.doc["perf_model"],
+        "--requests-format",
+        requests_format(),
+    ]
     if run.params["seed"] is not None:
         flags += ["--seed", str(run.params["seed"])]
     return shlex.join(flags + list(CAMPAIGN.doc["tpsim_args"]))
@@ -217,5 +224,43 @@ def capacity_args(wildcards):
         "tpsim-args": CAMPAIGN.doc["tpsim_args"],
     }
     flags = [f"--{k}={json.dumps(v, sort_keys=True)}" for k, v in args.items()]
-    flags += [f"--perf-model={CAMPAIGN.doc['perf_model']}", f"--seed={run.params['seed']}"]
+    flags += [
+        f"--perf-model={CAMPAIGN.doc['perf_model']}",
+        f"--seed={run.params['seed']}",
+    ]
     return shlex.join(flags)
+
+
+def simulate_output():
+    files = {
+        "cluster": f"{RES}/runs/{{run}}/cluster.json",
+        "run": f"{RES}/runs/{{run}}/run.json",
+        "requests": f"{RES}/runs/{{run}}/{outputs.RUN_REQUESTS}",
+        "summary": f"{RES}/runs/{{run}}/requests.summary.json",
+    }
+    if CAMPAIGN.doc["requests_csv"]:
+        files["csv"] = f"{RES}/runs/{{run}}/{outputs.RUN_CSV}"
+    return files
+
+
+def table_outputs():
+    files = {key: f"{RES}/{name}" for key, name in TABLE_FILES.items()}
+    table_csv = "capacity_csv" if CAPACITY else "runs_csv"
+    files[table_csv] = report(
+        files[table_csv],
+        caption=f"../report/{table_csv.removesuffix('_csv')}.rst",
+        category="Tables",
+        labels={"table": table_csv.removesuffix("_csv")},
+    )
+    return files
+
+
+def figure_inputs():
+    files = {
+        "campaign": f"{RES}/campaign.json",
+        "style": STYLE,
+        "measured": measured_inputs(),
+    }
+    for table in ("capacity", "probes") if CAPACITY else ("runs", "requests"):
+        files[table] = f"{RES}/{table}.parquet"
+    return files

@@ -3,13 +3,6 @@
 # style sheet: tpsim/campaign/tpsim.mplstyle.
 
 
-def figure_inputs():
-    files = {"campaign": f"{RES}/campaign.json", "style": STYLE, "measured": measured_inputs()}
-    for table in ("capacity", "probes") if CAPACITY else ("runs", "requests"):
-        files[table] = f"{RES}/{table}.parquet"
-    return files
-
-
 rule figures:
     input:
         **figure_inputs(),
@@ -18,7 +11,7 @@ rule figures:
         png=[
             report(
                 f,
-                caption=f"../report/{name}.rst",
+                caption=f"../report/{outputs.caption_of(name)}.rst",
                 category="Figures",
                 labels={"figure": name},
             )

@@ -12,18 +12,6 @@
 # fraction of a second, and Snakemake's cost per job is of the same order.
 
 
-def simulate_output():
-    files = {
-        "cluster": f"{RES}/runs/{{run}}/cluster.json",
-        "run": f"{RES}/runs/{{run}}/run.json",
-        "requests": f"{RES}/runs/{{run}}/{outputs.RUN_REQUESTS}",
-        "summary": f"{RES}/runs/{{run}}/requests.summary.json",
-    }
-    if CAMPAIGN.doc["requests_csv"]:
-        files["csv"] = f"{RES}/runs/{{run}}/{outputs.RUN_CSV}"
-    return files
-
-
 rule simulate:
     input:
         unpack(run_inputs),
