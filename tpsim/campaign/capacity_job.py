@@ -36,9 +36,11 @@ def probe_key(run_json: str, cluster: str, generate: dict, slo_doc: dict, flags:
     """A hash of everything a probe's outcome depends on besides its rate."""
     import tpsim
 
-    doc = {"run": json.loads(Path(run_json).read_text(encoding="utf-8")), "cluster": file_sha256(cluster),
-           "generate": generate, "slo": slo_doc, "flags": flags, "tpsim": tpsim.__version__}
-    doc["run"].pop("git_dirty", None)  # where the job ran, not what it computes
+    run = json.loads(Path(run_json).read_text(encoding="utf-8"))
+    run.pop("git_dirty", None)  # where the job ran, not what it computes
+    inputs = {name: rec.get("sha256") for name, rec in (run.pop("inputs", None) or {}).items()}  # content, not paths
+    doc = {"run": run, "inputs": inputs, "cluster": file_sha256(cluster), "generate": generate, "slo": slo_doc,
+           "flags": flags, "tpsim": tpsim.__version__}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()[:32]
 
 
@@ -91,9 +93,10 @@ class Prober:
             result = tpsim.run(self.config(str(trace)), sink=sink)
         finally:
             trace.unlink(missing_ok=True)
-        rec = self.record(rate, result.summary, sink.rows, time.perf_counter() - t0)
+        line = json.dumps(self.record(rate, result.summary, sink.rows, time.perf_counter() - t0), sort_keys=True)
         with open(self.args.probes, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
+            f.write(line + "\n")
+        rec = json.loads(line)  # what a resumed job reads back: the same result either way
         self.add(rec)
         return bool(rec["slo_met"])
 
