@@ -26,6 +26,7 @@ from tpsim.campaign.figure_parts import (
     MEASURED_COLOR,
     MEASURED_MARKER,
     bar_handle,
+    blank_y,
     fit_legend,
     grid,
     hide_inner_labels,
@@ -38,6 +39,7 @@ from tpsim.campaign.figure_parts import (
     plt,
     save,
     series_style,
+    set_ylabel,
     write_csv,
 )
 from tpsim.campaign.figure_stats import seed_stats
@@ -74,6 +76,7 @@ class Bars:
                     self._bar(ax, sel.iloc[0], self.x_of(m, i), tp)
             self._measured(ax, model, m, row, x_value)
         ax.set_xticks(np.arange(len(self.ctx.models)), [self.ctx.model_label(m) for m in self.ctx.models])
+        ax.set_xlim(-0.5, len(self.ctx.models) - 0.5)
 
     def _bar(self, ax, r, x: float, tp) -> None:
         st, v = self.style[tp], r["ttft_p50_ms"]
@@ -143,8 +146,11 @@ def fig_ttft_by_tp(ctx: Context, runs: pd.DataFrame, out: dict) -> None:
             ax.set_title(value_label(ctx.x_key, x_value) if ctx.x_key != "link_bw"
                          else f"link {value_label(ctx.x_key, x_value)}")
             if c == 0:
-                ax.set_ylabel("median TTFT (ms)")
-    figure_scale(axes[0][0], bars.values)
+                set_ylabel(ax, "median TTFT (ms)")
+    if bars.values:
+        figure_scale(axes[0][0], bars.values)
+    else:
+        blank_y(axes)
     hide_inner_labels(axes)
     fit_legend(fig, bars.handles(sel))
     save(fig, out["pdf"], out["png"])
@@ -195,9 +201,10 @@ def fig_memory_by_tp(ctx: Context, runs: pd.DataFrame, out: dict) -> None:
                 budget = True
                 values.append(budgets[0])
             ax.set_xticks(range(len(ctx.tps)), [f"TP={tp}" for tp in ctx.tps])
+            ax.set_xlim(-0.5, len(ctx.tps) - 0.5)
             ax.set_title(ctx.model_label(model))
             if c == 0:
-                ax.set_ylabel("memory per GPU (GB)")
+                set_ylabel(ax, "memory per GPU (GB)")
     axes[0][0].set_ylim(0, max([v for v in values if np.isfinite(v)] or [1]) * 1.08)
     hide_inner_labels(axes)
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=color, hatch=hatch, edgecolor="black", linewidth=0.4, label=label)

@@ -26,6 +26,7 @@ from tpsim.campaign.figure_parts import (
     DASHES,
     NOTE_COLOR,
     bar_handle,
+    blank_y,
     fit_legend,
     grid,
     hide_inner_labels,
@@ -38,6 +39,7 @@ from tpsim.campaign.figure_parts import (
     row_notes,
     save,
     series_style,
+    set_ylabel,
     write_csv,
 )
 from tpsim.campaign.figure_stats import seed_stats
@@ -62,6 +64,7 @@ class CapacityBars:
                 if not sel.empty:
                     self._bar(ax, sel.iloc[0], t + (j - (len(self.ctx.x_values) - 1) / 2) * self.width, xv)
         ax.set_xticks(range(len(self.ctx.tps)), [f"TP={tp}" for tp in self.ctx.tps])
+        ax.set_xlim(-0.5, len(self.ctx.tps) - 0.5)
 
     def _bar(self, ax, r, x: float, xv) -> None:
         st = self.style[xv]
@@ -129,8 +132,11 @@ def fig_capacity_by_tp(ctx: Context, capacity: pd.DataFrame, out: dict) -> None:
             bars.draw(ax, ctx.select(data[data["model"] == model], row))
             ax.set_title(ctx.model_label(model))
             if c == 0:
-                ax.set_ylabel("goodput at capacity\n(output tokens/s per GPU)")
-    figure_scale(axes[0][0], bars.values, force_linear=True)
+                set_ylabel(ax, "goodput at capacity (output tokens/s per GPU)")
+    if bars.values:
+        figure_scale(axes[0][0], bars.values, force_linear=True)
+    else:
+        blank_y(axes)
     hide_inner_labels(axes)
     fit_legend(fig, bars.handles())
     save(fig, out["pdf"], out["png"])
@@ -195,7 +201,7 @@ def fig_pareto(ctx: Context, probes: pd.DataFrame, out: dict) -> None:
             if r == len(ctx.rows) - 1:
                 ax.set_xlabel("median TPOT (ms)")
             if c == 0:
-                ax.set_ylabel("output tokens/s per GPU")
+                set_ylabel(ax, "output tokens/s per GPU")
             if ctx.slo is not None and ctx.slo.tpot_ms is not None and ax.axison:
                 ax.axvline(ctx.slo.tpot_ms, color=NOTE_COLOR, linestyle=":", linewidth=0.8)
         row_notes(axes[r], notes)
@@ -216,7 +222,7 @@ def fig_attainment(ctx: Context, probes: pd.DataFrame, out: dict) -> None:
     keys = [*ctx.row_keys, "model", "tp_size", ctx.x_key, "seed"]
     ok = probes[probes["status"] == "ok"].copy()
     ok["slo_attainment_pct"] = ok["slo_attainment"] * 100
-    write_csv(ordered_frame(ctx, ok[keys + ["rate", "slo_attainment_pct", "slo_met", "load"]].sort_values(
+    write_csv(ordered_frame(ctx, ok[keys + ["rate", "status", "slo_attainment_pct", "slo_met", "load"]].sort_values(
         "rate", kind="stable"), keys), out["csv"])
     fig, axes = grid([ctx.row_label(r) for r in ctx.rows], len(ctx.models))
     rates = []
@@ -240,7 +246,7 @@ def fig_attainment(ctx: Context, probes: pd.DataFrame, out: dict) -> None:
             if r == len(ctx.rows) - 1:
                 ax.set_xlabel("request rate (req/s)")
             if c == 0:
-                ax.set_ylabel("SLO attainment (% of requests)")
+                set_ylabel(ax, "SLO attainment (% of requests)")
     axes[0][0].set_ylim(0, 105)
     if rates:
         log_axis(axes[0][0], "x", min(rates), max(rates))

@@ -25,6 +25,7 @@ from tpsim.campaign.figure_parts import (
     row_notes,
     save,
     series_style,
+    set_ylabel,
     write_csv,
 )
 from tpsim.campaign.figure_stats import ecdf_points
@@ -132,7 +133,7 @@ def fig_cdf(ctx: Context, runs: pd.DataFrame, requests: pd.DataFrame, out: dict)
             if r == len(panels) - 1:
                 ax.set_xlabel(f"{label} (ms)")
             if c == 0:
-                ax.set_ylabel("fraction of requests")
+                set_ylabel(ax, "fraction of requests")
         row_notes(axes[r], notes)
     for c, (metric, _) in enumerate(PANELS):
         figure_scale(axes[0][c], cdf.values[metric], which="x")

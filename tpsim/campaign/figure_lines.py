@@ -28,6 +28,7 @@ from tpsim.campaign.figure_parts import (
     row_notes,
     save,
     series_style,
+    set_ylabel,
     write_csv,
 )
 from tpsim.campaign.figure_stats import seed_stats
@@ -46,7 +47,7 @@ METRICS = {
     "tpot": Metric("tpot_p50_ms", "median TPOT (ms)", measured=True),
     "throughput": Metric("output_tokens_per_s_per_gpu", "output tokens/s per GPU"),
     "slo_attainment": Metric("slo_attainment", "SLO attainment (% of requests)", factor=100.0, linear=True),
-    "goodput": Metric("goodput_output_tokens_per_s_per_gpu", "goodput (SLO-meeting output tokens/s per GPU)"),
+    "goodput": Metric("goodput_output_tokens_per_s_per_gpu", "goodput (output tokens/s per GPU)"),
 }
 
 
@@ -179,7 +180,7 @@ def fig_vs_x(ctx: Context, runs: pd.DataFrame, out: dict, name: str) -> None:
             if r == len(ctx.rows) - 1:
                 ax.set_xlabel(AXIS_LABELS[ctx.x_key])
             if c == 0:
-                ax.set_ylabel(metric.label)
+                set_ylabel(ax, metric.label)
         row_notes(axes[r], notes)
     _finish_axes(ctx, axes, panel, metric)
     fit_legend(fig, panel.handles() + _target_handle(ctx, name, axes))

@@ -90,6 +90,26 @@ def _share(axes, mode, which: str) -> None:
                 (ax.sharex if which == "x" else ax.sharey)(lead)
 
 
+#: a y label longer than this (characters) is broken in two lines: it must fit a row of panels' height
+YLABEL_CHARS = 26
+
+
+def set_ylabel(ax, text: str) -> None:
+    """The y label, on two lines when one would be taller than a row of panels."""
+    import textwrap
+
+    ax.set_ylabel(textwrap.fill(text, YLABEL_CHARS) if len(text) > YLABEL_CHARS else text)
+
+
+def blank_y(axes) -> None:
+    """Nothing in the figure has a y value (every run infeasible): no y axis to read, only the marks."""
+    for row in axes:
+        for ax in row:
+            ax.set_yticks([])
+            ax.set_ylabel("")
+            ax.spines["left"].set_visible(False)
+
+
 def hide_inner_labels(axes, y=True) -> None:
     """Panels right of the first column repeat the shared y ticks without their labels."""
     for row in axes:

@@ -11,15 +11,16 @@ and the fraction of requests that must meet all of them (``attainment``, default
 * ``output_tokens_per_s_per_gpu``: every generated token per second per GPU (``num_npus`` x
   instances).
 
-Overload (:func:`load_class`): a run is **overloaded** when its requests arrive faster than it serves
-them, so that its TTFT is set by how long the trace is, not by the system.  The criterion is the
+Overload (:func:`overload`): a run is **overloaded** when its requests arrive faster than it serves
+them, so that its TTFT is set by how long the trace is, not by the system.  The measure is the
 least-squares slope of TTFT against arrival time over the requests that arrive in the second half
 of the arrival window (``ttft_growth``, seconds of TTFT per second of arrivals): in a stable system
 TTFT does not drift, so the slope is near 0; when arrivals outpace service by a factor rho > 1 the
 queue -- and with it the TTFT of each new request -- grows at about rho - 1.  A run is overloaded
 when ``ttft_growth`` > :data:`OVERLOAD_GROWTH` (0.05: arrivals at least ~5 % above what the run
-serves), stable otherwise, and unclassified (NULL) with fewer than :data:`MIN_CLASSIFIED` requests
-in that half.
+serves) **and** that growth over the second half of the window exceeds the median TTFT of the first
+half (the queue at least doubles the TTFT: a short trace's jitter is not a queue); stable otherwise;
+unclassified (NULL) with fewer than :data:`MIN_CLASSIFIED` requests in the second half.
 """
 
 from __future__ import annotations
@@ -87,27 +88,29 @@ def check(doc: dict, valid) -> list[str]:
 def ttft_growth(arrival_ns, ttft_ns) -> float | None:
     """Least-squares slope of TTFT against arrival time over the second half of the arrival window
     (dimensionless); None with fewer than MIN_CLASSIFIED requests there."""
+    return overload(arrival_ns, ttft_ns)[0]
+
+
+def overload(arrival_ns, ttft_ns) -> tuple[float | None, str | None]:
+    """(ttft_growth, 'overloaded' / 'stable' / None) of a run's requests (see the module docstring)."""
     if not arrival_ns:
-        return None
+        return None, None
     lo, hi = min(arrival_ns), max(arrival_ns)
     mid = (lo + hi) / 2
-    pts = [(a, t) for a, t in zip(arrival_ns, ttft_ns) if a >= mid]
-    if len(pts) < MIN_CLASSIFIED:
-        return None
-    n = len(pts)
-    ma = sum(a for a, _ in pts) / n
-    mt = sum(t for _, t in pts) / n
-    sxx = sum((a - ma) ** 2 for a, _ in pts)
+    late = [(a, t) for a, t in zip(arrival_ns, ttft_ns) if a >= mid]
+    if len(late) < MIN_CLASSIFIED:
+        return None, None
+    n = len(late)
+    ma = sum(a for a, _ in late) / n
+    mt = sum(t for _, t in late) / n
+    sxx = sum((a - ma) ** 2 for a, _ in late)
     if sxx == 0:  # every request arrives at once: no arrival rate to outpace
-        return None
-    return sum((a - ma) * (t - mt) for a, t in pts) / sxx
-
-
-def load_class(growth: float | None) -> str | None:
-    """'overloaded', 'stable' or None (unclassified) for a run's :func:`ttft_growth`."""
-    if growth is None:
-        return None
-    return "overloaded" if growth > OVERLOAD_GROWTH else "stable"
+        return None, None
+    growth = sum((a - ma) * (t - mt) for a, t in late) / sxx
+    early = sorted(t for a, t in zip(arrival_ns, ttft_ns) if a < mid)
+    base = early[len(early) // 2] if early else 0
+    overloaded = growth > OVERLOAD_GROWTH and growth * (hi - mid) > base
+    return growth, "overloaded" if overloaded else "stable"
 
 
 def run_stats(req: dict, slo: SLO | None, requests: int | None, simulated_time_s: float | None,
@@ -115,9 +118,9 @@ def run_stats(req: dict, slo: SLO | None, requests: int | None, simulated_time_s
     """The :data:`COLUMNS` of one run from its finished requests (``req``: lists ``arrival_ns``,
     ``ttft_ns``, ``tpot_ns``, ``latency_ns``, ``output_tokens``), the trace's request count, the
     simulated time, the throughput and the GPU count."""
-    growth = ttft_growth(req["arrival_ns"], req["ttft_ns"])
+    growth, load = overload(req["arrival_ns"], req["ttft_ns"])
     out = dict.fromkeys(COLUMNS)
-    out.update(load=load_class(growth), ttft_growth=growth)
+    out.update(load=load, ttft_growth=growth)
     if gpus and output_tokens_per_s is not None:
         out["output_tokens_per_s_per_gpu"] = output_tokens_per_s / gpus
     if slo is None or not requests:
