@@ -2,8 +2,9 @@
 (the slowest and fastest link), seeds pooled.
 
 One row of panels per model (and facet row), TTFT left and TPOT right; each column shares one x
-scale.  Overloaded runs are left out -- their TTFT distribution is set by the trace's length, not by
-the system -- and the panel names them; infeasible runs are named too.  Measured runs are black lines.
+scale.  Overloaded runs are drawn faint -- their TTFT distribution is set by the trace's length, not
+by the system, yet a measured replay of the same trace may be just as overloaded -- and the legend
+says so; infeasible runs are named under the row.  Measured runs are black lines.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tpsim.campaign.figure_stats import ecdf_points
 
 CSV_COLUMNS = ["facet", "model", "tp_size", "x", "metric", "status", "value_ms", "cdf"]
 PANELS = (("ttft", "TTFT"), ("tpot", "TPOT"))
+FAINT_ALPHA, FAINT_WIDTH = 0.45, 0.8  # an overloaded run's CDF
 
 
 
@@ -40,25 +42,20 @@ class CdfPanels:
         self.ctx, self.runs, self.requests, self.xs = ctx, runs, requests, xs
         self.style = series_style(ctx.tps)
         self.rows: list[dict] = []
-        self.drawn_tps, self.drawn_xs, self.measured = set(), set(), False
+        self.drawn_tps, self.drawn_xs, self.measured, self.overloaded = set(), set(), False, False
         self.values = {"ttft": [], "tpot": []}
 
     def draw(self, ax, row: tuple, model, metric: str) -> list[str]:
-        """Draw one panel; return its notes for the row ("TP=2: overloaded at 50 GB/s")."""
-        left_out: dict = {}  # (tp, reason) -> x values
+        """Draw one panel; return its notes for the row ("TP=1: does not fit")."""
+        left_out: dict = {}  # (tp, reason) of what is not drawn
         facet = self.ctx.row_label(row)
         for tp in self.ctx.tps:
             for j, x in enumerate(self.xs):
                 reason = self._series(ax, row, facet, model, tp, j, x, metric)
                 if reason:
-                    left_out.setdefault((tp, reason), []).append(x)
+                    left_out[(tp, reason)] = True
         self._measured(ax, row, model, metric)
-        notes = []
-        for (tp, reason), xs in left_out.items():
-            at = "" if len(xs) == len(self.xs) or reason != "overloaded" else (
-                " at " + ", ".join(value_label(self.ctx.x_key, x) for x in xs))
-            notes.append(f"TP={tp}: {reason}{at}")
-        return note_panel(ax, notes)
+        return note_panel(ax, [f"TP={tp}: {reason}" for tp, reason in left_out])
 
     def _series(self, ax, row, facet, model, tp, j, x, metric) -> str | None:
         """Draw one CDF; return why it is not drawn (None when it is, or when there is no such run)."""
@@ -71,18 +68,19 @@ class CdfPanels:
         if (run["status"] != "ok").all():
             self.rows.append({**base, "status": "infeasible", "value_ms": np.nan, "cdf": np.nan})
             return infeasible_label(run)
-        if "load" in run and (run["load"] == "overloaded").any():
-            self.rows.append({**base, "status": "overloaded", "value_ms": np.nan, "cdf": np.nan})
-            return "overloaded"
+        overloaded = "load" in run and (run["load"] == "overloaded").any()
         d = self.requests[self.requests["run_id"].isin(run["run_id"])]
         if metric == "tpot":
             d = d[d["output_tokens"] > 1]
         if d.empty:
             return None
         xs, ys = ecdf_points(d[f"{metric}_ns"].to_numpy() / 1e6)
-        self.rows += [{**base, "status": "ok", "value_ms": a, "cdf": b} for a, b in zip(xs, ys)]
+        status = "overloaded" if overloaded else "ok"
+        self.rows += [{**base, "status": status, "value_ms": a, "cdf": b} for a, b in zip(xs, ys)]
         ax.step(np.concatenate([[xs[0]], xs]), np.concatenate([[0.0], ys]), where="post",
-                color=self.style[tp]["color"], linestyle=DASHES[j % len(DASHES)], linewidth=1.0)
+                color=self.style[tp]["color"], linestyle=DASHES[j % len(DASHES)],
+                linewidth=FAINT_WIDTH if overloaded else 1.0, alpha=FAINT_ALPHA if overloaded else 1.0)
+        self.overloaded |= bool(overloaded)
         self.values[metric] += [xs[0], xs[-1]]
         self.drawn_tps.add(tp)
         self.drawn_xs.add(j)
@@ -112,6 +110,9 @@ class CdfPanels:
             handles += [plt.Line2D([], [], color="0.3", linestyle=DASHES[j % len(DASHES)],
                                    label=value_label(self.ctx.x_key, x)) for j, x in enumerate(self.xs)
                         if j in self.drawn_xs]
+        if self.overloaded:
+            handles.append(plt.Line2D([], [], color="0.3", linewidth=FAINT_WIDTH, alpha=FAINT_ALPHA,
+                                      label="overloaded (faint)"))
         if self.measured:
             handles += [plt.Line2D([], [], color=MEASURED_COLOR, linewidth=1.3, label=label)
                         for label in self.ctx.measured_runs["label"].drop_duplicates()]

@@ -25,6 +25,7 @@ from tpsim.campaign.figure_parts import (
     measured_handle,
     note_panel,
     overloaded_handle,
+    plt,
     row_notes,
     save,
     series_style,
@@ -33,21 +34,28 @@ from tpsim.campaign.figure_parts import (
 )
 from tpsim.campaign.figure_stats import seed_stats
 
+#: how far apart (in category widths) the TP degrees' points sit over a categorical x axis
+CATEGORY_DODGE = 0.12
+
 
 class Metric:
     """What a line figure plots: a ``runs`` column, its axis label, a scale factor (1 or 100 for
-    percent), whether the axis must stay linear from 0, and a target line (SLO attainment)."""
+    percent), a fixed axis range (None: from the data), whether the axis must be linear from 0 (a
+    value that can be 0, such as goodput, would vanish from a log axis), and whether measured runs
+    have it."""
 
-    def __init__(self, column: str, label: str, factor: float = 1.0, linear: bool = False, measured: bool = False):
-        self.column, self.label, self.factor, self.linear, self.measured = column, label, factor, linear, measured
+    def __init__(self, column: str, label: str, factor: float = 1.0, fixed: tuple | None = None,
+                 linear: bool = False, measured: bool = False):
+        self.column, self.label, self.factor, self.fixed = column, label, factor, fixed
+        self.linear, self.measured = linear, measured
 
 
 METRICS = {
     "ttft": Metric("ttft_p50_ms", "median TTFT (ms)", measured=True),
     "tpot": Metric("tpot_p50_ms", "median TPOT (ms)", measured=True),
     "throughput": Metric("output_tokens_per_s_per_gpu", "output tokens/s per GPU"),
-    "slo_attainment": Metric("slo_attainment", "SLO attainment (% of requests)", factor=100.0, linear=True),
-    "goodput": Metric("goodput_output_tokens_per_s_per_gpu", "goodput (output tokens/s per GPU)"),
+    "slo_attainment": Metric("slo_attainment", "SLO attainment (% of requests)", factor=100.0, fixed=(0, 105)),
+    "goodput": Metric("goodput_output_tokens_per_s_per_gpu", "goodput (output tokens/s per GPU)", linear=True),
 }
 
 
@@ -120,13 +128,17 @@ class LinePanel:
         return note_panel(ax, notes)
 
     def _line(self, ax, okl: pd.DataFrame, tp) -> None:
+        """One TP's points: a line over a numeric x axis; over categories (GPUs) points side by side,
+        unjoined (a line between two GPUs would mean nothing)."""
         col, st = self.metric.column, self.style[tp]
-        xs = [x_position(self.ctx, v) for v in okl[self.ctx.x_key]]
+        dodge = 0.0 if self.ctx.x_numeric else CATEGORY_DODGE * (self.ctx.tps.index(tp) - (len(self.ctx.tps) - 1) / 2)
+        xs = [x_position(self.ctx, v) + dodge for v in okl[self.ctx.x_key]]
         ys = okl[col].astype(float).to_numpy()
         lo, hi = okl["ci_low"].astype(float).to_numpy(), okl["ci_high"].astype(float).to_numpy()
         has_ci = np.isfinite(lo)
         yerr = np.vstack([np.where(has_ci, ys - lo, 0), np.where(has_ci, hi - ys, 0)]) if has_ci.any() else None
-        ax.errorbar(xs, ys, yerr=yerr, color=st["color"], marker=st["marker"], linestyle=st["dash"])
+        ax.errorbar(xs, ys, yerr=yerr, color=st["color"], marker=st["marker"],
+                    linestyle=st["dash"] if self.ctx.x_numeric else "none")
         hollow = (okl["overloaded_runs"] > 0).to_numpy()
         if hollow.any():
             ax.plot(np.asarray(xs)[hollow], ys[hollow], linestyle="none", marker=st["marker"], markerfacecolor="white",
@@ -150,7 +162,9 @@ class LinePanel:
             self.measured = True
 
     def handles(self) -> list:
-        handles = [line_handle(self.style[tp], f"TP={tp}") for tp in self.ctx.tps if tp in self.drawn_tps]
+        handles = [line_handle(self.style[tp], f"TP={tp}") if self.ctx.x_numeric else
+                   plt.Line2D([], [], color=self.style[tp]["color"], marker=self.style[tp]["marker"], linestyle="none",
+                              label=f"TP={tp}") for tp in self.ctx.tps if tp in self.drawn_tps]
         if self.overloaded:
             handles.append(overloaded_handle("line"))
         if self.measured:
@@ -189,10 +203,10 @@ def fig_vs_x(ctx: Context, runs: pd.DataFrame, out: dict, name: str) -> None:
 
 def _finish_axes(ctx: Context, axes, panel: LinePanel, metric: Metric) -> None:
     lead = axes[0][0]
-    if metric.linear:
-        lead.set_ylim(0, 105)
+    if metric.fixed:
+        lead.set_ylim(*metric.fixed)
     else:
-        figure_scale(lead, panel.values)
+        figure_scale(lead, panel.values, force_linear=metric.linear)
     if ctx.x_numeric:
         xs = [float(v) for v in ctx.x_values]
         if ctx.x_key == "link_bw" or (xs and min(xs) > 0 and max(xs) / min(xs) > 8):
@@ -209,7 +223,6 @@ def _target_handle(ctx: Context, name: str, axes) -> list:
     """The required attainment as a dotted line in every panel (SLO attainment only)."""
     if name != "slo_attainment" or ctx.slo is None:
         return []
-    import matplotlib.pyplot as plt
 
     for row in axes:
         for ax in row:

@@ -26,7 +26,7 @@ scale and range per figure (log when its values span more than 30 times); panels
 entries in the campaign's matrix order; units in every label; legends list only what is drawn.
 Means over seeds carry 95 % bootstrap intervals, which stay within the seeds' values
 (:mod:`~tpsim.campaign.figure_stats`); overloaded runs (:mod:`~tpsim.campaign.slo`) are drawn hollow
-(lines), outlined (bars) or left out (CDFs), and the legend or the panel says so; infeasible runs are
+(lines), outlined (bars) or faint (CDFs), and the legend says so; infeasible runs are
 a cross or a note ("TP=1: does not fit"); measured runs are black.  The parts are in
 :mod:`~tpsim.campaign.figure_parts`, :mod:`~tpsim.campaign.figure_context`,
 :mod:`~tpsim.campaign.figure_axes`, :mod:`~tpsim.campaign.figure_stats`; the figures in

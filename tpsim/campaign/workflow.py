@@ -89,9 +89,27 @@ def tpsim_location_warning(workflow_repo: Path) -> str | None:
             f"{found}; install this checkout (pip install -e '{workflow_repo}[workflow]') or put it on PYTHONPATH")
 
 
-def warn(message: str | None) -> None:
-    if message:
-        print(message, file=sys.stderr)
+#: set once the warnings are printed: the processes Snakemake starts that load the workflow again
+#: (``run:`` jobs, cluster jobs) inherit it and stay quiet
+WARNED = "TPSIM_CAMPAIGN_WARNED"
+
+
+def warn(*messages: str | None) -> None:
+    """Print each message on stderr, once per Snakemake invocation (see :data:`WARNED`)."""
+    import os
+
+    if os.environ.get(WARNED):
+        return
+    for message in messages:
+        if message:
+            print(message, file=sys.stderr)
+
+
+def warned() -> None:
+    """Mark the warnings of this invocation printed (for the processes it starts)."""
+    import os
+
+    os.environ[WARNED] = "1"
 
 
 def report_path(argv: list[str]) -> str | None:

@@ -21,6 +21,7 @@ try:
         report_path,
         tpsim_location_warning,
         warn,
+        warned,
     )
     from tpsim.io.writing import atomic_write_json
 except ImportError as exc:
@@ -50,8 +51,8 @@ _PLACEHOLDERS = placeholder_problems(
 )
 if _PLACEHOLDERS:
     raise WorkflowError("\n".join(_PLACEHOLDERS))
-for _line in CAMPAIGN.warnings:
-    warn(_line)
+warn(*CAMPAIGN.warnings)
+warned()  # once per invocation: the processes Snakemake starts that load the workflow again stay quiet
 
 RES = CAMPAIGN.results  # results/<campaign name>
 RUN_IDS = [run.id for run in CAMPAIGN.runs]
