@@ -21,7 +21,14 @@ import pytest
 from test_campaign_links import measured_dir
 from test_campaign_scripts import build_runs, query, run_aggregate
 
-from tpsim.campaign import capacity_job, capacity_tables, figure_axes, figure_parts, figure_stats, figures
+from tpsim.campaign import (
+    capacity_job,
+    capacity_tables,
+    figure_axes,
+    figure_parts,
+    figure_stats,
+    figures,
+)
 from tpsim.campaign.figure_context import context
 from tpsim.campaign.outputs import CAPACITY_TABLE_FILES, figures_of
 

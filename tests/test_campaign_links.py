@@ -50,11 +50,11 @@ def test_a_link_in_the_matrix_wins_and_a_faster_one_than_the_gpu_has_is_a_warnin
     got = {(r.params["hardware"], r.params["link_bw"]): (r.params["link_latency"], r.params["link_source"])
            for r in camp.runs}
     assert got[("A100", 450)] == (5000, "link_bw: matrix, link_latency: catalog")
-    assert camp.warnings == ["campaign c.yaml: warning: link_bw 450 GB/s is more than A100's catalogued NVLink 3 "
-                             "(NVSwitch) (300 GB/s per direction): 1 run is a what-if on a faster link than the GPU has"]
+    assert camp.warnings == [("campaign c.yaml: warning: link_bw 450 GB/s is more than A100's catalogued NVLink 3 "
+                             "(NVSwitch) (300 GB/s per direction): 1 run is a what-if on a faster link than the GPU has")]
     camp = load(sweep(hardware=["RTXPRO6000"], link_latency=[1000, 30000]))
-    assert camp.warnings == ["campaign c.yaml: warning: link_latency 1000 ns is below RTXPRO6000's catalogued PCIe "
-                             "Gen5 x16 (20000 ns): 1 run is a what-if on a faster link than the GPU has"]
+    assert camp.warnings == [("campaign c.yaml: warning: link_latency 1000 ns is below RTXPRO6000's catalogued PCIe "
+                             "Gen5 x16 (20000 ns): 1 run is a what-if on a faster link than the GPU has")]
 
 
 def test_without_a_hardware_sweep_the_base_configs_link_stays():
@@ -144,8 +144,8 @@ def test_a_leftover_placeholder_in_a_campaign_is_refused():
 
 def test_a_workflow_profile_with_placeholders_is_refused_when_the_workflow_loads(tmp_path):
     assert placeholder_problems(["mem_mb=1000", "slurm_account=CHANGE_ME"], {"simulate": {"slurm_partition": "x"}}) \
-        == ["workflow profile: default-resources slurm_account=CHANGE_ME is a placeholder; set slurm_account in the "
-            "profile (workflow/profiles/slurm/config.yaml) or pass --default-resources slurm_account=VALUE"]
+        == [("workflow profile: default-resources slurm_account=CHANGE_ME is a placeholder; set slurm_account in the "
+            "profile (workflow/profiles/slurm/config.yaml) or pass --default-resources slurm_account=VALUE")]
     assert placeholder_problems(None, {"simulate": {"runtime": "CHANGE_ME"}})[0].startswith(
         "workflow profile: set-resources simulate:runtime=CHANGE_ME")
     # the shipped Slurm template, unedited: refused at parse time, nothing submitted

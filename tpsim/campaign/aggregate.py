@@ -103,10 +103,12 @@ def _load_runs(con, rows: list[dict], log) -> None:
 
 def _check_request_files(con, files: list[str]) -> None:
     """Every file is a per-request Parquet file with tpsim's columns (AggregateError naming the first that is not)."""
+    import duckdb
+
     try:
         found = con.execute("SELECT file_name, list(name) FROM parquet_schema($f) GROUP BY file_name",
                             {"f": files}).fetchall()
-    except Exception as exc:  # duckdb.Error: not Parquet, unreadable
+    except duckdb.Error as exc:  # not Parquet, unreadable
         raise AggregateError(f"per-request files: {' '.join(str(exc).split())[:300]}") from None
     for name, columns in found:
         missing = [c for c in REQUEST_COLUMNS if c not in columns]
@@ -287,12 +289,17 @@ def main(argv=None) -> int:
     outputs = {k: str(Path(args.out_dir) / v) for k, v in TABLE_FILES.items()
                if args.requests_csv or k != "requests_csv"}
     dirs = [Path(d) for d in args.run_dirs]
+    return cli_call("aggregate", lambda: aggregate(
+        [str(d / "run.json") for d in dirs], [str(d / RUN_REQUESTS) for d in dirs],
+        [str(d / "requests.summary.json") for d in dirs], outputs, slo=json.loads(args.slo) if args.slo else None))
+
+
+def cli_call(name: str, call) -> int:
+    """A table command's exit status: 0, or 1 with one ``NAME: error: ...`` line for a problem of its inputs."""
     try:
-        aggregate([str(d / "run.json") for d in dirs], [str(d / RUN_REQUESTS) for d in dirs],
-                  [str(d / "requests.summary.json") for d in dirs], outputs,
-                  slo=json.loads(args.slo) if args.slo else None)
+        call()
     except (AggregateError, InputError, OSError, ValueError) as exc:
-        print(f"aggregate: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 1
     return 0
 

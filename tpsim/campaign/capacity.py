@@ -66,7 +66,7 @@ class Settings:
     max_probes: int = DEFAULT_MAX_PROBES
 
     @classmethod
-    def from_doc(cls, doc: dict, start_rate: float) -> "Settings":
+    def from_doc(cls, doc: dict, start_rate: float) -> Settings:
         return cls(start_rate=min(max(start_rate, doc.get("min_rate", DEFAULT_MIN_RATE)),
                                   doc.get("max_rate", DEFAULT_MAX_RATE)),
                    tolerance=doc.get("tolerance", DEFAULT_TOLERANCE),

@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 from tpsim.campaign import slo
-from tpsim.campaign.aggregate import export, logged
+from tpsim.campaign.aggregate import cli_call, export, logged
 from tpsim.campaign.capacity_job import PROBE_METRICS
 from tpsim.campaign.outputs import CAPACITY_TABLE_FILES, CAPACITY_TABLES
 from tpsim.campaign.tables import PARAMS, AggregateError, fitted
-from tpsim.errors import InputError
 from tpsim.io.files import read_json_file
 
 #: one probe's numbers (capacity_job's record), as columns
@@ -118,12 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("config_dirs", nargs="+", help="folders holding capacity.json")
     args = ap.parse_args(argv)
     outputs = {k: str(Path(args.out_dir) / v) for k, v in CAPACITY_TABLE_FILES.items()}
-    try:
-        capacity_tables([str(Path(d) / "capacity.json") for d in args.config_dirs], outputs)
-    except (AggregateError, InputError, OSError, ValueError) as exc:
-        print(f"capacity_tables: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return cli_call("capacity_tables",
+                    lambda: capacity_tables([str(Path(d) / "capacity.json") for d in args.config_dirs], outputs))
 
 
 if __name__ == "__main__":

@@ -48,12 +48,17 @@ BAR_GROUP = 0.8  # width of one model's group of bars
 MAX_CATEGORY_COLUMNS = 4
 
 
+def x_ends(ctx: Context) -> list:
+    """The two ends of the x axis (the slowest and the fastest link; the first and the last GPU)."""
+    xs = ctx.x_values
+    return [xs[0], xs[-1]] if len(xs) > 1 else list(xs)
+
+
 def bar_columns(ctx: Context) -> list:
     """The x values that get a column: both ends of a numeric axis, up to four categories."""
-    xs = ctx.x_values
-    if ctx.x_numeric or len(xs) > MAX_CATEGORY_COLUMNS:
-        return [xs[0], xs[-1]] if len(xs) > 1 else list(xs)
-    return list(xs)
+    if ctx.x_numeric or len(ctx.x_values) > MAX_CATEGORY_COLUMNS:
+        return x_ends(ctx)
+    return list(ctx.x_values)
 
 
 class Bars:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tpsim.campaign.figure_axes import figure_scale
-from tpsim.campaign.figure_bars import bar_columns
+from tpsim.campaign.figure_bars import x_ends
 from tpsim.campaign.figure_context import Context, same_value, value_label
 from tpsim.campaign.figure_parts import (
     DASHES,
@@ -120,7 +120,7 @@ class CdfPanels:
 
 
 def fig_cdf(ctx: Context, runs: pd.DataFrame, requests: pd.DataFrame, out: dict) -> None:
-    xs = bar_columns(ctx)
+    xs = x_ends(ctx)
     panels = [(row, model) for row in ctx.rows for model in ctx.models]
     labels = [f"{ctx.model_label(m)}" + (f", {ctx.row_label(r)}" if r else "") for r, m in panels]
     fig, axes = grid(labels if len(panels) > 1 else [""], 2, sharex="col", sharey=True, row_height=1.7)

@@ -228,5 +228,6 @@ def _target_handle(ctx: Context, name: str, axes) -> list:
         for ax in row:
             if ax.axison:
                 ax.axhline(ctx.slo.attainment * 100, color="black", linestyle=":", linewidth=0.8)
+    thresholds = ctx.slo.describe().split(" for ")[0].replace("<=", "\u2264")
     return [plt.Line2D([], [], color="black", linestyle=":", linewidth=0.8,
-                       label=f"required: {ctx.slo.attainment * 100:g} % ({ctx.slo.describe().split(' for ')[0]})")]
+                       label=f"required: {ctx.slo.attainment * 100:g} %\n({thresholds})")]

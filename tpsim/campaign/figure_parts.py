@@ -95,10 +95,14 @@ YLABEL_CHARS = 26
 
 
 def set_ylabel(ax, text: str) -> None:
-    """The y label, on two lines when one would be taller than a row of panels."""
+    """The y label, on two lines when one would be taller than a row of panels: the quantity, then
+    its unit in parentheses ("SLO attainment" / "(% of requests)")."""
     import textwrap
 
-    ax.set_ylabel(textwrap.fill(text, YLABEL_CHARS) if len(text) > YLABEL_CHARS else text)
+    if len(text) > YLABEL_CHARS:
+        name, sep, unit = text.rpartition(" (")
+        text = f"{name}\n({unit}" if sep and name else textwrap.fill(text, YLABEL_CHARS)
+    ax.set_ylabel(text)
 
 
 def blank_y(axes) -> None:

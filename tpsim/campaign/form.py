@@ -166,8 +166,8 @@ def _bad_text(path, text, what) -> list[tuple[tuple, str]]:
     if not isinstance(text, str):
         return []
     if PLACEHOLDER in text:
-        return [(path, f"{where(path)}: the {what} {show(text)} holds the placeholder {PLACEHOLDER}; "
-                       "replace it with the real value")]
+        return [(path, (f"{where(path)}: the {what} {show(text)} holds the placeholder {PLACEHOLDER}; "
+                       "replace it with the real value"))]
     for i, ch in enumerate(text):
         if unicodedata.category(ch) in _BAD_CATEGORIES:
             name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, f"U+{ord(ch):04X}").lower()

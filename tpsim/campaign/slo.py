@@ -56,7 +56,7 @@ class SLO:
     attainment: float = DEFAULT_ATTAINMENT
 
     @classmethod
-    def from_doc(cls, doc: dict | None) -> "SLO | None":
+    def from_doc(cls, doc: dict | None) -> SLO | None:
         """The campaign's ``slo:`` block (validated), or None when it has none."""
         if not doc:
             return None
