@@ -153,6 +153,7 @@ def errors_of(doc) -> str:
      "capacity: needs a generated workload"),
     ({"capacity": {"min_rate": 5, "max_rate": 5}, "slo": {"ttft_ms": 10}}, "capacity: min_rate 5 must be below max_rate 5"),
     ({"capacity": {"tolerance": 0}, "slo": {"ttft_ms": 10}}, "capacity.tolerance"),
+    ({"capacity": {}, "slo": {"ttft_ms": 10}, "measured": ["x"]}, "measured: a capacity search's figures have no"),
 ])
 def test_slo_and_capacity_mistakes_name_their_key(over, message):
     assert message in errors_of(good(**over))

@@ -37,7 +37,8 @@ SAME_RATE = 1e-9
 
 def check(doc: dict, matrix: dict, generate: dict | None, valid) -> list[str]:
     """What a capacity search needs beyond its schema: an SLO to keep to, a workload it can generate
-    at any rate, no rate in the matrix, and min_rate below max_rate."""
+    at any rate, no rate in the matrix, no measured runs (nothing to draw them beside), and min_rate
+    below max_rate."""
     cap = doc.get("capacity")
     if not isinstance(cap, dict) or not valid("capacity"):
         return []
@@ -49,6 +50,9 @@ def check(doc: dict, matrix: dict, generate: dict | None, valid) -> list[str]:
     if "rate" in matrix:
         problems.append("matrix.rate: a capacity search chooses the rate itself; remove matrix.rate "
                         "(workload.generate.rate is where the search starts)")
+    if doc.get("measured"):
+        problems.append("measured: a capacity search's figures have no measured counterpart (capacity, Pareto front); "
+                        "name measured runs in a matrix campaign")
     if cap.get("min_rate", DEFAULT_MIN_RATE) >= cap.get("max_rate", DEFAULT_MAX_RATE):
         problems.append(f"capacity: min_rate {cap.get('min_rate', DEFAULT_MIN_RATE)!r} must be below max_rate "
                         f"{cap.get('max_rate', DEFAULT_MAX_RATE)!r}")
