@@ -63,6 +63,20 @@ def job_times(workdir: Path) -> dict:
     return by_rule
 
 
+def run_campaign(workdir: Path, campaign: Path, cores: int) -> float | None:
+    """The campaign end to end through Snakemake in ``workdir`` (this checkout's tpsim first on
+    PYTHONPATH); its wall time in s, or None (with the end of its output printed) when it fails."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
+           "--config", f"campaign={campaign}", "--cores", str(cores), "--quiet", "all"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+        return None
+    return time.time() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cores", type=int, default=2)
@@ -71,14 +85,9 @@ def main() -> int:
     WORK.mkdir(parents=True)
     (WORK / "campaign.yaml").write_text(CAMPAIGN)
     subprocess.run([sys.executable, "-m", "compileall", "-q", "tpsim", "workflow/scripts"], cwd=REPO, check=True)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(WORK),
-           "--config", f"campaign={WORK / 'campaign.yaml'}", "--cores", str(args.cores), "--quiet", "all"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, env=env)
-    wall = time.time() - t0
-    if proc.returncode:
-        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+    wall = run_campaign(WORK, WORK / "campaign.yaml", args.cores)
+    if wall is None:
         return 1
 
     res = WORK / "results" / "bench48"

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+# this folder is first on sys.path when run as a script
+from bench_campaign import run_campaign
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -34,14 +34,8 @@ def main() -> int:
     args = ap.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(WORK),
-           "--config", f"campaign={CAMPAIGN}", "--cores", str(args.cores), "--quiet", "all"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, env=env)
-    wall = time.time() - t0
-    if proc.returncode:
-        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+    wall = run_campaign(WORK, CAMPAIGN, args.cores)
+    if wall is None:
         return 1
     res = WORK / "results" / "capacity_h100"
     docs = [json.loads(p.read_text()) for p in sorted(res.glob("runs/**/capacity.json"))]
