@@ -303,3 +303,16 @@ def test_a_300_request_run_takes_under_0_3_mb_and_csv_only_on_request(tmp_path):
     run = res / "runs/model=Qwen--Qwen3-8B/tp=1/link_bw=16"
     assert (run / "requests.csv").read_text().count("\n") == 11 and (run / "requests.parquet").exists()
     assert (res / "requests.csv").read_text().count("\n") == 11
+
+
+def test_the_shipped_moe_campaign_runs_end_to_end(tmp_path):
+    """configs/campaigns/moe_dp_ep.yaml (both Qwen3-30B-A3B models, DP 2 x EP 2, lockstep), at 20 requests and
+    two links: every run ok, both DP ranks' requests in the tables."""
+    doc = yaml.safe_load((REPO / "configs" / "campaigns" / "moe_dp_ep.yaml").read_text())
+    doc["workload"]["generate"]["num_reqs"] = 20
+    doc["matrix"]["link_bw"] = [16, 128]
+    cfg = write_campaign(tmp_path / "moe.yaml", doc)
+    ok(snakemake(tmp_path, "--cores", "2", config=cfg))
+    db = tmp_path / "results/moe_dp_ep/campaign.duckdb"
+    assert query(db, "SELECT status, num_instances, count(*) FROM runs GROUP BY ALL") == [("ok", 2, 4)]
+    assert query(db, "SELECT count(*), count(DISTINCT instance_id) FROM requests") == [(4 * 20, 2)]

@@ -240,3 +240,13 @@ def test_snakemake_refuses_a_bomb_with_one_line(tmp_path, configfile):
         lines = [line for line in out.splitlines() if line.startswith("campaign ")]
         assert lines == [(f"campaign {SOURCE}: more than 100,000 values once its YAML aliases are expanded (a campaign "
                          "has a few hundred; raise the limit with the environment variable TPSIM_CAMPAIGN_MAX_NODES)")]
+
+
+def test_a_path_of_5000_characters_gives_a_short_error_line():
+    """Found by the fuzzer: a missing 5,000-character cluster path was echoed whole (a 5,000-character line)."""
+    doc = {**GOOD, "cluster": "x" * 5000}
+    with pytest.raises(CampaignError) as err:
+        load_campaign(doc, source=SOURCE, roots=[REPO])
+    lines = lines_of(err.value)
+    assert any(line.startswith(f"campaign {SOURCE}: cluster: xxx") and "..." in line and len(line) < 300
+               for line in lines), lines

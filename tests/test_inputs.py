@@ -67,8 +67,9 @@ BAD_CLUSTERS = [
     ("ep_size over tp without dp_group", lambda d: d["nodes"][0]["instances"][0].update(ep_size=2),
      ["instances[0].ep_size", "ep_size (2) > tp_size (1) needs a dp_group"]),
     ("bad engine key", lambda d: d["nodes"][0]["instances"][0].update(max_num_seqs=-3), ["max_num_seqs", ">= 0"]),
-    ("moe", lambda d: d["nodes"][0]["instances"][0].update(model_name="Qwen/Qwen3-30B-A3B"),
-     ["mixture-of-experts model and the MoE latency model is not built yet"]),
+    ("moe experts not divisible", lambda d: d["nodes"][0]["instances"][0].update(
+        model_name="mistralai/Mixtral-8x7B-v0.1", tp_size=3, num_npus=3),
+     ["instances[0].ep_size: ep_size (3, by default tp_size) does not divide mistralai/Mixtral-8x7B-v0.1's 8 experts"]),
 ]
 
 

@@ -143,8 +143,6 @@ def test_mixtral_reads_the_expert_width_from_intermediate_size():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["step", "--model", "Qwen/Qwen3-30B-A3B", "--hardware", "RTXPRO6000", "--decode", "8@100"],
-     "Qwen/Qwen3-30B-A3B is a mixture-of-experts model and the MoE latency model is not built yet"),
     (["profile", "--model", "mistralai/Mixtral-8x7B-v0.1", "--device", "cpu", "--grid", "tiny", "--out", "{out}"],
      "--model mistralai/Mixtral-8x7B-v0.1: a mixture-of-experts model; tpsim profile times dense decoder layers only"),
 ])

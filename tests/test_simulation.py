@@ -12,6 +12,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import random
 
 import pytest
@@ -113,7 +114,9 @@ def workloads(draw):
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     n = draw(st.integers(1, 24))
     block = draw(st.sampled_from([1, 4, 16]))
-    prefixes = [[rng.randrange(1000) for _ in range(rng.randint(0, 80))] for _ in range(3)]
+    # shared token sequences: a later prompt may extend an earlier prompt and its output (as an agentic
+    # turn does), so blocks filled while decoding are looked up too
+    prefixes = [[rng.randrange(1000) for _ in range(rng.randint(0, 260))] for _ in range(3)]
     with_ids = draw(st.booleans())
     trace = []
     t = 0
@@ -123,9 +126,9 @@ def workloads(draw):
         out = rng.randint(1, 40)
         req = {"input_toks": inp, "output_toks": out, "arrival_time_ns": t}
         if with_ids:
-            pre = rng.choice(prefixes)[:inp]
-            req["input_tok_ids"] = pre + [rng.randrange(1000) for _ in range(inp - len(pre))]
-            req["output_tok_ids"] = [rng.randrange(1000) for _ in range(out)]
+            full = rng.choice(prefixes)[:inp + out]
+            full = full + [rng.randrange(1000) for _ in range(inp + out - len(full))]
+            req["input_tok_ids"], req["output_tok_ids"] = full[:inp], full[inp:]
         trace.append(req)
     flags = [
         "--block-size", str(block),
@@ -141,7 +144,8 @@ def workloads(draw):
     return trace, flags, {"mem_size": mem_size_for_blocks(blocks, block)}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("TPSIM_FUZZ_EXAMPLES", 150)), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(workloads())
 def test_fast_path_equals_reference_and_invariants_hold(tmp_path, test_configs, case):
     trace, flags, cluster_kw = case

@@ -16,8 +16,10 @@ from tpsim.errors import InputError
 from tpsim.tracegen import (
     NS_PER_S,
     TraceSpec,
+    TraceStats,
     dumps,
     generate,
+    iter_requests,
     summarize,
     truncated_lognormal_stats,
     write_jsonl,
@@ -323,6 +325,25 @@ def test_write_jsonl_creates_parent_and_replaces_atomically(tmp_path):
     assert len(out.read_text().splitlines()) == 3
     assert sorted(p.name for p in out.parent.iterdir()) == ["t.jsonl"]  # no temp files left
     assert out.stat().st_mode & 0o044  # readable by others as a normal file (umask permitting)
+
+
+def test_streamed_write_equals_the_list_and_a_failure_leaves_nothing(tmp_path):
+    """Generation streams (iter_requests -> write_jsonl, 4,096 lines a write): the same bytes as the list, and an
+    error part-way (here a generator failing after 5,000 requests) leaves neither the file nor a temporary one."""
+    spec = TraceSpec(num_reqs=5000, preset="sharegpt", rate=5, seed=3)
+    out = tmp_path / "t.jsonl"
+    stats = TraceStats()
+    n = write_jsonl(stats.observe(iter_requests(spec)), out)
+    assert out.read_bytes() == dumps(generate(spec)).encode() and n == out.stat().st_size
+    assert stats.summary() == summarize(generate(spec))
+
+    def failing():
+        yield from iter_requests(spec)
+        raise InputError("boom")
+
+    with pytest.raises(InputError, match="boom"):
+        write_jsonl(failing(), tmp_path / "u.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl"]
 
 
 def test_write_jsonl_to_directory_is_input_error(tmp_path):

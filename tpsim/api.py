@@ -47,17 +47,32 @@ def simulate(run: PreparedRun, log=None, debug=None) -> SimResult:
     config = run.config
     has_ids = any(r.token_ids is not None for r in run.requests)
     instances = [Instance(s.config.index, s.engine, s.memory, s.latency, s.config.model_name, s.config.pp_size,
-                          config.fast_forward, has_ids) for s in run.setups]
-    router = Router(config.request_routing_policy, len(instances), config.seed)
+                          config.fast_forward, has_ids, lockstep=s.layout.lockstep) for s in run.setups]
+    groups = lockstep_groups(run.setups, instances)
+    endpoints = len(instances) - sum(len(g.members) for g in groups) + len(groups)
+    router = Router(config.request_routing_policy, endpoints, config.seed)
     interval_ns = int(round(config.log_interval * NS_PER_S))  # 0: no throughput lines, no timeline
     sim = Simulation(
         instances, router, run.requests, run.initial, interval_ns,
         log=log if interval_ns else None, horizon_ns=int(config.max_sim_time * NS_PER_S),
         bytes_per_block=[s.memory.block_size * s.memory.kv_bytes_per_token for s in run.setups],
         weights_bytes=[s.memory.weights_bytes for s in run.setups],
-        debug=debug,
+        debug=debug, groups=groups,
     )
     return sim.run()
+
+
+def lockstep_groups(setups, instances: list[Instance]) -> list:
+    """The DP groups of MoE models, whose ranks step together (:mod:`tpsim.sim.lockstep`)."""
+    from tpsim.sim.lockstep import LockstepGroup
+
+    groups, seen = [], set()
+    for s in setups:
+        layout = s.layout
+        if layout.lockstep and layout.group not in seen:
+            seen.add(layout.group)
+            groups.append(LockstepGroup([instances[i] for i in layout.group]))
+    return groups
 
 
 def _check_outputs_against(run: PreparedRun, out: str) -> None:

@@ -42,12 +42,14 @@ def instance_label(cluster: ClusterConfig, inst: InstanceConfig) -> str:
 
 def build_instances(cluster: ClusterConfig, cli_engine: dict, perf_model: str = "analytical",
                     profile_dir: str | None = None, models=None, hardware=None,
-                    comm_model: str = "auto", notes: list | None = None) -> list[InstanceSetup]:
+                    comm_model: str = "auto", notes: list | None = None,
+                    routing: str = "BALANCED") -> list[InstanceSetup]:
     """One ready instance per cluster-config instance (one per DP rank).
 
     ``cli_engine``: engine settings by instance-key name (the flags); ``models`` / ``hardware``:
     specs given as objects, which win over the catalog for their names; ``notes`` collects keys
-    that change nothing (``ep_size`` on a dense model), for the summary's ``ignored``.
+    that change nothing (``ep_size`` on a dense model), for the summary's ``ignored``; ``routing``:
+    how tokens reach experts (``--expert-routing-policy``, MoE models only).
     """
     models = dict(models or {})
     hardware = dict(hardware or {})
@@ -70,21 +72,13 @@ def build_instances(cluster: ClusterConfig, cli_engine: dict, perf_model: str = 
         engine = engine_for(model, cli_engine, inst.engine_overrides, inst.npu_mem.mem_util, where)
         memory = plan_memory(model, inst.tp_size, inst.pp_size, engine, inst.npu_mem.mem_size_gib,
                              hw.perf.activation_reserve_gib, where, layout)
-        refuse_moe_latency(model, where)
         latency = make_latency_model(perf_model, model=model, hardware=hw, engine=engine, tp=inst.tp_size,
                                      pp=inst.pp_size, mem_bw_gbps=inst.npu_mem.mem_bw_gbps,
                                      link_bw_gbps=cluster.link_bw_gbps, link_latency_ns=cluster.link_latency_ns,
-                                     profile_dir=profile_dir, comm_model=comm_model, where=where)
+                                     profile_dir=profile_dir, comm_model=comm_model, where=where, layout=layout,
+                                     routing=routing)
         setups.append(InstanceSetup(inst, model, hw, engine, memory, latency, layout))
     return setups
-
-
-def refuse_moe_latency(model: ModelSpec, where: str) -> None:
-    """No latency model predicts MoE steps yet (router, fused experts, EP collectives, DP lockstep):
-    a mixture-of-experts model stops here, after its layout and memory were checked."""
-    if model.is_moe:
-        raise NotSupportedError(f"{where}: {model.name} is a mixture-of-experts model and the MoE latency model "
-                                "is not built yet; choose a dense model")
 
 
 def engine_for(model: ModelSpec, cli_engine: dict, overrides: dict, mem_util: float | None, where: str) -> EngineConfig:
@@ -97,21 +91,37 @@ def engine_for(model: ModelSpec, cli_engine: dict, overrides: dict, mem_util: fl
 def standalone(model_name: str, hardware_name: str, *, tp: int = 1, pp: int = 1, engine_keys: dict | None = None,
                perf_model: str = "analytical", mem_bw_gbps: float | None = None, link_bw_gbps: float | None = None,
                link_latency_ns: float | None = None, profile_dir: str | None = None, comm_model: str = "auto",
-               where: str = "") -> tuple[ModelSpec, HardwareSpec, EngineConfig, LatencyModel]:
+               where: str = "", dp: int = 1, ep_size: int | None = None, enable_expert_parallel: bool | None = None,
+               routing: str = "BALANCED") -> tuple[ModelSpec, HardwareSpec, EngineConfig, LatencyModel]:
     """Model, hardware, engine and latency model of one instance outside a cluster config (``tpsim step``,
-    ``tpsim calibrate``); memory bandwidth and link default to the hardware catalog's."""
+    ``tpsim calibrate``); memory bandwidth and link default to the hardware catalog's.  ``dp``, ``ep_size``
+    and ``enable_expert_parallel`` place an MoE model's experts as the cluster-config keys of those names
+    do (the instance is DP rank 0 of ``dp``); the latency model's ``layout`` is the result."""
     from tpsim.config.engine import DEFAULTS
     from tpsim.memory import check_parallelism
 
     model = load_model(model_name)
     hw = load_hardware(hardware_name)
     check_parallelism(model, tp, pp, where)
-    refuse_moe_latency(model, where)
+    layout = standalone_layout(model, hardware_name, tp, pp, dp, ep_size, enable_expert_parallel, where)
     engine = engine_for(model, {**DEFAULTS, **(engine_keys or {})}, {}, None, where)
     latency = make_latency_model(
         perf_model, model=model, hardware=hw, engine=engine, tp=tp, pp=pp,
         mem_bw_gbps=hw.memory_bw_gbps if mem_bw_gbps is None else mem_bw_gbps,
         link_bw_gbps=hw.link_bw_gbps if link_bw_gbps is None else link_bw_gbps,
         link_latency_ns=hw.link_latency_ns if link_latency_ns is None else link_latency_ns,
-        profile_dir=profile_dir, comm_model=comm_model, where=where)
+        profile_dir=profile_dir, comm_model=comm_model, where=where, layout=layout, routing=routing)
     return model, hw, engine, latency
+
+
+def standalone_layout(model: ModelSpec, hardware_name: str, tp: int, pp: int, dp: int, ep_size: int | None,
+                      enable_expert_parallel: bool | None, where: str) -> ParallelLayout:
+    """DP rank 0's layout of ``dp`` identical instances, checked by the cluster config's rules."""
+    from tpsim.config.cluster import InstanceConfig, NpuMem
+
+    mem = NpuMem(1.0, 1.0, 0.0, None)
+    group = "step" if dp > 1 else None
+    instances = [InstanceConfig(i, 0, model.name, hardware_name, mem, tp * pp, tp, pp, None, {}, entry="step",
+                                ep_size=ep_size, enable_expert_parallel=enable_expert_parallel, dp_group=group)
+                 for i in range(dp)]
+    return resolve_layouts(instances, [model] * dp, where)[0][0]

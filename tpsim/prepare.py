@@ -68,7 +68,10 @@ def prepare(config: RunConfig, ignored: list[str], argv: list[str] | None = None
     ]
     setups = build_instances(cluster, config.engine.as_engine_keys(), config.perf_model, config.profile_dir,
                              models=config.models, hardware=config.hardware, comm_model=config.comm_model,
-                             notes=ignored)
+                             notes=ignored, routing=config.expert_routing_policy or "BALANCED")
+    if config.expert_routing_policy is not None and not any(s.model.is_moe for s in setups):
+        ignored.append(f"--expert-routing-policy {config.expert_routing_policy}: ignored (no mixture-of-experts model "
+                       "in the cluster config)")
     inputs = {
         "cluster_config": file_ref(cluster.path, cluster.sha256),
         "models": {s.model.name: file_ref(s.model.source, s.model.sha256) for s in setups},

@@ -34,6 +34,30 @@ MOE_APPROXIMATION = ("Mixture of experts, memory: routed experts placed by vLLM'
                      "EP ranks hold one more), each expert's width split over DP x TP / EP GPUs; routers and "
                      "shared-expert gates replicated at 16 bits; the fused-MoE activation peak estimated on "
                      "DP x max_num_batched_tokens all-gathered rows.")
+MOE_LATENCY_APPROXIMATION = (
+    "Mixture of experts, latency: each MoE layer is vLLM 0.19's: the replicated router GEMM; with DP, an all-gather "
+    "of hidden states and router logits over the DP group before top-k and a reduce-scatter after the experts (its "
+    "default allgather_reducescatter backend; over DP x TP with sequence parallelism when EP is on, TP > 1 and "
+    "DP > 1), sized at the DP-padded token counts; top-k softmax; the fused experts on every gathered token; a TP "
+    "all-reduce where partial sums remain; shared experts on the rank's own tokens. Unequal token counts (eager "
+    "steps, which vLLM runs as one broadcast per rank) are costed as an all-gather / reduce-scatter of the largest "
+    "rank's share from every rank. Expert routing: {routing}; the slowest EP rank sets the layer's time. The fused "
+    "experts come from the instance's latency model: the GPU's MoE kernel table (AIConfigurator's fused_experts, "
+    "balanced routing; other policies scaled by the roofline's ratio), LLMServingSim's moe.csv (the whole MoE block, "
+    "read at its per-rank token and expert counts), or a roofline (each reached expert's weights read once, token x "
+    "top-k work, five kernels). No overlap of the dispatch with compute or of shared with routed experts; router "
+    "logits at the activation dtype.")
+DP_LOCKSTEP_APPROXIMATION = (
+    "DP groups of an MoE model step in lockstep: a step lasts as long as the slowest rank's GPU work plus the host "
+    "time none of them hides, and ends on every rank at once; a rank with nothing scheduled runs a 1-token dummy "
+    "step padded like the others (attention only in a full-graph dummy, no LM head); graph modes and padding are "
+    "synchronised as vLLM's coordinate_batch_across_dp does (lowest mode, pad to the largest count unless eager); "
+    "after the last request a group keeps stepping to the next multiple of 32 steps before it pauses. vLLM's DP "
+    "load balancer (lowest 4 x waiting + running from rank 0, +1 waiting per request it sends) sees the ranks' "
+    "counts as published every 100 ms of simulated time (at multiples of 100 ms: the coordinator's phase is not "
+    "known); the cluster-level routing policy chooses among groups and lone instances. Each step of a group is "
+    "planned by the schedulers' fast path (decode cohorts) but runs of decode steps are not fast-forwarded; with "
+    "pp > 1 a group runs one batch at a time.")
 EP_DEFAULT_APPROXIMATION = ("ep_size absent for an MoE model: LLMServingSim's default ep_size = tp_size (experts split "
                             "whole over the instance's GPUs); vLLM's own default is expert parallelism off (every "
                             "expert sharded by width), which holds the same bytes per GPU.")
@@ -84,7 +108,7 @@ def layout_lines(layout, memory) -> list[str]:
     return lines
 
 
-def _instance_summary(s: InstanceSetup, inst: Instance | None) -> dict:
+def _instance_summary(s: InstanceSetup, inst: Instance | None, lockstep: dict | None = None) -> dict:
     c = s.config
     out = {
         "instance": c.index,
@@ -101,6 +125,8 @@ def _instance_summary(s: InstanceSetup, inst: Instance | None) -> dict:
     }
     if not s.layout.plain:
         out["parallel"] = s.layout.as_dict()
+    if lockstep is not None:
+        out["lockstep"] = lockstep
     if inst is not None:
         peak = inst.kv.peak_used
         out.update({
@@ -170,6 +196,11 @@ def summarize(run, result: SimResult, itl_counts: dict, wall_s: float) -> RunSum
         approximations.append(PP_APPROXIMATION)
     if any(s.model.is_moe for s in setups):
         approximations.append(MOE_APPROXIMATION)
+        routing = next(s.latency.moe.describe() for s in setups if s.latency.moe is not None)
+        approximations.append(MOE_LATENCY_APPROXIMATION.format(
+            routing=f"{routing['routing']} ({routing['skew_model']})"))
+    if result.groups:
+        approximations.append(DP_LOCKSTEP_APPROXIMATION)
     if any(s.layout.ep_source == "default" for s in setups):
         approximations.append(EP_DEFAULT_APPROXIMATION)
     if any(s.engine.dtype == "fp8" and s.hardware.peak_tflops.get("fp8") is None for s in setups):
@@ -177,6 +208,11 @@ def summarize(run, result: SimResult, itl_counts: dict, wall_s: float) -> RunSum
     for s in setups:
         approximations.append(f"instance {s.config.index}: latency model '{s.latency.name}' "
                               f"({s.latency.describe().get('source', s.hardware.source)})")
+    lockstep = {}
+    for g in result.groups:
+        for rank, idx in enumerate(g.indices):
+            lockstep[idx] = {"group_steps": g.steps, "dummy_steps": g.dummy_steps[rank],
+                             "mean_wait_for_slowest_rank": g.summary()["mean_wait_for_slowest_rank"]}
     timeline, timeline_bin_s = _timeline(result)
     if timeline_bin_s is not None and result.interval_ns != int(round(timeline_bin_s * NS_PER_S)):
         approximations.append(f"timeline: bins of {timeline_bin_s:g} s, not --log-interval's "
@@ -185,7 +221,7 @@ def summarize(run, result: SimResult, itl_counts: dict, wall_s: float) -> RunSum
         status="ok",
         tpsim_version=__version__,
         provenance=run.provenance,
-        instances=[_instance_summary(s, inst) for s, inst in zip(setups, instances)],
+        instances=[_instance_summary(s, inst, lockstep.get(s.config.index)) for s, inst in zip(setups, instances)],
         totals={
             "requests": len(run.requests),
             "finished": len(done),

@@ -26,10 +26,12 @@ class CampaignError(ValueError):
     """A campaign that cannot run; the message names the file and the offending key."""
 
 
-def printable(text) -> str:
-    """Text as written when it is printable, else with its unprintable characters escaped (one line)."""
+def printable(text, limit: int = 200) -> str:
+    """Text as written when it is printable, else with its unprintable characters escaped (one line);
+    longer than ``limit`` characters, its middle is cut (an error line stays readable)."""
     text = str(text)
-    return text if text.isprintable() else repr(text)[1:-1]
+    text = text if text.isprintable() else repr(text)[1:-1]
+    return text if len(text) <= limit else text[: limit // 2] + "..." + text[-limit // 2:]
 
 
 def _limit(env: str, default: int) -> int:

@@ -96,10 +96,6 @@ def engine_from_meta(meta: dict, where: str) -> tuple[dict, dict, list[str]]:
     if ek.get("max_model_len") is not None:
         notes.append(f"engine_kwargs.max_model_len={ek['max_model_len']} not applied (tpsim uses the model's "
                      "max_position_embeddings)")
-    for key in ("data_parallel_size",):
-        if ek.get(key) not in (None, 1):
-            notes.append(f"engine_kwargs.{key}={ek[key]}: the cluster config's instances are simulated as given")
-
     kv = meta.get("kv_cache")
     if isinstance(kv, dict):
         if isinstance(kv.get("block_size"), int) and not isinstance(kv["block_size"], bool):
@@ -181,8 +177,27 @@ def _cross_check(args, cluster, meta: dict, settings: dict, notes: list[str]) ->
     if tp_meta is not None and any(i.tp_size != tp_meta for i in cluster.instances):
         notes.append(f"engine_kwargs.tensor_parallel_size={tp_meta} differs from the cluster config's tp_size; "
                      "the cluster config is simulated")
+    _cross_check_dp(cluster, ek, notes)
     if meta.get("model") and models != [meta["model"]]:
         notes.append(f"vllm/meta.json names model {meta['model']!r}; the cluster config names {', '.join(models)}")
+
+
+def _cross_check_dp(cluster, ek: dict, notes: list[str]) -> None:
+    """vLLM's data_parallel_size / enable_expert_parallel against the cluster config's DP groups and EP."""
+    dp = ek.get("data_parallel_size")
+    sizes: dict = {}
+    for i in cluster.instances:
+        sizes[i.dp_group or id(i)] = sizes.get(i.dp_group or id(i), 0) + 1
+    if dp is not None and set(sizes.values()) != {dp}:
+        notes.append(f"engine_kwargs.data_parallel_size={dp} differs from the cluster config's DP group sizes "
+                     f"{sorted(set(sizes.values()))}; the cluster config is simulated")
+    if ek.get("enable_expert_parallel") is True and isinstance(dp, int):
+        for i in cluster.instances:
+            if i.ep_size is not None and i.ep_size != dp * i.tp_size:
+                notes.append(f"engine_kwargs.enable_expert_parallel with data_parallel_size={dp} is EP over "
+                             f"{dp * i.tp_size} GPUs; the cluster config's {i.entry}.ep_size is {i.ep_size}, "
+                             "which is simulated")
+                break
 
 
 def handle(args) -> int:

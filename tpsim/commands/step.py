@@ -8,10 +8,19 @@ Example::
 prints each operation's time on one GPU (per decoder layer, then once per
 step), the split into compute / communication / head / overhead, and where
 each number came from.  ``--json`` prints the same as one JSON object.
+
+A mixture-of-experts model's MoE layers show the router, the dispatch and combine collectives, the
+fused experts and their sources; ``--dp``, ``--ep`` / ``--enable-expert-parallel`` and
+``--expert-routing-policy`` place its experts as a cluster config would, every DP rank running the
+given batch, and the ``moe`` block says which expert load the slowest EP rank carries (the per-rank
+imbalance)::
+
+    tpsim step --model Qwen/Qwen3-30B-A3B-Instruct-2507 --hardware RTXPRO6000 --dp 2 --ep 2 --decode 64@1500
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 
@@ -55,6 +64,13 @@ def register(subparsers) -> None:
     p.add_argument("--comm-model", choices=["measured", "analytical", "auto"], default="auto",
                    help="collectives of the kernels model (default auto: measured on the GPU's catalogued link)")
     p.add_argument("--profile-dir", default=None)
+    p.add_argument("--dp", type=int, default=1, help="MoE: data-parallel ranks, each running this batch (default 1)")
+    p.add_argument("--ep", type=int, default=None,
+                   help="MoE: LLMServingSim's ep_size, the total EP degree over the DP ranks (default tp)")
+    p.add_argument("--enable-expert-parallel", action=argparse.BooleanOptionalAction, default=None,
+                   help="MoE: vLLM's expert parallelism over DP x TP GPUs (off: experts sharded by width)")
+    p.add_argument("--expert-routing-policy", choices=["BALANCED", "RR", "RAND"], default="BALANCED",
+                   help="MoE: how tokens reach experts (default BALANCED)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=handle)
 
@@ -62,12 +78,21 @@ def register(subparsers) -> None:
 def explain_step(args) -> dict:
     from tpsim.build import standalone
     from tpsim.config import typed
-    from tpsim.config.cluster import MAX_GPUS, MAX_LATENCY_NS, MAX_LINK_BW_GBPS, MAX_MEM_BW_GBPS
+    from tpsim.config.cluster import (
+        MAX_GPUS,
+        MAX_INSTANCES,
+        MAX_LATENCY_NS,
+        MAX_LINK_BW_GBPS,
+        MAX_MEM_BW_GBPS,
+    )
     from tpsim.errors import InputError
     from tpsim.perf.base import BatchShape
 
     typed.integer(args.tp, "--tp", 1, MAX_GPUS)
     typed.integer(args.pp, "--pp", 1, MAX_GPUS)
+    typed.integer(args.dp, "--dp", 1, MAX_INSTANCES)
+    if args.ep is not None:
+        typed.integer(args.ep, "--ep", 1, MAX_GPUS)
     for flag, value, most in (("--link-bw", args.link_bw, MAX_LINK_BW_GBPS), ("--mem-bw", args.mem_bw, MAX_MEM_BW_GBPS)):
         if value is not None:
             typed.positive(value, f"{flag} (GB/s)", most)
@@ -82,7 +107,11 @@ def explain_step(args) -> dict:
         engine_keys={"dtype": args.dtype, "kv_cache_dtype": args.kv_cache_dtype}, perf_model=args.perf_model,
         comm_model=args.comm_model,
         mem_bw_gbps=args.mem_bw, link_bw_gbps=args.link_bw, link_latency_ns=args.link_latency,
-        profile_dir=args.profile_dir, where=f"--model {args.model} --tp {args.tp} --pp {args.pp}")
+        profile_dir=args.profile_dir, where=f"--model {args.model} --tp {args.tp} --pp {args.pp}", dp=args.dp,
+        ep_size=args.ep, enable_expert_parallel=args.enable_expert_parallel, routing=args.expert_routing_policy)
+    if (args.dp > 1 or args.ep is not None or args.enable_expert_parallel is not None) and not model.is_moe:
+        raise InputError(f"--dp, --ep and --enable-expert-parallel place experts; {model.name} is dense (a dense "
+                         "model's DP ranks are independent engines: explain one with --tp)")
     for q, c in prefill:
         if q + c > model.max_position_embeddings:
             raise InputError(f"--prefill {q}@{c}: {q + c} tokens exceed {model.name}'s context of "
@@ -95,8 +124,12 @@ def explain_step(args) -> dict:
     link_lat = args.link_latency if args.link_latency is not None else hw.link_latency_ns
     mem_bw = args.mem_bw if args.mem_bw is not None else hw.memory_bw_gbps
     batch = BatchShape.parse(prefill, decode)
-    bd = latency.explain(batch)
-    return {
+    moe = None
+    if latency.moe is not None:
+        bd, moe = _moe_step(latency, batch, args.dp)
+    else:
+        bd = latency.explain(batch)
+    out = {
         "model": model.name,
         "hardware": hw.name,
         "tp": args.tp,
@@ -123,6 +156,25 @@ def explain_step(args) -> dict:
             for op in bd.ops
         ],
     }
+    if moe is not None:
+        out["iteration_ns"] = bd.total_ns
+        out["moe"] = moe
+    return out
+
+
+def _moe_step(latency, batch, dp: int):
+    """DP rank 0's breakdown when every DP rank runs ``batch``, and the MoE layer's facts."""
+    from tpsim.perf.vllm_exec import dp_synchronize
+
+    mode, tokens = dp_synchronize([latency.graph_plan(batch)] * dp)
+    bd = latency.moe_explain(batch, mode, tokens, 0)
+    load = latency.moe_load(tokens)
+    layer = latency.moe
+    info = {**layer.describe(), "dp": dp, "graph_mode": mode, "tokens_per_rank": tokens[0],
+            "tokens_into_experts": layer.gathered(tokens, 0), "moe_layers": latency.model.moe.num_moe_layers,
+            "slowest_ep_rank": {"token_expert_pairs": round(load.pairs, 3), "mean_pairs": round(load.mean_pairs, 3),
+                                "experts_reached": round(load.experts, 3), "imbalance": round(load.imbalance, 4)}}
+    return bd, info
 
 
 def _table(d: dict) -> str:
@@ -144,6 +196,16 @@ def _table(d: dict) -> str:
     lines.append(f"{'per layer: communication':28s} {d['per_layer_comm_ns'] / 1e3:12.2f} us")
     lines.append(f"{'iteration total':28s} {d['total_ns'] / 1e6:12.3f} ms  ({d['num_layers']} layers)")
     lines.append("GPU time by source: " + ", ".join(f"{k} {v:.1%}" for k, v in d["share_by_source"].items()))
+    m = d.get("moe")
+    if m:
+        r = m["slowest_ep_rank"]
+        lines.append(f"MoE: {m['moe_layers']} MoE layers, {m['experts']} experts top-{m['top_k']}, EP {m['ep_size']} "
+                     f"(width {m['expert_width_per_gpu']} per GPU), DP {m['dp']}, {m['graph_mode']} step at "
+                     f"{m['tokens_per_rank']} tokens per rank; {m['tokens_into_experts']} tokens into the experts; "
+                     f"dispatch: {m['dispatch']}")
+        lines.append(f"MoE routing {m['routing']} ({m['skew_model']}): slowest EP rank {r['token_expert_pairs']:g} "
+                     f"token-expert pairs on {r['experts_reached']:g} experts, mean {r['mean_pairs']:g}, "
+                     f"imbalance {r['imbalance']:.3f}")
     return "\n".join(lines)
 
 

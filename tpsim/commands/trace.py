@@ -91,7 +91,7 @@ def register(subparsers) -> None:
 
 
 def handle(args) -> int:
-    from tpsim.tracegen import TraceSpec, generate, summarize, write_jsonl
+    from tpsim.tracegen import TraceSpec, TraceStats, iter_requests, write_jsonl
 
     spec = TraceSpec(
         num_reqs=args.num_reqs, duration_s=args.duration_s, rate=args.rate, arrival=args.arrival,
@@ -103,9 +103,9 @@ def handle(args) -> int:
         max_total_toks=args.max_total_toks, prefix_groups=args.prefix_groups, prefix_len=args.prefix_len,
         token_ids=args.token_ids, vocab_size=args.vocab_size,
     )
-    requests = generate(spec)
-    nbytes = write_jsonl(requests, args.output)
-    s = summarize(requests)
+    stats = TraceStats()
+    nbytes = write_jsonl(stats.observe(iter_requests(spec)), args.output)  # streamed: memory stays flat
+    s = stats.summary()
     print(f"tpsim trace: {s['requests']} requests, arrivals {s['first_arrival_s']:.3f}-{s['last_arrival_s']:.3f} s "
           f"(span {s['span_s']:.3f} s), mean input {s['mean_input_toks']:.1f} tok, "
           f"mean output {s['mean_output_toks']:.1f} tok -> {args.output} ({nbytes / 1e6:.2f} MB)")

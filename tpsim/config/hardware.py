@@ -105,6 +105,26 @@ def _capability(value, where: str) -> str:
     return text
 
 
+def _perf_values(perf: dict, where: str) -> dict:
+    """The ``perf_model`` mapping's values, checked field by field (fractions of peak at most 1)."""
+    values = {}
+    for key, fdef in _PERF_FIELDS.items():
+        if key not in perf:
+            if fdef.default is not MISSING:
+                continue
+            raise InputError(f"{where}: missing field 'perf_model.{key}'")
+        allow_zero = key.endswith("_ns") or key.endswith("_gib") or key in _MAY_BE_ZERO
+        values[key] = _number(perf[key], f"{where}: perf_model.{key}", allow_zero=allow_zero)
+        if key.endswith("efficiency") and values[key] > 1:
+            raise InputError(f"{where}: perf_model.{key} is a fraction of peak and must be <= 1, got {values[key]}")
+        if key in _INTEGER_KEYS:
+            values[key] = int(values[key])
+    unknown = sorted(set(perf) - set(_PERF_FIELDS))
+    if unknown:
+        raise InputError(f"{where}: unknown perf_model keys {unknown}; known: {sorted(_PERF_FIELDS)}")
+    return values
+
+
 def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
     if not isinstance(doc, dict):
         raise InputError(f"{where}: expected a YAML mapping with 'spec' and 'perf_model'")
@@ -129,21 +149,7 @@ def parse_hardware(doc: dict, name: str, where: str) -> HardwareSpec:
     for key in ("kind", "link_bw_gbps", "link_latency_ns"):
         if key not in ic:
             raise InputError(f"{where}: missing field 'spec.interconnect.{key}'")
-    values = {}
-    for key, fdef in _PERF_FIELDS.items():
-        if key not in perf:
-            if fdef.default is not MISSING:
-                continue
-            raise InputError(f"{where}: missing field 'perf_model.{key}'")
-        allow_zero = key.endswith("_ns") or key.endswith("_gib") or key in _MAY_BE_ZERO
-        values[key] = _number(perf[key], f"{where}: perf_model.{key}", allow_zero=allow_zero)
-        if key.endswith("efficiency") and values[key] > 1:
-            raise InputError(f"{where}: perf_model.{key} is a fraction of peak and must be <= 1, got {values[key]}")
-        if key in _INTEGER_KEYS:
-            values[key] = int(values[key])
-    unknown = sorted(set(perf) - set(_PERF_FIELDS))
-    if unknown:
-        raise InputError(f"{where}: unknown perf_model keys {unknown}; known: {sorted(_PERF_FIELDS)}")
+    values = _perf_values(perf, where)
     return HardwareSpec(
         name=name,
         description=str(doc.get("description", name)),

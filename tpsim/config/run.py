@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from tpsim.argspec import flag, flag_values
 from tpsim.errors import InputError, NotSupportedError
+from tpsim.perf.moe import ROUTING_POLICIES
 
 DEFAULT_CLUSTER = "configs/cluster/single_node_single_instance.json"
 #: simulated horizon (--max-sim-time): no realistic run reaches it; it bounds hostile traces
@@ -47,7 +48,6 @@ IGNORED_FLAGS = {
     "enable_block_copy": "LLMServingSim's trace-generation shortcut; tpsim has no traces to copy",
     "inputs_root": "tpsim generates no ASTRA-Sim inputs",
     "cleanup_inputs": "tpsim generates no ASTRA-Sim inputs",
-    "expert_routing_policy": "expert routing only matters for MoE models, which tpsim rejects",
 }
 
 
@@ -114,7 +114,6 @@ class LLMServingSimFlags:
     enable_block_copy: bool | None = field(default=None, metadata=flag(group=_COMPAT, kind="switch", hidden=True))
     inputs_root: str | None = field(default=None, metadata=flag(group=_COMPAT, hidden=True))
     cleanup_inputs: bool | None = field(default=None, metadata=flag(group=_COMPAT, kind="switch", hidden=True))
-    expert_routing_policy: str | None = field(default=None, metadata=flag(group=_COMPAT, hidden=True))
 
     def check(self) -> list[str]:
         """Raise on an unsupported feature; return the 'ignored' lines for the summary."""
@@ -169,6 +168,10 @@ class RunConfig:
         "(alpha-beta on the cluster config's link_bw / link_latency) or auto (measured when the link is the GPU's "
         "catalogued interconnect, else analytical; default auto)", group=_SIM,
         choices=("measured", "analytical", "auto")))
+    expert_routing_policy: str | None = field(default=None, metadata=flag(
+        "mixture-of-experts models: how tokens reach experts (LLMServingSim's policies): BALANCED (default: every EP "
+        "rank gets its share), RR (round robin, the same loads as BALANCED) or RAND (uniform random: the slowest EP "
+        "rank sets the step)", group=_SIM, choices=ROUTING_POLICIES))
     profile_dir: str | None = field(default=None, metadata=flag(
         "folder of measured profile bundles (<hardware>/<model>/<variant>/tp<N>/)", group=_SIM))
     seed: int = field(default=42, metadata=flag("seed for RAND routing (default 42)", group=_SIM))

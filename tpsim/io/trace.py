@@ -13,18 +13,25 @@ Agentic session (sub-request k+1 is released when k finishes plus its tool time)
 Request ids are assigned in file order (a session reserves one id per
 sub-request); requests are then ordered by arrival.  Every problem is reported
 with the file and line number.
+
+Parsing: a flat request line is decoded by msgspec straight into typed fields (C speed, token ids
+included); any line it does not take as-is (a session, an integral float such as ``12.0``, a huge
+token id, a bad value) is parsed again by the strict standard-library path, which either accepts
+it or raises the one-line error naming the field.  The fast path accepts only lines the strict path
+accepts, with the same result, so the errors and the accepted language are the strict path's.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from tpsim.config import typed
 from tpsim.config.typed import MAX_INT32, MAX_INT64
 from tpsim.errors import InputError
-from tpsim.hashing import sha256_file
 from tpsim.io.files import MAX_TRACE_LINE_BYTES, parse_json, show_path
 
 _FLAT_KEYS = {"input_toks", "output_toks", "arrival_time_ns", "input_tok_ids", "output_tok_ids"}
@@ -66,7 +73,7 @@ def _ids(obj: dict, key: str, expected: int, where: str) -> list | None:
     ids = obj.get(key)
     if ids is None:
         return None
-    if not isinstance(ids, list) or not all(type(t) is int for t in ids):
+    if not isinstance(ids, list) or not set(map(type, ids)) <= {int}:  # bool is not int here
         raise InputError(f"{where}: field '{key}' must be a list of integer token ids")
     if len(ids) != expected:
         counted = key.replace("_tok_ids", "_toks")
@@ -117,6 +124,41 @@ def _request(obj: dict, rid: int, arrival: int, where: str, known: set) -> Trace
     return TraceRequest(rid, inp, out, arrival, token_ids, inp if in_ids is not None else 0)
 
 
+class _FlatLine(msgspec.Struct, forbid_unknown_fields=True):
+    """A flat request line as msgspec decodes it (ints are JSON integers, never floats or booleans)."""
+
+    input_toks: int
+    output_toks: int
+    arrival_time_ns: int
+    input_tok_ids: list[int] | None = None
+    output_tok_ids: list[int] | None = None
+
+
+_decode_flat = msgspec.json.Decoder(_FlatLine).decode
+
+
+def _fast_request(raw: bytes, rid: int) -> TraceRequest | None:
+    """The request on a valid flat line, or None: the strict path then decides (and explains)."""
+    try:
+        line = _decode_flat(raw)
+    except (msgspec.DecodeError, ValueError):
+        return None
+    inp, out = line.input_toks, line.output_toks
+    if not (1 <= inp <= MAX_INT32 and 1 <= out <= MAX_INT32 and 0 <= line.arrival_time_ns <= MAX_INT64):
+        return None
+    in_ids, out_ids = line.input_tok_ids, line.output_tok_ids
+    if in_ids is None:
+        return TraceRequest(rid, inp, out, line.arrival_time_ns, None, 0)
+    if len(in_ids) != inp or (out_ids is not None and len(out_ids) != out):
+        return None
+    return TraceRequest(rid, inp, out, line.arrival_time_ns, in_ids + out_ids if out_ids is not None else in_ids, inp)
+
+
+def _past_horizon(arrival: int, max_arrival_ns: int, where: str):
+    raise InputError(f"{where}: arrival_time_ns {arrival:,} is past the simulated horizon ({max_arrival_ns:,} ns); "
+                     "raise --max-sim-time if the trace really is that long")
+
+
 def load_trace(path: str | Path, num_reqs: int = 0, max_arrival_ns: int = MAX_INT64) -> Trace:
     """Read and validate a JSONL trace; ``num_reqs > 0`` keeps only the first lines.
 
@@ -133,15 +175,31 @@ def load_trace(path: str | Path, num_reqs: int = 0, max_arrival_ns: int = MAX_IN
     requests: list[TraceRequest] = []
     initial: list[TraceRequest] = []
     lines = 0
+    digest = hashlib.sha256()  # the whole file, read once
     with handle:
         for lineno, raw in enumerate(iter(lambda: handle.readline(MAX_TRACE_LINE_BYTES + 1), b""), 1):
-            where = f"{shown}:{lineno}"
+            digest.update(raw)
             if len(raw) > MAX_TRACE_LINE_BYTES:
-                raise InputError(f"{where}: line longer than {MAX_TRACE_LINE_BYTES:,} bytes; one request per line")
+                raise InputError(f"{shown}:{lineno}: line longer than {MAX_TRACE_LINE_BYTES:,} bytes; "
+                                 "one request per line")
+            if num_reqs and lines >= num_reqs:
+                if raw.strip():
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):  # hash the rest unread
+                        digest.update(chunk)
+                    break
+                continue
+            if b'"sub_requests"' not in raw:
+                req = _fast_request(raw, len(requests))
+                if req is not None:
+                    if req.arrival_ns > max_arrival_ns:
+                        _past_horizon(req.arrival_ns, max_arrival_ns, f"{shown}:{lineno}")
+                    lines += 1
+                    requests.append(req)
+                    initial.append(req)
+                    continue
             if not raw.strip():
                 continue
-            if num_reqs and lines >= num_reqs:
-                break
+            where = f"{shown}:{lineno}"
             lines += 1
             try:
                 line = raw.decode("utf-8")
@@ -153,8 +211,7 @@ def load_trace(path: str | Path, num_reqs: int = 0, max_arrival_ns: int = MAX_IN
                 raise InputError(f"{where}: expected a JSON object per line")
             arrival = _int_field(obj, "arrival_time_ns", where, 0)
             if arrival > max_arrival_ns:
-                raise InputError(f"{where}: arrival_time_ns {arrival:,} is past the simulated horizon "
-                                 f"({max_arrival_ns:,} ns); raise --max-sim-time if the trace really is that long")
+                _past_horizon(arrival, max_arrival_ns, where)
             if "sub_requests" in obj:
                 _session(obj, arrival, where, requests, initial, lines)
             else:
@@ -166,7 +223,7 @@ def load_trace(path: str | Path, num_reqs: int = 0, max_arrival_ns: int = MAX_IN
     initial.sort(key=lambda r: (r.arrival_ns, r.request_id))
     return Trace(
         path=str(path),
-        sha256=sha256_file(p),  # read again: a trace is hashed in 1 MiB chunks, never held twice
+        sha256=digest.hexdigest(),
         requests=requests,
         initial=initial,
         num_lines=lines,

@@ -34,13 +34,18 @@ from tpsim.memory import ShardShape
 from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
 from tpsim.perf.collectives import p2p_ns
 from tpsim.perf.comm import RingComm
+from tpsim.perf.moe_step import DUMMY, MoEStepMixin
+from tpsim.perf.vllm_exec import EAGER, FULL, PIECEWISE
 
 
-class AnalyticalModel(LatencyModel):
+class AnalyticalModel(MoEStepMixin, LatencyModel):
     name = "analytical"
 
     def __init__(self, model: ModelSpec, hardware: HardwareSpec, engine: EngineConfig, tp: int, pp: int,
-                 mem_bw_gbps: float, link_bw_gbps: float, link_latency_ns: float, comm=None):
+                 mem_bw_gbps: float, link_bw_gbps: float, link_latency_ns: float, comm=None, layout=None,
+                 routing: str = "BALANCED", moe: bool = True):
+        """``layout`` places an MoE model's experts (default: one instance, EP off); ``moe=False`` builds
+        only the dense ops (the roofline another model takes its element-wise costs from)."""
         p = hardware.perf
         #: collectives (tpsim.perf.comm); the ring on the configured link unless a fitted or measured model is given
         self.comm = comm if comm is not None else RingComm(link_bw_gbps, link_latency_ns, engine.act_bytes)
@@ -82,6 +87,10 @@ class AnalyticalModel(LatencyModel):
         self._kv_head_bytes_per_token = 2.0 * s.head_dim * self.kvb  # K and V of one KV head, one layer
         self.l2_bytes = hardware.l2_cache_mib * (1 << 20)
         self.l2_cost = 1.0 / p.l2_bandwidth_ratio if p.l2_bandwidth_ratio > 0 else 0.0
+        if moe and model.is_moe:
+            from tpsim.perf.moe_costs import setup_analytical_moe
+
+            setup_analytical_moe(self, layout, routing)
 
     # ----------------------------------------------------------------- op costs
     def _kernel_time(self, t: float, graph: bool) -> float:
@@ -211,6 +220,8 @@ class AnalyticalModel(LatencyModel):
         return batch.num_tokens <= self.max_graph_batch
 
     def explain(self, batch: BatchShape) -> Breakdown:
+        if self.moe is not None:
+            return self.moe_explain(batch)
         n = batch.num_tokens
         graph = self._is_graph(batch)
         layers = self.num_layers
@@ -241,12 +252,16 @@ class AnalyticalModel(LatencyModel):
         return cached
 
     def iteration_ns(self, batch: BatchShape) -> int:
+        if self.moe is not None:
+            return self.moe_iteration_ns(batch)
         graph = self._is_graph(batch)
         fixed = self._fixed_ns(batch.num_tokens, batch.num_sampled, batch.num_seqs, graph)
         gpu = fixed + self._attention(batch, graph and not batch.prefill)[0] * self.num_layers
         return int(round(gpu + self._host_visible_ns(gpu, batch.num_seqs)))
 
     def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
+        if self.moe is not None:
+            return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max)
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(num_decode, num_decode, num_decode, graph)
         f = self._attn_flop_per_pair * ctx_sum / self.attn_flops
@@ -256,6 +271,8 @@ class AnalyticalModel(LatencyModel):
 
     def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
                      ends: list) -> None:
+        if self.moe is not None:
+            return LatencyModel.decode_steps(self, num_decode, ctx_sum, ctx_max, t, steps, bound, ends)
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(num_decode, num_decode, num_decode, graph)
         pair, flops, kvt, bw = self._attn_flop_per_pair, self.attn_flops, self._kv_bytes_per_token, self.attn_bw
@@ -293,4 +310,35 @@ class AnalyticalModel(LatencyModel):
             "params": {k: getattr(p, k) for k in p.__dataclass_fields__},
             "provenance": self.hardware.provenance,
             "comm": self.comm.describe(),
+            **({"moe": self.moe.describe()} if self.moe is not None else {}),
         }
+
+    # ----------------------------------------------------------------- MoE (tpsim.perf.moe_step)
+    def graph_plan(self, batch: BatchShape | None) -> tuple[str, int, int]:
+        """The roofline's own rule (graphs up to ``max_graph_batch`` tokens, no padding inside a rank)."""
+        shape = batch if batch is not None else DUMMY
+        n = shape.num_tokens
+        mode = EAGER if n > self.max_graph_batch else PIECEWISE if shape.prefill else FULL
+        return mode, n, n
+
+    def host_visible_ns(self, gpu_ns: float, num_seqs: int) -> float:
+        return self._host_visible_ns(gpu_ns, num_seqs)
+
+    def _nops_layer(self, n: int, n_real: int, mode: str) -> list[tuple]:
+        return [(name, comp, t, "analytical", f, b, bound)
+                for name, comp, (t, f, b, bound) in self._layer_ops(n, mode != EAGER)]
+
+    def _nops_head(self, n: int, num_seqs: int, mode: str) -> list[tuple]:
+        return [(name, comp, t, "analytical", f, b, bound)
+                for name, comp, (t, f, b, bound) in self._head_ops(n, num_seqs, num_seqs, mode != EAGER)]
+
+    def _attn_time(self, batch: BatchShape | None, mode: str) -> float:
+        if batch is None:  # a dummy step builds attention metadata only for a FULL graph
+            return self._attention(DUMMY, True)[0] if mode == FULL else 0.0
+        return self._attention(batch, mode == FULL)[0]
+
+    def _attn_op(self, batch: BatchShape | None, mode: str) -> tuple:
+        if batch is None and mode != FULL:
+            return ("attention", "layer", 0.0, "analytical", 0.0, 0.0, "memory")
+        t, f, b, bound = self._attention(batch if batch is not None else DUMMY, mode == FULL)
+        return ("attention", "layer", t, "analytical", f, b, bound)

@@ -58,7 +58,8 @@ LLMServingSim format (read only)
 (``prefill_chunk,kv_prefill,n_decode,kv_decode,time_us``), optional
 ``tp<N>/skew.csv`` (raw shots, not read) and ``tp<N>/skew_fit.csv``
 (``pc,n_label,skew_rate_label,kv_big_label,kp_label,alpha,n_samples``), and
-``meta.yaml`` one level up (in the variant folder) carrying ``gpu``,
+optional ``tp<N>/moe.csv`` (``tokens,activated_experts,time_us``: the MoE block,
+:mod:`tpsim.perf.moe_table`), and ``meta.yaml`` one level up (in the variant folder) carrying ``gpu``,
 ``profiled_at``, ``skew_fit.bucket_axes`` and ``skew_fit.per_tp[N].alpha_default``.
 Its times are *kernel* times: vLLM's layer-wise profiler sums the CUDA kernel
 durations inside each module, so launch gaps are not in them (the latency
@@ -77,6 +78,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tpsim.errors import InputError
+from tpsim.perf.bundle_csv import (  # the shared tables and sources (profile.py imports them from here)
+    EXTRAPOLATED,
+    INTERPOLATED,
+    MEASURED,
+    Table1D,
+    _int_cell,
+    _read_csv,
+    _time_cell,
+    worst,
+)
 from tpsim.perf.bundle_paths import bundle_dir, locate, variant_name  # noqa: F401 (re-exported)
 
 FORMAT_NAME = "tpsim"
@@ -86,61 +97,6 @@ DENSE_COLUMNS = ("layer", "tokens", "time_us", "graph_time_us")
 PER_SEQUENCE_COLUMNS = ("layer", "sequences", "time_us", "graph_time_us")
 ATTENTION_COLUMNS = ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us", "graph_time_us")
 SKEW_FIT_COLUMNS = ("pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label", "alpha")
-
-#: where a number came from, best first
-MEASURED, INTERPOLATED, EXTRAPOLATED = "measured", "interpolated", "extrapolated"
-_RANK = {MEASURED: 0, INTERPOLATED: 1, EXTRAPOLATED: 2}
-
-
-def worst(*sources: str) -> str:
-    """The least exact of several sources (measured < interpolated < extrapolated)."""
-    return max(sources, key=_RANK.__getitem__)
-
-
-# --------------------------------------------------------------------------- tables
-@dataclass
-class Table1D:
-    """A piecewise-linear function on sorted integer keys (values in ns).
-
-    Exact at the keys, linear between neighbours, the first value below the
-    smallest key, and beyond the largest key a line through the top two
-    points (slope clamped at >= 0: more work never takes less time).
-    """
-
-    keys: list[int]
-    values: list[float]
-
-    def value(self, x: float) -> float:
-        keys = self.keys
-        i = bisect_left(keys, x)
-        n = len(keys)
-        if i < n and keys[i] == x:
-            return self.values[i]
-        if i == 0 or n == 1:
-            return self.values[0]  # below the grid (or a single point): clamp
-        if i == n:
-            x0, x1 = keys[-2], keys[-1]
-            y0, y1 = self.values[-2], self.values[-1]
-            slope = (y1 - y0) / (x1 - x0)
-            return y1 + (slope if slope > 0 else 0.0) * (x - x1)
-        x0 = keys[i - 1]
-        y0 = self.values[i - 1]
-        return y0 + (self.values[i] - y0) * (x - x0) / (keys[i] - x0)
-
-    def source(self, x: float) -> str:
-        keys = self.keys
-        i = bisect_left(keys, x)
-        if i < len(keys) and keys[i] == x:
-            return MEASURED
-        return INTERPOLATED if 0 < i < len(keys) else EXTRAPOLATED
-
-    def lookup(self, x: float) -> tuple[float, str]:
-        return self.value(x), self.source(x)
-
-    @property
-    def max_key(self) -> int:
-        return self.keys[-1]
-
 
 @dataclass
 class AttentionSlice:
@@ -354,6 +310,7 @@ class Bundle:
     hardware: str = ""
     model: str = ""
     variant: str = ""
+    moe: object | None = None  # LLMServingSim's moe.csv (tpsim.perf.moe_table.MoETable), where present
 
     def describe(self) -> dict:
         m = self.meta
@@ -374,67 +331,11 @@ class Bundle:
             "attention_rows": self.attention.num_rows() if self.attention else 0,
             "graph_timings": bool(self.dense_graph or self.per_sequence_graph or self.attention_graph),
             "skew_correction": self.skew is not None,
+            **({"moe_rows": self.moe.num_rows} if self.moe is not None else {}),
         }
 
 
 # --------------------------------------------------------------------------- reading
-def _read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
-    """Rows of a CSV as (line number, {column: text}); checks the header."""
-    if not path.is_file():
-        raise InputError(f"{path}: missing; a profile bundle needs it (re-run `tpsim profile` or copy the whole "
-                         f"tp<N>/ folder)")
-    try:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise InputError(f"{path}:1: empty file; expected header {','.join(required)}")
-            header = [h.strip() for h in header]
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise InputError(f"{path}:1: header lacks column(s) {', '.join(missing)}; expected "
-                                 f"{','.join(required + optional)}")
-            idx = {c: header.index(c) for c in required + optional if c in header}
-            rows = []
-            for line_no, row in enumerate(reader, start=2):
-                if not row or all(not cell.strip() for cell in row):
-                    continue
-                if len(row) < len(header):
-                    row = row + [""] * (len(header) - len(row))
-                rows.append((line_no, {c: row[i].strip() for c, i in idx.items()}))
-            return rows
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text CSV file") from None
-    except csv.Error as exc:
-        raise InputError(f"{path}: malformed CSV ({exc})") from None
-
-
-def _int_cell(path: Path, line: int, col: str, text: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{path}:{line}: column {col} must be a non-negative integer, got {text!r}; fix or delete "
-                         f"the row") from None
-    if not math.isfinite(value) or value < 0 or value != int(value):
-        raise InputError(f"{path}:{line}: column {col} must be a non-negative integer, got {text!r}; fix or delete "
-                         f"the row")
-    return int(value)
-
-
-def _time_cell(path: Path, line: int, col: str, text: str, allow_empty: bool) -> float | None:
-    if text == "" and allow_empty:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{path}:{line}: column {col} must be a time in microseconds, got {text!r}; fix or delete "
-                         f"the row") from None
-    if not math.isfinite(value) or value < 0:
-        raise InputError(f"{path}:{line}: column {col} must be a finite time >= 0 us, got {text!r}; fix or delete "
-                         f"the row")
-    return value * 1000.0
-
-
 def _tables_1d(path: Path, key_col: str, graph: bool) -> tuple[dict[str, Table1D], dict[str, Table1D]]:
     optional = ("graph_time_us",) if graph else ()
     rows = _read_csv(path, ("layer", key_col, "time_us"), optional)
@@ -596,9 +497,14 @@ def read_bundle(tp_dir, tp: int | None = None) -> Bundle:
     skew = _skew_fit(tp_dir, meta, folder_tp)
     parts = tp_dir.parts
     model = str(meta.get("model") or "/".join(parts[-4:-2]))
+    moe = None
+    if (tp_dir / "moe.csv").is_file():
+        from tpsim.perf.moe_table import read_moe_table
+
+        moe = read_moe_table(tp_dir / "moe.csv")
     return Bundle(tp_dir, "llmservingsim", folder_tp, "kernel", meta, dense, per_seq, attn, {}, {}, None, skew,
                   str(meta.get("hardware") or (parts[-5] if len(parts) >= 5 else "")), model,
-                  str(meta.get("variant") or tp_dir.parent.name))
+                  str(meta.get("variant") or tp_dir.parent.name), moe)
 
 
 # --------------------------------------------------------------------------- writing

@@ -28,6 +28,12 @@ def ring_allgather_ns(size_bytes: float, n: int, link_bw_gbps: float, link_laten
     return steps * link_latency_ns + steps / n * size_bytes / link_bw_gbps
 
 
+def ring_reduce_scatter_ns(size_bytes: float, n: int, link_bw_gbps: float, link_latency_ns: float) -> float:
+    """Reduce-scatter of a tensor whose *input* size (per rank) is ``size_bytes``: ``n-1`` steps of ``S/n``
+    (the first half of the ring all-reduce)."""
+    return ring_allgather_ns(size_bytes, n, link_bw_gbps, link_latency_ns)
+
+
 def p2p_ns(size_bytes: float, link_bw_gbps: float, link_latency_ns: float) -> float:
     """One point-to-point send (pipeline-parallel hidden states between stages)."""
     if size_bytes <= 0:

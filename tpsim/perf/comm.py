@@ -4,7 +4,8 @@
   0.19's ``tensor_model_parallel_all_reduce`` under CUDA graphs and eagerly, so whichever backend
   vLLM picks per size -- custom all-reduce, symmetric memory, NCCL -- is in the data); where the
   table has no row for the GPU count (custom all-reduce is off on more than two PCIe GPUs) NCCL's
-  all-reduce table, as vLLM then falls back to NCCL.  The logits all-gather is NCCL's.
+  all-reduce table, as vLLM then falls back to NCCL.  The logits all-gather and the MoE layers'
+  all-gather / reduce-scatter (vLLM's default all2all backend) are NCCL's.
 * ``analytical``: an alpha-beta model on the cluster config's ``link_bw`` / ``link_latency``, so
   link sweeps keep their meaning: vLLM's piecewise choice of all-reduce algorithm with constants
   fitted to the GPU's tables at its catalogued link (:mod:`tpsim.perf.comm_fit`; a GPU without
@@ -18,7 +19,11 @@
 
 from __future__ import annotations
 
-from tpsim.perf.collectives import ring_allgather_ns, ring_allreduce_ns
+from tpsim.perf.collectives import (
+    ring_allgather_ns,
+    ring_allreduce_ns,
+    ring_reduce_scatter_ns,
+)
 
 COMM_MODELS = ("measured", "analytical", "auto")
 
@@ -38,6 +43,9 @@ class RingComm:
 
     def all_gather(self, elements: int, tp: int) -> tuple[float, str]:
         return ring_allgather_ns(elements * self.ab, tp, self.link_bw, self.link_latency), "analytical"
+
+    def reduce_scatter(self, elements: int, n: int) -> tuple[float, str]:
+        return ring_reduce_scatter_ns(elements * self.ab, n, self.link_bw, self.link_latency), "analytical"
 
     def describe(self) -> dict:
         return {"comm_model": self.name, "link_bw_gbps": self.link_bw, "link_latency_ns": self.link_latency,
@@ -77,8 +85,8 @@ class FittedComm:
                 measured = MeasuredComm(self.tables)
                 points = [(e * self.ab, measured.all_reduce(e, n, True)[0]) for e in comm_fit.FIT_ELEMENTS]
                 self._curves[key] = comm_fit.fit_curve(points, pieces, n, self.reference.name)
-            else:
-                points = [(e * self.ab, self.tables.nccl("all_gather", n, e).time_ns) for e in comm_fit.FIT_ELEMENTS]
+            else:  # NCCL's all-gather or reduce-scatter: one ring, n - 1 latencies in sequence
+                points = [(e * self.ab, self.tables.nccl(kind, n, e).time_ns) for e in comm_fit.FIT_ELEMENTS]
                 self._curves[key] = comm_fit.fit_curve(points, ((float("inf"), "nccl_ring"),), n,
                                                        self.reference.name)
         return self._curves[key]
@@ -96,14 +104,22 @@ class FittedComm:
         return t, "analytical"
 
     def all_gather(self, elements: int, tp: int) -> tuple[float, str]:
-        if tp < 2 or elements <= 0:
+        return self._nccl("all_gather", elements, tp)
+
+    def reduce_scatter(self, elements: int, n: int) -> tuple[float, str]:
+        """``elements``: the input each rank reduces (nccl-tests' size); each keeps ``elements / n``."""
+        return self._nccl("reduce_scatter", elements, n)
+
+    def _nccl(self, op: str, elements: int, n: int) -> tuple[float, str]:
+        if n < 2 or elements <= 0:
             return 0.0, "analytical"
-        curve = self._curve("all_gather", tp)
+        curve = self._curve(op, n)
         if curve is None:
-            return self._ring.all_gather(elements, tp)
+            ring = self._ring.all_gather if op == "all_gather" else self._ring.reduce_scatter
+            return ring(elements, n)
         t = curve.time_ns(elements * self.ab, self.bw_ratio, self.dlat)
         if self.anchored:
-            measured = self.tables.nccl("all_gather", tp, elements).time_ns
+            measured = self.tables.nccl(op, n, elements).time_ns
             t = max(0.0, measured + t - curve.time_ns(elements * self.ab, 1.0, 0.0))
         return t, "analytical"
 
@@ -117,7 +133,7 @@ class FittedComm:
 
 
 class MeasuredComm:
-    """vLLM's all-reduce and NCCL's all-gather from a GPU's kernel tables."""
+    """vLLM's all-reduce and NCCL's all-gather and reduce-scatter from a GPU's kernel tables."""
 
     name = "measured"
 
@@ -141,6 +157,13 @@ class MeasuredComm:
         if tp < 2 or elements <= 0:
             return 0.0, "measured"
         est = self.tables.nccl("all_gather", tp, elements, self.dtype)
+        return est.time_ns, est.source
+
+    def reduce_scatter(self, elements: int, n: int) -> tuple[float, str]:
+        """NCCL's reduce-scatter of ``elements`` per rank (nccl-tests' size: the input)."""
+        if n < 2 or elements <= 0:
+            return 0.0, "measured"
+        est = self.tables.nccl("reduce_scatter", n, elements, self.dtype)
         return est.time_ns, est.source
 
     def describe(self) -> dict:

@@ -34,7 +34,14 @@ from math import exp, log
 
 from tpsim.perf.analytical import AnalyticalModel
 from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
-from tpsim.perf.vllm_exec import EAGER, FULL, GraphPolicy, attention_backend, fused_allreduce_max_tokens
+from tpsim.perf.moe_step import DUMMY, MoEStepMixin
+from tpsim.perf.vllm_exec import (
+    EAGER,
+    FULL,
+    GraphPolicy,
+    attention_backend,
+    fused_allreduce_max_tokens,
+)
 
 MODELLED = "modelled"
 _GEMM_TABLE_DTYPE = {"bfloat16": "bfloat16", "float16": "bfloat16", "fp8": "fp8"}
@@ -66,14 +73,14 @@ class _DecodeCurve:
         return exp(self.log_t[j - 1] + w * (self.log_t[j] - self.log_t[j - 1]))
 
 
-class KernelModel(LatencyModel):
+class KernelModel(MoEStepMixin, LatencyModel):
     name = "kernels"
 
     def __init__(self, tables, model, hardware, engine, tp: int, pp: int, mem_bw_gbps: float,
-                 link_bw_gbps: float, link_latency_ns: float, comm):
+                 link_bw_gbps: float, link_latency_ns: float, comm, layout=None, routing: str = "BALANCED"):
         self.tables = tables
         self.roofline = AnalyticalModel(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns,
-                                        comm)
+                                        comm, moe=False)
         self.comm = self.roofline.comm
         r = self.roofline
         self.model, self.hardware, self.engine = model, hardware, engine
@@ -82,7 +89,8 @@ class KernelModel(LatencyModel):
         self.num_layers = model.num_layers
         self.graphs = GraphPolicy.of(engine.max_num_seqs, engine.max_num_batched_tokens)
         self.backend = attention_backend(hardware.compute_capability)
-        self.fused_max = fused_allreduce_max_tokens(hardware.compute_capability, tp, pp, 1, model.hidden_size,
+        dp = layout.dp_size if layout is not None and model.is_moe else 1  # dense DP ranks are separate engines
+        self.fused_max = fused_allreduce_max_tokens(hardware.compute_capability, tp, pp, dp, model.hidden_size,
                                                     engine.act_bytes, engine.max_num_batched_tokens)
         self.launch_ns = hardware.perf.kernel_overhead_ns
         gemm_dtype = _GEMM_TABLE_DTYPE.get(engine.dtype)
@@ -103,6 +111,10 @@ class KernelModel(LatencyModel):
         self._ctx_ns: dict[int, float] = {}
         self._gen_grid = None
         self.vocab_elements = model.vocab_size  # logits gathered over the whole (padded) vocabulary
+        if model.is_moe:
+            from tpsim.perf.moe_costs import setup_kernel_moe
+
+            setup_kernel_moe(self, layout, routing)
 
     # ----------------------------------------------------------------- op costs
     def _eager(self, t: float, eager: bool) -> float:
@@ -275,6 +287,8 @@ class KernelModel(LatencyModel):
         return self.graphs.mode(batch.num_tokens, not batch.prefill)
 
     def explain(self, batch: BatchShape) -> Breakdown:
+        if self.moe is not None:
+            return self.moe_explain(batch)
         mode, n = self._mode(batch)
         layers = self.num_layers
         ops: list[OpTime] = []
@@ -301,12 +315,16 @@ class KernelModel(LatencyModel):
         return cached
 
     def iteration_ns(self, batch: BatchShape) -> int:
+        if self.moe is not None:
+            return self.moe_iteration_ns(batch)
         mode, n = self._mode(batch)
         gpu = self._fixed_ns(n, batch.num_tokens, batch.num_seqs, mode)
         gpu += self._attention(batch, mode) * self.num_layers
         return int(round(gpu + self.roofline._host_visible_ns(gpu, batch.num_seqs)))
 
     def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
+        if self.moe is not None:
+            return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max)
         mode, n = self.graphs.mode(num_decode, True)
         gpu = self._fixed_ns(n, num_decode, num_decode, mode)
         gpu += self._eager(self._decode_ns(num_decode, ctx_sum), mode != FULL) * self.num_layers
@@ -334,7 +352,35 @@ class KernelModel(LatencyModel):
             "comm": self.comm.describe(),
             "hardware_entry": self.hardware.name,
             "hardware_source": self.hardware.source,
+            **({"moe": {**self.moe.describe(), "table": self.moe_table}} if self.moe is not None else {}),
         }
+
+    # ----------------------------------------------------------------- MoE (tpsim.perf.moe_step)
+    def graph_plan(self, batch: BatchShape | None) -> tuple[str, int, int]:
+        shape = batch if batch is not None else DUMMY
+        mode, padded = self.graphs.mode(shape.num_tokens, not shape.prefill)
+        return mode, padded, shape.num_tokens
+
+    def host_visible_ns(self, gpu_ns: float, num_seqs: int) -> float:
+        return self.roofline._host_visible_ns(gpu_ns, num_seqs)
+
+    def _nops_layer(self, n: int, n_real: int, mode: str) -> list[tuple]:
+        return [(name, comp, t, src, f, b, _bound(name, comp)) for name, comp, t, src, f, b in
+                self._layer_ops(n, n_real, mode)]
+
+    def _nops_head(self, n: int, num_seqs: int, mode: str) -> list[tuple]:
+        return [(name, comp, t, src, f, b, _bound(name, comp)) for name, comp, t, src, f, b in
+                self._head_ops(n, num_seqs, mode)]
+
+    def _attn_time(self, batch: BatchShape | None, mode: str) -> float:
+        if batch is None:  # a dummy step builds attention metadata only for a FULL graph (note §3.4)
+            return self._attention(DUMMY, mode) if mode == FULL else 0.0
+        return self._attention(batch, mode)
+
+    def _attn_op(self, batch: BatchShape | None, mode: str) -> tuple:
+        t = self._attn_time(batch, mode)
+        src = self._attention_source(batch if batch is not None else DUMMY) if t else "analytical"
+        return ("attention", "layer", t, src, 0.0, 0.0, "kernel")
 
 
 def _bound(name: str, component: str) -> str:

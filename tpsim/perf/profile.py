@@ -87,6 +87,7 @@ from tpsim.perf.bundle import (
     variant_name,
     worst,
 )
+from tpsim.perf.moe_step import DUMMY, MoEStepMixin
 
 #: analytical op name -> the bundle's layer name
 LAYER_OPS = {
@@ -103,7 +104,7 @@ LAYER_OPS = {
 HEAD_DENSE_OPS = {"embedding": "embedding", "final_layernorm": "final_layernorm"}
 PER_SEQUENCE_OPS = ("lm_head", "sampler")
 #: kernels an op launches (for the per-kernel overhead added to kernel-timed bundles)
-KERNELS = {"attention": 2, "sampler": 4}
+KERNELS = {"attention": 2, "sampler": 4, "moe_block": 7}
 
 _CACHE: dict[tuple, Bundle] = {}
 
@@ -147,7 +148,7 @@ def _check_keys(bundle: Bundle, hardware: str, model: str, variant: str) -> None
                              f"at the bundle for {want} (layout <hardware>/<org>/<model>/<variant>/tp<N>/)")
 
 
-class ProfileModel(LatencyModel):
+class ProfileModel(MoEStepMixin, LatencyModel):
     """Measured op times; communication, host overhead and unmeasured ops from an :class:`AnalyticalModel`.
 
     The analytical model is held, not inherited, so that its closed-form hot
@@ -159,7 +160,7 @@ class ProfileModel(LatencyModel):
     name = "profile"
 
     def __init__(self, bundle: Bundle, *, model, hardware, engine, tp: int, pp: int, mem_bw_gbps: float,
-                 link_bw_gbps: float, link_latency_ns: float, comm=None):
+                 link_bw_gbps: float, link_latency_ns: float, comm=None, layout=None, routing: str = "BALANCED"):
         if bundle.tp != tp:
             raise InputError(f"{bundle.path}: bundle profiled for tp={bundle.tp}, instance runs tp={tp}; use the "
                              f"tp{tp}/ bundle")
@@ -168,7 +169,7 @@ class ProfileModel(LatencyModel):
             raise InputError(f"{bundle.path}/attention.csv: needs prefill-only rows (n_decode 0) and decode-only "
                              f"rows (prefill_chunk 0); re-run `tpsim profile`")
         self.roofline = r = AnalyticalModel(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps,
-                                            link_latency_ns, comm)
+                                            link_latency_ns, comm, moe=False)
         self.model, self.hardware, self.engine = model, hardware, engine
         self.tp, self.pp, self.shape, self.num_layers = tp, pp, r.shape, r.num_layers
         self.max_graph_batch = r.max_graph_batch
@@ -188,6 +189,12 @@ class ProfileModel(LatencyModel):
         self.missing_ops = sorted({op for op, layer in {**LAYER_OPS, **HEAD_DENSE_OPS}.items()
                                    if layer not in bundle.dense and (op != "qk_norm" or self.shape.qk_norm)}
                                   | {op for op in PER_SEQUENCE_OPS if op not in bundle.per_sequence})
+        if model.is_moe:
+            from tpsim.perf.moe_costs import setup_profile_moe
+
+            setup_profile_moe(self, layout, routing)
+            if self.moe_block is None:
+                self.missing_ops.append("moe_block")
 
     # ----------------------------------------------------------------- measured op times
     def _kernel_cost(self, op: str, t: float, graph: bool) -> float:
@@ -357,6 +364,8 @@ class ProfileModel(LatencyModel):
         return self.roofline._is_graph(batch)
 
     def explain(self, batch: BatchShape) -> Breakdown:
+        if self.moe is not None:
+            return self.moe_explain(batch)
         n = batch.num_tokens
         graph = self._is_graph(batch)
         attn_graph = graph and not batch.prefill
@@ -375,12 +384,16 @@ class ProfileModel(LatencyModel):
         return Breakdown(ops=ops, num_layers=layers, pp=self.pp)
 
     def iteration_ns(self, batch: BatchShape) -> int:
+        if self.moe is not None:
+            return self.moe_iteration_ns(batch)
         graph = self._is_graph(batch)
         fixed = self._fixed_ns(batch.num_tokens, batch.num_seqs, graph)
         device = fixed + self._attention_ns(batch, graph and not batch.prefill)[0] * self.num_layers
         return int(round(self._with_host(device, batch.num_seqs)))
 
     def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
+        if self.moe is not None:
+            return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max)
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(num_decode, num_decode, graph)
         attn = self._decode_attention(num_decode, ctx_sum // num_decode, ctx_max, graph)
@@ -388,6 +401,8 @@ class ProfileModel(LatencyModel):
 
     def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
                      ends: list) -> None:
+        if self.moe is not None:
+            return LatencyModel.decode_steps(self, num_decode, ctx_sum, ctx_max, t, steps, bound, ends)
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(num_decode, num_decode, graph)
         layers = self.num_layers
@@ -425,4 +440,35 @@ class ProfileModel(LatencyModel):
             "provenance": {"measured_ops": f"{self.bundle.format} bundle {self.bundle.path}",
                            "communication_and_overhead": f"hardware catalog {self.hardware.source}"},
         })
+        if self.moe is not None:
+            d["moe"] = {**self.moe.describe(), "moe_block": "bundle moe.csv" if self.moe_block is not None else
+                        "roofline (no moe.csv for this tp, or experts split by width)"}
         return d
+
+    # ----------------------------------------------------------------- MoE (tpsim.perf.moe_step)
+    def graph_plan(self, batch: BatchShape | None) -> tuple[str, int, int]:
+        return self.roofline.graph_plan(batch)
+
+    def host_visible_ns(self, gpu_ns: float, num_seqs: int) -> float:
+        return self.roofline._host_visible_ns(gpu_ns, num_seqs)
+
+    def _nops_layer(self, n: int, n_real: int, mode: str) -> list[tuple]:
+        return [(name, comp, t, src, f, b, bound)
+                for name, comp, (t, f, b, bound, src) in self._layer_ops(n, mode != "eager")]
+
+    def _nops_head(self, n: int, num_seqs: int, mode: str) -> list[tuple]:
+        return [(name, comp, t, src, f, b, bound)
+                for name, comp, (t, f, b, bound, src) in self._head_ops(n, num_seqs, mode != "eager")]
+
+    def _attn_time(self, batch: BatchShape | None, mode: str) -> float:
+        if batch is None:  # a dummy step builds attention metadata only for a FULL graph
+            return self._decode_attention(1, 1, 1, True) if mode == "full" else 0.0
+        return self._attention_ns(batch, mode == "full")[0]
+
+    def _attn_op(self, batch: BatchShape | None, mode: str) -> tuple:
+        if batch is None and mode != "full":
+            return ("attention", "layer", 0.0, "analytical", 0.0, 0.0, "memory")
+        shape = batch if batch is not None else DUMMY
+        _, f, b, bound = self.roofline._attention(shape, mode == "full")
+        t, src = self._attention_ns(shape, mode == "full")
+        return ("attention", "layer", t, src, f, b, bound)

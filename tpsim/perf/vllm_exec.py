@@ -15,6 +15,11 @@ below refer to it); every latency model that wants to follow vLLM's execution re
 * Fused all-reduce + RMSNorm (section 2.3): on SM 9.0 and 10.x with TP > 1, PP = 1 and DP = 1,
   every all-reduce of a step of at most ``max_size / (hidden x 2 B)`` tokens is one FlashInfer
   kernel that also does the residual add and RMSNorm.
+* Data parallelism of an MoE model (``docs/notes/vllm-0.19-moe-dp-ep.md`` §3.2,
+  ``vllm/v1/worker/dp_utils.py``): before each step the DP ranks exchange their token counts and
+  graph modes; the step runs in the *lowest* mode of any rank (eager < piecewise < full) and,
+  unless that is eager, every rank pads to the largest padded count.  An idle rank runs a dummy
+  step of one decode token (``execute_dummy_batch``), padded like the others.
 """
 
 from __future__ import annotations
@@ -76,3 +81,16 @@ def fused_allreduce_max_tokens(compute_capability: str, tp: int, pp: int, dp: in
     if limits is None or tp < 2 or pp != 1 or dp != 1 or tp not in limits:
         return 0
     return min(int(limits[tp] * (1 << 20) // (hidden * act_bytes)), max_num_batched_tokens)
+
+
+_MODE_RANK = {EAGER: 0, PIECEWISE: 1, FULL: 2}
+
+
+def dp_synchronize(plans: list[tuple[str, int, int]]) -> tuple[str, tuple[int, ...]]:
+    """vLLM's ``coordinate_batch_across_dp``: each rank's ``(mode, padded tokens, tokens)`` -> the
+    step's mode and the token count each rank's dense ops run with."""
+    mode = min((p[0] for p in plans), key=_MODE_RANK.__getitem__)
+    if mode == EAGER:
+        return mode, tuple(p[2] for p in plans)
+    top = max(p[1] for p in plans)
+    return mode, (top,) * len(plans)

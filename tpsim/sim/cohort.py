@@ -10,11 +10,14 @@ work happens only at events:
 * a member's last step (it finishes);
 * counting KV pool: a member's next token opens a new block (members counted by offset modulo
   the block size, so a step's new blocks are one look-up);
-* prefix-caching pool: a member's next block allocation, and the step its last block fills up
-  (the block is then registered in the prefix-cache index).
+* prefix-caching pool: a member's next token opens a block every ``block_size`` steps, at the
+  steps where ``offset + s`` is a multiple of the block size, and the step before it the block
+  that filled is registered in the prefix-cache index.  Members are kept by offset modulo the
+  block size, so a step's allocations and registrations are one bucket each, taken for the whole
+  cohort at once (in admission order, as vLLM walks its running list).
 
-Events sit in lazy heaps (:mod:`tpsim.sim.lazy_heap`): a request's epoch changes when it joins
-and when it leaves, which makes every entry pushed before stale.
+Finishes and the longest context sit in lazy heaps (:mod:`tpsim.sim.lazy_heap`): a request's
+epoch changes when it joins and when it leaves, which makes every entry pushed before stale.
 """
 
 from __future__ import annotations
@@ -23,13 +26,12 @@ from tpsim.sim.kv_cache import BlockCounter
 from tpsim.sim.lazy_heap import LazyHeap
 from tpsim.sim.request import BY_ADMISSION, Request
 
-_ALLOC, _REGISTER = 1, 0  # prefix-caching pool events (registration first at equal steps)
 INF = float("inf")
 
 
 class DecodeCohort:
     __slots__ = ("block_size", "counting", "track_ctx_max", "n", "off_sum", "bucket",
-                 "finishes", "events", "newest", "longest")
+                 "opens", "fills", "finishes", "newest", "longest")
 
     def __init__(self, block_size: int, counting: bool, track_ctx_max: bool):
         self.block_size = block_size
@@ -38,8 +40,11 @@ class DecodeCohort:
         self.n = 0  # members
         self.off_sum = 0  # sum of members' offsets: their context sum at step s is off_sum + n * (s + 1)
         self.bucket = [0] * block_size  # counting pool: members by offset mod block size
+        # prefix-caching pool, by offset mod block size: every member {request: first step it opens a
+        # block}, and the members with token ids (whose full blocks are registered)
+        self.opens: list[dict[Request, int]] = [{} for _ in range(block_size)] if not counting else []
+        self.fills: list[dict[Request, None]] = [{} for _ in range(block_size)] if not counting else []
         self.finishes = LazyHeap()  # (last step, admit_seq, epoch, request)
-        self.events = LazyHeap()  # prefix-caching pool: (step, kind, admit_seq, epoch, request)
         self.newest = LazyHeap()  # (-admit_seq, epoch, request)
         self.longest = LazyHeap()  # (-offset, admit_seq, epoch, request), if track_ctx_max
 
@@ -59,18 +64,15 @@ class DecodeCohort:
         self.newest.push((-seq, ep, r))
         if self.track_ctx_max:
             self.longest.push((-off, seq, ep, r))
+        k = off % self.block_size
         if self.counting:
-            self.bucket[off % self.block_size] += 1
+            self.bucket[k] += 1
         else:
-            self._push_block_events(r, s)
-
-    def _push_block_events(self, r: Request, s: int) -> None:
-        """Next block allocation (and, with token ids, the step the last block fills)."""
-        cap = len(r.blocks) * self.block_size
-        alloc_step = cap - r.offset  # first step whose token does not fit
-        self.events.push((alloc_step, _ALLOC, r.admit_seq, r.epoch, r))
-        if r.token_ids is not None and alloc_step - 1 >= s and cap > r.num_registered * self.block_size:
-            self.events.push((alloc_step - 1, _REGISTER, r.admit_seq, r.epoch, r))
+            # the first step whose token does not fit: s, or up to block_size steps later when the
+            # member joins holding the block this step's token goes into
+            self.opens[k][r] = len(r.blocks) * self.block_size - off
+            if r.token_ids is not None:
+                self.fills[k][r] = None
 
     def materialize(self, r: Request, s: int) -> None:
         """Make ``r``'s counters explicit as of the start of step ``s`` and leave the cohort."""
@@ -80,9 +82,13 @@ class DecodeCohort:
         r.num_tokens = r.num_computed + 1
         if steps > 0:
             r.emit(r.base_step, steps)
+        k = r.offset % self.block_size
         if self.counting:
             r.nblocks = -(-r.num_computed // self.block_size)
-            self.bucket[r.offset % self.block_size] -= 1
+            self.bucket[k] -= 1
+        else:
+            del self.opens[k][r]
+            self.fills[k].pop(r, None)
         r.cohort = False
         r.epoch += 1  # every heap entry of this membership is stale now
         self.n -= 1
@@ -98,7 +104,6 @@ class DecodeCohort:
         for r in members:
             self.materialize(r, s)
         self.finishes.clear()
-        self.events.clear()
         self.newest.clear()
         self.longest.clear()
         return members
@@ -126,11 +131,6 @@ class DecodeCohort:
         e = self.finishes.peek()
         return e[0] if e is not None else INF
 
-    def next_event_step(self) -> float:
-        """Prefix-caching pool: the earliest step with a block to allocate or register."""
-        e = self.events.peek()
-        return e[0] if e is not None else INF
-
     def ctx_max(self, s: int) -> int:
         """The longest member context at step ``s`` (needs ``track_ctx_max``; 0: no member)."""
         e = self.longest.peek()
@@ -141,30 +141,33 @@ class DecodeCohort:
         """The KV blocks members need at step ``s``: counting pool, those whose token opens a block;
         prefix-caching pool, the due allocations (and full blocks registered).  False, with nothing
         allocated, when the pool cannot hold them: the caller dissolves the cohort."""
+        bs = self.block_size
         if self.counting:
-            return kv.take(self.bucket[-s % self.block_size])
-        h = self.events.entries
-        if not h or h[0][0] > s:  # the smallest key, stale or not, bounds the live ones
-            return True
-        due = self.events.pop_through(s)
-        allocs = [ev[-1] for ev in due if ev[1] == _ALLOC]
-        if len(allocs) > kv.num_free:
-            return False
-        for r in allocs:
-            kv.allocate(r, r.offset + s + 1)
-            self._push_block_events(r, s)
-        for ev in due:
-            if ev[1] == _REGISTER:
-                r = ev[-1]
-                r.num_computed = r.offset + s + 1  # tokens computed once this step runs
-                kv.register(r)
+            return kv.take(self.bucket[-s % bs])
+        opening = self.opens[-s % bs]
+        if opening:
+            due = [r for r, first in opening.items() if first <= s]
+            if len(due) > kv.num_free:
+                return False
+            if len(due) > 1:
+                due.sort(key=BY_ADMISSION)
+            kv.open_blocks(due)
+        filled = self.fills[(-s - 1) % bs]
+        if filled:
+            for r in sorted(filled, key=BY_ADMISSION) if len(filled) > 1 else filled:
+                kv.register(r, r.offset + s + 1)  # its tokens once this step runs
         return True
 
     def blocks_for_steps(self, s: int, j: int) -> int:
-        """Counting pool: blocks needed for steps s+1 .. s+j (a full cycle of block-size steps needs n)."""
+        """Blocks needed for steps s+1 .. s+j (a full cycle of block-size steps needs n)."""
         bs = self.block_size
-        bucket = self.bucket
         total = (j // bs) * self.n
-        for i in range(j - j % bs + 1, j + 1):
-            total += bucket[-(s + i) % bs]
+        if self.counting:
+            bucket = self.bucket
+            for i in range(j - j % bs + 1, j + 1):
+                total += bucket[-(s + i) % bs]
+        else:  # a member joined at s holding its next block still opens one block per cycle after s
+            opens = self.opens
+            for i in range(j - j % bs + 1, j + 1):
+                total += len(opens[-(s + i) % bs])
         return total

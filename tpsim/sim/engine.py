@@ -6,6 +6,12 @@ free instance with work schedule its next step.  Completions come before
 arrivals at equal times, and a step scheduled at ``now`` sees every request
 that arrived at or before ``now`` — exactly as an engine that finishes a step
 and then polls its queue.
+
+The DP ranks of an MoE group (:class:`~tpsim.sim.lockstep.LockstepGroup`) step together: an event of
+one of them is an event of all, and their steps start and end at once.  Requests reach such a group
+through vLLM's DP load balancer (:class:`~tpsim.sim.router.DPBalancer`), whose view of the ranks'
+queues is refreshed every 100 ms of simulated time; the cluster-level router then picks among
+groups and lone instances.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 from tpsim.errors import InputError
 from tpsim.sim.instance import Instance
 from tpsim.sim.request import Request
-from tpsim.sim.router import Router
+from tpsim.sim.router import STATS_INTERVAL_NS, DPBalancer, Router
 
 INF = float("inf")
 
@@ -37,6 +43,7 @@ class SimResult:
     prompt_bins: dict = field(default_factory=dict)  # interval index -> prompt tokens credited
     gen_bins: dict = field(default_factory=dict)  # interval index -> tokens sampled
     occupancy_ns: int = 0  # integral of the number of requests in the system over time
+    groups: list = field(default_factory=list)  # the lockstep DP groups (tpsim.sim.lockstep.LockstepGroup)
 
     @property
     def iterations(self) -> int:
@@ -54,8 +61,17 @@ def _fmt_rate(x: float) -> str:
 class Simulation:
     def __init__(self, instances: list[Instance], router: Router, requests: list[Request],
                  initial: list[Request], interval_ns: int, log=None, bytes_per_block: list[int] | None = None,
-                 weights_bytes: list[int] | None = None, debug=None, horizon_ns: float = INF):
+                 weights_bytes: list[int] | None = None, debug=None, horizon_ns: float = INF, groups=()):
+        """``groups``: the lockstep DP groups (:class:`~tpsim.sim.lockstep.LockstepGroup`); ``router`` then
+        routes among groups and lone instances (as many endpoints as it was built for)."""
         self.instances = instances
+        self.groups = list(groups)
+        self.group_of: list[int | None] | None = None  # instance -> its lockstep group (None: no groups)
+        self.balancers: list[DPBalancer] = []
+        self.endpoint_of: list[int] = []  # instance -> routing endpoint (a group's balancer or the instance)
+        self.endpoints: list = []
+        if self.groups:
+            self._set_up_groups()
         self.router = router
         self.requests = requests
         self.initial = initial  # sorted by (arrival, id)
@@ -78,6 +94,25 @@ class Simulation:
         self._by_trace = {id(r.trace): r for r in requests if r.trace is not None}
         self.in_system = 0  # routed, not yet finished
         self.occupancy_ns = 0  # integral over time of in_system (Little's law: = sum of latencies)
+
+    def _set_up_groups(self) -> None:
+        self.group_of = [None] * len(self.instances)
+        seen: dict[int, int] = {}
+        for gi, g in enumerate(self.groups):
+            for idx in g.indices:
+                self.group_of[idx] = gi
+        for inst in self.instances:
+            gi = self.group_of[inst.index]
+            if gi is None:
+                self.endpoint_of.append(len(self.endpoints))
+                self.endpoints.append(inst)
+            else:
+                if gi not in seen:
+                    seen[gi] = len(self.endpoints)
+                    balancer = DPBalancer(self.groups[gi].members)
+                    self.balancers.append(balancer)
+                    self.endpoints.append(balancer)
+                self.endpoint_of.append(seen[gi])
 
     # ------------------------------------------------------------------ helpers
     def _reject_reason(self, inst: Instance, req: Request) -> str | None:
@@ -105,9 +140,25 @@ class Simulation:
         if not candidates:
             self._reject(req, reason)
             return None
-        idx = candidates[0] if len(candidates) == 1 else self.router.pick(self.instances, candidates)
+        if self.group_of is not None:
+            idx = self._route_to_endpoint(candidates)
+        else:
+            idx = candidates[0] if len(candidates) == 1 else self.router.pick(self.instances, candidates)
         self.instances[idx].add(req)
         return idx
+
+    def _route_to_endpoint(self, candidates: list[int]) -> int:
+        """With DP groups: the cluster router picks a group or a lone instance, a group's balancer its rank."""
+        endpoint_of = self.endpoint_of
+        eps: list[int] = []
+        for idx in candidates:
+            if endpoint_of[idx] not in eps:
+                eps.append(endpoint_of[idx])
+        ep = eps[0] if len(eps) == 1 else self.router.pick(self.endpoints, eps)
+        target = self.endpoints[ep]
+        if isinstance(target, DPBalancer):
+            return target.pick(set(candidates))
+        return target.index
 
     def _reject(self, req: Request, reason: str) -> None:
         self.rejected.append(Rejection(req, reason))
@@ -221,7 +272,14 @@ class Simulation:
             # a completion elsewhere may release a session follow-up before then
             next_arrival = min(next_arrival, events[0][0])
         next_log = self.next_log
+        group_of = self.group_of
+        started: list[int] = []
         for idx in dirty:
+            if group_of is not None and group_of[idx] is not None:
+                if group_of[idx] not in started:
+                    started.append(group_of[idx])
+                    seq = self._start_group(self.groups[group_of[idx]], now, events, seq)
+                continue
             inst = instances[idx]
             if len(inst.inflight) >= inst.pp or not inst.ready(now):  # the first test is a quick "busy"
                 continue
@@ -244,6 +302,30 @@ class Simulation:
                 seq += 1
         return seq
 
+    def _start_group(self, group, now: int, events: list, seq: int) -> int:
+        """A lockstep group's next step, if it is due (:meth:`LockstepGroup.due`)."""
+        if not group.due(now):
+            return seq
+        end = group.step(now)
+        if end is None:
+            return seq
+        heapq.heappush(events, (end, seq, group.indices[0]))
+        if self.debug is not None:
+            self.debug(f"t={now} ns DP group {group.indices} step {group.steps}: "
+                       + "; ".join(f"inst={m.index} waiting={len(m.waiting)} running={m.num_running}"
+                                   for m in group.members) + f"; end={end} ns")
+        return seq + 1
+
+    def _with_group_members(self, dirty: list[int]) -> list[int]:
+        """An event of a lockstep group's rank is an event of every rank of the group."""
+        out = list(dirty)
+        for idx in dirty:
+            gi = self.group_of[idx]
+            if gi is not None:
+                out += [m for m in self.groups[gi].indices if m not in out]
+        out.sort()
+        return out
+
     def run(self) -> SimResult:
         instances = self.instances
         events: list[tuple[int, int, int]] = []  # (time, sequence, instance): a batch ends, a stage frees
@@ -253,6 +335,7 @@ class Simulation:
         n_initial = len(initial)
         released = self.released
         last = 0
+        next_stats = 0  # when the DP balancers next see the ranks' queues
         while True:
             t_event = events[0][0] if events else INF
             t_arrival = initial[ptr].arrival if ptr < n_initial else INF
@@ -266,12 +349,18 @@ class Simulation:
                                  "time) before every request finished; raise --max-sim-time or shorten the trace")
             self.occupancy_ns += self.in_system * (now - last)  # time-integral of requests in the system
             last = now
+            if self.balancers and now >= next_stats:  # the state since the last event: the queues at the tick
+                for b in self.balancers:
+                    b.refresh()
+                next_stats = (now // STATS_INTERVAL_NS + 1) * STATS_INTERVAL_NS
             dirty: list[int] = []
             while events and events[0][0] == now:
                 idx = heapq.heappop(events)[2]
                 if idx not in dirty:
                     dirty.append(idx)
-            if len(dirty) > 1:
+            if self.group_of is not None:
+                dirty = self._with_group_members(dirty)
+            elif len(dirty) > 1:
                 dirty.sort()
             for idx in dirty:
                 self._complete(instances[idx], now)
@@ -281,4 +370,4 @@ class Simulation:
                 seq = self._start_steps(now, ptr, dirty, events, seq)
         end = max((r.finish for r in self.requests if r.finish >= 0), default=0)
         return SimResult(instances, self.requests, self.rejected, end, self.interval, self.prompt_bins, self.gen_bins,
-                         self.occupancy_ns)
+                         self.occupancy_ns, self.groups)

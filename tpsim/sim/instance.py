@@ -30,7 +30,10 @@ class Instance:
     forwarding method would add a call layer to the simulator's hottest path."""
 
     def __init__(self, index: int, engine: EngineConfig, memory: MemoryPlan, model: LatencyModel,
-                 model_name: str, pp: int = 1, fast_forward: bool = True, trace_has_token_ids: bool = True):
+                 model_name: str, pp: int = 1, fast_forward: bool = True, trace_has_token_ids: bool = True,
+                 lockstep: bool = False):
+        """``lockstep``: a DP rank of an MoE group, whose steps its group times
+        (:mod:`tpsim.sim.lockstep`); its scheduler plans with a :class:`~tpsim.sim.lockstep.PlannedStep`."""
         self.index = index
         self.engine = engine
         self.memory = memory
@@ -42,7 +45,12 @@ class Instance:
         caching = engine.enable_prefix_caching and trace_has_token_ids
         self.kv = (PrefixCachingPool if caching else BlockCounter)(memory.num_blocks, engine.block_size)
         self.stats = InstanceStats()
-        self.scheduler = sched = Scheduler(engine, model, pp, fast_forward and pp == 1, self.kv, self.stats)
+        planner = model
+        if lockstep:
+            from tpsim.sim.lockstep import PlannedStep
+
+            planner = PlannedStep(model)
+        self.scheduler = sched = Scheduler(engine, planner, pp, fast_forward and pp == 1, self.kv, self.stats)
         # the scheduler's queues, shared (it never rebinds them)
         self.waiting = sched.waiting
         self.inflight = sched.inflight

@@ -8,7 +8,9 @@ Two pools share one interface:
   reference count; free blocks sit in an LRU queue (allocation takes the head,
   freeing appends to the tail, a request's blocks are freed last-block-first);
   a full block of known token ids gets a chained hash and stays findable in
-  the index until its block is reused.  A lookup walks the request's hash chain
+  the index until its block is reused.  As in vLLM's ``allocate_slots``, a request's full blocks
+  are cached when they are allocated for a step (the tokens scheduled in it included), so a
+  request admitted later in the same step already finds them.  A lookup walks the request's hash chain
   and stops at the first miss; at least one token is always recomputed.
 
 Block ids are unobservable: only counts and hashes influence the simulation.
@@ -30,8 +32,8 @@ def block_hashes(token_ids: list, block_size: int) -> list[int]:
     """Chained hashes of the full blocks of ``token_ids`` (deterministic: ints and tuples)."""
     out = []
     parent = HASH_SEED
-    for start in range(0, len(token_ids) - block_size + 1, block_size):
-        parent = hash((parent, tuple(token_ids[start:start + block_size])))
+    for block in zip(*[iter(token_ids)] * block_size):  # the full blocks' ids as tuples, at C speed
+        parent = hash((parent, block))
         out.append(parent)
     return out
 
@@ -93,7 +95,7 @@ class BlockCounter:
         self.queried_tokens += queried_tokens
         self.hit_tokens += hit_tokens
 
-    def register(self, req: Request) -> None:
+    def register(self, req: Request, tokens: int) -> None:
         return None
 
 
@@ -174,7 +176,43 @@ class PrefixCachingPool(BlockCounter):
         used = self.num_blocks - self.num_free
         if used > self.peak_used:
             self.peak_used = used
+        if req.token_ids is not None:
+            self.register(req, total_tokens)
         return True
+
+    def open_blocks(self, reqs: list[Request]) -> None:
+        """One more block for each of ``reqs``, in order (decode-cohort members whose next token opens a
+        block; the caller checked they fit): what ``allocate`` does for each, without a call per block."""
+        n = len(reqs)
+        ref = self.ref
+        fresh = n if n < self.fresh else self.fresh
+        if fresh:
+            first = len(ref)
+            ref.extend([1] * fresh)
+            self.block_hash.extend([None] * fresh)
+            self.fresh -= fresh
+            for i in range(fresh):
+                r = reqs[i]
+                r.blocks.append(first + i)
+                r.nblocks += 1
+        if fresh < n:
+            free_queue = self.free_queue
+            block_hash = self.block_hash
+            index = self.index
+            for r in reqs[fresh:]:
+                b = free_queue.popitem(last=False)[0]
+                h = block_hash[b]
+                if h is not None:  # evict the cached content it held
+                    if index.get(h) == b:
+                        del index[h]
+                    block_hash[b] = None
+                ref[b] = 1
+                r.blocks.append(b)
+                r.nblocks += 1
+        self.num_free -= n
+        used = self.num_blocks - self.num_free
+        if used > self.peak_used:
+            self.peak_used = used
 
     def take(self, n: int) -> bool:
         raise TypeError("a prefix-caching pool hands out blocks by id: use allocate()")
@@ -193,12 +231,13 @@ class PrefixCachingPool(BlockCounter):
         req.nblocks = 0
         req.num_registered = 0
 
-    def register(self, req: Request) -> None:
-        """Make ``req``'s full, computed blocks findable by later requests."""
+    def register(self, req: Request, tokens: int) -> None:
+        """Make the full blocks of ``req``'s first ``tokens`` tokens (computed, or scheduled in the step
+        being planned) findable by later requests."""
         if req.token_ids is None:
             return
         hashes = self._hashes(req)
-        full = min(req.num_computed // self.block_size, len(hashes), len(req.blocks))
+        full = min(tokens // self.block_size, len(hashes), len(req.blocks))
         if full <= req.num_registered:
             return
         block_hash = self.block_hash

@@ -219,8 +219,6 @@ class Scheduler:
 
     def _explicit_shape(self, items: list, prefill: list) -> tuple[int, int, int, int]:
         """Advance explicit requests (vLLM does it at schedule time) and describe them."""
-        kv = self.kv
-        caching = kv.caching
         pp = self.pp > 1
         n_dec = ctx_sum = ctx_max = sampled = 0
         for r, num_new in items:
@@ -237,8 +235,6 @@ class Scheduler:
                 prefill.append((num_new, c))
                 if r.num_computed >= r.num_tokens:
                     sampled += 1
-            if caching:
-                kv.register(r)
         return n_dec, ctx_sum, ctx_max, sampled
 
     def _finalize(self, batch: Batch, now: int, shape: BatchShape | None, size: int) -> Batch:
@@ -339,11 +335,9 @@ class Scheduler:
         """Run identical cohort-only steps after step ``s`` until the next event."""
         cohort = self.cohort
         k_max = cohort.next_finish_step() - s + 1  # the first finisher's step ends the run
-        if not self.counting:
-            k_max = min(k_max, cohort.next_event_step() - s)
         k_max = int(min(k_max, MAX_SPAN))
         kv = self.kv
-        if self.counting and k_max > 1 and cohort.blocks_for_steps(s, k_max - 1) > kv.num_free:
+        if k_max > 1 and cohort.blocks_for_steps(s, k_max - 1) > kv.num_free:
             lo, hi = 0, k_max - 1  # largest number of extra steps whose blocks fit
             while hi - lo > 1:
                 mid = (lo + hi) // 2
@@ -364,6 +358,16 @@ class Scheduler:
             taken = cohort.blocks_for_steps(s, batch.span - 1)
             if taken:
                 kv.take(taken)  # fits: k_max was bounded by the free blocks
+        else:  # the steps' blocks, step by step (each fits, as above): opened, filled, registered
+            for step in range(s + 1, s + batch.span):
+                cohort.reserve_blocks(step, kv)
+
+    def retime(self, batch: Batch, end: int) -> None:
+        """Set the end of the one step just planned (a DP group times its members' steps together:
+        :mod:`tpsim.sim.lockstep`)."""
+        batch.ends[-1] = batch.end = end
+        self.stats.iter_ends[-1] = end
+        self.last_end = self.stage_free_at = end
 
     # ------------------------------------------------------------------ completion
     def complete(self, batch: Batch) -> tuple[list[Request], int, int]:

@@ -28,6 +28,18 @@ def profile_model_available() -> bool:
     return importlib.util.find_spec("tpsim.perf.profile") is not None
 
 
+def case_has_kernel_tables(case_dir) -> bool:
+    """Every GPU of a case's cluster config has kernel tables (``--perf-model kernels`` can run)."""
+    from tpsim.kernels import load_kernel_tables
+
+    try:
+        cluster = read_json(Path(case_dir) / "config.json", "cluster config")
+        names = {inst["hardware"] for node in cluster.get("nodes") or [] for inst in (node or {}).get("instances") or []}
+    except (InputError, KeyError, TypeError):
+        return False
+    return bool(names) and all(isinstance(n, str) and load_kernel_tables(n) is not None for n in names)
+
+
 def case_profile_bundle(case_dir, profiles_root) -> Path | None:
     """The measured profile bundle matching a case's hardware, model, dtype and tp under ``profiles_root``
     (every instance must have one), or None."""

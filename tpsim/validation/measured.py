@@ -9,15 +9,16 @@ delay = scheduled_ts - queued_ts -- all in ms, as the publishers define them.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from pathlib import Path
 
 from tpsim.errors import InputError
-from tpsim.io.files import read_json_file
+from tpsim.io.files import decode_utf8, parse_json, read_bytes, read_json_file
 from tpsim.validation.compare import METRICS, Side
 
+#: a measured run's per-request file (300 requests are ~100 kB; a million about 300 MB)
+MAX_MEASURED_BYTES = 1 << 30
 _BENCH_ID = re.compile(r"^(?:bench-)?(\d+)$")
 
 
@@ -78,60 +79,86 @@ def read_json(path, what: str) -> dict:
     return doc
 
 
-def read_measured(path) -> Side:
-    """``vllm/requests.jsonl`` -> per-request TTFT/TPOT/latency (and queuing delay) in ms."""
-    path = Path(path)
-    side = Side(str(path))
-    vals = {k: {} for k in METRICS}
-    has_sched = True
+def _json_lines(path: Path):
+    """(``path:line``, object) for each non-blank line of a JSON Lines file, parsed strictly."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file; expected JSON lines") from None
+        raw = read_bytes(path, "measured requests", "--measured", limit=MAX_MEASURED_BYTES)
+    except InputError as exc:
+        if not path.exists():
+            raise InputError(f"{path}: no such file") from None
+        raise exc from None
+    text = decode_utf8(raw, str(path))
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: malformed JSON ({exc.msg})") from None
+        obj = parse_json(line, where, one_line=True)
         if not isinstance(obj, dict):
             raise InputError(f"{where}: expected a JSON object per line")
-        if "request_id" not in obj:
-            raise InputError(f"{where}: missing field 'request_id'")
-        i = request_index(obj["request_id"], where)
-        if i in side.tokens:
-            raise InputError(f"{where}: duplicate request_id {obj['request_id']!r}")
-        out = _num(obj, "output_toks", where, integer=True)
-        inp = _num(obj, "input_toks", where, integer=True, optional=True)
-        q = _num(obj, "queued_ts", where)
-        first = _num(obj, "first_token_ts", where, optional=True)
-        last = _num(obj, "last_token_ts", where, optional=True)
-        sched = _num(obj, "scheduled_ts", where, optional=True)
-        side.tokens[i] = (inp, out)
-        side.requests += 1
-        if first is None or last is None or first <= 0 or last <= 0:
-            side.unfinished.append(i)  # vLLM never produced a token for it
-            continue
-        if last < first:
-            raise InputError(f"{where}: last_token_ts {last} is before first_token_ts {first}")
-        vals["ttft"][i] = (first - q) * 1e3
-        vals["latency"][i] = (last - q) * 1e3
-        if out > 1:
-            vals["tpot"][i] = (last - first) * 1e3 / (out - 1)
-        if sched is None:
-            has_sched = False
-        else:
-            vals["queuing_delay"][i] = (sched - q) * 1e3
+        yield where, obj
+
+
+def read_measured(path) -> Side:
+    """``vllm/requests.jsonl`` -> per-request TTFT/TPOT/latency (and queuing delay) in ms."""
+    path = Path(path)
+    side = Side(str(path))
+    vals: dict = {k: {} for k in METRICS}
+    arrivals: dict = {}  # request -> (arrival_time, queued_ts), to measure from arrival as well
+    has_sched = True
+    for where, obj in _json_lines(path):
+        has_sched &= _record(obj, where, side, vals, arrivals)
     if side.requests == 0:
         raise InputError(f"{path}: no requests (empty file)")
     if not has_sched:
         vals["queuing_delay"] = {}
+    _from_arrival(vals, arrivals, side)
     side.values = vals
     return side
+
+
+def _record(obj: dict, where: str, side: Side, vals: dict, arrivals: dict) -> bool:
+    """One request's record into ``side``/``vals``; False when it lacks ``scheduled_ts``."""
+    if "request_id" not in obj:
+        raise InputError(f"{where}: missing field 'request_id'")
+    i = request_index(obj["request_id"], where)
+    if i in side.tokens:
+        raise InputError(f"{where}: duplicate request_id {obj['request_id']!r}")
+    out = _num(obj, "output_toks", where, integer=True)
+    inp = _num(obj, "input_toks", where, integer=True, optional=True)
+    q = _num(obj, "queued_ts", where)
+    first = _num(obj, "first_token_ts", where, optional=True)
+    last = _num(obj, "last_token_ts", where, optional=True)
+    sched = _num(obj, "scheduled_ts", where, optional=True)
+    arrival = _num(obj, "arrival_time", where, optional=True)
+    side.tokens[i] = (inp, out)
+    side.requests += 1
+    if first is None or last is None or first <= 0 or last <= 0:
+        side.unfinished.append(i)  # vLLM never produced a token for it
+        return True
+    if last < first:
+        raise InputError(f"{where}: last_token_ts {last} is before first_token_ts {first}")
+    vals["ttft"][i] = (first - q) * 1e3
+    vals["latency"][i] = (last - q) * 1e3
+    if arrival is not None:
+        arrivals[i] = (arrival, q)
+    if out > 1:
+        vals["tpot"][i] = (last - first) * 1e3 / (out - 1)
+    if sched is None:
+        return False
+    vals["queuing_delay"][i] = (sched - q) * 1e3
+    return True
+
+
+def _from_arrival(vals: dict, arrivals: dict, side: Side) -> None:
+    """TTFT and latency from arrival (see DEFINITIONS): + each request's wait for the engine loop's pickup."""
+    if not arrivals or len(arrivals) < len(vals["ttft"]):
+        vals["ttft_from_arrival"], vals["latency_from_arrival"] = {}, {}
+        return
+    offset = min(q - a for a, q in arrivals.values())
+    pickup = {i: ((q - a) - offset) * 1e3 for i, (a, q) in arrivals.items()}
+    vals["ttft_from_arrival"] = {i: v + pickup[i] for i, v in vals["ttft"].items()}
+    vals["latency_from_arrival"] = {i: v + pickup[i] for i, v in vals["latency"].items()}
+    side.pickup_delay_ms = pickup
 
 
 def read_timeseries(path) -> list[dict] | None:

@@ -78,4 +78,9 @@ def markdown(doc: dict) -> str:
     for m in doc["metrics"].values():
         pr = m["paired"]
         lines.append(f"| {m['label']} | {pr['n']} | {fmt(pr['mape_pct'], '.2f')} | {fmt(pr['mae_ms'], '.2f')} |")
+    pickup = doc.get("pickup_delay_ms")
+    if pickup:
+        lines += ["", f"vLLM's engine loop took a request from its input queue {fmt(pickup['mean'], '.1f')} ms "
+                      f"(mean; p90 {fmt(pickup['p90'], '.1f')} ms) after it arrived; the publishers' TTFT and latency "
+                      "start at that pickup (queued_ts), the 'from arrival' rows at the arrival, as tpsim measures."]
     return "\n".join(lines) + "\n"

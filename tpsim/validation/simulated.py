@@ -34,8 +34,8 @@ def read_sim_csv(path, *, with_itl: bool = False) -> Side:
             raise InputError(f"{where}: duplicate request id {i}")
         side.tokens[i] = (row.input, row.output)
         side.requests += 1
-        vals["ttft"][i] = row.ttft / 1e6
-        vals["latency"][i] = row.latency / 1e6
+        vals["ttft"][i] = vals["ttft_from_arrival"][i] = row.ttft / 1e6
+        vals["latency"][i] = vals["latency_from_arrival"][i] = row.latency / 1e6
         vals["queuing_delay"][i] = row.queuing_delay / 1e6
         if row.output > 1:
             vals["tpot"][i] = row.tpot / 1e6

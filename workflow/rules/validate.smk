@@ -2,6 +2,8 @@
 #
 # For every measured case directory under config["validation_root"] (default ../shared/validation;
 # a case has config.json, trace.jsonl and vllm/requests.jsonl):
+#   tpsim replay --perf-model kernels                   -> results/validation/<case>/tpsim-kernels.csv
+#       when every GPU of the case has kernel tables (configs/kernels/<GPU>/)
 #   tpsim replay --perf-model analytical                -> results/validation/<case>/tpsim-analytical.csv
 #   tpsim replay --perf-model profile --profile-dir P   -> results/validation/<case>/tpsim-profile.csv
 #       only when this build has the profile model (tpsim/perf/profile.py) and
@@ -25,7 +27,7 @@ rule validation_replay:
     log:
         f"logs/validation/{{case}}/tpsim-{{perf}}.log",
     wildcard_constraints:
-        perf="analytical|profile",
+        perf="kernels|analytical|profile",
     conda:
         "../envs/tpsim.yaml"
     params:
@@ -47,7 +49,7 @@ rule validation_compare:
     log:
         f"logs/validation/{{case}}/{{simulator}}.validate.log",
     wildcard_constraints:
-        simulator="tpsim-analytical|tpsim-profile|LLMServingSim",
+        simulator="tpsim-kernels|tpsim-analytical|tpsim-profile|LLMServingSim",
     conda:
         "../envs/tpsim.yaml"
     params:

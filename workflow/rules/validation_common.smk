@@ -37,6 +37,8 @@ def validation_out_dir(wildcards, output):
 def validation_simulators(case):
     """The simulators scored on a case: tpsim's models that can run there, and the peer if present."""
     sims = ["tpsim-analytical"]
+    if validation_cases.case_has_kernel_tables(validation_case_dir(case)):
+        sims.insert(0, "tpsim-kernels")
     if VAL_PROFILE_OK and validation_cases.case_profile_bundle(
         validation_case_dir(case), VAL_PROFILES
     ):
