@@ -2,7 +2,7 @@
 
 A 48-run campaign -- 3 models (Qwen3-8B, Qwen3-32B, Llama-3.1-70B) x TP 1/2/4/8 x link_bw
 16/64/128/450 GB/s on RTX PRO 6000, 300 ShareGPT-like requests per run -- end to end through
-Snakemake (trace, 48 cluster configs, 48 `tpsim run`s, DuckDB aggregation, the five figures),
+Snakemake (trace, 48 cluster configs, 48 `tpsim run`s, DuckDB aggregation, the six figures),
 from an empty results folder.  Target: < 60 s wall on 2 cores.
 
 It reports the pipeline's cost per run beside the simulator's own:
@@ -63,6 +63,20 @@ def job_times(workdir: Path) -> dict:
     return by_rule
 
 
+def run_campaign(workdir: Path, campaign: Path, cores: int) -> float | None:
+    """The campaign end to end through Snakemake in ``workdir`` (this checkout's tpsim first on
+    PYTHONPATH); its wall time in s, or None (with the end of its output printed) when it fails."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
+           "--config", f"campaign={campaign}", "--cores", str(cores), "--quiet", "all"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+        return None
+    return time.time() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cores", type=int, default=2)
@@ -71,14 +85,9 @@ def main() -> int:
     WORK.mkdir(parents=True)
     (WORK / "campaign.yaml").write_text(CAMPAIGN)
     subprocess.run([sys.executable, "-m", "compileall", "-q", "tpsim", "workflow/scripts"], cwd=REPO, check=True)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(WORK),
-           "--config", f"campaign={WORK / 'campaign.yaml'}", "--cores", str(args.cores), "--quiet", "all"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, env=env)
-    wall = time.time() - t0
-    if proc.returncode:
-        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+    wall = run_campaign(WORK, WORK / "campaign.yaml", args.cores)
+    if wall is None:
         return 1
 
     res = WORK / "results" / "bench48"
@@ -101,10 +110,10 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "tpsim", "run", "--cluster-config", str(d / "cluster.json"),
                         "--dataset", str(res / "workloads" / "rate=2" / "seed=0" / "trace.jsonl"),
                         "--output", str(OUT / "bench_campaign_tmp.csv"), "--record-infeasible", "--log-interval", "0",
-                        "--perf-model", "analytical", "--seed", "0"],
+                        "--perf-model", "auto", "--requests-format", "parquet", "--seed", "0"],
                        cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process_total = time.time() - t1
-    for suffix in (".csv", ".summary.json"):
+    for suffix in (".csv", ".parquet", ".summary.json"):
         (OUT / f"bench_campaign_tmp{suffix}").unlink(missing_ok=True)
 
     per_run_pipeline = sim_phase * args.cores / n
@@ -132,7 +141,8 @@ def main() -> int:
     print(f"    start-up + DAG                          {first - t0:6.1f} s")
     print(f"    trace + configs + simulations           {sim_phase:6.1f} s")
     print(f"    aggregate (DuckDB)                      {span.get('aggregate', 0):6.1f} s")
-    print(f"    figures (5 x PDF+PNG+CSV)               {span.get('figures', 0):6.1f} s")
+    n_figs = len(list((res / "figures").glob("*.png")))
+    print(f"    figures ({n_figs} x PDF+PNG+CSV)               {span.get('figures', 0):6.1f} s")
     print("  per run:")
     print(f"    pipeline, core-seconds                  {per_run_pipeline:6.3f} s")
     print(f"    `tpsim run` process (no Snakemake)      {process_total / n:6.3f} s")

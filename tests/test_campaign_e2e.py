@@ -28,7 +28,8 @@ SMALL = {
     "workload": {"generate": {"preset": "sharegpt", "num_reqs": NUM_REQS, "rate": 4, "seed": 3}},
     "matrix": {"model": ["Qwen/Qwen3-8B", "meta-llama/Llama-3.1-70B"], "tp_size": [1, 2], "link_bw": [16, 450]},
 }
-FIGURES = ("ttft_by_tp", "ttft_vs_link_bw", "tpot_vs_link_bw", "memory_by_tp", "ttft_tpot_cdf")
+FIGURES = ("ttft_by_tp", "ttft_vs_link_bw", "tpot_vs_link_bw", "throughput_vs_link_bw", "memory_by_tp",
+           "ttft_tpot_cdf")
 
 
 def snakemake(workdir: Path, *args, config: Path | None = None, configfile: Path | None = None,
@@ -67,9 +68,11 @@ def sha(path) -> str:
 
 
 def query(db, sql):
+    """``sql`` on a DuckDB database, or (a .parquet path) on an in-memory one."""
     import duckdb
 
-    with duckdb.connect(str(db), read_only=True) as con:
+    with duckdb.connect(str(db) if str(db).endswith(".duckdb") else ":memory:", read_only=str(db).endswith(".duckdb")) \
+            as con:
         return con.execute(sql).fetchall()
 
 
@@ -94,9 +97,9 @@ def test_tables_count_every_run_and_request(done):
     assert dict(query(db, "SELECT status, count(*) FROM runs GROUP BY ALL")) == {"ok": 6, "infeasible": 2}
     assert query(db, "SELECT count(*) FROM requests") == [(6 * NUM_REQS,)]
     assert query(db, "SELECT count(DISTINCT run_id) FROM requests") == [(6,)]
-    for ext in ("parquet", "csv"):
-        for table in ("runs", "requests"):
-            assert (wd / f"results/small/{table}.{ext}").stat().st_size > 0
+    for name in ("runs.parquet", "runs.csv", "requests.parquet"):
+        assert (wd / f"results/small/{name}").stat().st_size > 0
+    assert not (wd / "results/small/requests.csv").exists()  # only with requests_csv: true (2 MB per run)
 
 
 def test_tp2_weights_are_half_of_tp1(done):
@@ -118,7 +121,9 @@ def test_infeasible_runs_are_recorded_not_failed(done):
                                                      ("meta-llama/Llama-3.1-70B", 1, 450.0)]
     assert all("does not fit" in r for *_, r in rows)
     run = wd / "results/small/runs/model=meta-llama--Llama-3.1-70B/tp=1/link_bw=16"
-    assert (run / "requests.csv").read_text().count("\n") == 1  # header only
+    assert query(run / "requests.parquet", "SELECT count(*) FROM read_parquet('" + str(run / "requests.parquet") + "')") \
+        == [(0,)]  # no rows
+    assert not (run / "requests.csv").exists()  # the CSV only when the campaign asks for it
     assert json.loads((run / "requests.summary.json").read_text())["status"] == "infeasible"
     figure_rows = (wd / "results/small/figures/ttft_by_tp.csv").read_text()
     assert "meta-llama/Llama-3.1-70B,1,infeasible" in figure_rows
@@ -127,7 +132,7 @@ def test_infeasible_runs_are_recorded_not_failed(done):
 def test_each_run_folder_is_hive_style_and_self_describing(done):
     wd, _ = done
     runs = wd / "results/small/runs"
-    dirs = sorted(p.parent for p in runs.rglob("requests.csv"))
+    dirs = sorted(p.parent for p in runs.rglob("requests.parquet"))
     assert len(dirs) == 8
     for d in dirs:
         rel = d.relative_to(runs).parts
@@ -172,6 +177,21 @@ def test_report_has_every_figure(done):
     html = (wd / "results/small/report.html").read_text(errors="replace")
     for name in FIGURES:
         assert f"{name}.png" in html, name
+
+
+def test_report_names_its_campaign_and_refuses_another_campaigns_folder(done):
+    wd, cfg = done
+    html = (wd / "results/small/report.html").read_text(errors="replace")
+    desc = html[html.index("var workflow_desc"):][:3000]
+    assert 'tpsim campaign <strong>small</strong>' in desc  # the campaign it reports, and where it came from
+    assert cfg.name in desc and "matrix, 8 runs" in desc
+    (wd / "results/other").mkdir(exist_ok=True)
+    proc = snakemake(wd, "--report", "results/other/report.html", config=cfg)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "--report results/other/report.html: that is campaign other's folder, but this invocation reports " \
+           "campaign small" in out, out[-3000:]
+    assert not (wd / "results/other/report.html").exists()
 
 
 def test_unchanged_campaign_reruns_nothing(done):
@@ -226,7 +246,7 @@ def test_a_run_that_fails_for_another_reason_fails_loudly(tmp_path):
     out = proc.stdout + proc.stderr
     assert "tpsim: error:" in out and "--block-size" in out
     run = tmp_path / "results/broken/runs/model=Qwen--Qwen3-8B/tp=1/link_bw=16"
-    assert not (run / "requests.csv").exists()  # no half-written outputs
+    assert not (run / "requests.parquet").exists()  # no half-written outputs
     assert "tpsim: error:" in (run / "tpsim.log").read_text()
     assert not (tmp_path / "results/broken/campaign.duckdb").exists()
 
@@ -250,6 +270,39 @@ def test_lint_and_format_are_clean():
     files = ["workflow/Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow/rules").glob("*.smk"))]
     proc = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def folder_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def test_a_300_request_run_takes_under_0_3_mb_and_csv_only_on_request(tmp_path):
+    """Per-request rows as Parquet (tpsim run --requests-format parquet), the ITL lists only in
+    requests.parquet: the whole results folder, figures and database included, stays under 0.3 MB per
+    300-request run.  With requests_csv: true each run keeps its CSV too, and the campaign its requests.csv."""
+    doc = {"name": "store", "cluster": "configs/cluster/single_node_single_instance.json",
+           "workload": {"generate": {"preset": "sharegpt", "num_reqs": 300, "rate": 4}},
+           "matrix": {"model": ["Qwen/Qwen3-8B", "meta-llama/Llama-3.1-70B"], "tp_size": [1, 2], "link_bw": [16, 450]}}
+    ok(snakemake(tmp_path, "--cores", "2", config=write_campaign(tmp_path / "store.yaml", doc)))
+    res = tmp_path / "results/store"
+    per_run = folder_bytes(res) / 8
+    assert per_run < 0.3e6, f"{per_run / 1e6:.3f} MB per run"
+    assert not list(res.rglob("requests.csv"))
+    assert query(res / "campaign.duckdb", "SELECT count(*) FROM requests") == [(6 * 300,)]
+    cols = [c for (c,) in query(res / "campaign.duckdb", "SELECT column_name FROM information_schema.columns "
+                                                         "WHERE table_name = 'requests'")]
+    assert "itl_ns" not in cols and "ttft_ns" in cols  # the lists are in requests.parquet
+    assert query(res / "requests.parquet", f"SELECT count(*), sum(len(itl_ns)) > 0 FROM '{res}/requests.parquet'") \
+        == [(6 * 300, True)]
+
+    doc = dict(doc, name="withcsv", requests_csv=True,
+               matrix={"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16]},
+               workload={"generate": {"preset": "sharegpt", "num_reqs": 10, "rate": 4}})
+    ok(snakemake(tmp_path, "--cores", "2", config=write_campaign(tmp_path / "withcsv.yaml", doc)))
+    res = tmp_path / "results/withcsv"
+    run = res / "runs/model=Qwen--Qwen3-8B/tp=1/link_bw=16"
+    assert (run / "requests.csv").read_text().count("\n") == 11 and (run / "requests.parquet").exists()
+    assert (res / "requests.csv").read_text().count("\n") == 11
 
 
 def test_the_shipped_moe_campaign_runs_end_to_end(tmp_path):

@@ -93,3 +93,26 @@ def test_an_input_edited_with_its_mtime_kept_reruns_the_runs_that_read_it(fresh,
         (wd / path).write_text(original)
         os.utime(wd / path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert dry_sims(wd, cfg) == 0  # the content is what counts: back to what the runs read, nothing to do
+
+
+def test_changed_kernel_tables_rerun_the_runs_that_use_them(fresh):
+    """perf_model auto (the default) may read the GPU's kernel tables: their content is part of each
+    run's cache key (issue 8), as the catalog entry is, and run.json records them."""
+    wd, cfg = fresh
+    tables = wd / "configs/kernels/RTXPRO6000"
+    shutil.copytree(REPO / "configs/kernels/RTXPRO6000", tables)  # the work folder's catalog wins; same content
+    try:
+        assert dry_sims(wd, cfg) == 0
+        edit_keeping_mtime(tables / "provenance.json", "{", "{ ")
+        assert dry_sims(wd, cfg) == 2
+        ok(snakemake(wd, "--cores", "2", TARGET, config=cfg))
+        for rec in run_jsons(wd):
+            assert rec["perf_model"] == "auto"
+            assert rec["inputs"]["kernel_tables"]["path"].endswith("configs/kernels/RTXPRO6000")
+            assert len(rec["inputs"]["kernel_tables"]["sha256"]) == 64
+        assert dry_sims(wd, cfg) == 0
+    finally:
+        shutil.rmtree(wd / "configs/kernels")
+    assert dry_sims(wd, cfg) == 2  # the repository's tables again: not what the last runs read
+    ok(snakemake(wd, "--cores", "2", TARGET, config=cfg))
+    assert dry_sims(wd, cfg) == 0

@@ -86,7 +86,7 @@ def wd(tmp_path):
 
 def check_runs(wd: Path, name: str, models: list[str]) -> None:
     runs = wd / "results" / name / "runs"
-    dirs = sorted(p.parent for p in runs.rglob("requests.csv"))
+    dirs = sorted(p.parent for p in runs.rglob("requests.parquet"))
     assert len(dirs) == len(models)
     for d in dirs:
         parts = d.relative_to(runs).parts

@@ -6,7 +6,6 @@ in a temporary folder, laid out exactly as the pipeline lays them out.
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,6 @@ from conftest import REPO
 from tpsim.campaign import (
     aggregate,
     derive,
-    figure_axes,
-    figure_parts,
-    figure_stats,
     figures,
     run_ids,
     spec,
@@ -62,7 +58,8 @@ def build_runs(root: Path, doc: dict) -> tuple:
         assert derive.main(args) == 0
         assert tpsim_main(["run", "--cluster-config", str(d / "cluster.json"), "--dataset", str(root / run.trace),
                            "--output", str(d / "requests.csv"), "--record-infeasible", "--log-interval", "0",
-                           "--perf-model", "analytical", "--seed", str(run.params["seed"])]) == 0
+                           "--perf-model", "analytical", "--seed", str(run.params["seed"]),
+                           "--requests-format", "parquet"]) == 0
         dirs.append(d)
     return camp, dirs
 
@@ -71,10 +68,10 @@ def outputs_in(d: Path) -> dict:
     return {k: str(d / v) for k, v in TABLE_FILES.items()}
 
 
-def run_aggregate(dirs, out_dir: Path) -> dict:
+def run_aggregate(dirs, out_dir: Path, slo=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    return aggregate.aggregate([str(d / "run.json") for d in dirs], [str(d / "requests.csv") for d in dirs],
-                               [str(d / "requests.summary.json") for d in dirs], outputs_in(out_dir))
+    return aggregate.aggregate([str(d / "run.json") for d in dirs], [str(d / "requests.parquet") for d in dirs],
+                               [str(d / "requests.summary.json") for d in dirs], outputs_in(out_dir), slo=slo)
 
 
 @pytest.fixture(scope="module")
@@ -183,13 +180,21 @@ def test_tables_have_one_row_per_run_and_per_request(campaign):
                         WHERE q.tp_size != r.tp_size OR q.link_bw != r.link_bw OR q.seed != r.seed""") == [(0,)]
 
 
-def test_infeasible_runs_are_flagged_with_the_reason(campaign):
+def test_infeasible_runs_are_flagged_with_the_reason_and_keep_their_memory_needs(campaign):
     rows = query(campaign["out"] / "campaign.duckdb",
-                 "SELECT model, tp_size, reason, ttft_p50_ms, weights_gb, finished FROM runs WHERE status = 'infeasible'")
+                 """SELECT model, tp_size, reason, ttft_p50_ms, finished, weights_gb, activation_peak_gb, reserve_gb,
+                           budget_gb, memory_needed_gb, kv_capacity_gb, run_dir FROM runs WHERE status = 'infeasible'""")
     assert {(m, tp) for m, tp, *_ in rows} == {("meta-llama/Llama-3.1-70B", 1)}
-    for _, _, reason, ttft, weights, finished in rows:
+    for _, _, reason, ttft, finished, weights, act, reserve, budget, needed, kv, run_dir in rows:
         assert "does not fit" in reason
-        assert ttft is None and weights is None and finished is None
+        assert ttft is None and finished is None and kv is None
+        # the numbers the reason gives as text, as numbers: needs = weights + activations + reserve + one block
+        summary = json.loads((Path(run_dir) / "requests.summary.json").read_text())["memory_needed"]
+        assert weights == pytest.approx(summary["weights_gb"]) and weights > 140  # 70.6 B parameters, bf16
+        assert needed == pytest.approx(summary["needed_gb"])
+        assert weights + act + reserve < needed < weights + act + reserve + 0.1
+        assert needed > budget
+        assert f"needs {needed:.1f} GB per GPU" in reason and f"but {budget:.1f} GB are available" in reason
 
 
 def test_tp2_holds_half_the_weights_of_tp1(campaign):
@@ -236,35 +241,44 @@ def test_exports_match_the_tables_and_are_stable(campaign, tmp_path):
     assert not list(again.glob(".*.tmp"))  # temporary files renamed into place
 
 
-def test_aggregate_rejects_a_truncated_csv(campaign, tmp_path):
-    d = campaign["dirs"][0]
-    broken = tmp_path / "run"
+def _copy_parquet(src: Path, dst: Path, sql: str = "SELECT * FROM read_parquet($src)") -> None:
+    import duckdb
+
+    with duckdb.connect() as con:
+        con.execute(f"COPY ({sql.replace('$src', repr(str(src)))}) TO '{dst}' (FORMAT parquet)")
+
+
+def _broken_run(d: Path, root: Path, sql: str) -> Path:
+    broken = root / "run"
     broken.mkdir()
     for name in ("run.json", "requests.summary.json"):
         (broken / name).write_bytes((d / name).read_bytes())
-    lines = (d / "requests.csv").read_text().splitlines(keepends=True)
-    (broken / "requests.csv").write_text("".join(lines[:-1]))
-    with pytest.raises(aggregate.AggregateError, match="summary 20, CSV 19"):
+    _copy_parquet(d / "requests.parquet", broken / "requests.parquet", sql)
+    return broken
+
+
+def test_aggregate_rejects_truncated_or_foreign_request_files(campaign, tmp_path):
+    d = campaign["dirs"][0]
+    broken = _broken_run(d, tmp_path, "SELECT * FROM read_parquet($src) ORDER BY request_id LIMIT 19")
+    with pytest.raises(aggregate.AggregateError, match="summary 20 finished, 19 rows"):
         run_aggregate([broken], tmp_path / "out")
-    (broken / "requests.csv").write_text("id,latency\n1,2\n")
-    with pytest.raises(aggregate.AggregateError, match="unexpected header"):
+    _copy_parquet(d / "requests.parquet", broken / "requests.parquet", "SELECT 1 AS id, 2 AS latency")
+    with pytest.raises(aggregate.AggregateError, match="not tpsim's per-request Parquet"):
+        run_aggregate([broken], tmp_path / "out")
+    (broken / "requests.parquet").write_text("id,latency\n1,2\n")
+    with pytest.raises(aggregate.AggregateError, match="per-request files"):
         run_aggregate([broken], tmp_path / "out")
     assert not (tmp_path / "out" / "campaign.duckdb").exists()
 
 
 def test_a_failed_aggregation_leaves_no_file_behind(campaign, tmp_path):
-    """The five outputs appear together or not at all: a failure inside DuckDB (after the database
+    """The outputs appear together or not at all: a failure inside DuckDB (after the database
     and some exports were written to their temporary names) leaves the folder as it was."""
-    d = campaign["dirs"][0]
-    broken = tmp_path / "run"
-    broken.mkdir()
-    for name in ("run.json", "requests.summary.json"):
-        (broken / name).write_bytes((d / name).read_bytes())
-    (broken / "requests.csv").write_text("".join((d / "requests.csv").read_text().splitlines(keepends=True)[:-1]))
+    broken = _broken_run(campaign["dirs"][0], tmp_path, "SELECT * FROM read_parquet($src) LIMIT 19")
     out = tmp_path / "out"
     out.mkdir()
     (out / "runs.csv").write_text("an older table\n")
-    with pytest.raises(aggregate.AggregateError, match="summary 20, CSV 19"):
+    with pytest.raises(aggregate.AggregateError, match="summary 20 finished, 19 rows"):
         run_aggregate([broken], out)
     assert sorted(p.name for p in out.iterdir()) == ["runs.csv"]
     assert (out / "runs.csv").read_text() == "an older table\n"
@@ -281,7 +295,7 @@ def copy_runs(dirs, root: Path, edit) -> list[Path]:
         edit(i, summary, params)
         (c / "requests.summary.json").write_text(json.dumps(summary))
         (c / "run.json").write_text(json.dumps(params))
-        (c / "requests.csv").write_bytes((d / "requests.csv").read_bytes())
+        (c / "requests.parquet").write_bytes((d / "requests.parquet").read_bytes())
         out.append(c)
     return out
 
@@ -321,7 +335,7 @@ def test_an_odd_number_in_one_run_does_not_cost_the_campaign_its_tables(campaign
 
     dirs = copy_runs(campaign["dirs"], tmp_path / "runs", odd)
     log = io.StringIO()
-    aggregate.aggregate([str(d / "run.json") for d in dirs], [str(d / "requests.csv") for d in dirs],
+    aggregate.aggregate([str(d / "run.json") for d in dirs], [str(d / "requests.parquet") for d in dirs],
                         [str(d / "requests.summary.json") for d in dirs], outputs_in(tmp_path / "out"), log=log)
     row = query(tmp_path / "out/campaign.duckdb",
                 """SELECT max_num_seqs, engine_max_num_batched_tokens, block_size, peak_kv_utilization, throughput_rps
@@ -331,208 +345,6 @@ def test_an_odd_number_in_one_run_does_not_cost_the_campaign_its_tables(campaign
     warnings = [line for line in log.getvalue().splitlines() if line.startswith("aggregate: warning:")]
     assert len(warnings) == 3 and all(str(dirs[0]) in w and "stored as NULL" in w for w in warnings), warnings
     assert "block_size: 1180591620717411303424 does not fit a BIGINT column" in log.getvalue()
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-@pytest.fixture(scope="module")
-def figs(campaign):
-    outs = {}
-    for tag in ("a", "b"):
-        d = campaign["root"] / f"fig_{tag}"
-        outs[tag] = {n: {e: str(d / f"{n}.{e}") for e in ("pdf", "png", "csv")} for n in figures.FIGURES}
-        figures.make_figures(str(campaign["out"] / "runs.parquet"), str(campaign["out"] / "requests.parquet"),
-                             outs[tag], processes=2 if tag == "b" else 1)
-    return outs
-
-
-def test_figures_are_byte_identical_on_rerun(figs):
-    for name in figures.FIGURES:
-        for ext in ("pdf", "png", "csv"):
-            a, b = figs["a"][name][ext], figs["b"][name][ext]
-            assert Path(a).stat().st_size > 0
-            assert sha(a) == sha(b), f"{name}.{ext}"
-
-
-def test_pdfs_embed_truetype_fonts_and_carry_no_timestamp(figs):
-    for name in figures.FIGURES:
-        pdf = Path(figs["a"][name]["pdf"]).read_bytes()
-        assert pdf.startswith(b"%PDF")
-        assert b"/FontFile2" in pdf  # embedded TrueType (pdf.fonttype 42)
-        assert b"/Type3" not in pdf
-        assert b"/CreationDate" not in pdf
-        assert Path(figs["a"][name]["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def read_csv(path):
-    import csv
-
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def test_ttft_by_tp_data_are_seed_means_with_confidence_intervals(campaign, figs):
-    db = campaign["out"] / "campaign.duckdb"
-    rows = read_csv(figs["a"]["ttft_by_tp"]["csv"])
-    assert {float(r["link_bw"]) for r in rows} == {16.0, 450.0}
-    assert len(rows) == 2 * 2 * 2  # link_bw x model x tp
-    for r in rows:
-        vals = [v for (v,) in query(db, """SELECT ttft_p50_ms FROM runs WHERE model = $m AND tp_size = $tp
-                                          AND link_bw = $bw AND status = 'ok' ORDER BY seed""",
-                                     {"m": r["model"], "tp": int(r["tp_size"]), "bw": float(r["link_bw"])})]
-        if r["model"] == "meta-llama/Llama-3.1-70B" and r["tp_size"] == "1":
-            assert r["status"] == "infeasible" and r["ttft_p50_ms"] == "" and vals == []
-            continue
-        assert r["status"] == "ok" and int(r["n_runs"]) == 2
-        mean = sum(vals) / 2
-        half = figure_stats.t975(1) * (abs(vals[0] - vals[1]) / math.sqrt(2)) / math.sqrt(2)  # t * sd / sqrt(n)
-        assert float(r["ttft_p50_ms"]) == pytest.approx(mean, rel=1e-9)
-        assert float(r["ci_high_ms"]) - float(r["ci_low_ms"]) == pytest.approx(2 * half, rel=1e-6, abs=1e-9)
-
-
-def test_link_bw_figures_have_every_point(figs):
-    for name, col in (("ttft_vs_link_bw", "ttft_p50_ms"), ("tpot_vs_link_bw", "tpot_p50_ms")):
-        rows = read_csv(figs["a"][name]["csv"])
-        assert len(rows) == 2 * 2 * 2  # model x tp x link_bw
-        ok = [r for r in rows if r["status"] == "ok"]
-        assert len(ok) == 6 and all(float(r[col]) > 0 for r in ok)
-
-
-def test_memory_figure_data(figs):
-    rows = {(r["model"], r["tp_size"]): r for r in read_csv(figs["a"]["memory_by_tp"]["csv"])}
-    assert len(rows) == 4
-    q1, q2 = rows[("Qwen/Qwen3-8B", "1")], rows[("Qwen/Qwen3-8B", "2")]
-    assert float(q2["weights_gb"]) == pytest.approx(float(q1["weights_gb"]) / 2, rel=0.01)
-    total = float(q1["weights_gb"]) + float(q1["activation_reserve_gb"]) + float(q1["kv_capacity_gb"])
-    assert total == pytest.approx(float(q1["budget_gb"]), abs=0.01)  # the stacked bar fills the budget
-    assert rows[("meta-llama/Llama-3.1-70B", "1")]["status"] == "infeasible"
-
-
-def test_cdf_data_are_proper_cdfs(figs):
-    rows = read_csv(figs["a"]["ttft_tpot_cdf"]["csv"])
-    bad = [r for r in rows if r["status"] == "infeasible"]
-    # Llama-3.1-70B at TP=1 does not fit: one row per link_bw and metric, no values
-    assert {(r["model"], r["tp_size"], r["link_bw"], r["metric"]) for r in bad} == {
-        ("meta-llama/Llama-3.1-70B", "1", bw, m) for bw in ("16", "450") for m in ("ttft", "tpot")}
-    assert len(bad) == 4 and all(r["value_ms"] == "" and r["cdf"] == "" for r in bad)
-    groups = {}
-    for r in (r for r in rows if r["status"] == "ok"):
-        groups.setdefault((r["model"], r["tp_size"], r["link_bw"], r["metric"]), []).append(
-            (float(r["value_ms"]), float(r["cdf"])))
-    assert len(groups) == 3 * 2 * 2  # 3 feasible (model, tp) x 2 link_bw x {ttft, tpot}
-    for key, pts in groups.items():
-        xs, ys = zip(*pts)
-        assert list(xs) == sorted(xs) and list(ys) == sorted(ys) and ys[-1] == pytest.approx(1.0), key
-        if key[3] == "ttft":
-            assert len(pts) == 2 * NUM_REQS  # two seeds pooled
-
-
-def test_infeasible_label_follows_the_reason():
-    import pandas as pd
-
-    runs = pd.DataFrame({"status": ["ok", "infeasible", "infeasible"],
-                         "reason": [None, "Qwen/Qwen3-32B does not fit: needs 70.1 GB per GPU",
-                                    "tp_size=3 does not divide the model's 32 attention heads"]})
-    assert figure_parts.infeasible_label(runs.iloc[[0, 1]]) == "does not fit"
-    assert figure_parts.infeasible_label(runs.iloc[[0, 2]]) == "infeasible"
-    assert figure_parts.infeasible_label(runs) == "does not fit / infeasible"
-
-
-@pytest.mark.parametrize("lo, hi", [
-    (5.0, 9.5),  # TPOT of a small model
-    (9.43, 17.93),  # Qwen3-8B TPOT in the default campaign: 1..9 x 10^k labelled only "10"
-    (13.84, 15.146),  # a tenth of a decade: no ragged end labels ("13.8401")
-    (29.1, 118.9),  # Qwen3-32B TPOT in the default campaign
-    (17.0, 235.0),  # one to two decades: 1-2-5
-])
-def test_log_axes_label_several_ticks_across_the_data(lo, hi):
-    """A log axis labels at least three round values inside the data, in both axes."""
-    import matplotlib.pyplot as plt
-
-    for which in ("x", "y"):
-        fig, ax = plt.subplots(figsize=(3.4, 1.8))
-        xs = [lo, (lo + hi) / 2, hi]
-        ax.plot(xs, [0, 0.5, 1]) if which == "x" else ax.plot([0, 0.5, 1], xs)
-        figure_axes.log_axis(ax, which)
-        fig.canvas.draw()
-        axis = ax.xaxis if which == "x" else ax.yaxis
-        shown = [(t.get_loc(), t.label1.get_text()) for t in axis.get_major_ticks()
-                 if t.label1.get_visible() and t.label1.get_text() and lo <= t.get_loc() <= hi]
-        plt.close(fig)
-        labels = [text for _, text in shown]
-        assert len(shown) >= 3, (which, labels)
-        assert len(set(labels)) == len(labels) and all(len(text) <= 4 for text in labels), labels
-        assert all(float(text) == pytest.approx(loc) for loc, text in shown), shown
-
-
-def _synthetic_tables():
-    """Model org/A runs at TP 1 and 2 but not 3 (3 does not divide its heads); org/B runs nowhere
-    (TP 1 and 2: does not fit; TP 3: heads).  link_bw 16 and 450, 20 requests per feasible run."""
-    import pandas as pd
-
-    heads = "tp_size=3 does not divide {m}'s 32 attention heads; choose tp_size in [1, 2, 4, 8, 16, 32]"
-    memory = "{m} does not fit: needs 143.0 GB per GPU (weights 141.1 GB + ...) but 92.8 GB are available"
-    runs, reqs = [], []
-    for m in ("org/A", "org/B"):
-        for tp in (1, 2, 3):
-            for bw in (16.0, 450.0):
-                ok = m == "org/A" and tp != 3
-                rid = f"model={m.replace('/', '--')}/tp={tp}/link_bw={bw:g}"
-                reason = None if ok else (heads if tp == 3 else memory).format(m=m)
-                runs.append({"run_id": rid, "model": m, "tp_size": tp, "link_bw": bw, "seed": 0,
-                             "hardware": "RTXPRO6000", "link_latency": 20000.0, "rate": 2.0, "max_num_seqs": 128,
-                             "max_num_batched_tokens": 2048, "status": "ok" if ok else "infeasible", "reason": reason,
-                             "ttft_p50_ms": 50.0 / tp if ok else None, "tpot_p50_ms": 10.0 / tp if ok else None})
-                for i in range(20 if ok else 0):
-                    reqs.append({"run_id": rid, "model": m, "tp_size": tp, "link_bw": bw, "seed": 0,
-                                 "output_tokens": 10, "ttft_ns": int((40 + i) * 1e6 / tp),
-                                 "tpot_ns": int((9 + i / 10) * 1e6 / tp)})
-    return pd.DataFrame(runs), pd.DataFrame(reqs)
-
-
-def _draw(monkeypatch, tmp_path, name):
-    """Draw one figure from the synthetic tables; return the matplotlib figure and the CSV rows."""
-    drawn = []
-    save = figures.save
-    monkeypatch.setattr(figures, "save", lambda fig, pdf, png: (drawn.append(fig), save(fig, pdf, png)))
-    runs, reqs = _synthetic_tables()
-    out = {e: str(tmp_path / f"{name}.{e}") for e in ("pdf", "png", "csv")}
-    figures.DRAW[name](runs, reqs, out)
-    return drawn[0], read_csv(out["csv"])
-
-
-def _panel_notes(ax) -> str:
-    return "\n".join(t.get_text() for t in ax.texts)
-
-
-def test_cdf_figure_marks_infeasible_runs(monkeypatch, tmp_path):
-    fig, rows = _draw(monkeypatch, tmp_path, "ttft_tpot_cdf")
-    # the CSV keeps every infeasible run, once per link_bw and metric, with its status
-    bad = {(r["model"], r["tp_size"], r["link_bw"], r["metric"]) for r in rows if r["status"] == "infeasible"}
-    assert bad == {(m, tp, bw, metric) for m, tps in (("org/A", "3"), ("org/B", "123")) for tp in tps
-                   for bw in ("16", "450") for metric in ("ttft", "tpot")}
-    assert {r["status"] for r in rows} == {"ok", "infeasible"}
-    (a_ttft, a_tpot), (b_ttft, b_tpot) = fig.axes[0:2], fig.axes[2:4]
-    for ax in (a_ttft, a_tpot):  # drawn lines, and a note for the TP that cannot run
-        assert ax.lines and _panel_notes(ax) == "TP=3: infeasible"
-    for ax in (b_ttft, b_tpot):  # nothing drawn: the notes alone, no dummy axis
-        assert not ax.lines
-        assert _panel_notes(ax) == "TP=1: does not fit\nTP=2: does not fit\nTP=3: infeasible"
-        assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
-    # the legend names only what is drawn: no TP=3
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["TP=1", "TP=2", "450 GB/s", "16 GB/s"]
-
-
-def test_link_bw_figure_marks_infeasible_runs(monkeypatch, tmp_path):
-    fig, rows = _draw(monkeypatch, tmp_path, "ttft_vs_link_bw")
-    assert {(r["model"], r["tp_size"]) for r in rows if r["status"] == "infeasible"} == {
-        ("org/A", "3"), ("org/B", "1"), ("org/B", "2"), ("org/B", "3")}
-    a, b = fig.axes
-    assert len(a.lines) == 2 and _panel_notes(a) == "TP=3: infeasible"
-    assert not b.lines and _panel_notes(b) == "TP=1: does not fit\nTP=2: does not fit\nTP=3: infeasible"
-    assert list(b.get_xticks()) == [] and list(b.get_yticks()) == []
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["TP=1", "TP=2"]
 
 
 def test_git_dirty_tracks_uncommitted_changes_to_tracked_files(tmp_path):
@@ -567,33 +379,3 @@ def test_runs_record_git_dirty(campaign):
     assert query(campaign["out"] / "campaign.duckdb",
                  "SELECT data_type FROM information_schema.columns WHERE table_name = 'runs' AND column_name = 'git_dirty'"
                  ) == [("BOOLEAN",)]
-
-
-def test_mean_ci():
-    m, _lo, hi, n = figure_stats.mean_ci([1.0, 2.0, 3.0])
-    assert (m, n) == (2.0, 3)
-    assert hi - m == pytest.approx(4.303 / math.sqrt(3))
-    assert math.isnan(figure_stats.mean_ci([5.0])[1])
-    assert figure_stats.mean_ci([])[3] == 0
-
-
-def test_other_matrix_keys_become_rows_of_panels(tmp_path):
-    """hardware x rate (and a single tp / link_bw) still give every figure, one panel row per combination."""
-    doc = {"name": "facets", "cluster": "configs/cluster/single_node_single_instance.json",
-           "workload": {"generate": {"preset": "sharegpt", "num_reqs": 10}},
-           "matrix": {"model": ["Qwen/Qwen3-8B"], "tp_size": [1], "link_bw": [16], "hardware": ["RTXPRO6000", "H100"],
-                      "rate": [2, 4]}}
-    _, dirs = build_runs(tmp_path, doc)
-    assert len(dirs) == 4
-    run_aggregate(dirs, tmp_path / "agg")
-    outs = {n: {e: str(tmp_path / "fig" / f"{n}.{e}") for e in ("pdf", "png", "csv")} for n in figures.FIGURES}
-    figures.make_figures(str(tmp_path / "agg/runs.parquet"), str(tmp_path / "agg/requests.parquet"), outs)
-    facets = {r["facet"] for r in read_csv(outs["ttft_by_tp"]["csv"])}
-    assert facets == {"hardware=RTXPRO6000, rate=2", "hardware=RTXPRO6000, rate=4", "hardware=H100, rate=2",
-                      "hardware=H100, rate=4"}
-    mem = read_csv(outs["memory_by_tp"]["csv"])  # memory depends on the hardware, not on the rate
-    assert {r["facet"] for r in mem} == {"hardware=RTXPRO6000", "hardware=H100"}
-    budgets = {r["facet"]: float(r["budget_gb"]) for r in mem}
-    assert budgets["hardware=H100"] < budgets["hardware=RTXPRO6000"]  # 79.65 GiB vs 96 GiB
-    for out in outs.values():
-        assert all(Path(p).stat().st_size > 0 for p in out.values())

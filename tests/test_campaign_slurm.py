@@ -3,8 +3,9 @@
 Starts munged/slurmctld/slurmd with .ci/slurm-up.sh (installing the Debian packages if needed),
 runs 8 runs with --workflow-profile slurm-ci (workflow/profiles/slurm-ci) under `timeout -s KILL` (a hung status
 query must never hang CI), checks that the runs really ran inside Slurm jobs, grouped, and stops
-the daemons with .ci/slurm-down.sh.  Skips unless root with apt-get (as on CI: a fresh Debian 12
-machine) and the slurm executor plugin is installed.
+the daemons with .ci/slurm-down.sh.  It installs system packages and starts daemons, so it runs
+only when asked to: TPSIM_TEST_SLURM=1 (which .ci/run sets), as root with apt-get (as on CI: a
+fresh Debian 12 machine) and the slurm executor plugin installed; otherwise it skips with the reason.
 """
 
 import json
@@ -22,7 +23,14 @@ KILL_AFTER_S = 420
 pytestmark = pytest.mark.slurm
 
 
+#: the opt-in: without it the test never installs packages or starts daemons (.ci/run sets it)
+OPT_IN = "TPSIM_TEST_SLURM"
+
+
 def skip_reason() -> str | None:
+    if os.environ.get(OPT_IN) != "1":
+        return (f"Slurm test installs Debian packages and starts munged/slurmctld/slurmd: it runs only when asked, "
+                f"{OPT_IN}=1 (set by .ci/run)")
     if os.geteuid() != 0:
         return "Slurm test needs root: it starts munged, slurmctld and slurmd and writes /etc/slurm/slurm.conf"
     if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
@@ -93,3 +101,12 @@ def test_campaign_runs_through_slurm(slurm, tmp_path):
     for name in ("ttft_by_tp", "memory_by_tp"):
         assert (res / "figures" / f"{name}.pdf").exists()
     assert json.loads((res / "campaign.json").read_text())["name"] == "slurm_ci"
+
+
+def test_the_slurm_test_runs_only_when_asked(monkeypatch):
+    """Outside CI, pytest never installs system packages or starts daemons: the opt-in is explicit."""
+    monkeypatch.delenv(OPT_IN, raising=False)
+    assert skip_reason().startswith("Slurm test installs Debian packages")
+    monkeypatch.setenv(OPT_IN, "0")
+    assert OPT_IN in skip_reason()
+    assert f"export {OPT_IN}=1" in (REPO / ".ci/run").read_text()

@@ -157,7 +157,8 @@ def _infeasible(config: RunConfig, out, sink, exc, ignored, argv, console: Conso
     console.line(f"tpsim: infeasible: {exc}")
     provenance = {"git_commit": git_commit(), "argv": argv, "flags": config.flags(), "seed": config.seed,
                   "inputs": existing_inputs(config.cluster_config, config.dataset)}
-    summary = infeasible_summary(config, str(exc), ignored, provenance, time.perf_counter() - t0)
+    summary = infeasible_summary(config, str(exc), ignored, provenance, time.perf_counter() - t0,
+                                 getattr(exc, "memory_needed", None))
     written = out if sink is None else None
     sink = sink or _file_sink(config, out)
     if sink is not None:

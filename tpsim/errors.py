@@ -20,8 +20,14 @@ class InfeasibleError(InputError):
     """The configuration is well-formed but cannot run (e.g. the model does not fit).
 
     Campaigns record these runs as *infeasible* instead of failing
-    (``tpsim run --record-infeasible``).
+    (``tpsim run --record-infeasible``).  ``memory_needed`` (GB per GPU: weights, activations,
+    reserve, one KV block, their sum and the budget), when memory is the reason, goes into the
+    infeasible run's summary as numbers.
     """
+
+    def __init__(self, message: str, memory_needed: dict | None = None):
+        super().__init__(message)
+        self.memory_needed = memory_needed
 
 
 class NotSupportedError(InputError):

@@ -296,7 +296,10 @@ def plan_memory(model: ModelSpec, tp: int, pp: int, engine: EngineConfig, mem_si
             f"+ one KV block) but {budget / GB:.1f} GB are available "
             f"({mem_size_gib:g} GiB x mem_util {engine.mem_util:g}) at tp_size={tp}, pp_size={pp}{spread}; "
             f"raise tp_size or pp_size{', or ep_size with a dp_group' if experts else ''}, use a larger GPU, "
-            "or raise npu-memory-utilization"
+            "or raise npu-memory-utilization",
+            memory_needed={"needed_gb": needed / GB, "weights_gb": weights / GB, "activation_peak_gb": act / GB,
+                           "reserve_gb": reserve / GB, "kv_block_gb": per_block / GB, "budget_gb": budget / GB,
+                           "tp_size": tp, "pp_size": pp},
         )
     return MemoryPlan(
         weights_bytes=weights,

@@ -244,11 +244,14 @@ def timing(wall_s: float, sim_s: float | None) -> dict:
     return {"wall_time_s": round(wall_s, 6), "speedup": round(sim_s / wall_s, 3) if sim_s is not None and wall_s > 0 else None}
 
 
-def infeasible_summary(config, reason: str, ignored: list[str], provenance: dict, wall_s: float) -> RunSummary:
-    """--record-infeasible: why the run cannot happen (the CSV beside it has only its header)."""
+def infeasible_summary(config, reason: str, ignored: list[str], provenance: dict, wall_s: float,
+                       memory_needed: dict | None = None) -> RunSummary:
+    """--record-infeasible: why the run cannot happen (the CSV beside it has only its header), and,
+    when memory is the reason, what it needs per GPU as numbers (``memory_needed``)."""
+    extra = {"memory_needed": memory_needed} if memory_needed else {}
     return RunSummary(status="infeasible", reason=reason, tpsim_version=__version__, provenance=provenance,
                       totals=None, ignored=list(ignored), timing=timing(wall_s, None),
-                      extra=dict(config.summary_extra))
+                      extra={**extra, **config.summary_extra})
 
 
 def final_lines(console: Console, s: dict, written: list[str]) -> None:

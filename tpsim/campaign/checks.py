@@ -255,14 +255,32 @@ class Checks:
                 self.problems.append(f"matrix.tp_size[{i}]: {tp} x the base config's pp_size {pp} = {tp * pp:,} GPUs "
                                      f"per instance, more than tpsim takes ({MAX_GPUS:,})")
 
-    def base_link_latency(self) -> None:
-        """The base's link_latency goes into every run's parameters unless the matrix sets it."""
-        if "link_latency" in self.matrix or not self.instances:
+    def base_link(self) -> None:
+        """The base's link_bw / link_latency go into every run's parameters unless the matrix sets them
+        or a hardware sweep takes each GPU's catalogued link (:mod:`~tpsim.campaign.links`)."""
+        if not self.instances or "hardware" in self.matrix:
             return
-        lat = scalar(self.base.get("link_latency"))
-        if not form.finite_number(lat) or lat < 0:
-            self.problems.append(f"cluster: {printable(self.cluster)}: link_latency {form.show(lat)} is not a "
-                                 "number >= 0 (or give matrix.link_latency)")
+        for key, low in (("link_bw", "> 0"), ("link_latency", ">= 0")):
+            value = scalar(self.base.get(key))
+            if key not in self.matrix and (not form.finite_number(value) or value < 0 or (key == "link_bw"
+                                                                                           and value == 0)):
+                self.problems.append(f"cluster: {printable(self.cluster)}: {key} {form.show(value)} is not a "
+                                     f"number {low} (or give matrix.{key})")
+
+    def analysis(self) -> None:
+        """The slo:, capacity: and measured: blocks (each module checks its own)."""
+        from tpsim.campaign import capacity, measured_runs, slo
+
+        self.problems += slo.check(self.doc, self.valid)
+        self.problems += capacity.check(self.doc, self.matrix, self.generate, self.valid)
+        if isinstance(self.doc.get("measured"), list) and self.valid("measured"):
+            base_hw = self.instances[0]["hardware"] if self.instances else None
+            self.problems += measured_runs.check(self.doc, self.matrix, base_hw,
+                                                 lambda path: self._dir(path))
+
+    def _dir(self, path: str) -> str | None:
+        found = resolve_path(path, self.roots)
+        return rel_path(found) if found is not None else None
 
     def tpsim_args(self) -> None:
         """No flag the pipeline sets, nor an abbreviation argparse would expand to one."""
@@ -306,7 +324,7 @@ class Checks:
 
     def run_all(self) -> list[str]:
         for check in (self.cluster_config, self.workload, self.models, self.hardware, self.gpus,
-                      self.base_link_latency, self.tpsim_args, self.exclude):
+                      self.base_link, self.tpsim_args, self.exclude, self.analysis):
             check()
         return self.problems
 

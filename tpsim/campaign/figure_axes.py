@@ -1,4 +1,5 @@
-"""Log axes for the campaign figures: labelled across their data, with plain (not mathtext) labels."""
+"""Axes for the campaign figures: one scale for a whole figure (log when its data span more than
+:data:`WIDE` times), log axes labelled across their data with plain (not mathtext) labels."""
 
 import math
 
@@ -27,14 +28,16 @@ def short_range_ticks(lo: float, hi: float) -> list[float]:
     return ticks or [lo]
 
 
-def log_axis(ax, which: str = "y") -> None:
-    """A log axis labelled across its data (call it after plotting): under one decade round linear
-    steps (10, 12, 14, 16), under two 1-2-5 (20, 50, 100, 200), otherwise the decades; plain labels."""
+def log_axis(ax, which: str = "y", lo: float | None = None, hi: float | None = None) -> None:
+    """A log axis labelled across its data, or across [lo, hi] when given (the data of every panel
+    that shares it): under one decade round linear steps (10, 12, 14, 16), under two 1-2-5 (20, 50,
+    100, 200), otherwise the decades; plain labels.  Call it after plotting."""
     from matplotlib import ticker
 
     axis = ax.yaxis if which == "y" else ax.xaxis
     (ax.set_yscale if which == "y" else ax.set_xscale)("log")
-    lo, hi = (ax.dataLim.intervaly if which == "y" else ax.dataLim.intervalx)
+    if lo is None or hi is None:
+        lo, hi = (ax.dataLim.intervaly if which == "y" else ax.dataLim.intervalx)
     if np.isfinite(lo) and np.isfinite(hi) and lo > 0:  # short ranges: more labelled ticks
         decades = math.log10(hi / lo)
         if decades < 1:
@@ -45,7 +48,35 @@ def log_axis(ax, which: str = "y") -> None:
     axis.set_minor_formatter(ticker.NullFormatter())
 
 
+WIDE = 30  # max / min of a figure's values above which its axis is logarithmic
+
+
+def positive(values) -> list[float]:
+    return [float(x) for x in values if x is not None and np.isfinite(x) and x > 0]
+
+
+def is_wide(values) -> bool:
+    v = positive(values)
+    return bool(v) and max(v) / min(v) > WIDE
+
+
+def figure_scale(ax, values, which: str = "y", force_linear: bool = False) -> bool:
+    """One scale for every panel sharing ``ax``'s axis, from all their ``values`` (points and interval
+    ends): log when they span more than WIDE times, else linear from zero.  Returns whether it is log."""
+    v = positive(values)
+    if not v:
+        return False
+    if not force_linear and is_wide(v):
+        log_axis(ax, which, min(v), max(v))
+        return True
+    if which == "y":
+        ax.set_ylim(bottom=0)
+    else:
+        ax.set_xlim(left=0)
+    return False
+
+
 def log_if_wide(ax, values) -> None:
-    v = [x for x in values if x is not None and np.isfinite(x) and x > 0]
-    if v and max(v) / min(v) > 30:
-        log_axis(ax, "y")
+    if is_wide(values):
+        v = positive(values)
+        log_axis(ax, "y", min(v), max(v))

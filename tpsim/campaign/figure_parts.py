@@ -1,6 +1,12 @@
-"""The parts every campaign figure is made of: labels, facets (rows of panels), TP styles, notes for
-infeasible runs, the grid of panels, and writing a figure (PDF + PNG without timestamps) and its
-numbers (CSV) so that a rerun gives byte-identical files."""
+"""The parts every campaign figure is made of: page widths, the grid of panels (one row of panels per
+facet row, one axis scale and range per figure), series styles, legends that fit, marks for
+infeasible, overloaded and measured points, and writing a figure (PDF + PNG without timestamps) and
+its numbers (CSV) so that a rerun gives byte-identical files.
+
+Figures are exactly one column (3.5 in) or two columns (7.16 in) wide, the widths of two-column
+paper templates; everything drawn stays inside (constrained layout; the legend takes as many rows
+as it needs).
+"""
 
 from __future__ import annotations
 
@@ -14,50 +20,18 @@ from tpsim.io.writing import AtomicFiles
 
 matplotlib.use("Agg")  # files only, never a display; before any figure exists
 
-FACET_KEYS = ("hardware", "link_latency", "rate", "max_num_seqs", "max_num_batched_tokens")
-MEMORY_FACET_KEYS = ("hardware", "max_num_seqs", "max_num_batched_tokens")
+SINGLE_COLUMN_IN = 3.5
+DOUBLE_COLUMN_IN = 7.16
+ROW_HEIGHT_IN = 1.9
 HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\", "oo", "++", "--")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DASHES = ("-", "--", "-.", ":")
 DOES_NOT_FIT = "does not fit"
-
-
-def short_model(name: str, all_names) -> str:
-    """The model's label: its last path part unless two models share it; '$' escaped (matplotlib
-    would read text between two '$' as math, and fail on some)."""
-    short = name.rsplit("/", 1)[-1]
-    clash = sum(1 for n in all_names if n.rsplit("/", 1)[-1] == short) > 1
-    return (name if clash else short).replace("$", r"\$")
-
-
-def fmt_num(x) -> str:
-    if x is None or pd.isna(x):
-        return "n/a"
-    x = float(x)
-    return str(int(x)) if x.is_integer() else f"{x:g}"
-
-
-def facet_columns(runs: pd.DataFrame, keys=FACET_KEYS) -> list[str]:
-    return [k for k in keys if runs[k].nunique(dropna=False) > 1]
-
-
-def facet_label(row, cols) -> str:
-    return ", ".join(f"{c}={row[c] if isinstance(row[c], str) else fmt_num(row[c])}" for c in cols)
-
-
-def ordered(values) -> list:
-    """Distinct values in first-seen order (the campaign's matrix order)."""
-    seen = []
-    for v in values:
-        if v not in seen:
-            seen.append(v)
-    return seen
-
-
-def with_facets(runs: pd.DataFrame, cols) -> pd.DataFrame:
-    runs = runs.copy()
-    runs["facet"] = [facet_label(r, cols) for _, r in runs.iterrows()] if cols else ""
-    return runs
+OVERLOADED = "overloaded"
+MEASURED_COLOR = "black"
+MEASURED_MARKER = "*"
+NOTE_COLOR = "0.3"
+NOTE_SIZE = 6
 
 
 def write_csv(df: pd.DataFrame, path: str) -> None:
@@ -78,21 +52,137 @@ def save(fig, pdf: str, png: str) -> None:
     plt.close(fig)
 
 
-def tp_style(tps: list) -> dict:
+def series_style(values: list) -> dict:
+    """Colour, hatch and marker per series value (TP degrees, links, ...), in the given order."""
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {tp: {"color": colors[i % len(colors)], "hatch": HATCHES[i % len(HATCHES)],
-                 "marker": MARKERS[i % len(MARKERS)]} for i, tp in enumerate(tps)}
+    return {v: {"color": colors[i % len(colors)], "hatch": HATCHES[i % len(HATCHES)],
+                "marker": MARKERS[i % len(MARKERS)], "dash": DASHES[i % len(DASHES)]} for i, v in enumerate(values)}
 
 
-def grid(nrows: int, ncols: int, width: float = 7.0, row_height: float = 2.0, sharey=False):
+def grid(row_labels: list[str], ncols: int, *, sharex=True, sharey=True, row_height: float = ROW_HEIGHT_IN,
+         width: float | None = None):
+    """(figure, axes[row][col]): one row of panels per facet row (a sub-figure titled with its label),
+    one column (3.5 in wide) or two (7.16 in).  ``sharey`` / ``sharex``: True shares the axis over the
+    whole figure (one scale and range), "col" within each column, False not at all."""
     ncols = max(ncols, 1)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width if ncols > 1 else 3.4, row_height * nrows + 0.4),
-                             squeeze=False, layout="constrained", sharey=sharey)
+    nrows = max(len(row_labels), 1)
+    width = width or (SINGLE_COLUMN_IN if ncols == 1 else DOUBLE_COLUMN_IN)
+    titled = any(row_labels)
+    fig = plt.figure(figsize=(width, nrows * (row_height + (0.15 if titled else 0)) + 0.45), layout="constrained")
+    subs = fig.subfigures(nrows, 1, squeeze=False)[:, 0] if nrows > 1 else [fig]
+    axes = []
+    for sub, label in zip(subs, row_labels or [""]):
+        row = sub.subplots(1, ncols, squeeze=False)[0]
+        if titled and label:
+            sub.suptitle(label, fontsize=plt.rcParams["axes.titlesize"], fontweight="bold")
+        axes.append(list(row))
+    _share(axes, sharex, "x")
+    _share(axes, sharey, "y")
     return fig, axes
 
 
+def _share(axes, mode, which: str) -> None:
+    flat = [ax for row in axes for ax in row]
+    for r, row in enumerate(axes):
+        for c, ax in enumerate(row):
+            lead = flat[0] if mode is True else axes[0][c] if mode == "col" else None
+            if lead is not None and ax is not lead:
+                (ax.sharex if which == "x" else ax.sharey)(lead)
+
+
+#: a y label longer than this (characters) is broken in two lines: it must fit a row of panels' height
+YLABEL_CHARS = 26
+
+
+def set_ylabel(ax, text: str) -> None:
+    """The y label, on two lines when one would be taller than a row of panels: the quantity, then
+    its unit in parentheses ("SLO attainment" / "(% of requests)")."""
+    import textwrap
+
+    if len(text) > YLABEL_CHARS:
+        name, sep, unit = text.rpartition(" (")
+        text = f"{name}\n({unit}" if sep and name else textwrap.fill(text, YLABEL_CHARS)
+    ax.set_ylabel(text)
+
+
+def blank_y(axes) -> None:
+    """Nothing in the figure has a y value (every run infeasible): no y axis to read, only the marks."""
+    for row in axes:
+        for ax in row:
+            ax.set_yticks([])
+            ax.set_ylabel("")
+            ax.spines["left"].set_visible(False)
+
+
+def hide_inner_labels(axes, y=True) -> None:
+    """Panels right of the first column repeat the shared y ticks without their labels."""
+    for row in axes:
+        for ax in row[1:]:
+            if y:
+                ax.tick_params(labelleft=False)
+
+
+def fit_legend(fig, handles: list, title: str | None = None):
+    """The figure's legend above the panels, in as many columns as fit its width (else more rows)."""
+    if not handles:
+        return None
+    renderer = fig.canvas.get_renderer()
+    limit = fig.bbox.width - 4
+    for ncols in range(len(handles), 0, -1):
+        leg = fig.legend(handles=row_major(handles, ncols), loc="outside upper center", ncols=ncols, title=title)
+        if leg.get_window_extent(renderer).width <= limit or ncols == 1:
+            return leg
+        leg.remove()
+    return None
+
+
+def row_major(handles: list, ncols: int) -> list:
+    """``handles`` ordered so that a legend of ``ncols`` columns (which matplotlib fills column by
+    column) reads row by row, in the given order; blank entries fill the last row."""
+    rows = -(-len(handles) // ncols)
+    padded = list(handles) + [plt.Line2D([], [], linestyle="none", label=" ")] * (rows * ncols - len(handles))
+    return [padded[r * ncols + c] for c in range(ncols) for r in range(rows)]
+
+
+def bar_handle(style: dict, label: str):
+    return plt.Rectangle((0, 0), 1, 1, facecolor=style["color"], hatch=style["hatch"], edgecolor="black",
+                         linewidth=0.4, label=label)
+
+
+def line_handle(style: dict, label: str, marker=True, dash=True):
+    """A series' legend entry: its colour, marker and (``dash``) line style."""
+    return plt.Line2D([], [], color=style["color"], marker=style["marker"] if marker else None,
+                      linestyle=style["dash"] if dash else "-", label=label)
+
+
+def infeasible_handle(label: str, color=NOTE_COLOR):
+    return plt.Line2D([], [], marker="x", color=color, linestyle="none", markersize=5, label=label)
+
+
+def overloaded_handle(kind: str = "line"):
+    """Legend entry for overloaded points: hollow markers (lines) or outlined bars (bars)."""
+    if kind == "bar":
+        return plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor=NOTE_COLOR, linewidth=0.8,
+                             label="overloaded")
+    return plt.Line2D([], [], marker="o", color=NOTE_COLOR, markerfacecolor="white", linestyle="none",
+                      label="overloaded")
+
+
+def measured_handle(label: str):
+    return plt.Line2D([], [], marker=MEASURED_MARKER, color=MEASURED_COLOR, linestyle="none", markersize=7,
+                      label=label)
+
+
+def interval_handle(n_seeds: int):
+    from tpsim.campaign.figure_stats import INTERVAL_TEXT
+
+    return plt.Line2D([], [], color=NOTE_COLOR, marker="|", markersize=8, linestyle="none",
+                      label=INTERVAL_TEXT.format(n=n_seeds))
+
+
 def mark_infeasible(ax, x: float, color) -> None:
-    """A cross at the bottom of the panel where a bar or point would be."""
+    """A cross at the bottom of the panel where a bar or point would be (axes coordinates in y, so
+    it never moves the axis range)."""
     ax.plot([x], [0.04], marker="x", color=color, markersize=5, markeredgewidth=1.2,
             transform=ax.get_xaxis_transform(), clip_on=False, linestyle="none")
 
@@ -106,26 +196,35 @@ def infeasible_label(runs: pd.DataFrame) -> str:
     return " / ".join(labels) or DOES_NOT_FIT
 
 
-def infeasible_handle(label: str, color="0.3"):
-    return plt.Line2D([], [], marker="x", color=color, linestyle="none", markersize=5, label=label)
-
-
-def note_panel(ax, notes: list[str]) -> None:
-    """Name the infeasible series of a panel ("TP=1: does not fit"): bottom right under the drawn lines,
-    or, when nothing is drawn, alone in the middle of a panel without ticks (no axis for no data)."""
-    if ax.lines:
-        if notes:
-            ax.text(0.98, 0.04, "\n".join(notes), transform=ax.transAxes, fontsize=6, color="0.3", ha="right",
-                    va="bottom")
-        return
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.text(0.5, 0.5, "\n".join(notes) or "no data", transform=ax.transAxes, fontsize=6, color="0.3",
+def note_panel(ax, notes: list[str]) -> list[str]:
+    """A panel with nothing drawn shows its notes ("TP=1: does not fit") alone in the middle, without
+    axes (no axis for no data), and returns []; a panel with data returns its notes for
+    :func:`row_notes` (under the row: never over the data)."""
+    if ax.lines or ax.patches or ax.collections:
+        return list(notes)
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, "\n".join(notes) or "no data", transform=ax.transAxes, fontsize=NOTE_SIZE, color=NOTE_COLOR,
             ha="center", va="center")
+    return []
+
+
+def row_notes(row_axes, notes: list[str]) -> None:
+    """What a row of panels leaves out ("not drawn: TP=1: does not fit; ..."), as one text under the
+    row, wrapped to the figure's width (constrained layout keeps it inside)."""
+    import textwrap
+
+    notes = list(dict.fromkeys(n for n in notes if n))
+    if not notes:
+        return
+    sub = row_axes[0].get_figure(root=False)
+    width_in = sub.get_figure(root=True).get_figwidth()
+    chars = int(width_in * 72 / (NOTE_SIZE * 0.56))
+    text = textwrap.fill("not drawn: " + "; ".join(notes), width=chars)
+    sub.supxlabel(text, fontsize=NOTE_SIZE, color=NOTE_COLOR)
 
 
 def empty_figure(pdf, png, message):
-    fig, ax = plt.subplots(figsize=(3.4, 1.2))
+    fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN, 1.2))
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
     save(fig, pdf, png)

@@ -22,6 +22,8 @@ DEFAULT_MAX_RUNS = 10_000
 SHOW_CHARS = 80
 # Free text: the only strings that may hold tabs and line breaks.
 FREE_TEXT = {("description",)}
+#: what templates (the Slurm profile, examples) write where a value must be filled in
+PLACEHOLDER = "CHANGE_ME"
 _BAD_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control characters, lone surrogates, line/paragraph separators
 _CONTROL_NAMES = {"\t": "tab", "\n": "line feed", "\r": "carriage return", "\0": "NUL", "\x1b": "escape"}
 
@@ -141,7 +143,8 @@ def schema_problems(doc: dict, schema_path: Path = SCHEMA) -> list[tuple[tuple, 
 
 def text_problems(doc) -> list[tuple[tuple, str]]:
     """Control characters (tabs, line breaks, ...) in any key or string but free text: they are
-    never part of a name, a path or a flag, and they would break a log line or a shell word."""
+    never part of a name, a path or a flag, and they would break a log line or a shell word; and a
+    leftover ``CHANGE_ME`` placeholder."""
     problems = []
     stack = [((), doc)]
     while stack:
@@ -162,6 +165,9 @@ def text_problems(doc) -> list[tuple[tuple, str]]:
 def _bad_text(path, text, what) -> list[tuple[tuple, str]]:
     if not isinstance(text, str):
         return []
+    if PLACEHOLDER in text:
+        return [(path, (f"{where(path)}: the {what} {show(text)} holds the placeholder {PLACEHOLDER}; "
+                       "replace it with the real value"))]
     for i, ch in enumerate(text):
         if unicodedata.category(ch) in _BAD_CATEGORIES:
             name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, f"U+{ord(ch):04X}").lower()

@@ -11,7 +11,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from tpsim.campaign.checks import Checks, first_pp, rel_path, scalar
+from tpsim.campaign.checks import Checks, first_pp, rel_path
+from tpsim.campaign.links import run_link
+from tpsim.campaign.links import warnings as link_warnings
+from tpsim.campaign.provenance import latency_inputs
 from tpsim.campaign.reading import CampaignError
 from tpsim.campaign.run_ids import (
     ALWAYS_IN_PATH,
@@ -27,10 +30,11 @@ from tpsim.campaign.run_ids import (
 class Run:
     id: str
     params: dict  # JSON-serialisable: what run.json records and the tables show
-    trace: str  # path of the trace this run reads
+    trace: str | None  # path of the trace this run reads (None: a capacity search generates its own)
     model_config: str
     hardware_config: str
     hardware_override: str | None  # catalog entry to read npu_mem from (None: keep the base's)
+    latency_inputs: dict = field(default_factory=dict)  # name -> folder the latency model may read
 
 
 @dataclass
@@ -45,10 +49,16 @@ class Campaign:
     trace: str | None = None  # resolved trace path, or None for a generated workload
     generate: dict | None = None  # generator settings (without rate and seed)
     traces: dict = field(default_factory=dict)  # (rate, seed) -> path, generated workloads only
+    warnings: list = field(default_factory=list)  # what the workflow prints when it loads the campaign
 
     @property
     def results(self) -> str:
         return f"results/{self.name}"
+
+    @property
+    def capacity(self) -> bool:
+        """A capacity search (``capacity:``): each run is one configuration's search over rates."""
+        return "capacity" in self.doc
 
     def run(self, rid: str) -> Run:
         return self._by_id[rid]
@@ -79,14 +89,18 @@ def expand(doc: dict, checks: Checks, source: str, prefix: str) -> Campaign:
         camp.add(_run(camp, checks, values))
     if not camp.runs:
         raise CampaignError(f"{prefix}: exclude: the rules remove all {n_excluded} runs of the matrix")
+    camp.warnings = link_warnings(camp.runs, checks.hardware_paths, prefix)
     return camp
 
 
 def _run(camp: Campaign, checks: Checks, values: dict) -> Run:
-    """One run from its matrix values; what the matrix does not set comes from the base config."""
+    """One run from its matrix values; what the matrix does not set comes from the base config (the
+    link: from the GPU's catalog entry in a hardware sweep)."""
     instances, generate, first = checks.instances, checks.generate, checks.instances[0]
     pp = first_pp(first)
     hardware = values.get("hardware", first["hardware"])
+    link_bw, link_latency, link_source = run_link(values, checks.base, hardware, checks.hardware_paths[hardware],
+                                                  sweep="hardware" in values)
     params = {
         "campaign": camp.name,
         "run_id": run_id(values, camp.dims),
@@ -96,25 +110,29 @@ def _run(camp: Campaign, checks: Checks, values: dict) -> Run:
         "pp_size": pp,
         "num_npus": values["tp_size"] * pp,
         "num_instances": len(instances),
-        "link_bw": values["link_bw"],
-        "link_latency": values.get("link_latency", canonical_number(scalar(checks.base.get("link_latency")))),
-        "rate": values.get("rate", generate["rate"] if generate else None),
+        "link_bw": link_bw,
+        "link_latency": link_latency,
+        "link_source": link_source,
+        "rate": None if camp.capacity else values.get("rate", generate["rate"] if generate else None),
         "seed": values.get("seed", generate["seed"] if generate else None),
         "max_num_seqs": values.get("max_num_seqs", first.get("max_num_seqs")),
         "max_num_batched_tokens": values.get("max_num_batched_tokens", first.get("max_num_batched_tokens")),
         "perf_model": camp.doc["perf_model"],
         "workload": "generated" if generate else camp.trace,
     }
-    if generate:
+    trace_path = camp.trace
+    if generate and not camp.capacity:
         rate_s, seed_s = fmt_value(params["rate"]), fmt_value(params["seed"])
         trace_path = f"{camp.results}/workloads/rate={rate_s}/seed={seed_s}/trace.jsonl"
         camp.traces[(rate_s, seed_s)] = trace_path
-    else:
-        trace_path = camp.trace
+    elif camp.capacity:
+        trace_path = None
     override = checks.hardware_paths[hardware] if "hardware" in values and any(
         inst["hardware"] != hardware for inst in instances) else None
+    latency = {name: rel_path(path) for name, path in
+               latency_inputs(camp.doc["perf_model"], hardware, values["model"]).items()}
     return Run(id=params["run_id"], params=params, trace=trace_path, model_config=checks.model_paths[values["model"]],
-               hardware_config=checks.hardware_paths[hardware], hardware_override=override)
+               hardware_config=checks.hardware_paths[hardware], hardware_override=override, latency_inputs=latency)
 
 
 def exclusions(rules: list[dict], keys: list[str]) -> dict[tuple, set]:

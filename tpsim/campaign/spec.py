@@ -65,7 +65,8 @@ def load_campaign(doc: dict, *, source: str = "<config>", roots: list[Path] | No
     # schema runs on every part the schema accepted (a bad exclude rule does not hide the others, a
     # bad tp_size does not hide an unknown model); only the expansion into runs needs all of it.
     schema = form.form_problems(doc, schema_path)
-    doc.setdefault("perf_model", "analytical")
+    doc.setdefault("perf_model", "auto")
+    doc.setdefault("requests_csv", False)
     doc.setdefault("tpsim_args", [])
     doc.setdefault("exclude", [])
     checks = Checks(doc, [path for path, _ in schema], roots)

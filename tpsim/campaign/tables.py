@@ -2,7 +2,10 @@
 
 ``runs`` has one row per run: its parameters (:data:`PARAMS`, from ``run.json``), then what tpsim's
 run summary says (:data:`RESULTS`; the per-request statistics are computed by DuckDB from the
-requests and slotted in between, see :mod:`~tpsim.campaign.aggregate`).  ``requests`` has the
+requests, and the SLO, goodput and overload columns by :mod:`~tpsim.campaign.slo`, and slotted in
+between, see :mod:`~tpsim.campaign.aggregate`).  An infeasible run keeps its memory needs as
+numbers: weights, activations, reserve and budget per GPU, and ``memory_needed_gb`` (their sum plus
+one KV block), from the summary's ``memory_needed``.  ``requests`` has the
 run's parameters and the 12 columns of tpsim's CSV (:mod:`tpsim.io.results`), renamed with units.
 
 One run's odd number must not cost a campaign its tables: integer columns that take values from
@@ -32,6 +35,7 @@ PARAMS = {
     "num_instances": "INTEGER",
     "link_bw": "DOUBLE",
     "link_latency": "DOUBLE",
+    "link_source": "VARCHAR",
     "rate": "DOUBLE",
     "seed": "INTEGER",
     "max_num_seqs": "BIGINT",
@@ -62,6 +66,7 @@ RESULTS = {
     "activation_peak_gb": "DOUBLE",
     "reserve_gb": "DOUBLE",
     "budget_gb": "DOUBLE",
+    "memory_needed_gb": "DOUBLE",
     "kv_capacity_gb": "DOUBLE",
     "kv_capacity_gib": "DOUBLE",
     "kv_capacity_tokens": "BIGINT",
@@ -197,4 +202,23 @@ def run_row(params: dict, summary: RunSummary, run_dir: str) -> dict:
         run_dir=run_dir,
     )
     row.update({k: mem.get(k) for k in MEMORY_KEYS})
+    row["memory_needed_gb"] = _memory_needed(mem, summary.extra.get("memory_needed"))
+    if summary.status == "infeasible" and isinstance(summary.extra.get("memory_needed"), dict):
+        row.update({k: summary.extra["memory_needed"].get(k) for k in NEEDED_KEYS})
     return row
+
+
+#: what an infeasible run's summary says it needs, copied into the columns of the same name
+NEEDED_KEYS = ("weights_gb", "activation_peak_gb", "reserve_gb", "budget_gb")
+
+
+def _memory_needed(mem: dict, needed: dict | None):
+    """GB per GPU before any KV cache beyond one block: the summary's number for an infeasible run,
+    else weights + activations + reserve + one KV block of the memory plan."""
+    if isinstance(needed, dict):
+        return needed.get("needed_gb")
+    try:
+        return (mem["weights_gb"] + mem["activation_peak_gb"] + mem["reserve_gb"]
+                + mem["kv_bytes_per_token"] * mem["block_size"] / 1e9)
+    except (KeyError, TypeError):
+        return None

@@ -89,6 +89,72 @@ def tpsim_location_warning(workflow_repo: Path) -> str | None:
             f"{found}; install this checkout (pip install -e '{workflow_repo}[workflow]') or put it on PYTHONPATH")
 
 
-def warn(message: str | None) -> None:
-    if message:
-        print(message, file=sys.stderr)
+#: set once the warnings are printed: the processes Snakemake starts that load the workflow again
+#: (``run:`` jobs, cluster jobs) inherit it and stay quiet
+WARNED = "TPSIM_CAMPAIGN_WARNED"
+
+
+def warn(*messages: str | None) -> None:
+    """Print each message on stderr, once per Snakemake invocation (see :data:`WARNED`)."""
+    import os
+
+    if os.environ.get(WARNED):
+        return
+    for message in messages:
+        if message:
+            print(message, file=sys.stderr)
+
+
+def warned() -> None:
+    """Mark the warnings of this invocation printed (for the processes it starts)."""
+    import os
+
+    os.environ[WARNED] = "1"
+
+
+def report_path(argv: list[str]) -> str | None:
+    """The file ``snakemake --report [FILE]`` writes (Snakemake's default ``report.html``), or None
+    when this invocation writes no report."""
+    for i, arg in enumerate(argv):
+        if arg == "--report":
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            return nxt if nxt and not nxt.startswith("-") else "report.html"
+        if arg.startswith("--report="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_report_path(path: str | None, camp: Campaign, source: str) -> None:
+    """A report written into another campaign's results folder (``results/<other>/...``) is refused:
+    it would describe this campaign in that one's place."""
+    if path is None:
+        return
+    parts = Path(path).parts
+    if "results" not in parts:
+        return
+    i = len(parts) - 1 - parts[::-1].index("results")
+    if i + 2 <= len(parts) - 1 and parts[i + 1] != camp.name:
+        raise CampaignError(
+            f"--report {printable(path)}: that is campaign {printable(parts[i + 1])}'s folder, but this invocation "
+            f"reports campaign {camp.name} ({source}); write it to {camp.results}/report.html, or choose that "
+            f"campaign with --config {CAMPAIGN_KEY}=configs/campaigns/{printable(parts[i + 1])}.yaml")
+
+
+def placeholder_problems(default_resources: list[str], set_resources: dict) -> list[str]:
+    """Workflow-profile resources still holding the template's placeholder (``CHANGE_ME``), e.g. an
+    unedited ``workflow/profiles/slurm/config.yaml``: refused when the workflow loads, before any
+    job is submitted with them."""
+    from tpsim.campaign.form import PLACEHOLDER
+
+    out = []
+    for item in default_resources or []:
+        if PLACEHOLDER in str(item):
+            name = str(item).split("=", 1)[0]
+            out.append(f"workflow profile: default-resources {printable(str(item))} is a placeholder; set {name} in "
+                       f"the profile (workflow/profiles/slurm/config.yaml) or pass --default-resources {name}=VALUE")
+    for rule, resources in (set_resources or {}).items():
+        for name, value in (resources or {}).items():
+            if PLACEHOLDER in str(value):
+                out.append(f"workflow profile: set-resources {rule}:{name}={printable(str(value))} is a placeholder; "
+                           "set it in the profile or pass --set-resources")
+    return out

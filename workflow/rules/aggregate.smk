@@ -1,29 +1,42 @@
 # Campaign tables with DuckDB, from the explicit list of run outputs (no globbing).
 
 
-rule aggregate:
-    input:
-        runs=run_outputs("run.json"),
-        csv=run_outputs("requests.csv"),
-        summaries=run_outputs("requests.summary.json"),
-    output:
-        db=f"{RES}/campaign.duckdb",
-        runs_parquet=f"{RES}/runs.parquet",
-        runs_csv=report(
-            f"{RES}/runs.csv",
-            caption="../report/runs.rst",
-            category="Tables",
-            labels={"table": "runs"},
-        ),
-        requests_parquet=f"{RES}/requests.parquet",
-        requests_csv=f"{RES}/requests.csv",
-    log:
-        f"{RES}/logs/aggregate.log",
-    localrule: True
-    conda:
-        "../envs/tpsim.yaml"
-    script:
-        "../scripts/aggregate.py"
+if CAPACITY:
+
+    rule aggregate:
+        input:
+            results=run_outputs("capacity.json"),
+        output:
+            **table_outputs(),
+        log:
+            f"{RES}/logs/aggregate.log",
+        localrule: True
+        conda:
+            "../envs/tpsim.yaml"
+        params:
+            tables=list(TABLE_FILES),
+        script:
+            "../scripts/capacity_tables.py"
+
+else:
+
+    rule aggregate:
+        input:
+            runs=run_outputs("run.json"),
+            requests=run_outputs(outputs.RUN_REQUESTS),
+            summaries=run_outputs("requests.summary.json"),
+        output:
+            **table_outputs(),
+        log:
+            f"{RES}/logs/aggregate.log",
+        localrule: True
+        conda:
+            "../envs/tpsim.yaml"
+        params:
+            tables=list(TABLE_FILES),
+            slo=CAMPAIGN.doc.get("slo"),
+        script:
+            "../scripts/aggregate.py"
 
 
 rule campaign_record:

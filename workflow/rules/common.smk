@@ -10,11 +10,19 @@ from snakemake.exceptions import WorkflowError
 
 try:
     import tpsim
-    from tpsim.campaign import outputs, provenance
+    from tpsim.campaign import measured_runs, outputs, provenance, slo
     from tpsim.campaign.checks import rel_path
     from tpsim.campaign.reading import CampaignError
     from tpsim.campaign.runs import generate_flags
-    from tpsim.campaign.workflow import choose_campaign, tpsim_location_warning, warn
+    from tpsim.campaign.workflow import (
+        check_report_path,
+        choose_campaign,
+        placeholder_problems,
+        report_path,
+        tpsim_location_warning,
+        warn,
+        warned,
+    )
     from tpsim.io.writing import atomic_write_json
 except ImportError as exc:
     raise WorkflowError(
@@ -28,12 +36,23 @@ warn(tpsim_location_warning(REPO))
 
 # --config campaign=PATH (read by our own safe loader), else --configfile (parsed by Snakemake:
 # compatibility only, see README "Campaigns"), else the default campaign.
+# Placeholders left in a workflow profile (CHANGE_ME in the Slurm template) and a report written into
+# another campaign's folder are refused here, before any job runs.
 try:
     CAMPAIGN, CAMPAIGN_SOURCE = choose_campaign(
         dict(config), workflow.overwrite_configfiles, roots=[Path("."), REPO]
     )
+    check_report_path(report_path(sys.argv), CAMPAIGN, CAMPAIGN_SOURCE)
 except CampaignError as exc:
     raise WorkflowError(str(exc)) from None
+_PLACEHOLDERS = placeholder_problems(
+    getattr(workflow.resource_settings.default_resources, "args", None),
+    workflow.resource_settings.overwrite_resources,
+)
+if _PLACEHOLDERS:
+    raise WorkflowError("\n".join(_PLACEHOLDERS))
+warn(*CAMPAIGN.warnings)
+warned()  # once per invocation: the processes Snakemake starts that load the workflow again stay quiet
 
 RES = CAMPAIGN.results  # results/<campaign name>
 RUN_IDS = [run.id for run in CAMPAIGN.runs]
@@ -46,9 +65,26 @@ PYTHON = (
     else sys.executable
 )
 
-FIGURES = list(outputs.FIGURES)
-TABLES = list(outputs.TABLES)
+CAPACITY = (
+    CAMPAIGN.capacity
+)  # a capacity search: one job per configuration, no matrix runs
+FIGURES = list(outputs.figures_of(CAMPAIGN.doc))
+TABLE_FILES = outputs.table_files(CAMPAIGN.doc)
 STYLE = rel_path(outputs.STYLE)
+MEASURED = [m["path"] for m in measured_runs.entries(CAMPAIGN.doc)]
+# What the report shows (workflow/report/workflow.rst reads snakemake.config["_campaign"]).
+config["_campaign"] = {
+    "name": CAMPAIGN.name,
+    "source": CAMPAIGN_SOURCE,
+    "cluster": CAMPAIGN.cluster,
+    "runs": len(RUN_IDS),
+    "mode": "capacity search" if CAPACITY else "matrix",
+    "slo": (
+        slo.SLO.from_doc(CAMPAIGN.doc["slo"]).describe()
+        if CAMPAIGN.doc.get("slo")
+        else "none"
+    ),
+}
 
 
 def run_of(wildcards):
@@ -61,15 +97,17 @@ def run_of(wildcards):
 
 
 def run_inputs(wildcards):
-    """Everything a run reads: the base config, the trace, the model config, the hardware entry
-    (and the catalog entry for npu_mem when the hardware differs from the base's)."""
+    """Everything a run reads: the base config, the trace (none for a capacity search, which makes
+    its own), the model config, the hardware entry (and the catalog entry for npu_mem when the
+    hardware differs from the base's)."""
     run = run_of(wildcards)
     files = {
         "base": CAMPAIGN.cluster,
-        "trace": run.trace,
         "model": run.model_config,
         "hardware_config": run.hardware_config,
     }
+    if run.trace is not None:
+        files["trace"] = run.trace
     if run.hardware_override:
         files["hardware"] = run.hardware_override
     return files
@@ -77,14 +115,16 @@ def run_inputs(wildcards):
 
 def input_sha256(wildcards):
     """SHA-256 of every file the run reads that the pipeline does not make (base config, model
-    config, hardware entries, a given trace): editing one reruns the run through Snakemake's params
-    trigger even when its modification time was kept.  Each file is hashed once per invocation.
-    (A function of wildcards only: Snakemake leaves functions of input out of the params trigger.)
-    """
-    files = run_inputs(wildcards)
+    config, hardware entries, a given trace) and of the folders its latency model may read (the
+    GPU's kernel tables, the model's profile bundles): editing one reruns the run through
+    Snakemake's params trigger even when its modification time was kept.  Each is hashed once per
+    invocation.  (A function of wildcards only: Snakemake leaves functions of input out of the
+    params trigger.)"""
+    run = run_of(wildcards)
+    files = dict(run_inputs(wildcards), **run.latency_inputs)
     if CAMPAIGN.generate is not None:
         # the pipeline makes the trace (the trace job), so its mtime says enough
-        del files["trace"]
+        files.pop("trace", None)
     return json.dumps(
         {name: provenance.file_sha256(path) for name, path in sorted(files.items())}
     )
@@ -93,16 +133,15 @@ def input_sha256(wildcards):
 def derive_args(wildcards, input):
     """tpsim.campaign.derive's arguments, joined with shlex.join ('--flag=value': a path that starts
     with '-' stays a value)."""
-    args = [f"--base={input.base}", "--params", json.dumps(run_of(wildcards).params)]
+    run = run_of(wildcards)
+    args = [f"--base={input.base}", "--params", json.dumps(run.params)]
     if "hardware" in input.keys():
         args += [f"--hardware={input.hardware}"]
-    args += [
-        "--record",
-        f"dataset={input.trace}",
-        "--record",
-        f"model_config={input.model}",
-    ]
-    args += ["--record", f"hardware={input.hardware_config}"]
+    records = {"model_config": input.model, "hardware": input.hardware_config}
+    if "trace" in input.keys():
+        records["dataset"] = input.trace
+    for name, path in sorted({**records, **run.latency_inputs}.items()):
+        args += ["--record", f"{name}={path}"]
     return shlex.join(args)
 
 
@@ -113,7 +152,12 @@ def run_params(wildcards):
 
 def simulate_flags(wildcards):
     run = run_of(wildcards)
-    flags = ["--perf-model", CAMPAIGN.doc["perf_model"]]
+    flags = [
+        "--perf-model",
+        CAMPAIGN.doc["perf_model"],
+        "--requests-format",
+        requests_format(),
+    ]
     if run.params["seed"] is not None:
         flags += ["--seed", str(run.params["seed"])]
     return shlex.join(flags + list(CAMPAIGN.doc["tpsim_args"]))
@@ -125,6 +169,11 @@ def trace_flags(wildcards):
             f"campaign {CAMPAIGN.name} reads the trace {CAMPAIGN.trace}; it generates none"
         )
     return shlex.join(generate_flags(CAMPAIGN.generate))
+
+
+def requests_format():
+    """tpsim run --requests-format: Parquet always, the CSV too when the campaign asks for it."""
+    return "both" if CAMPAIGN.doc["requests_csv"] else "parquet"
 
 
 def run_outputs(name):
@@ -142,10 +191,20 @@ def figure_outputs(ext):
     return [f"{RES}/figures/{name}.{ext}" for name in FIGURES]
 
 
+def measured_inputs():
+    """The files of the campaign's measured runs that the figures read (a change redraws them)."""
+    files = []
+    for path in MEASURED:
+        files += [f"{path}/config.json", f"{path}/vllm/requests.jsonl"]
+        if Path(path, "vllm", "meta.json").is_file():
+            files.append(f"{path}/vllm/meta.json")
+    return files
+
+
 def all_outputs():
     return (
-        [f"{RES}/campaign.json", f"{RES}/campaign.duckdb"]
-        + [f"{RES}/{t}.{ext}" for t in TABLES for ext in ("parquet", "csv")]
+        [f"{RES}/campaign.json"]
+        + [f"{RES}/{name}" for name in TABLE_FILES.values()]
         + [f for ext in ("pdf", "png", "csv") for f in figure_outputs(ext)]
     )
 
@@ -154,3 +213,55 @@ wildcard_constraints:
     run=r"model=[^/]+(/[a-z_]+=[^/]+)+",
     rate=r"[0-9][0-9.e+-]*",
     seed=r"[0-9]+",
+
+
+def capacity_args(wildcards):
+    """tpsim.campaign.capacity_job's settings for one configuration (shlex.join)."""
+    run = run_of(wildcards)
+    args = {
+        "generate": CAMPAIGN.generate,
+        "slo": CAMPAIGN.doc["slo"],
+        "capacity": CAMPAIGN.doc["capacity"],
+        "tpsim-args": CAMPAIGN.doc["tpsim_args"],
+    }
+    flags = [f"--{k}={json.dumps(v, sort_keys=True)}" for k, v in args.items()]
+    flags += [
+        f"--perf-model={CAMPAIGN.doc['perf_model']}",
+        f"--seed={run.params['seed']}",
+    ]
+    return shlex.join(flags)
+
+
+def simulate_output():
+    files = {
+        "cluster": f"{RES}/runs/{{run}}/cluster.json",
+        "run": f"{RES}/runs/{{run}}/run.json",
+        "requests": f"{RES}/runs/{{run}}/{outputs.RUN_REQUESTS}",
+        "summary": f"{RES}/runs/{{run}}/requests.summary.json",
+    }
+    if CAMPAIGN.doc["requests_csv"]:
+        files["csv"] = f"{RES}/runs/{{run}}/{outputs.RUN_CSV}"
+    return files
+
+
+def table_outputs():
+    files = {key: f"{RES}/{name}" for key, name in TABLE_FILES.items()}
+    table_csv = "capacity_csv" if CAPACITY else "runs_csv"
+    files[table_csv] = report(
+        files[table_csv],
+        caption=f"../report/{table_csv.removesuffix('_csv')}.rst",
+        category="Tables",
+        labels={"table": table_csv.removesuffix("_csv")},
+    )
+    return files
+
+
+def figure_inputs():
+    files = {
+        "campaign": f"{RES}/campaign.json",
+        "style": STYLE,
+        "measured": measured_inputs(),
+    }
+    for table in ("capacity", "probes") if CAPACITY else ("runs", "requests"):
+        files[table] = f"{RES}/{table}.parquet"
+    return files

@@ -1,18 +1,17 @@
 # Paper figures (PDF with embedded fonts + PNG) and the data behind each one (CSV), from the
-# Parquet tables.  One style sheet: tpsim/campaign/tpsim.mplstyle.
+# Parquet tables, the campaign record (matrix order, SLO) and any measured runs it names.  One
+# style sheet: tpsim/campaign/tpsim.mplstyle.
 
 
 rule figures:
     input:
-        runs=f"{RES}/runs.parquet",
-        requests=f"{RES}/requests.parquet",
-        style=STYLE,
+        **figure_inputs(),
     output:
         pdf=figure_outputs("pdf"),
         png=[
             report(
                 f,
-                caption=f"../report/{name}.rst",
+                caption=f"../report/{outputs.caption_of(name)}.rst",
                 category="Figures",
                 labels={"figure": name},
             )

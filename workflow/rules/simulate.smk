@@ -1,9 +1,10 @@
 # One run = one job = one folder results/<campaign>/runs/model=.../tp=.../link_bw=.../ holding
 #   cluster.json            the cluster config derived from the base config for this run
 #   run.json                the run's parameters, paths and SHA-256 of all its inputs, git_dirty
-#   requests.csv            tpsim's per-request CSV (header only when the run is infeasible)
-#   requests.summary.json   tpsim's run summary: status ok|infeasible (+ reason), metrics,
-#                           memory per GPU, provenance (tpsim version, git commit, input hashes)
+#   requests.parquet        tpsim's per-request rows (no rows when the run is infeasible)
+#   requests.csv            the same as tpsim's 12-column CSV, only with `requests_csv: true`
+#   requests.summary.json   tpsim's run summary: status ok|infeasible (+ reason, memory needs),
+#                           metrics, memory per GPU, provenance (tpsim version, git commit, hashes)
 #   tpsim.log               where it ran (host, Slurm job) and tpsim's output
 # A model that does not fit (or a tp_size not dividing its heads) is recorded as infeasible by
 # tpsim --record-infeasible and does not stop the campaign; any other error fails the job and
@@ -15,10 +16,7 @@ rule simulate:
     input:
         unpack(run_inputs),
     output:
-        cluster=f"{RES}/runs/{{run}}/cluster.json",
-        run=f"{RES}/runs/{{run}}/run.json",
-        csv=f"{RES}/runs/{{run}}/requests.csv",
-        summary=f"{RES}/runs/{{run}}/requests.summary.json",
+        **simulate_output(),
     log:
         f"{RES}/runs/{{run}}/tpsim.log",
     conda:
@@ -33,13 +31,15 @@ rule simulate:
         input_sha256=input_sha256,
         derive_args=derive_args,
         flags=simulate_flags,
+        csv=f"{RES}/runs/{{run}}/{outputs.RUN_CSV}",
         tpsim_version=TPSIM_VERSION,
-    # Every path is quoted (:q); derive_args and flags are joined with shlex.join.
+    # Every path is quoted (:q); derive_args and flags are joined with shlex.join.  --output names
+    # the CSV; with --requests-format parquet tpsim writes requests.parquet beside it instead.
     shell:
         "echo host=$(uname -n) slurm_job=${{SLURM_JOB_ID:-none}} > {log:q};"
         " {params.python:q} -m tpsim.campaign.derive {params.derive_args}"
         " --cluster-out={output.cluster:q} --run-out={output.run:q} >> {log:q} 2>&1"
         " && {params.python:q} -m tpsim run --cluster-config={output.cluster:q}"
-        " --dataset={input.trace:q} --output={output.csv:q} --record-infeasible"
+        " --dataset={input.trace:q} --output={params.csv:q} --record-infeasible"
         " --log-interval 0 {params.flags} >> {log:q} 2>&1"
         " || {{ echo run failed, end of {log:q}: >&2; tail -n 20 {log:q} >&2; exit 1; }}"
