@@ -72,7 +72,8 @@ def test_config_campaign_and_configfile_together_are_refused(tmp_path):
 def test_a_shipped_campaign_is_found_from_another_working_directory(tmp_path):
     proc = dry_run(tmp_path, "--config", "campaign=configs/campaigns/h100_nvlink.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "results/h100_nvlink/runs/" in proc.stdout + proc.stderr
+    assert "results/h100_nvlink/batches/" in proc.stdout + proc.stderr
+    assert "tpsim: campaign h100_nvlink: 96 runs in" in proc.stderr
     assert not (tmp_path / "results").exists()
 
 

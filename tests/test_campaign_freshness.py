@@ -1,11 +1,12 @@
 """Campaign freshness is keyed by content: an input edited while its modification time is kept
 (a restored backup, `touch -d`, a copy that preserves times) still reruns the runs that read it.
 
-Snakemake's mtime trigger cannot see such an edit; the simulate rule's params carry the SHA-256
-of every input the pipeline does not make (``params.input_sha256``), and Snakemake's params
-trigger reruns a run whose hashes changed.  Two runs (a model given as a path, and a catalog
-model) over a given trace, a copied base config and a hardware entry in the work folder's own
-configs/ (the catalog looks there first).
+Snakemake's mtime trigger cannot see such an edit; each run's key holds the SHA-256 of every input
+the pipeline does not make (tpsim/campaign/batches.py), the simulate (batch) rule's params hold its
+runs' keys, so Snakemake's params trigger reruns the batch, and the batch job simulates the runs
+whose key changed (counted from the line the workflow prints when it loads).  Two runs (a model
+given as a path, and a catalog model) over a given trace, a copied base config and a hardware entry
+in the work folder's own configs/ (the catalog looks there first).
 """
 
 import hashlib
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_campaign_e2e import REPO, job_counts, ok, snakemake
+from test_campaign_e2e import REPO, job_counts, ok, runs_to_simulate, snakemake
 
 TARGET = "results/fresh/campaign.duckdb"  # runs and tables; the figures are not what is tested here
 
@@ -35,8 +36,11 @@ def edit_keeping_mtime(path: Path, old: str, new: str) -> None:
 
 
 def dry_sims(wd, cfg) -> int:
+    """Runs a dry run would simulate (0 also means no simulate job: checked)."""
     proc = ok(snakemake(wd, "-n", TARGET, config=cfg))
-    return job_counts(proc).get("simulate", 0)
+    n = runs_to_simulate(proc)
+    assert job_counts(proc).get("simulate", 0) == (1 if n else 0)  # the campaign's one batch job, or none
+    return n
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +106,9 @@ def test_changed_kernel_tables_rerun_the_runs_that_use_them(fresh):
     tables = wd / "configs/kernels/RTXPRO6000"
     shutil.copytree(REPO / "configs/kernels/RTXPRO6000", tables)  # the work folder's catalog wins; same content
     try:
+        # read from another folder: the runs rerun, so that run.json names the tables they read
+        assert dry_sims(wd, cfg) == 2
+        ok(snakemake(wd, "--cores", "2", TARGET, config=cfg))
         assert dry_sims(wd, cfg) == 0
         edit_keeping_mtime(tables / "provenance.json", "{", "{ ")
         assert dry_sims(wd, cfg) == 2

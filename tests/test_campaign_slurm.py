@@ -2,7 +2,7 @@
 
 Starts munged/slurmctld/slurmd with .ci/slurm-up.sh (installing the Debian packages if needed),
 runs 8 runs with --workflow-profile slurm-ci (workflow/profiles/slurm-ci) under `timeout -s KILL` (a hung status
-query must never hang CI), checks that the runs really ran inside Slurm jobs, grouped, and stops
+query must never hang CI), checks that the runs really ran inside Slurm jobs, batched, and stops
 the daemons with .ci/slurm-down.sh.  It installs system packages and starts daemons, so it runs
 only when asked to: TPSIM_TEST_SLURM=1 (which .ci/run sets), as root with apt-get (as on CI: a
 fresh Debian 12 machine) and the slurm executor plugin installed; otherwise it skips with the reason.
@@ -85,17 +85,19 @@ def test_campaign_runs_through_slurm(slurm, tmp_path):
             "ok": 6, "infeasible": 2}
         assert con.execute("SELECT count(*) FROM requests").fetchall() == [(6 * 20,)]
 
-    # every run ran inside a Slurm job; the 8 runs were packed into group jobs (group-components: 4)
+    # every run ran inside a Slurm job; the 8 runs (about 1.4 s of estimated work) are one batch: one job
     job_ids = set()
     for run_log in res.glob("runs/**/tpsim.log"):
         m = re.match(r"host=\S+ slurm_job=(\S+)", run_log.read_text())
         assert m and m.group(1) != "none", f"{run_log} did not run under Slurm"
         job_ids.add(m.group(1))
     assert len(list(res.glob("runs/**/tpsim.log"))) == 8
-    assert 1 <= len(job_ids) <= 2, job_ids
-    for job in job_ids:
-        show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30, check=False)
-        assert "JobState=COMPLETED" in show.stdout, show.stdout + show.stderr
+    assert len(job_ids) == 1, job_ids
+    job = job_ids.pop()
+    batch = json.loads((res / "batches" / "1-of-1.json").read_text())
+    assert batch["where"].endswith(f"slurm_job={job}") and batch["simulated"] == 8
+    show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30, check=False)
+    assert "JobState=COMPLETED" in show.stdout, show.stdout + show.stderr
     assert list((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log")), "no Slurm job logs"
     # the local rules ran here, not in Slurm: the figures exist
     for name in ("ttft_by_tp", "memory_by_tp"):

@@ -24,6 +24,7 @@ from tpsim.campaign.checks import first_pp
 from tpsim.campaign.outputs import JSON_INDENT
 from tpsim.campaign.provenance import file_sha256, git_dirty
 from tpsim.errors import InputError
+from tpsim.hashing import sha256_file
 from tpsim.io.files import (
     decode_utf8,
     parse_yaml,
@@ -83,6 +84,30 @@ def _input(path: str) -> dict:
     return {"path": path, "sha256": file_sha256(path)}
 
 
+def derive_run(base_path: str, params: dict, cluster_out: str, run_out: str, hardware: str | None = None,
+               records: dict | None = None, dirty: bool | None = None) -> None:
+    """Write the run's cluster config and ``run.json`` (both atomically); raises InputError, ValueError,
+    KeyError, TypeError or OSError on a bad input (:func:`main` prints them as one line).
+
+    ``dirty``: ``git_dirty`` as found once by a caller deriving many runs (a batch job); None asks git.
+    """
+    records = dict(records or {})
+    base, _ = read_json_file(base_path, "base cluster config", "--base")
+    hw_memory = hardware_memory(hardware) if hardware else None
+    doc = derive_cluster_config(base, params, hw_memory, records.get("model_config"))
+    atomic_write_json(cluster_out, doc, indent=JSON_INDENT)
+    record = dict(params)
+    # the cluster config just written: hashed afresh (a batch writes many files under one process's hash cache)
+    record["inputs"] = {"base_cluster_config": _input(base_path),
+                        "cluster_config": {"path": cluster_out, "sha256": sha256_file(Path(cluster_out))}}
+    if hardware:
+        record["inputs"]["hardware_catalog"] = _input(hardware)
+    for name, path in records.items():
+        record["inputs"][name] = _input(path)
+    record["git_dirty"] = git_dirty() if dirty is None else dirty
+    atomic_write_json(run_out, record, indent=JSON_INDENT)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", required=True)
@@ -98,22 +123,16 @@ def main(argv=None) -> int:
     params = json.loads(args.params)
     records = dict(item.partition("=")[::2] for item in args.record)
     try:
-        base, _ = read_json_file(args.base, "base cluster config", "--base")
-        hw_memory = hardware_memory(args.hardware) if args.hardware else None
-        doc = derive_cluster_config(base, params, hw_memory, records.get("model_config"))
+        derive_run(args.base, params, args.cluster_out, args.run_out, args.hardware, records)
     except (InputError, ValueError, KeyError, TypeError, OSError) as exc:
-        print(f"derive_config: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"derive_config: error: {one_line(exc)}", file=sys.stderr)
         return 1
-    atomic_write_json(args.cluster_out, doc, indent=JSON_INDENT)
-    record = dict(params)
-    record["inputs"] = {"base_cluster_config": _input(args.base), "cluster_config": _input(args.cluster_out)}
-    if args.hardware:
-        record["inputs"]["hardware_catalog"] = _input(args.hardware)
-    for name, path in records.items():
-        record["inputs"][name] = _input(path)
-    record["git_dirty"] = git_dirty()
-    atomic_write_json(args.run_out, record, indent=JSON_INDENT)
     return 0
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (how a failed derivation is reported)."""
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ tables show.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
 from dataclasses import dataclass, field
 
 from tpsim.campaign.checks import Checks, first_pp, rel_path
@@ -129,10 +131,21 @@ def _run(camp: Campaign, checks: Checks, values: dict) -> Run:
         trace_path = None
     override = checks.hardware_paths[hardware] if "hardware" in values and any(
         inst["hardware"] != hardware for inst in instances) else None
-    latency = {name: rel_path(path) for name, path in
-               latency_inputs(camp.doc["perf_model"], hardware, values["model"]).items()}
+    latency = _latency_inputs(camp.doc["perf_model"], hardware, values["model"])
     return Run(id=params["run_id"], params=params, trace=trace_path, model_config=checks.model_paths[values["model"]],
                hardware_config=checks.hardware_paths[hardware], hardware_override=override, latency_inputs=latency)
+
+
+def _latency_inputs(perf_model: str, hardware: str, model: str) -> dict:
+    """:func:`~tpsim.campaign.provenance.latency_inputs` relative to the working folder (a copy)."""
+    return dict(_latency_found(perf_model, hardware, model, os.getcwd()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _latency_found(perf_model: str, hardware: str, model: str, cwd: str) -> dict:
+    """Found once per (GPU, model) and working folder: a 3,000-run campaign has a handful of them, and
+    each search walks the catalog roots (1 s of a 3,000-run campaign's load time otherwise)."""
+    return {name: rel_path(path) for name, path in latency_inputs(perf_model, hardware, model).items()}
 
 
 def exclusions(rules: list[dict], keys: list[str]) -> dict[tuple, set]:

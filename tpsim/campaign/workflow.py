@@ -105,6 +105,13 @@ def warn(*messages: str | None) -> None:
             print(message, file=sys.stderr)
 
 
+def warned_already() -> bool:
+    """Whether this invocation printed its warnings already (this process was started by it)."""
+    import os
+
+    return bool(os.environ.get(WARNED))
+
+
 def warned() -> None:
     """Mark the warnings of this invocation printed (for the processes it starts)."""
     import os

@@ -21,10 +21,10 @@ if CAPACITY:
 else:
 
     rule aggregate:
+        # the batch records stand for the run folders they finished (listed in params: the batch
+        # jobs write them, Snakemake sees only the records)
         input:
-            runs=run_outputs("run.json"),
-            requests=run_outputs(outputs.RUN_REQUESTS),
-            summaries=run_outputs("requests.summary.json"),
+            batches=batch_records(),
         output:
             **table_outputs(),
         log:
@@ -33,6 +33,9 @@ else:
         conda:
             "../envs/tpsim.yaml"
         params:
+            runs=run_outputs("run.json"),
+            requests=run_outputs(outputs.RUN_REQUESTS),
+            summaries=run_outputs("requests.summary.json"),
             tables=list(TABLE_FILES),
             slo=CAMPAIGN.doc.get("slo"),
         script:

@@ -2,6 +2,7 @@
 # The logic lives in the tpsim package (tpsim/campaign/); the workflow needs tpsim importable
 # (README: pip install -e '.[workflow]'), and its jobs run that same tpsim.
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 
 try:
     import tpsim
-    from tpsim.campaign import measured_runs, outputs, provenance, slo
+    from tpsim.campaign import batches, measured_runs, outputs, provenance, slo
     from tpsim.campaign.checks import rel_path
     from tpsim.campaign.reading import CampaignError
     from tpsim.campaign.runs import generate_flags
@@ -22,6 +23,7 @@ try:
         tpsim_location_warning,
         warn,
         warned,
+        warned_already,
     )
     from tpsim.io.writing import atomic_write_json
 except ImportError as exc:
@@ -52,7 +54,6 @@ _PLACEHOLDERS = placeholder_problems(
 if _PLACEHOLDERS:
     raise WorkflowError("\n".join(_PLACEHOLDERS))
 warn(*CAMPAIGN.warnings)
-warned()  # once per invocation: the processes Snakemake starts that load the workflow again stay quiet
 
 RES = CAMPAIGN.results  # results/<campaign name>
 RUN_IDS = [run.id for run in CAMPAIGN.runs]
@@ -68,6 +69,17 @@ PYTHON = (
 CAPACITY = (
     CAMPAIGN.capacity
 )  # a capacity search: one job per configuration, no matrix runs
+# A matrix campaign's runs in batches, one `simulate` job each (tpsim/campaign/batches.py): batch
+# name -> the specs of its runs.
+BATCHES = (
+    {}
+    if CAPACITY
+    else batches.plan(
+        CAMPAIGN,
+        TPSIM_VERSION,
+        CAMPAIGN.doc.get("limits", {}).get("batch_seconds", batches.BATCH_SECONDS),
+    )
+)
 FIGURES = list(outputs.figures_of(CAMPAIGN.doc))
 TABLE_FILES = outputs.table_files(CAMPAIGN.doc)
 STYLE = rel_path(outputs.STYLE)
@@ -131,16 +143,13 @@ def input_sha256(wildcards):
 
 
 def derive_args(wildcards, input):
-    """tpsim.campaign.derive's arguments, joined with shlex.join ('--flag=value': a path that starts
-    with '-' stays a value)."""
+    """tpsim.campaign.derive's arguments for a capacity search's configuration, joined with shlex.join
+    ('--flag=value': a path that starts with '-' stays a value)."""
     run = run_of(wildcards)
     args = [f"--base={input.base}", "--params", json.dumps(run.params)]
     if "hardware" in input.keys():
         args += [f"--hardware={input.hardware}"]
-    records = {"model_config": input.model, "hardware": input.hardware_config}
-    if "trace" in input.keys():
-        records["dataset"] = input.trace
-    for name, path in sorted({**records, **run.latency_inputs}.items()):
+    for name, path in batches.records_of(run).items():
         args += ["--record", f"{name}={path}"]
     return shlex.join(args)
 
@@ -148,19 +157,6 @@ def derive_args(wildcards, input):
 def run_params(wildcards):
     """The run's parameters: a change re-runs it (Snakemake's params trigger)."""
     return json.dumps(run_of(wildcards).params, sort_keys=True)
-
-
-def simulate_flags(wildcards):
-    run = run_of(wildcards)
-    flags = [
-        "--perf-model",
-        CAMPAIGN.doc["perf_model"],
-        "--requests-format",
-        requests_format(),
-    ]
-    if run.params["seed"] is not None:
-        flags += ["--seed", str(run.params["seed"])]
-    return shlex.join(flags + list(CAMPAIGN.doc["tpsim_args"]))
 
 
 def trace_flags(wildcards):
@@ -171,9 +167,52 @@ def trace_flags(wildcards):
     return shlex.join(generate_flags(CAMPAIGN.generate))
 
 
-def requests_format():
-    """tpsim run --requests-format: Parquet always, the CSV too when the campaign asks for it."""
-    return "both" if CAMPAIGN.doc["requests_csv"] else "parquet"
+def batch_record(name):
+    return f"{RES}/batches/{name}.json"
+
+
+def batch_records():
+    """Every batch's record: what the tables wait for (they read the run folders, listed in params)."""
+    return [batch_record(name) for name in BATCHES]
+
+
+def batch_of(wildcards):
+    try:
+        return BATCHES[wildcards.batch]
+    except KeyError:
+        raise WorkflowError(
+            f"{wildcards.batch} is not a batch of campaign {CAMPAIGN.name}: its batches are "
+            f"{', '.join(BATCHES)}"
+        ) from None
+
+
+def batch_inputs(wildcards):
+    """The files the batch's runs read (a newer one, e.g. a regenerated trace, reruns the batch)."""
+    specs = batch_of(wildcards)
+    files = {"base": [CAMPAIGN.cluster], "traces": set(), "configs": set()}
+    for spec in specs:
+        files["traces"].add(spec["trace"])
+        files["configs"].update(
+            [spec["records"]["model_config"], spec["records"]["hardware"]]
+        )
+        if spec["hardware"]:
+            files["configs"].add(spec["hardware"])
+    return {name: sorted(paths) for name, paths in files.items()}
+
+
+def batch_digest(wildcards):
+    """One hash of the batch's run ids and keys: a changed run reruns its batch (params trigger)."""
+    return batches.batch_digest(batch_of(wildcards))
+
+
+def batch_specs(wildcards):
+    return batch_of(wildcards)
+
+
+def batch_runtime(wildcards, threads):
+    """Minutes for a batch job (Slurm --time): three times its estimated length, plus 10."""
+    seconds = sum(spec["cost_s"] for spec in batch_of(wildcards)) / max(1, threads)
+    return 10 + math.ceil(3 * seconds / 60)
 
 
 def run_outputs(name):
@@ -213,6 +252,7 @@ wildcard_constraints:
     run=r"model=[^/]+(/[a-z_]+=[^/]+)+",
     rate=r"[0-9][0-9.e+-]*",
     seed=r"[0-9]+",
+    batch=r"[0-9]+-of-[0-9]+",
 
 
 def capacity_args(wildcards):
@@ -230,18 +270,6 @@ def capacity_args(wildcards):
         f"--seed={run.params['seed']}",
     ]
     return shlex.join(flags)
-
-
-def simulate_output():
-    files = {
-        "cluster": f"{RES}/runs/{{run}}/cluster.json",
-        "run": f"{RES}/runs/{{run}}/run.json",
-        "requests": f"{RES}/runs/{{run}}/{outputs.RUN_REQUESTS}",
-        "summary": f"{RES}/runs/{{run}}/requests.summary.json",
-    }
-    if CAMPAIGN.doc["requests_csv"]:
-        files["csv"] = f"{RES}/runs/{{run}}/{outputs.RUN_CSV}"
-    return files
 
 
 def table_outputs():
@@ -265,3 +293,12 @@ def figure_inputs():
     for table in ("capacity", "probes") if CAPACITY else ("runs", "requests"):
         files[table] = f"{RES}/{table}.parquet"
     return files
+
+
+# Said once per invocation (with the campaign's warnings above): the runs, the batches, what is not
+# done; the processes Snakemake starts that load the workflow again stay quiet.
+if BATCHES and not warned_already():
+    warn(
+        *batches.status_lines(CAMPAIGN, BATCHES, {b: batch_record(b) for b in BATCHES})
+    )
+warned()

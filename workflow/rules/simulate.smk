@@ -1,4 +1,6 @@
-# One run = one job = one folder results/<campaign>/runs/model=.../tp=.../link_bw=.../ holding
+# The matrix's runs, many per job: one `simulate` job per batch (tpsim/campaign/batches.py), which
+# derives and simulates, in one process, each of its runs that is not done (tpsim/campaign/batch_job.py).
+# Each run keeps its own folder results/<campaign>/runs/model=.../tp=.../link_bw=.../ holding
 #   cluster.json            the cluster config derived from the base config for this run
 #   run.json                the run's parameters, paths and SHA-256 of all its inputs, git_dirty
 #   requests.parquet        tpsim's per-request rows (no rows when the run is infeasible)
@@ -6,40 +8,32 @@
 #   requests.summary.json   tpsim's run summary: status ok|infeasible (+ reason, memory needs),
 #                           metrics, memory per GPU, provenance (tpsim version, git commit, hashes)
 #   tpsim.log               where it ran (host, Slurm job) and tpsim's output
-# A model that does not fit (or a tp_size not dividing its heads) is recorded as infeasible by
-# tpsim --record-infeasible and does not stop the campaign; any other error fails the job and
-# prints the end of its log.  Deriving the config and simulating share one job: both take a
-# fraction of a second, and Snakemake's cost per job is of the same order.
+#   done.json               written last: the run's key (what its outputs depend on), the trace's
+#                           SHA-256, status, batch; a run without it (or with another key) reruns
+# and the batch its record results/<campaign>/batches/<i>-of-<n>.json (each run's key and outcome)
+# and log.  A model that does not fit is recorded as infeasible and does not stop the campaign; any
+# other error fails the run, the batch's other runs still run, and then the job fails printing the
+# end of each failed run's log.  Snakemake deletes the batch record of a failed job; the finished
+# runs keep their folders and are not simulated again.
 
 
 rule simulate:
     input:
-        unpack(run_inputs),
+        unpack(batch_inputs),
     output:
-        **simulate_output(),
+        f"{RES}/batches/{{batch}}.json",
     log:
-        f"{RES}/runs/{{run}}/tpsim.log",
+        f"{RES}/batches/{{batch}}.log",
     conda:
         "../envs/tpsim.yaml"
-    threads: 1
+    # runs in parallel worker processes; locally all cores (one batch job at a time then), on Slurm
+    # one (set-threads in the profile), so that a batch is minutes long
+    threads: workflow.cores
     resources:
-        mem_mb=1000,
-        runtime=20,
+        mem_mb=lambda wildcards, threads: 1000 * threads,
+        runtime=batch_runtime,
     params:
-        python=PYTHON,
-        run=run_params,
-        input_sha256=input_sha256,
-        derive_args=derive_args,
-        flags=simulate_flags,
-        csv=f"{RES}/runs/{{run}}/{outputs.RUN_CSV}",
-        tpsim_version=TPSIM_VERSION,
-    # Every path is quoted (:q); derive_args and flags are joined with shlex.join.  --output names
-    # the CSV; with --requests-format parquet tpsim writes requests.parquet beside it instead.
-    shell:
-        "echo host=$(uname -n) slurm_job=${{SLURM_JOB_ID:-none}} > {log:q};"
-        " {params.python:q} -m tpsim.campaign.derive {params.derive_args}"
-        " --cluster-out={output.cluster:q} --run-out={output.run:q} >> {log:q} 2>&1"
-        " && {params.python:q} -m tpsim run --cluster-config={output.cluster:q}"
-        " --dataset={input.trace:q} --output={params.csv:q} --record-infeasible"
-        " --log-interval 0 {params.flags} >> {log:q} 2>&1"
-        " || {{ echo run failed, end of {log:q}: >&2; tail -n 20 {log:q} >&2; exit 1; }}"
+        digest=batch_digest,
+        runs=batch_specs,
+    script:
+        "../scripts/simulate_batch.py"

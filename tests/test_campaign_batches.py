@@ -1,0 +1,197 @@
+"""A matrix campaign's runs in batches (tpsim/campaign/batches.py, tpsim/campaign/batch_job.py), tested
+in-process without Snakemake: which batch a run falls in, what a batch job simulates again, a failing
+run inside a batch, and outputs byte-identical to the one-run-per-job commands they replace.
+
+Four runs (a model given as a path and a catalog model x link_bw 16/64) over a given six-request
+trace, in a temporary working folder (the campaign's paths are relative to it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, checkout_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tpsim import __version__
+from tpsim.campaign import batches
+from tpsim.campaign.batch_job import BatchFailed, argv_of, run_batch
+from tpsim.campaign.spec import load_campaign
+
+DOC = {"name": "bat", "cluster": "cluster.json", "workload": {"trace": "t.jsonl"},
+       "matrix": {"model": ["m.json", "Qwen/Qwen3-0.6B"], "tp_size": [1], "link_bw": [16, 64]}}
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A working folder holding the campaign's inputs, made the current folder."""
+    (tmp_path / "t.jsonl").write_text("".join(
+        json.dumps({"input_toks": 64 + 8 * i, "output_toks": 8, "arrival_time_ns": i * 50_000_000}) + "\n"
+        for i in range(6)))
+    shutil.copy(REPO / "configs/model/Qwen/Qwen3-0.6B.json", tmp_path / "m.json")
+    shutil.copy(REPO / "configs/cluster/single_node_single_instance.json", tmp_path / "cluster.json")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def plan(doc=DOC, batch_seconds=batches.BATCH_SECONDS) -> list[dict]:
+    """The campaign's run specs (all batches), as the workflow would plan them now."""
+    camp = load_campaign(json.loads(json.dumps(doc)), roots=[Path("."), REPO])
+    batches.file_sha256.cache_clear()  # the workflow hashes once per invocation: each call here is one
+    return [spec for specs in batches.plan(camp, __version__, batch_seconds).values() for spec in specs]
+
+
+def snapshot(specs) -> dict:
+    """Every file of every run folder -> (mtime, bytes)."""
+    out = {}
+    for spec in specs:
+        for p in sorted(Path(spec["folder"]).iterdir()):
+            out[str(p)] = (p.stat().st_mtime_ns, p.read_bytes())
+    return out
+
+
+def done_runs(before: dict, after: dict) -> set[str]:
+    """The run folders whose done.json was written again between two snapshots."""
+    return {str(Path(k).parent) for k in after if k.endswith("/done.json") and before.get(k) != after[k]}
+
+
+# -- batch assignment ------------------------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.integers(0, 10))
+def test_a_runs_batch_depends_on_its_id_and_the_count_only_and_doubling_splits(run_id, k):
+    count = 1 << k
+    name = batches.batch_of(run_id, count)
+    assert name == batches.batch_of(run_id, count)
+    i, n = map(int, name.split("-of-"))
+    assert n == count and 1 <= i <= count
+    # twice as many batches: each batch splits in two (its runs go to i or i + count, nowhere else)
+    j = int(batches.batch_of(run_id, 2 * count).split("-of-")[0])
+    assert j in (i, i + count)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(0, 1e6), st.integers(1, 100_000), st.floats(1, 86400))
+def test_the_batch_count_is_the_smallest_power_of_two_that_keeps_batches_short(total_s, runs, batch_seconds):
+    n = batches.batch_count(total_s, runs, batch_seconds)
+    assert n & (n - 1) == 0 and 1 <= n <= runs
+    if n < 1 << (runs.bit_length() - 1):  # not capped by the run count: the average batch is short enough
+        assert total_s / n <= batch_seconds * (1 + 1e-9)
+    if n > 1:  # and half as many would not be
+        assert total_s / (n // 2) > batch_seconds
+
+
+def test_a_new_run_leaves_the_others_in_their_batches(work):
+    """With the count unchanged, adding a matrix value moves no existing run to another batch."""
+    doc = json.loads(json.dumps(DOC))
+    old = {s["id"]: s for s in plan(doc, batch_seconds=1e-3)}  # tiny batches: one run each at most
+    doc["matrix"]["link_bw"] = [16, 64, 128, 450]
+    camp = load_campaign(doc, roots=[Path("."), REPO])
+    new = batches.plan(camp, __version__, 1e-3)
+    assert len(new) > 1
+    placed = {s["id"]: name for name, specs in new.items() for s in specs}
+    count = int(next(iter(new)).split("-of-")[1])
+    for rid in old:
+        assert placed[rid] == batches.batch_of(rid, count)
+    assert list(new) == sorted(new, key=lambda n: int(n.split("-")[0]))
+
+
+# -- what a batch job simulates --------------------------------------------------------------------
+
+def test_a_batch_simulates_only_the_runs_whose_key_changed(work):
+    specs = plan()
+    record = run_batch(specs, "b.json", "b.log")
+    assert (record["simulated"], record["failed"], record["done"]) == (4, 0, 0)
+    first = snapshot(specs)
+
+    again = run_batch(plan(), "b.json", "b.log")  # nothing changed: nothing simulated, nothing touched
+    assert (again["simulated"], again["done"]) == (0, 4)
+    assert snapshot(specs) == first
+
+    # the model given as a path changes: its two runs rerun, the catalog model's two are untouched
+    text = (work / "m.json").read_text()
+    (work / "m.json").write_text(text.replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 2e-06', 1))
+    specs2 = plan()
+    changed = {s["folder"] for s in specs2 if s["key"] != {t["id"]: t["key"] for t in specs}[s["id"]]}
+    assert len(changed) == 2 and all("model=m" in f for f in changed)
+    third = run_batch(specs2, "b.json", "b.log")
+    assert (third["simulated"], third["done"]) == (2, 2)
+    after = snapshot(specs2)
+    assert done_runs(first, after) == changed
+    untouched = {k: v for k, v in first.items() if str(Path(k).parent) not in changed}
+    assert {k: after[k] for k in untouched} == untouched
+    for folder in changed:
+        rec = json.loads(Path(folder, "run.json").read_text())
+        assert rec["inputs"]["model_config"]["sha256"] == batches.file_sha256("m.json")
+
+
+def test_a_run_missing_an_output_is_simulated_again(work):
+    specs = plan()
+    run_batch(specs, "b.json", "b.log")
+    Path(specs[1]["folder"], "requests.parquet").unlink()
+    assert batches.done_problem(specs[1]) == "requests.parquet missing"
+    record = run_batch(specs, "b.json", "b.log")
+    assert record["simulated"] == 1 and record["runs"][specs[1]["id"]]["reason"] == "requests.parquet missing"
+    assert Path(specs[1]["folder"], "requests.parquet").is_file()
+
+
+def test_a_failing_run_does_not_stop_the_batch_and_the_job_names_it(work):
+    specs = plan()
+    (work / "m.json").write_text("{ not json")  # after planning: the two runs of m.json fail when derived
+    with pytest.raises(BatchFailed) as info:
+        run_batch(specs, "b.json", "b.log")
+    message = str(info.value)
+    assert message.startswith("2 run(s) of this batch failed")
+    bad = [s for s in specs if "model=m" in s["id"]]
+    for spec in bad:
+        assert f"end of {spec['folder']}/tpsim.log" in message
+        assert not Path(spec["folder"], "done.json").exists()
+        assert not Path(spec["folder"], "requests.parquet").exists()
+    assert "m.json" in message  # the error names the file
+    record = json.loads(Path("b.json").read_text())  # written before the job fails
+    assert (record["simulated"], record["failed"]) == (2, 2)
+    for spec in specs:
+        assert Path(spec["folder"], "done.json").exists() == (spec not in bad)
+        assert record["runs"][spec["id"]]["outcome"] == ("failed" if spec in bad else "simulated")
+
+
+# -- byte-identical to one run per job ----------------------------------------------------------------
+
+def _without_timing(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    doc.pop("timing")
+    return doc
+
+
+def test_batch_outputs_are_byte_identical_to_derive_and_tpsim_run(work):
+    """The commands the one-run-per-job rule ran (``python -m tpsim.campaign.derive`` and ``python -m tpsim
+    run``), on one run's folder: cluster.json, run.json and requests.parquet byte for byte, the summary
+    but for its timing."""
+    specs = plan()
+    run_batch(specs, "b.json", "b.log")
+    spec = next(s for s in specs if s["id"].startswith("model=m"))
+    folder = Path(spec["folder"])
+    names = ("cluster.json", "run.json", "requests.parquet")
+    batch = {name: (folder / name).read_bytes() for name in names}
+    batch_summary = _without_timing(folder / "requests.summary.json")
+    for name in (*names, "requests.summary.json", "done.json"):
+        (folder / name).unlink()
+
+    derive = [sys.executable, "-m", "tpsim.campaign.derive", f"--base={spec['base']}", "--params",
+              json.dumps(spec["params"])]
+    for name, path in spec["records"].items():
+        derive += ["--record", f"{name}={path}"]
+    derive += [f"--cluster-out={folder}/cluster.json", f"--run-out={folder}/run.json"]
+    for cmd in (derive, [sys.executable, "-m", "tpsim", *argv_of(spec)]):
+        proc = subprocess.run(cmd, cwd=work, env=checkout_env(), capture_output=True, text=True, check=False,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    for name in names:
+        assert (folder / name).read_bytes() == batch[name], name
+    assert _without_timing(folder / "requests.summary.json") == batch_summary
