@@ -190,3 +190,18 @@ def test_sort_trace_is_the_fix_the_run_names(tmp_path, test_configs, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{bad}:1: field 'arrival_time_ns'" in err[0]
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_itl_format_none_keeps_every_other_column_and_the_exact_itl_percentiles(tmp_path, test_configs):
+    cfg = write_cluster(tmp_path / "c.json", model=MODEL, instances=2)
+    t = write_trace(tmp_path / "t.jsonl", _trace(120, seed=8))
+    sinks = {}
+    for fmt in ("list", "none"):
+        sink = ListSink()
+        run(RunConfig(cluster_config=str(cfg), dataset=str(t), perf_model="analytical", log_interval=0,
+                      itl_format=fmt), sink=sink)
+        sinks[fmt] = sink
+    full, bare = sinks["list"], sinks["none"]
+    assert [r.itl_text for r in bare.rows] == ["[]"] * 120
+    assert [r.as_list()[:-1] for r in bare.rows] == [r.as_list()[:-1] for r in full.rows]
+    assert json.loads(bare.summary_json)["metrics_ms"] == json.loads(full.summary_json)["metrics_ms"]

@@ -58,22 +58,23 @@ class _InstanceRows:
         w[first] += 1
         w[stop] -= 1
 
-    def row(self, r, text: bool) -> RequestRow | None:
-        """``r``'s row (None when ``text`` is False: only its gaps are counted)."""
+    def row(self, r, text: bool, itl: bool = True) -> RequestRow | None:
+        """``r``'s row (None when ``text`` is False: only its gaps are counted; ``itl`` False: ITL '[]')."""
         ends = self.ends
         em = r.emissions
         parts: list[str] = []
+        gaps = text and itl
         prev = -1
         for j in range(0, len(em), 2):
             s, c = em[j], em[j + 1]
             if prev >= 0:
                 gap = ends[s] - prev
                 self.pause_gaps.append(gap)
-                if text:
+                if gaps:
                     parts.append(str(gap))
             if c > 1:
                 self._count_run(s + 1, s + c)
-                if text:
+                if gaps:
                     parts.append(", ".join(self._gaps(s + 1, s + c)))
             prev = ends[s + c - 1]
         if not text:
@@ -152,8 +153,10 @@ class RunMetrics:
 class Recorder:
     """``on_finish(instance, requests)`` for the event loop: rows to ``sink`` (None: no rows), metrics kept."""
 
-    def __init__(self, num_instances: int, sink=None, spool_dir: str | None = None):
+    def __init__(self, num_instances: int, sink=None, spool_dir: str | None = None, itl: bool = True):
+        """``itl`` False writes the ITL column as ``[]`` (``--itl-format none``); the gaps are still counted."""
         self.sink = sink
+        self.itl = itl
         self.metrics = RunMetrics()
         self._rows: list[_InstanceRows | None] = [None] * num_instances
         self._spools: dict[int, object] = {}
@@ -167,7 +170,7 @@ class Recorder:
         add = self.metrics.add
         for r in finished:
             add(r)
-            row = rows.row(r, text)
+            row = rows.row(r, text, self.itl)
             if row is not None:
                 self._write(inst.index, row)
         rows.maybe_trim()
