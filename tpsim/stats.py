@@ -113,13 +113,14 @@ class StepGaps:
         return sum(self.weights[1:])
 
     def bounds(self) -> tuple[int, int] | None:
-        lo = hi = None
-        for v, _ in self._items():
+        lo: int | None = None
+        hi: int | None = None
+        for v, _ in self._items():  # one pass, nothing held
             if lo is None or v < lo:
                 lo = v
             if hi is None or v > hi:
                 hi = v
-        return None if lo is None else (lo, hi)
+        return None if lo is None or hi is None else (lo, hi)
 
     def pairs(self, lo: int, hi: int):
         for v, w in self._items():
@@ -143,7 +144,7 @@ def describe_samples(parts: list, scale: float = 1.0, total: float | None = None
         return None
     if total is None:
         total = sum(p.total() for p in parts)
-    ranks = set()
+    ranks: set[int] = set()
     for q in (50, 90, 99):
         pos = (count - 1) * q / 100.0
         ranks.update((int(pos), min(int(pos) + 1, count - 1)))

@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 from array import array
+from typing import IO
 
 from tpsim.io.results import RequestRow
 from tpsim.stats import StepGaps, Values, describe_samples
@@ -159,7 +160,7 @@ class Recorder:
         self.itl = itl
         self.metrics = RunMetrics()
         self._rows: list[_InstanceRows | None] = [None] * num_instances
-        self._spools: dict[int, object] = {}
+        self._spools: dict[int, IO[str]] = {}
         self._spool_dir = spool_dir
 
     def __call__(self, inst, finished: list) -> None:
