@@ -255,3 +255,27 @@ def test_waiting_queue_order():
     assert [r.rid for r in out] == [99, 0, 1, 2, 3, 4, 5]
     assert out[0] is preempted and out[1] is reqs[0] and out[3] is not reqs[2]  # the third and later were packed
     assert (out[3].arrival, out[3].prompt, out[3].output, out[3].instance) == (20, 5, 2, 3) and len(q) == 0
+
+
+def test_progress_lines_only_on_a_terminal(monkeypatch):
+    """Long runs print progress to a terminal's stderr (at most every 30 s); never into a log or a pipe."""
+    import io
+
+    from tpsim import console as console_mod
+    from tpsim.console import Console
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert Console(err=io.StringIO()).progress(100) is None
+    err = Tty()
+    clock = iter([0.0, 10.0, 31.0, 40.0, 75.0])
+    monkeypatch.setattr(console_mod.time, "monotonic", lambda: next(clock))
+    report = Console(err=err).progress(1_000_000)
+    for finished in (10_000, 20_000, 30_000, 40_000):
+        report(finished)
+    assert err.getvalue().splitlines() == [
+        "tpsim: 20,000 of about 1,000,000 requests finished (2 %), 0:31 elapsed",
+        "tpsim: 40,000 of about 1,000,000 requests finished (4 %), 1:15 elapsed"]
+    assert Console("ERROR", err=Tty()).progress(5) is None

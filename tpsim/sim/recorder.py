@@ -154,10 +154,14 @@ class RunMetrics:
 class Recorder:
     """``on_finish(instance, requests)`` for the event loop: rows to ``sink`` (None: no rows), metrics kept."""
 
-    def __init__(self, num_instances: int, sink=None, spool_dir: str | None = None, itl: bool = True):
-        """``itl`` False writes the ITL column as ``[]`` (``--itl-format none``); the gaps are still counted."""
+    def __init__(self, num_instances: int, sink=None, spool_dir: str | None = None, itl: bool = True,
+                 progress=None):
+        """``itl`` False writes the ITL column as ``[]`` (``--itl-format none``); the gaps are still counted.
+        ``progress(finished)`` is called every 10,000 finished requests (long runs on a terminal)."""
         self.sink = sink
         self.itl = itl
+        self.progress = progress
+        self._next_progress = 10_000
         self.metrics = RunMetrics()
         self._rows: list[_InstanceRows | None] = [None] * num_instances
         self._spools: dict[int, IO[str]] = {}
@@ -175,6 +179,9 @@ class Recorder:
             if row is not None:
                 self._write(inst.index, row)
         rows.maybe_trim()
+        if self.progress is not None and self.metrics.finished >= self._next_progress:
+            self._next_progress += 10_000
+            self.progress(self.metrics.finished)
 
     def _write(self, index: int, row: RequestRow) -> None:
         if index == 0:
