@@ -97,8 +97,9 @@ class _InstanceRows:
         if cut > 0:
             del self.gap_text[:cut]
             self.gap_base += cut
-        # the next check after the window doubles, or after as many steps as requests wait (the check reads them)
-        self.trim_at = max(_GAP_WINDOW, 2 * len(self.gap_text), len(self.inst.waiting))
+        # the next check once the window has doubled (the check reads the requests held as objects: the running
+        # ones and the preempted; packed waiting requests have never sampled)
+        self.trim_at = max(_GAP_WINDOW, 2 * len(self.gap_text))
 
     def gap_parts(self) -> list:
         """The inter-token gaps as parts of a sample (:func:`tpsim.stats.describe_samples`): each step's duration
