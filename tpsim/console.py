@@ -27,7 +27,7 @@ class Console:
         self.err = sys.stderr if err is None else err
 
     @classmethod
-    def silent(cls) -> "Console":
+    def silent(cls) -> Console:
         console = cls("ERROR")
         console.out = None
         return console

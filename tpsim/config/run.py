@@ -16,9 +16,10 @@ instance sets the same key.  Model configs and hardware entries may be given as 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from tpsim.argspec import flag, flag_values
 from tpsim.errors import InputError, NotSupportedError
@@ -204,7 +205,7 @@ class RunConfig:
         for name in ("models", "hardware", "summary_extra"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes) -> RunConfig:
         """A copy with some fields changed (``engine=...`` takes an EngineOptions)."""
         return replace(self, **changes)
 
