@@ -61,7 +61,8 @@ def job_counts(proc) -> dict:
 def runs_to_simulate(proc) -> int:
     """How many runs the invocation will simulate, from the line the workflow prints when it loads
     ("N runs in B batch job(s); K to simulate, D done")."""
-    m = re.search(r"tpsim: campaign \S+: (\d+) runs in (\d+) batch job\(s\); (\d+) to simulate", proc.stdout + proc.stderr)
+    m = re.search(r"tpsim: campaign \S+: (\d+) runs in (\d+) batch job\(s\); (\d+) to simulate",
+                  proc.stdout + proc.stderr)
     assert m, proc.stdout[-2000:] + proc.stderr[-2000:]
     return int(m.group(3))
 
