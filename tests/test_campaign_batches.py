@@ -195,3 +195,22 @@ def test_batch_outputs_are_byte_identical_to_derive_and_tpsim_run(work):
     for name in names:
         assert (folder / name).read_bytes() == batch[name], name
     assert _without_timing(folder / "requests.summary.json") == batch_summary
+
+
+def test_the_status_line_counts_runs_and_names_lost_outputs_of_finished_batches(work):
+    camp = load_campaign(json.loads(json.dumps(DOC)), roots=[Path("."), REPO])
+    planned = batches.plan(camp, __version__)
+    assert list(planned) == ["1-of-1"]  # four tiny runs: one batch
+    records = {"1-of-1": "batches/1-of-1.json"}
+    assert batches.status_lines(camp, planned, records) == [
+        "tpsim: campaign bat: 4 runs in 1 batch job(s); 4 to simulate, 0 done"]
+    Path("batches").mkdir()
+    run_batch(planned["1-of-1"], records["1-of-1"], "batches/1-of-1.log")
+    assert batches.status_lines(camp, planned, records) == [
+        "tpsim: campaign bat: 4 runs in 1 batch job(s); 0 to simulate, 4 done"]
+    lost = planned["1-of-1"][2]
+    Path(lost["folder"], "done.json").unlink()  # the record says done; Snakemake would not rerun the batch
+    head, warning = batches.status_lines(camp, planned, records)
+    assert head.endswith("1 to simulate, 3 done")
+    assert warning == (f"tpsim: warning: 1 run(s) of finished batches lack outputs (first: {lost['folder']}: not run); "
+                       "re-simulate them (only them) with: snakemake --forcerun batches/1-of-1.json")
