@@ -55,7 +55,8 @@ def job_counts(proc) -> dict:
     if "Job stats:" not in text:
         return {}
     table = text.split("Job stats:", 1)[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE) if m.group(1) != "total"}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE)
+            if m.group(1) != "total"}
 
 
 def runs_to_simulate(proc) -> int:
@@ -130,8 +131,8 @@ def test_infeasible_runs_are_recorded_not_failed(done):
                                                      ("meta-llama/Llama-3.1-70B", 1, 450.0)]
     assert all("does not fit" in r for *_, r in rows)
     run = wd / "results/small/runs/model=meta-llama--Llama-3.1-70B/tp=1/link_bw=16"
-    assert query(run / "requests.parquet", "SELECT count(*) FROM read_parquet('" + str(run / "requests.parquet") + "')") \
-        == [(0,)]  # no rows
+    parquet = run / "requests.parquet"
+    assert query(parquet, "SELECT count(*) FROM read_parquet('" + str(parquet) + "')") == [(0,)]  # no rows
     assert not (run / "requests.csv").exists()  # the CSV only when the campaign asks for it
     assert json.loads((run / "requests.summary.json").read_text())["status"] == "infeasible"
     figure_rows = (wd / "results/small/figures/ttft_by_tp.csv").read_text()
@@ -168,7 +169,8 @@ def test_each_run_folder_is_hive_style_and_self_describing(done):
     # provenance in the runs table, for every run
     rows = query(wd / "results/small/campaign.duckdb",
                  """SELECT count(*) FROM runs WHERE tpsim_version = '0.1.0' AND cluster_config_sha256 IS NOT NULL
-                    AND dataset_sha256 IS NOT NULL AND model_config_sha256 IS NOT NULL AND hardware_sha256 IS NOT NULL""")
+                    AND dataset_sha256 IS NOT NULL AND model_config_sha256 IS NOT NULL
+                    AND hardware_sha256 IS NOT NULL""")
     assert rows == [(8,)]
     assert query(wd / "results/small/campaign.duckdb", "SELECT DISTINCT git_dirty FROM runs") == [(git_dirty(),)]
 
@@ -279,7 +281,8 @@ def test_lint_and_format_are_clean():
     if snakefmt is None:
         pytest.skip("snakefmt not installed (pip install snakefmt)")
     files = ["workflow/Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow/rules").glob("*.smk"))]
-    proc = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+    proc = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -57,7 +57,8 @@ def slurm(tmp_path_factory):
         assert up.returncode == 0, f"slurm-up failed:\n{up.stdout}\n{up.stderr}"
         yield root
     finally:
-        subprocess.run(["bash", str(REPO / ".ci/slurm-down.sh")], env=env, capture_output=True, text=True, timeout=60, check=False)
+        subprocess.run(["bash", str(REPO / ".ci/slurm-down.sh")], env=env, capture_output=True, text=True, timeout=60,
+                       check=False)
 
 
 def test_campaign_runs_through_slurm(slurm, tmp_path):
@@ -70,7 +71,8 @@ def test_campaign_runs_through_slurm(slurm, tmp_path):
     cfg = tmp_path / "slurm_ci.yaml"
     cfg.write_text(yaml.safe_dump(doc))
     cmd = ["timeout", "-s", "KILL", str(KILL_AFTER_S),
-           *snakemake_cmd("--directory", str(tmp_path), "--config", f"campaign={cfg}", "--workflow-profile", "slurm-ci")]
+           *snakemake_cmd("--directory", str(tmp_path), "--config", f"campaign={cfg}",
+                          "--workflow-profile", "slurm-ci")]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=KILL_AFTER_S + 30, check=False,
                           env=checkout_env())
     log = proc.stdout[-4000:] + proc.stderr[-8000:]
