@@ -82,7 +82,7 @@ def test_chunk_with_context_is_causal_differencing_bounded_below():
     with_ctx = m._chunk_ns(512, 4096)[0]
     assert with_ctx >= alone
     assert with_ctx == pytest.approx(max(m._context_ns(4608) - m._context_ns(4096), alone,
-                                         4608 * m.roofline._kv_bytes_per_token / m.roofline.attn_bw))
+                                         4608 * m.roofline.kv_bytes_per_token / m.roofline.attn_bw))
 
 
 def test_fa2_mixed_decodes_cost_more_than_pure_decodes():
