@@ -38,7 +38,7 @@ from math import exp, log
 
 from tpsim.kernels.streaming import decode_attention_floor
 from tpsim.perf.analytical import AnalyticalModel
-from tpsim.perf.base import BatchShape, OpTime
+from tpsim.perf.base import BatchShape, LatencyModel, OpTime
 from tpsim.perf.collectives import p2p_ns
 from tpsim.perf.ops import (
     ATTENTION,
@@ -67,30 +67,43 @@ MODELLED = "modelled"
 _GEMM_TABLE_DTYPE = {"bfloat16": "bfloat16", "float16": "bfloat16", "fp8": "fp8"}
 
 
+#: GEMM estimates kept before the memo starts again (bounded memory; a run asks a few shapes at <= 64k m's)
+_GEMM_MEMO = 200_000
+
+
 class _DecodeCurve:
-    """Decode-attention time against mean context at one decode count: the generation table's
-    multilinear log-log interpolation, precomputed at the context nodes (exactly the grid's rule)."""
+    """Decode-attention time against mean context at one decode count: the generation table's time at
+    each context node (log-log between them), each node read the first time a query needs it."""
 
-    __slots__ = ("kv", "log_kv", "log_t", "limit")
+    __slots__ = ("batch", "kv", "limit", "log_kv", "log_t", "nodes")
 
-    def __init__(self, grid, batch: int):
-        kv_axis = grid.axes[1]
-        self.kv = kv_axis
-        self.log_kv = [log(k) for k in kv_axis]
-        self.log_t = [log(grid.lookup((batch, k))[0]) for k in kv_axis]
-        self.limit = kv_axis[-1]
+    def __init__(self, nodes: list, log_kv: list[float], batch: int):
+        """``nodes``: one :class:`~tpsim.kernels.grid.GridLine` along the decode count per context node."""
+        self.nodes = nodes
+        self.kv = nodes[0].grid.axes[1]
+        self.log_kv = log_kv
+        self.batch = batch
+        self.log_t: list[float | None] = [None] * len(self.kv)
+        self.limit = self.kv[-1]
+
+    def _log_t(self, j: int) -> float:
+        lt = self.log_t[j]
+        if lt is None:
+            lt = self.log_t[j] = log(self.nodes[j].estimate(self.batch)[0])
+        return lt
 
     def time_ns(self, kv: float) -> float | None:
         """None beyond the grid (the caller asks the tables, which extrapolate)."""
         if kv >= self.limit:
-            return exp(self.log_t[-1]) if kv == self.limit else None
+            return exp(self._log_t(-1)) if kv == self.limit else None
         if kv <= self.kv[0]:
-            return exp(self.log_t[0]) if kv == self.kv[0] else None
+            return exp(self._log_t(0)) if kv == self.kv[0] else None
         j = bisect_left(self.kv, kv)
         if self.kv[j] == kv:
-            return exp(self.log_t[j])
+            return exp(self._log_t(j))
+        lo, hi = self._log_t(j - 1), self._log_t(j)
         w = (log(kv) - self.log_kv[j - 1]) / (self.log_kv[j] - self.log_kv[j - 1])
-        return exp(self.log_t[j - 1] + w * (self.log_t[j] - self.log_t[j - 1]))
+        return exp(lo + w * (hi - lo))
 
 
 class KernelModel(StepModel):
@@ -131,6 +144,11 @@ class KernelModel(StepModel):
         s = self.shape
         self.heads = (s.heads, s.kv_heads, s.head_dim)
         self._curves: dict[int, _DecodeCurve | None] = {}
+        self._curve_nodes: list | None = None  # the generation table along the decode count, per context node
+        self._curve_log_kv: list[float] = []
+        self._gemm_lines: dict[tuple[int, int], object] = {}  # the GEMM table along m, per (n, k)
+        self._gemm_ns: dict[tuple[int, int, int], tuple[float, str]] = {}  # its estimates, per (m, n, k)
+        self._ctx_line = False  # the context table along the prompt length at batch 1 (None: heads not measured)
         self._kv_stream = False  # the decode KV cache's DRAM streaming floor (None: the table has no such rows)
         self._ctx_ns: dict[int, float] = {}
         # logits gathered over the whole vocabulary; the KV-cache write runs with attention, the logits after the graph
@@ -148,13 +166,22 @@ class KernelModel(StepModel):
         return t if not eager or t >= self.launch_ns else self.launch_ns
 
     def _gemm(self, m: int, n: int, k: int, eager: bool) -> tuple[float, str, float, float]:
-        """(time, source, FLOPs, bytes) of ``y[m, n] = x[m, k] W[n, k]^T`` on one GPU."""
+        """(time, source, FLOPs, bytes) of ``y[m, n] = x[m, k] W[n, k]^T`` on one GPU: the GEMM table read
+        along m for each weight shape (:class:`~tpsim.kernels.grid.GridLine`, exactly the table's lookup)."""
         r = self.roofline
         if self.gemm_table is None:
             t, flops, nbytes, _ = r.gemm_cost(m, n, k, r.wb, not eager)
             return t, "analytical", flops, nbytes
-        est = self.tables.gemm(m, n, k, self.gemm_dtype)
-        return self._eager(est.time_ns, eager), est.source, 2.0 * m * n * k, k * n * r.wb + m * (k + n) * r.ab
+        hit = self._gemm_ns.get((m, n, k))
+        if hit is None:
+            line = self._gemm_lines.get((n, k))
+            if line is None:
+                line = self._gemm_lines[(n, k)] = self.tables.line(self.gemm_table, (), (1, n, k), 0)
+            if len(self._gemm_ns) >= _GEMM_MEMO:
+                self._gemm_ns.clear()
+            hit = self._gemm_ns[(m, n, k)] = line.estimate(m)
+        t, src = hit
+        return self._eager(t, eager), src, 2.0 * m * n * k, k * n * r.wb + m * (k + n) * r.ab
 
     def _mem(self, nbytes: float, eager: bool, kernels: int = 1) -> float:
         """An element-wise kernel: a step's activations that fit in L2 (half of it, leaving room for the
@@ -171,6 +198,14 @@ class KernelModel(StepModel):
     def price(self, op: Op) -> OpTime:
         """GEMMs from the GEMM table, attention and the fused experts from theirs, collectives from the
         collectives model; element-wise ops by the roofline's terms (labelled analytical)."""
+        t, src, f, b = self._cost(op)
+        return OpTime(op.name, op.component, t, op.count, f, b, KIND_BOUND[op.kind], src)
+
+    def op_ns(self, op: Op) -> float:
+        return self._cost(op)[0]
+
+    def _cost(self, op: Op) -> tuple[float, str, float, float]:
+        """(time, source, FLOPs, bytes) of one op."""
         kind = op.kind
         f = 0.0
         b = op.mem_bytes
@@ -192,14 +227,23 @@ class KernelModel(StepModel):
             t, src, f, b = self._experts(op)
         else:  # P2P: the hidden states cross every stage boundary
             t = p2p_ns(op.mem_bytes, self.roofline.link_bw, self.roofline.link_latency) * (op.group - 1)
-        return OpTime(op.name, op.component, t, op.count, f, b, KIND_BOUND[kind], src)
+        return t, src, f, b
 
     # ----------------------------------------------------------------- attention
+    def _context(self, tokens: int) -> tuple[float, str]:
+        """The context table: one prefill of ``tokens`` with no cached context (time, source)."""
+        line = self._ctx_line
+        if line is False:
+            line = self._ctx_line = self.tables.line(self.ctx_table, self.heads, (1, 1), 1)
+        if line is not None:
+            return line.estimate(tokens)
+        est = self.tables.context_attention(1, tokens, *self.heads, "bfloat16", self.kv_dtype)
+        return est.time_ns, est.source
+
     def _context_ns(self, tokens: int) -> float:
         t = self._ctx_ns.get(tokens)
         if t is None:
-            t = self._ctx_ns[tokens] = self.tables.context_attention(1, tokens, *self.heads, "bfloat16",
-                                                                     self.kv_dtype).time_ns
+            t = self._ctx_ns[tokens] = self._context(tokens)[0]
         return t
 
     def _chunk_ns(self, q: int, c: int) -> tuple[float, str]:
@@ -209,7 +253,7 @@ class KernelModel(StepModel):
             return r.attention_cost(BatchShape(((q, c),), 0, 0, 0, 0), False)[0], "analytical"
         alone = self._context_ns(q)
         if c == 0:
-            return alone, self.tables.context_attention(1, q, *self.heads, "bfloat16", self.kv_dtype).source
+            return alone, self._context(q)[1]
         diff = self._context_ns(c + q) - self._context_ns(c)
         kv_read = (c + q) * r.kv_bytes_per_token / r.attn_bw
         return max(diff, alone, kv_read), MODELLED
@@ -223,13 +267,23 @@ class KernelModel(StepModel):
             return self.roofline.attention_cost(BatchShape((), d, ctx_sum, 0, d), True)[0]
         curve = self._curves.get(d, False)
         if curve is False:
-            grid = self.tables.table(self.gen_table).groups.get(self.heads)
-            curve = self._curves[d] = _DecodeCurve(grid, d) if grid is not None and d <= grid.axes[0][-1] else None
+            curve = self._curves[d] = self._curve(d)
         mean = ctx_sum / d
         t = curve.time_ns(mean) if curve is not None else None
         if t is None:
             t = self.tables.generation_attention(d, mean, *self.heads, "bfloat16", self.kv_dtype).time_ns
         return t
+
+    def _curve(self, d: int) -> _DecodeCurve | None:
+        """The decode curve of ``d`` decodes (None: the heads or ``d`` are not on the table's grid)."""
+        nodes = self._curve_nodes
+        if nodes is None:
+            grid = self.tables.table(self.gen_table).groups.get(self.heads)
+            nodes = self._curve_nodes = [] if grid is None else [grid.line((1, kv), 0) for kv in grid.axes[1]]
+            self._curve_log_kv = [log(kv) for kv in grid.axes[1]] if grid is not None else []
+        if not nodes or d > nodes[0].grid.axes[0][-1]:
+            return None
+        return _DecodeCurve(nodes, self._curve_log_kv, d)
 
     def _kv_floor_ns(self, ctx_sum: int) -> float:
         """Decode attention reads its layer's KV cache from DRAM in serving (every other layer's KV and
@@ -324,6 +378,26 @@ class KernelModel(StepModel):
         gpu = self._fixed_ns(mode, n, num_decode, num_decode)
         gpu += self._eager(self._decode_ns(num_decode, ctx_sum), mode != FULL) * self.num_layers
         return int(round(gpu + self.roofline.host_visible_ns(gpu, num_decode)))
+
+    def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
+                     ends: list) -> None:
+        if self.moe is not None:
+            return LatencyModel.decode_steps(self, num_decode, ctx_sum, ctx_max, t, steps, bound, ends)
+        mode, n = self.graphs.mode(num_decode, True)
+        fixed = self._fixed_ns(mode, n, num_decode, num_decode)
+        eager = mode != FULL
+        layers = self.num_layers
+        decode, launch = self._decode_ns, self._eager
+        host_visible = self.roofline.host_visible_ns
+        append = ends.append
+        for _ in range(steps):  # the arithmetic of decode_iteration_ns, constants hoisted
+            ctx_sum += num_decode
+            gpu = fixed
+            gpu += launch(decode(num_decode, ctx_sum), eager) * layers
+            t += int(round(gpu + host_visible(gpu, num_decode)))
+            append(t)
+            if t >= bound:
+                return
 
     def describe(self) -> dict:
         prov = self.tables.provenance

@@ -22,6 +22,7 @@ hidden states' send between pipeline stages.  Where the models read vLLM's execu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tpsim.perf.base import BatchShape
 from tpsim.perf.vllm_exec import EAGER, FULL
@@ -54,9 +55,9 @@ KV_WITH_ATTENTION = "with_attention"  # its own kernel, run with attention: unpa
 KV_IN_ATTENTION = "in_attention"  # timed inside attention (a measured bundle): no op of its own
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One operation of a step on one GPU: what it is, its shape, where it runs and how often."""
+class Op(NamedTuple):
+    """One operation of a step on one GPU: what it is, its shape, where it runs and how often (a named
+    tuple, immutable like a frozen dataclass and made five times faster: a cold run builds tens of thousands)."""
 
     name: str
     kind: str  # GEMM, ATTENTION, ELEMENTWISE, COLLECTIVE, P2P, EXPERTS
@@ -77,9 +78,8 @@ class Op:
     load: object = None  # EXPERTS: the slowest EP rank's tpsim.perf.moe.ExpertLoad
 
 
-@dataclass(frozen=True, slots=True)
-class StepPlan:
-    """How one step runs on one GPU, as far as its ops depend on it."""
+class StepPlan(NamedTuple):
+    """How one step runs on one GPU, as far as its ops depend on it (a named tuple: made on the hot path)."""
 
     mode: str  # FULL, PIECEWISE or EAGER (tpsim.perf.vllm_exec)
     tokens: int  # tokens the dense ops run with (padded to the CUDA-graph capture size)
@@ -121,6 +121,13 @@ class StepOps:
     def layer(self, plan: StepPlan, attention: Op | None = None, mlp_count: int | None = None) -> list[Op]:
         """One decoder layer's ops (``attention`` placed where it runs); the MLP ops count ``mlp_count``
         layers (default every layer; 0 leaves them out: an MoE model's MoE layers)."""
+        before, kv, after = self.layer_parts(plan, mlp_count)
+        return before + kv + ([attention] if attention is not None else []) + after
+
+    def layer_parts(self, plan: StepPlan, mlp_count: int | None = None) -> tuple[list[Op], list[Op], list[Op]]:
+        """One decoder layer's ops around attention, by what they depend on: (those before it and those after
+        it, which depend on the plan's mode and tokens; between them the KV-cache write where it runs with
+        attention on the scheduled tokens, which depends on the mode and ``attention_tokens`` only)."""
         s, ab, layers = self.shape, self.ab, self.num_layers
         h, n, graph, fused = s.hidden, plan.tokens, plan.graph, plan.fused_norm
         mlp = layers if mlp_count is None else mlp_count
@@ -139,14 +146,9 @@ class StepOps:
         if s.qk_norm:
             mem("qk_norm", 2.0 * n * (s.q_dim + s.kv_dim) * ab)
         mem("rotary_emb", 2.0 * n * (s.q_dim + s.kv_dim) * ab)
-        kv = self.execution.kv_write
-        if kv == KV_DENSE:
+        if self.execution.kv_write == KV_DENSE:
             mem("kv_cache_write", n * 2.0 * s.kv_dim * (ab + self.kvb))
-        elif kv == KV_WITH_ATTENTION:
-            m = plan.attention_tokens
-            mem("kv_cache_write", m * 2.0 * s.kv_dim * (ab + self.kvb), tokens=m, on_graph=plan.mode == FULL)
-        if attention is not None:
-            ops.append(attention)
+        before, ops = ops, []
         gemm("o_proj", h, s.q_dim)
         if not fused:
             mem("post_attention_layernorm", 4.0 * n * h * ab)
@@ -159,7 +161,16 @@ class StepOps:
             ops.append(self._all_reduce(f"{name}_attn", COMM, ATTENTION_BLOCK, layers, n, graph))
             if mlp:
                 ops.append(self._all_reduce(f"{name}_mlp", COMM, MLP, mlp, n, graph))
-        return ops
+        return before, self.kv_write(plan), ops
+
+    def kv_write(self, plan: StepPlan) -> list[Op]:
+        """The KV-cache write where it runs with attention, on the scheduled tokens (else none: a dense op, or
+        timed inside attention)."""
+        if self.execution.kv_write != KV_WITH_ATTENTION:
+            return []
+        m, s = plan.attention_tokens, self.shape
+        return [Op("kv_cache_write", ELEMENTWISE, LAYER, ATTENTION_BLOCK, self.num_layers, plan.mode == FULL, m,
+                   mem_bytes=m * 2.0 * s.kv_dim * (self.ab + self.kvb))]
 
     def _all_reduce(self, name: str, component: str, block: str, count: int, n: int, graph: bool) -> Op:
         return Op(name, COLLECTIVE, component, block, count, graph, n, collective="all_reduce",
@@ -168,23 +179,35 @@ class StepOps:
     def head(self, plan: StepPlan) -> list[Op]:
         """The once-per-step ops: embedding, final norm, logits of ``plan.logits_rows`` sequences, the
         pipeline send."""
+        first, logits, last = self.head_parts(plan)
+        return first + logits + last
+
+    def head_parts(self, plan: StepPlan) -> tuple[list[Op], list[Op], list[Op]]:
+        """The head's ops by what they depend on: (embedding and final norm, the logits' ops, the pipeline
+        send); the logits' depend on the plan's mode and ``logits_rows`` only, the others on its mode and tokens."""
         s, ab = self.shape, self.ab
         h, n, graph = s.hidden, plan.tokens, plan.graph
-        ops = [Op("embedding", ELEMENTWISE, HEAD, EMBED, 1, graph, n, mem_bytes=2.0 * n * h * ab)]
+        first = [Op("embedding", ELEMENTWISE, HEAD, EMBED, 1, graph, n, mem_bytes=2.0 * n * h * ab)]
         if self.tp > 1:
-            ops.append(self._all_reduce("embedding_all_reduce", HEAD, EMBED, 1, n, graph))
+            first.append(self._all_reduce("embedding_all_reduce", HEAD, EMBED, 1, n, graph))
         if not plan.fused_norm:
-            ops.append(Op("final_layernorm", ELEMENTWISE, HEAD, EMBED, 1, graph, n, mem_bytes=2.0 * n * h * ab))
-        rows = plan.logits_rows
-        if rows:
-            ex = self.execution
-            on_graph = graph and not ex.logits_eager
-            ops.append(Op("lm_head", GEMM, HEAD, LOGITS, 1, on_graph, rows, s.vocab, h, self.edge_wb))
-            if self.tp > 1:  # vLLM all-gathers the 16-bit logits over TP (docs/notes/vllm-0.19-tp-execution.md)
-                ops.append(Op("logits_gather", COLLECTIVE, HEAD, LOGITS, 1, on_graph, rows, collective="all_gather",
-                              elements=rows * ex.vocab_logits, group=self.tp))
-            logits = rows * ex.vocab_logits * 4.0  # fp32 logits over the full vocabulary (the sampler's pass)
-            ops.append(Op("sampler", ELEMENTWISE, HEAD, LOGITS, 1, on_graph, rows, mem_bytes=3.0 * logits, kernels=4))
+            first.append(Op("final_layernorm", ELEMENTWISE, HEAD, EMBED, 1, graph, n, mem_bytes=2.0 * n * h * ab))
+        last = []
         if self.pp > 1:
-            ops.append(Op("pp_send_recv", P2P, HEAD, EMBED, 1, graph, n, mem_bytes=n * h * ab, group=self.pp))
+            last.append(Op("pp_send_recv", P2P, HEAD, EMBED, 1, graph, n, mem_bytes=n * h * ab, group=self.pp))
+        return first, self.logits(plan), last
+
+    def logits(self, plan: StepPlan) -> list[Op]:
+        """LM head, logits gather and sampler over ``plan.logits_rows`` sequences (none without)."""
+        rows = plan.logits_rows
+        if not rows:
+            return []
+        s, ex = self.shape, self.execution
+        on_graph = plan.graph and not ex.logits_eager
+        ops = [Op("lm_head", GEMM, HEAD, LOGITS, 1, on_graph, rows, s.vocab, s.hidden, self.edge_wb)]
+        if self.tp > 1:  # vLLM all-gathers the 16-bit logits over TP (docs/notes/vllm-0.19-tp-execution.md)
+            ops.append(Op("logits_gather", COLLECTIVE, HEAD, LOGITS, 1, on_graph, rows, collective="all_gather",
+                          elements=rows * ex.vocab_logits, group=self.tp))
+        fp32 = rows * ex.vocab_logits * 4.0  # fp32 logits over the full vocabulary (the sampler's pass)
+        ops.append(Op("sampler", ELEMENTWISE, HEAD, LOGITS, 1, on_graph, rows, mem_bytes=3.0 * fp32, kernels=4))
         return ops

@@ -39,8 +39,12 @@ class StepModel(LatencyModel):
     label_hidden_host = True
 
     def _init_step_caches(self) -> None:
-        self._fixed: dict[tuple, float] = {}
+        self._fixed: dict[tuple, float] = {}  # a dense step's GPU time but attention's, by plan
+        self._token_parts: dict[tuple, tuple] = {}  # op times by (mode, tokens)
+        self._kv_parts: dict[tuple, tuple] = {}  # by (mode, attention tokens)
+        self._logits_parts: dict[tuple, tuple] = {}  # by (mode, logits rows)
         self._moe_cache: dict[tuple, object] = {}
+        self._moe_fixed: dict[tuple, float] = {}  # an MoE rank's GPU time but attention's, by its step
 
     # ----------------------------------------------------------------- breakdown
     def _breakdown(self, ops: list[OpTime], num_seqs: int, label_hidden: bool) -> Breakdown:
@@ -59,17 +63,59 @@ class StepModel(LatencyModel):
         return self._breakdown([self.price(op) for op in ops], batch.num_seqs, self.label_hidden_host)
 
     # ----------------------------------------------------------------- hot path
+    def op_ns(self, op) -> float:
+        """An op's time alone (``price(op).time_ns``; a model may give it without the rest)."""
+        return self.price(op).time_ns
+
+    def _times(self, ops: list) -> tuple[float, ...]:
+        op_ns = self.op_ns
+        return tuple(op_ns(op) for op in ops)
+
+    def _token_times(self, mode: str, tokens: int) -> tuple:
+        """The times of the ops that depend on the step's mode and token count: the layer's before and after
+        attention, whether each of the latter is a dense MLP op (an MoE model's only where it has dense layers),
+        and the head's before and after the logits."""
+        key = (mode, tokens)
+        hit = self._token_parts.get(key)
+        if hit is None:
+            _limit(self._token_parts)
+            plan = self.step_plan(mode, tokens, tokens, 0)
+            dense_mlp = None if self.moe is None else self.num_layers - self.model.moe.num_moe_layers
+            before, _, after = self.step_ops.layer_parts(plan, dense_mlp)
+            first, _, last = self.step_ops.head_parts(plan)
+            hit = self._token_parts[key] = (self._times(before), self._times(after),
+                                            tuple(op.block == MLP for op in after), self._times(first),
+                                            self._times(last))
+        return hit
+
+    def _kv_times(self, mode: str, attention_tokens: int) -> tuple[float, ...]:
+        key = (mode, attention_tokens)
+        hit = self._kv_parts.get(key)
+        if hit is None:
+            _limit(self._kv_parts)
+            plan = self.step_plan(mode, attention_tokens, attention_tokens, 0)
+            hit = self._kv_parts[key] = self._times(self.step_ops.kv_write(plan))
+        return hit
+
+    def _logits_times(self, mode: str, logits_rows: int) -> tuple[float, ...]:
+        key = (mode, logits_rows)
+        hit = self._logits_parts.get(key)
+        if hit is None:
+            _limit(self._logits_parts)
+            plan = self.step_plan(mode, logits_rows, logits_rows, logits_rows)
+            hit = self._logits_parts[key] = self._times(self.step_ops.logits(plan))
+        return hit
+
     def _fixed_ns(self, mode: str, tokens: int, attention_tokens: int, logits_rows: int) -> float:
-        """A dense step's GPU time except attention's, cached by its plan (decode steps repeat plans)."""
+        """A dense step's GPU time except attention's, cached by its plan (decode steps repeat plans), summed
+        from the op times cached by what each depends on (so a new plan prices no op again)."""
         key = (mode, tokens, attention_tokens, logits_rows)
         cached = self._fixed.get(key)
         if cached is None:
-            if len(self._fixed) >= _CACHE_LIMIT:
-                self._fixed.clear()
-            plan = self.step_plan(mode, tokens, attention_tokens, logits_rows)
-            price = self.price
-            per_layer = sum(price(op).time_ns for op in self.step_ops.layer(plan))
-            head = sum(price(op).time_ns for op in self.step_ops.head(plan))
+            _limit(self._fixed)
+            before, after, _, first, last = self._token_times(mode, tokens)
+            per_layer = sum(before + self._kv_times(mode, attention_tokens) + after)
+            head = sum(first + self._logits_times(mode, logits_rows) + last)
             cached = self._fixed[key] = per_layer * self.num_layers + head
         return cached
 
@@ -108,29 +154,35 @@ class StepModel(LatencyModel):
         things: the layer with the rank's real tokens, the MoE ops with every rank's, the head with the
         sequences)."""
         cache = self._moe_cache
-        if len(cache) > _CACHE_LIMIT:
-            cache.clear()
-        price = self.price
+        _limit(cache)
         layers, n_moe = self.num_layers, self.model.moe.num_moe_layers
         key = ("layer", plan.tokens, plan.attention_tokens, plan.mode)
         layer = cache.get(key)
         if layer is None:
-            ops = self.step_ops.layer(plan, mlp_count=layers - n_moe)
-            layer = cache[key] = (sum(price(op).time_ns for op in ops if op.block != MLP) * layers
-                                  + sum(price(op).time_ns for op in ops if op.block == MLP) * (layers - n_moe))
+            before, after, is_mlp, _, _ = self._token_times(plan.mode, plan.tokens)
+            common = before + self._kv_times(plan.mode, plan.attention_tokens) + tuple(
+                t for t, mlp in zip(after, is_mlp) if not mlp)
+            mlp = tuple(t for t, mlp in zip(after, is_mlp) if mlp)
+            layer = cache[key] = sum(common) * layers + sum(mlp) * (layers - n_moe)
         key = ("moe", tokens, rank, plan.mode)
         moe = cache.get(key)
         if moe is None:
-            moe = cache[key] = sum(price(op).time_ns for op in self._moe_layer_ops(plan, tokens, rank)) * n_moe
+            moe = cache[key] = sum(map(self.op_ns, self._moe_layer_ops(plan, tokens, rank))) * n_moe
         key = ("head", plan.tokens, plan.logits_rows, plan.mode)
         head = cache.get(key)
         if head is None:
-            head = cache[key] = sum(price(op).time_ns for op in self.step_ops.head(plan))
+            _, _, _, first, last = self._token_times(plan.mode, plan.tokens)
+            head = cache[key] = sum(first + self._logits_times(plan.mode, plan.logits_rows) + last)
         return layer + moe + head
 
     def rank_gpu_ns(self, batch: BatchShape | None, mode: str, tokens: tuple[int, ...], rank: int) -> float:
         """GPU time of DP rank ``rank``'s part of a step (``batch`` None: its dummy step)."""
-        fixed = self._moe_fixed_ns(self._moe_plan(batch, mode, tokens, rank), tokens, rank)
+        shape = batch if batch is not None else DUMMY
+        key = (mode, tokens, rank, shape.num_tokens, shape.num_seqs if batch is not None else 0)
+        fixed = self._moe_fixed.get(key)
+        if fixed is None:
+            _limit(self._moe_fixed)
+            fixed = self._moe_fixed[key] = self._moe_fixed_ns(self._moe_plan(batch, mode, tokens, rank), tokens, rank)
         return fixed + self._moe_attention_ns(batch, mode) * self.num_layers
 
     def _local_step(self, batch: BatchShape) -> tuple[str, tuple[int, ...]]:
@@ -162,3 +214,9 @@ class StepModel(LatencyModel):
 
     def moe_decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
         return self.moe_iteration_ns(BatchShape((), num_decode, ctx_sum, ctx_max, num_decode))
+
+
+def _limit(cache: dict) -> None:
+    """Bounded memory on any workload: a cache past its size starts again."""
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
