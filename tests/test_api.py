@@ -6,13 +6,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
+from conftest import REPO, write_cluster, write_trace
 
 import tpsim
-from conftest import REPO, write_cluster, write_trace
 from tpsim.argspec import Parser
 from tpsim.commands.run import add_run_arguments, config_from_args
 from tpsim.config.run import EngineOptions, RunConfig

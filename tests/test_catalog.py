@@ -16,7 +16,7 @@ import yaml
 from tpsim.config import catalog
 from tpsim.config.hardware import PerfModelParams, available_hardware, load_hardware
 from tpsim.config.model import load_model
-from tpsim.errors import InputError, NotSupportedError
+from tpsim.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 HW_DIR = REPO / "configs" / "hardware"

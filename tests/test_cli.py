@@ -5,8 +5,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import REPO, read_csv_rows, run_subprocess
+
 from tpsim.io.results import HEADER
 
 DOCUMENTED = ["-m", "serving", "--cluster-config", "configs/cluster/single_node_single_instance.json", "--dtype",

@@ -89,8 +89,8 @@ def _normalise_summary(text: str) -> bytes:
 
 def run_entry(name: str, folder: Path) -> dict[str, str]:
     """Run one corpus entry; SHA-256 of each output (normalised where noted)."""
-    from contextlib import redirect_stderr, redirect_stdout
     import io
+    from contextlib import redirect_stderr, redirect_stdout
 
     from tpsim.cli import main
 

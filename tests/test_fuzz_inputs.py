@@ -14,10 +14,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from hostile import GOOD_TRACE, assert_contract, cluster_doc, model_doc, run_inprocess, write_inputs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from hostile import GOOD_TRACE, assert_contract, cluster_doc, model_doc, run_inprocess, write_inputs
 
 #: a fixed, derandomised budget in the test command; TPSIM_FUZZ_EXAMPLES=5000 for a long random hunt
 _EXAMPLES = int(os.environ.get("TPSIM_FUZZ_EXAMPLES", "0"))

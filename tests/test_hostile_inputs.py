@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 from hostile import GOOD_TRACE, assert_contract, cluster_doc, model_doc, run_inprocess, write_inputs
 

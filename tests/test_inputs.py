@@ -4,8 +4,8 @@ and no output file.  Good inputs are parsed as documented."""
 import json
 
 import pytest
+from conftest import REPO, run_subprocess, write_trace
 
-from conftest import REPO, run_subprocess, write_cluster, write_trace
 from tpsim.config.cluster import load_cluster, resolve_parallelism
 from tpsim.errors import InputError
 from tpsim.io.trace import load_trace

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import shared_path
+
 from tpsim.errors import InputError
 from tpsim.perf.bundle import (
     EXTRAPOLATED,

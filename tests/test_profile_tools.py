@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO, read_csv_rows, run_subprocess, run_tpsim, shared_path, write_cluster, write_trace
+
 from tpsim.config.engine import DEFAULTS, resolve_engine
 from tpsim.config.hardware import load_hardware
 from tpsim.config.model import load_model

@@ -16,16 +16,16 @@ import os
 import random
 
 import pytest
+from conftest import write_cluster, write_trace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_cluster, write_trace
 import tpsim
 from tpsim.api import simulate
-from tpsim.config.run import RunConfig
 from tpsim.commands.run import add_run_arguments, config_from_args
 from tpsim.config.engine import DEFAULTS, resolve_engine
 from tpsim.config.model import load_model
+from tpsim.config.run import RunConfig
 from tpsim.io.results import HEADER, ListSink
 from tpsim.memory import activation_peak_bytes, kv_bytes_per_token, weights_per_gpu_bytes
 from tpsim.prepare import prepare

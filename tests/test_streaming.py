@@ -3,20 +3,25 @@ the requests in flight (tpsim/io/trace.py TraceReader, tpsim/sim/arrivals.py, tp
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import random
 
 import pytest
 from conftest import run_tpsim, write_cluster, write_trace
+from test_simulation import mem_size_for_blocks  # a KV cache small enough to preempt
 
 from tpsim.api import run
+from tpsim.commands.run import add_run_arguments, config_from_args
 from tpsim.config.run import RunConfig
 from tpsim.errors import InputError
 from tpsim.io import trace as trace_mod
 from tpsim.io.results import ListSink
 from tpsim.io.trace import TraceReader, load_trace, scan_trace
+from tpsim.sim import waiting
 from tpsim.sim.request import Request
+from tpsim.sim.waiting import WaitingQueue
 
 MODEL = "Qwen/Qwen3-0.6B"
 
@@ -190,3 +195,87 @@ def test_sort_trace_is_the_fix_the_run_names(tmp_path, test_configs, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{bad}:1: field 'arrival_time_ns'" in err[0]
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_itl_format_none_keeps_every_other_column_and_the_exact_itl_percentiles(tmp_path, test_configs):
+    cfg = write_cluster(tmp_path / "c.json", model=MODEL, instances=2)
+    t = write_trace(tmp_path / "t.jsonl", _trace(120, seed=8))
+    sinks = {}
+    for fmt in ("list", "none"):
+        sink = ListSink()
+        run(RunConfig(cluster_config=str(cfg), dataset=str(t), perf_model="analytical", log_interval=0,
+                      itl_format=fmt), sink=sink)
+        sinks[fmt] = sink
+    full, bare = sinks["list"], sinks["none"]
+    assert [r.itl_text for r in bare.rows] == ["[]"] * 120
+    assert [r.as_list()[:-1] for r in bare.rows] == [r.as_list()[:-1] for r in full.rows]
+    assert json.loads(bare.summary_json)["metrics_ms"] == json.loads(full.summary_json)["metrics_ms"]
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-fast-forward"]])
+def test_packed_waiting_requests_change_nothing(tmp_path, test_configs, monkeypatch, flags):
+    """Waiting requests packed into arrays (tpsim/sim/waiting.py) from the first one on: identical rows and summary
+    to a plain queue, with token ids, a session and preemptions in the run."""
+    rng = random.Random(9)
+    reqs = _trace(150, seed=9)
+    for r in reqs[::3]:
+        r["input_tok_ids"] = [rng.randrange(50) for _ in range(r["input_toks"])]
+    reqs.append({"session_id": "s", "arrival_time_ns": reqs[-1]["arrival_time_ns"],
+                 "sub_requests": [{"input_toks": 9, "output_toks": 3}, {"input_toks": 12, "output_toks": 4,
+                                                                         "tool_duration_ns": 1000}]})
+    cfg = write_cluster(tmp_path / "c.json", model=MODEL, mem_size=mem_size_for_blocks(60, 16))
+    t = write_trace(tmp_path / "t.jsonl", reqs)
+    outs = []
+    for pack_after in (10**9, 0):
+        monkeypatch.setattr(waiting, "PACK_AFTER", pack_after)
+        sink = ListSink()
+        argv = ["--cluster-config", str(cfg), "--dataset", str(t), "--perf-model", "analytical", *flags]
+        parser = argparse.ArgumentParser()
+        add_run_arguments(parser)
+        run(config_from_args(parser.parse_args(argv)), sink=sink)
+        doc = json.loads(sink.summary_json)
+        outs.append((sink.csv_text(), {k: v for k, v in doc.items() if k != "timing"}))
+    assert outs[0] == outs[1]
+    assert outs[0][1]["totals"]["preemptions"] > 0 and outs[0][1]["totals"]["finished"] == 152
+
+
+def test_waiting_queue_order():
+    q = WaitingQueue(instance=3)
+    reqs = [Request(i, 10 * i, 5, 2, None, 0) for i in range(6)]
+    old, waiting.PACK_AFTER = waiting.PACK_AFTER, 2
+    try:
+        for r in reqs:
+            q.append(r)
+        preempted = Request(99, 0, 1, 1, None, 0)
+        q.appendleft(preempted)
+        assert len(q) == 7 and q.head() is preempted
+        out = [q.popleft() for _ in range(7)]
+    finally:
+        waiting.PACK_AFTER = old
+    assert [r.rid for r in out] == [99, 0, 1, 2, 3, 4, 5]
+    assert out[0] is preempted and out[1] is reqs[0] and out[3] is not reqs[2]  # the third and later were packed
+    assert (out[3].arrival, out[3].prompt, out[3].output, out[3].instance) == (20, 5, 2, 3) and len(q) == 0
+
+
+def test_progress_lines_only_on_a_terminal(monkeypatch):
+    """Long runs print progress to a terminal's stderr (at most every 30 s); never into a log or a pipe."""
+    import io
+
+    from tpsim import console as console_mod
+    from tpsim.console import Console
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert Console(err=io.StringIO()).progress(100) is None
+    err = Tty()
+    clock = iter([0.0, 10.0, 31.0, 40.0, 75.0])
+    monkeypatch.setattr(console_mod.time, "monotonic", lambda: next(clock))
+    report = Console(err=err).progress(1_000_000)
+    for finished in (10_000, 20_000, 30_000, 40_000):
+        report(finished)
+    assert err.getvalue().splitlines() == [
+        "tpsim: 20,000 of about 1,000,000 requests finished (2 %), 0:31 elapsed",
+        "tpsim: 40,000 of about 1,000,000 requests finished (4 %), 1:15 elapsed"]
+    assert Console("ERROR", err=Tty()).progress(5) is None

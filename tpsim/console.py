@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 
 def silence_stdout() -> None:
@@ -26,7 +27,7 @@ class Console:
         self.err = sys.stderr if err is None else err
 
     @classmethod
-    def silent(cls) -> "Console":
+    def silent(cls) -> Console:
         console = cls("ERROR")
         console.out = None
         return console
@@ -47,3 +48,26 @@ class Console:
     def warn(self, text: str) -> None:
         if self.warn_enabled:
             self.err.write(f"tpsim: warning: {text}\n")
+
+    def progress(self, total: int):
+        """A callback ``(finished) -> None`` printing progress on a terminal's stderr at most every 30 s of wall
+        time (None where stderr is not a terminal: logs and tests stay as they are).  ``total`` may be approximate
+        (a streamed trace's line count)."""
+        isatty = getattr(self.err, "isatty", None)
+        if not self.warn_enabled or isatty is None or not isatty():
+            return None
+        start = last = time.monotonic()
+
+        def report(finished: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < 30.0:
+                return
+            last = now
+            share = f" ({100 * finished / total:.0f} %)" if total else ""
+            elapsed = int(now - start)
+            self.err.write(f"tpsim: {finished:,} of about {total:,} requests finished{share}, "
+                           f"{elapsed // 60}:{elapsed % 60:02d} elapsed\n")
+            self.err.flush()
+
+        return report

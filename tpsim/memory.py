@@ -81,7 +81,7 @@ class ShardShape:
     qk_norm: bool
 
     @classmethod
-    def of(cls, model: ModelSpec, tp: int, pp: int) -> "ShardShape":
+    def of(cls, model: ModelSpec, tp: int, pp: int) -> ShardShape:
         kv_heads = model.num_kv_heads // tp if model.num_kv_heads >= tp else 1
         heads = model.num_heads // tp
         return cls(

@@ -9,7 +9,7 @@ from tpsim.console import Console
 from tpsim.io.summary import RunSummary
 from tpsim.sim.engine import SimResult
 from tpsim.sim.instance import Instance
-from tpsim.units import GB, GiB, NS_PER_S
+from tpsim.units import GB, NS_PER_S, GiB
 
 #: what every run approximates, stated once in each summary
 APPROXIMATIONS = [

@@ -113,13 +113,14 @@ class StepGaps:
         return sum(self.weights[1:])
 
     def bounds(self) -> tuple[int, int] | None:
-        lo = hi = None
-        for v, _ in self._items():
+        lo: int | None = None
+        hi: int | None = None
+        for v, _ in self._items():  # one pass, nothing held
             if lo is None or v < lo:
                 lo = v
             if hi is None or v > hi:
                 hi = v
-        return None if lo is None else (lo, hi)
+        return None if lo is None or hi is None else (lo, hi)
 
     def pairs(self, lo: int, hi: int):
         for v, w in self._items():
@@ -143,12 +144,12 @@ def describe_samples(parts: list, scale: float = 1.0, total: float | None = None
         return None
     if total is None:
         total = sum(p.total() for p in parts)
-    ranks = set()
+    ranks: set[int] = set()
     for q in (50, 90, 99):
         pos = (count - 1) * q / 100.0
         ranks.update((int(pos), min(int(pos) + 1, count - 1)))
     bounds = [b for b in (p.bounds() for p in parts) if b is not None]
-    at = _select(parts, min(b[0] for b in bounds), max(b[1] for b in bounds), 0, count, sorted(ranks))
+    at = _select(parts, min(b[0] for b in bounds), max(b[1] for b in bounds), 0, count, sorted(ranks), whole=True)
 
     def pct(q: float) -> float:
         pos = (count - 1) * q / 100.0
@@ -165,8 +166,10 @@ def _pairs(parts: list, lo: int, hi: int):
         yield from part.pairs(lo, hi)
 
 
-def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[int]) -> dict[int, int]:
-    """Values at ``ranks`` among the samples in [lo, hi] (``below`` samples are smaller, ``inside`` in it)."""
+def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[int],
+            whole: bool = False) -> dict[int, int]:
+    """Values at ``ranks`` among the samples in [lo, hi] (``below`` samples are smaller, ``inside`` in it;
+    ``whole``: [lo, hi] holds every sample)."""
     if inside > SORT_LIMIT and lo < hi:
         span = hi - lo + 1
         counts = [0] * _BUCKETS
@@ -185,6 +188,12 @@ def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[
                     out.update(_select(parts, b_lo, b_hi, seen, c, mine))
                 seen += c
             return out
+    if all(type(p) is Values for p in parts):  # unweighted: sort the values themselves (no pairs)
+        if whole:
+            values = sorted(v for p in parts for v in p.values) if len(parts) > 1 else sorted(parts[0].values)
+        else:
+            values = sorted(v for p in parts for v in p.values if lo <= v <= hi)
+        return {rank: values[rank - below] for rank in ranks}
     pairs = sorted(_pairs(parts, lo, hi))
     out, seen, i = {}, below, 0
     for rank in ranks:

@@ -57,9 +57,9 @@ def handle(args) -> int:
     except ImportError:
         raise InputError("tpsim profile needs PyTorch, which is not installed; pip install 'tpsim[profile]' "
                          "(or pip install torch)") from None
+    from tpsim.config.catalog import PACKAGE_ROOT
     from tpsim.perf import profiler
     from tpsim.perf.bundle import bundle_dir
-    from tpsim.config.catalog import PACKAGE_ROOT
 
     if args.tp < 1:
         raise InputError(f"--tp must be >= 1, got {args.tp}")

@@ -13,16 +13,15 @@ when a cluster config is derived from a hardware name (campaigns).
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
-
 import json
 import os
 import re
+from dataclasses import MISSING, dataclass, field, fields
 
 from tpsim.config import catalog, typed
 from tpsim.errors import InputError
-from tpsim.io.files import decode_utf8, parse_yaml, read_bytes
 from tpsim.hashing import sha256_bytes
+from tpsim.io.files import decode_utf8, parse_yaml, read_bytes
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ instance sets the same key.  Model configs and hardware entries may be given as 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from tpsim.argspec import flag, flag_values
 from tpsim.errors import InputError, NotSupportedError
@@ -149,6 +150,10 @@ class RunConfig:
     requests_format: str = field(default="csv", metadata=flag(
         "per-request results as LLMServingSim's CSV, as Parquet beside it (<name>.parquet; columns as the campaign "
         "tables, ITL a list; needs DuckDB), or both (default csv)", group=_IO, choices=("csv", "parquet", "both")))
+    itl_format: str = field(default="list", metadata=flag(
+        "the ITL column: every inter-token gap, '[g1, g2, ...]' (default list), or 'none' for huge runs: '[]', "
+        "about 6.6 kB less per request of 650 output tokens (TTFT, TPOT, latency and the summary's exact ITL "
+        "percentiles are kept)", group=_IO, choices=("list", "none")))
     num_reqs: int = field(default=0, metadata=flag(
         "only the first N requests: trace lines, or built-in requests (default 0 = all)", group=_IO))
     run_id: str | None = field(default=None, metadata=flag("name substituted for '{run_id}' in --output", group=_IO))
@@ -200,7 +205,7 @@ class RunConfig:
         for name in ("models", "hardware", "summary_extra"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes) -> RunConfig:
         """A copy with some fields changed (``engine=...`` takes an EngineOptions)."""
         return replace(self, **changes)
 

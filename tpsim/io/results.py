@@ -244,5 +244,7 @@ def _row(fields: list[str], where: str) -> RequestRow:
                 nums.append(int(text.strip()))
             except ValueError:
                 raise InputError(f"{where}: column '{name}' must be an integer, got {text!r}") from None
-    return RequestRow(nums[0], nums[1], fields[2], *nums[2:], fields[11].strip())
+    instance_id, request_id, inp, out, arrival, end_time, latency, queuing_delay, ttft, tpot = nums
+    return RequestRow(instance_id, request_id, fields[2], inp, out, arrival, end_time, latency, queuing_delay, ttft,
+                      tpot, fields[11].strip())
 

@@ -63,7 +63,7 @@ class RunSummary:
         return json_text(self.to_dict())
 
     @classmethod
-    def from_dict(cls, doc: dict) -> "RunSummary":
+    def from_dict(cls, doc: dict) -> RunSummary:
         known = {f.name for f in fields(cls)} - {"extra"}
         values = {k: v for k, v in doc.items() if k in known}
         return cls(**values, extra={k: v for k, v in doc.items() if k not in known})

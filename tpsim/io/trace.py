@@ -57,7 +57,7 @@ class TraceRequest:
     token_ids: list | None  # input ids followed by output ids, when the trace has them
     num_input_ids: int
     session: str | None = None
-    next_in_session: "TraceRequest | None" = None
+    next_in_session: TraceRequest | None = None
     tool_duration_ns: int = 0
     released: bool = True  # session follow-ups start unreleased
 

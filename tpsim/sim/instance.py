@@ -53,6 +53,7 @@ class Instance:
         self.scheduler = sched = Scheduler(engine, planner, pp, fast_forward and pp == 1, self.kv, self.stats)
         # the scheduler's queues, shared (it never rebinds them)
         self.waiting = sched.waiting
+        self.waiting.instance = index
         self.inflight = sched.inflight
         # its hottest methods, bound once (see above)
         self.schedule = sched.schedule

@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 from array import array
+from typing import IO
 
 from tpsim.io.results import RequestRow
 from tpsim.stats import StepGaps, Values, describe_samples
@@ -58,22 +59,23 @@ class _InstanceRows:
         w[first] += 1
         w[stop] -= 1
 
-    def row(self, r, text: bool) -> RequestRow | None:
-        """``r``'s row (None when ``text`` is False: only its gaps are counted)."""
+    def row(self, r, text: bool, itl: bool = True) -> RequestRow | None:
+        """``r``'s row (None when ``text`` is False: only its gaps are counted; ``itl`` False: ITL '[]')."""
         ends = self.ends
         em = r.emissions
         parts: list[str] = []
+        gaps = text and itl
         prev = -1
         for j in range(0, len(em), 2):
             s, c = em[j], em[j + 1]
             if prev >= 0:
                 gap = ends[s] - prev
                 self.pause_gaps.append(gap)
-                if text:
+                if gaps:
                     parts.append(str(gap))
             if c > 1:
                 self._count_run(s + 1, s + c)
-                if text:
+                if gaps:
                     parts.append(", ".join(self._gaps(s + 1, s + c)))
             prev = ends[s + c - 1]
         if not text:
@@ -95,8 +97,9 @@ class _InstanceRows:
         if cut > 0:
             del self.gap_text[:cut]
             self.gap_base += cut
-        # the next check after the window doubles, or after as many steps as requests wait (the check reads them)
-        self.trim_at = max(_GAP_WINDOW, 2 * len(self.gap_text), len(self.inst.waiting))
+        # the next check once the window has doubled (the check reads the requests held as objects: the running
+        # ones and the preempted; packed waiting requests have never sampled)
+        self.trim_at = max(_GAP_WINDOW, 2 * len(self.gap_text))
 
     def gap_parts(self) -> list:
         """The inter-token gaps as parts of a sample (:func:`tpsim.stats.describe_samples`): each step's duration
@@ -152,11 +155,17 @@ class RunMetrics:
 class Recorder:
     """``on_finish(instance, requests)`` for the event loop: rows to ``sink`` (None: no rows), metrics kept."""
 
-    def __init__(self, num_instances: int, sink=None, spool_dir: str | None = None):
+    def __init__(self, num_instances: int, sink=None, spool_dir: str | None = None, itl: bool = True,
+                 progress=None):
+        """``itl`` False writes the ITL column as ``[]`` (``--itl-format none``); the gaps are still counted.
+        ``progress(finished)`` is called every 10,000 finished requests (long runs on a terminal)."""
         self.sink = sink
+        self.itl = itl
+        self.progress = progress
+        self._next_progress = 10_000
         self.metrics = RunMetrics()
         self._rows: list[_InstanceRows | None] = [None] * num_instances
-        self._spools: dict[int, object] = {}
+        self._spools: dict[int, IO[str]] = {}
         self._spool_dir = spool_dir
 
     def __call__(self, inst, finished: list) -> None:
@@ -167,10 +176,13 @@ class Recorder:
         add = self.metrics.add
         for r in finished:
             add(r)
-            row = rows.row(r, text)
+            row = rows.row(r, text, self.itl)
             if row is not None:
                 self._write(inst.index, row)
         rows.maybe_trim()
+        if self.progress is not None and self.metrics.finished >= self._next_progress:
+            self._next_progress += 10_000
+            self.progress(self.metrics.finished)
 
     def _write(self, index: int, row: RequestRow) -> None:
         if index == 0:

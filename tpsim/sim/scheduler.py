@@ -32,14 +32,13 @@ locals first, and the per-step fast path avoids call layers it can do without.
 
 from __future__ import annotations
 
-from collections import deque
-
 from tpsim.config.engine import EngineConfig
 from tpsim.perf.base import BatchShape, LatencyModel
 from tpsim.sim.cohort import DecodeCohort
 from tpsim.sim.kv_cache import BlockCounter
 from tpsim.sim.request import BY_ADMISSION, FINISHED, RUNNING, WAITING, Request
 from tpsim.sim.stats import InstanceStats
+from tpsim.sim.waiting import WaitingQueue
 
 MAX_SPAN = 1 << 16  # most steps one fast-forwarded batch covers
 
@@ -88,7 +87,7 @@ class Scheduler:
         self.last_end = -1
         self.cutoff = 0  # arrivals after this are not yet visible to the scheduler
         self.stage_free_at = 0  # when the first pipeline stage can take the next step
-        self.waiting: deque[Request] = deque()
+        self.waiting = WaitingQueue()  # FCFS; preempted requests at the front
         self.running: list[Request] = []  # reference path: every running request, admission order
         self.prefillers: list[Request] = []  # fast path: running requests outside the cohort
         self.cohort = DecodeCohort(engine.block_size, self.counting, getattr(model, "needs_ctx_max", False))
@@ -109,7 +108,7 @@ class Scheduler:
         """The earliest step at which a request still in the system sampled a token (the recorder keeps the
         gap texts from there on); the step count when none has."""
         oldest = len(self.stats.iter_ends)
-        for group in (self.waiting, self.running, self.prefillers):
+        for group in (self.waiting.front, self.running, self.prefillers):  # packed waiting ones never sampled
             for r in group:
                 if r.emissions and r.emissions[0] < oldest:
                     oldest = r.emissions[0]
@@ -198,7 +197,7 @@ class Scheduler:
                 return running_count >= max_seqs  # otherwise an arrival could be admitted
             if budget <= 0 or running_count >= max_seqs:
                 return True
-            r = waiting[0]
+            r = waiting.head()
             if r.arrival > cutoff and r.first_scheduled < 0:
                 return False  # arrived while the previous step was being planned: next time
             hits, hit_tokens = kv.lookup(r) if r.num_computed == 0 else ((), 0)

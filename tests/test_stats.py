@@ -1,0 +1,59 @@
+"""Exact percentiles of compact samples (tpsim/stats.py describe_samples) equal the in-memory definitions
+(describe, describe_weighted) whatever path they take: one sort, or histogram narrowing."""
+
+from __future__ import annotations
+
+from array import array
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tpsim.stats as stats
+from tpsim.stats import StepGaps, Values, describe, describe_samples, describe_weighted
+
+INTS = st.one_of(st.integers(0, 50), st.integers(0, 10**9), st.integers(-10**12, 10**12))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(INTS, min_size=1, max_size=400), st.sampled_from([1, 2, 7, 100, 1 << 20]), st.integers(0, 400))
+def test_unweighted_samples_match_describe(values, limit, split):
+    old = stats.SORT_LIMIT
+    stats.SORT_LIMIT = limit  # 1: every level narrows by histogram; 1 << 20: one sort
+    try:
+        a = array("q", values)
+        assert describe_samples([Values(a)]) == describe(values)
+        assert describe_samples([Values(a[:split]), Values(a[split:])]) == describe(values)
+    finally:
+        stats.SORT_LIMIT = old
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 4)), min_size=2, max_size=300),
+       st.lists(st.integers(0, 10**6), max_size=6), st.sampled_from([1, 3, 50, 1 << 20]))
+def test_step_gaps_match_describe_weighted(steps, pauses, limit):
+    """Step durations weighted by the requests sampling in them, plus gaps across pauses: the ITL sample."""
+    old = stats.SORT_LIMIT
+    stats.SORT_LIMIT = limit
+    try:
+        ends = array("q", sorted(t for t, _ in steps))
+        weights = array("i", [w for _, w in steps])
+        counts: dict = {}
+        for i in range(1, len(ends)):
+            if weights[i]:
+                counts[ends[i] - ends[i - 1]] = counts.get(ends[i] - ends[i - 1], 0) + weights[i]
+        for g in pauses:
+            counts[g] = counts.get(g, 0) + 1
+        got = describe_samples([StepGaps(ends, weights), Values(array("q", pauses))])
+        assert got == describe_weighted(counts)
+    finally:
+        stats.SORT_LIMIT = old
+
+
+def test_no_samples_is_none():
+    assert describe_samples([Values(array("q"))]) is None
+    assert describe_samples([StepGaps(array("q", [5, 9]), array("i", [0, 0]))]) is None
+
+
+def test_known_total_is_used_for_the_mean():
+    assert describe_samples([Values(array("q", [1, 2, 3]))], total=60)["mean"] == pytest.approx(20.0)
