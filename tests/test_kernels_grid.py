@@ -1,6 +1,7 @@
 """The interpolation rules of tpsim.kernels.grid: exact at measured nodes, bounded between
 them, continuous where it has to extrapolate."""
 
+import random
 from math import isclose
 
 import pytest
@@ -138,6 +139,7 @@ def test_leave_one_out_is_exact_on_power_laws_and_sees_a_kink():
 def test_model_card_is_current():
     """docs/model-card.md is what `python -m tpsim.kernels.quality` prints from today's tables and catalog."""
     from conftest import REPO
+
     from tpsim.kernels.quality import model_card
 
     assert (REPO / "docs" / "model-card.md").read_text() == model_card(), \
@@ -165,7 +167,7 @@ def test_lines_of_the_real_tables_are_their_lookups(hw):
     from tpsim.kernels import load_kernel_tables
 
     tables = load_kernel_tables(hw)
-    rng = __import__("random").Random(hw)
+    rng = random.Random(hw)
     gemm = tables.table("gemm.bfloat16").groups[()]
     for n, k in ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (151936, 5120), (1, 2048), (777, 333)):
         line = gemm.line((1, n, k), 0)
