@@ -75,7 +75,8 @@ class AnalyticalModel(StepModel):
         self.mem_bw = mem_bw_gbps
         act_dtype = "float32" if engine.dtype == "float32" else "bfloat16"
         self.gemm_flops = hardware.peak_flops_per_ns(engine.dtype) * p.gemm_efficiency  # FLOP/ns
-        self.waves = (p.num_sms, p.gemm_tile_m, p.gemm_tile_n) if p.num_sms and p.gemm_tile_m and p.gemm_tile_n else None
+        tiled = p.num_sms and p.gemm_tile_m and p.gemm_tile_n
+        self.waves = (p.num_sms, p.gemm_tile_m, p.gemm_tile_n) if tiled else None
         self.gemm_floor = p.gemm_floor_ns
         self.attn_flops = hardware.peak_flops_per_ns(act_dtype) * p.attention_compute_efficiency
         self.bw = mem_bw_gbps * p.memory_efficiency  # bytes/ns
@@ -185,6 +186,15 @@ class AnalyticalModel(StepModel):
         if op.collective == "all_gather":
             return self.comm.all_gather(op.elements, op.group)
         return self.comm.reduce_scatter(op.elements, op.group)
+
+    def op_ns(self, op: Op) -> float:
+        """The time alone of the step's commonest ops (GEMMs, element-wise), without an OpTime."""
+        kind = op.kind
+        if kind == GEMM:
+            return self.gemm_cost(op.tokens, op.n, op.k, op.weight_bytes, op.graph)[0]
+        if kind == ELEMENTWISE:
+            return self.memory_cost(op.mem_bytes, op.graph, op.kernels)[0]
+        return self.price(op).time_ns
 
     def price(self, op: Op) -> OpTime:
         kind = op.kind

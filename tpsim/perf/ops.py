@@ -136,9 +136,9 @@ class StepOps:
         def gemm(name: str, out: int, inp: int, block: str = ATTENTION_BLOCK) -> None:
             ops.append(Op(name, GEMM, LAYER, block, mlp if block == MLP else layers, graph, n, out, inp, self.wb))
 
-        def mem(name: str, nbytes: float, block: str = ATTENTION_BLOCK, tokens: int = n, on_graph: bool = graph):
-            ops.append(Op(name, ELEMENTWISE, LAYER, block, mlp if block == MLP else layers, on_graph, tokens,
-                          mem_bytes=nbytes))
+        def mem(name: str, nbytes: float, block: str = ATTENTION_BLOCK) -> None:
+            ops.append(Op(name, ELEMENTWISE, LAYER, block, mlp if block == MLP else layers, graph, n, 0, 0, 0.0,
+                          nbytes))
 
         if not fused:
             mem("input_layernorm", 4.0 * n * h * ab)

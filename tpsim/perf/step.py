@@ -68,8 +68,7 @@ class StepModel(LatencyModel):
         return self.price(op).time_ns
 
     def _times(self, ops: list) -> tuple[float, ...]:
-        op_ns = self.op_ns
-        return tuple(op_ns(op) for op in ops)
+        return tuple(map(self.op_ns, ops))
 
     def _token_times(self, mode: str, tokens: int) -> tuple:
         """The times of the ops that depend on the step's mode and token count: the layer's before and after
