@@ -146,23 +146,19 @@ class AttentionTable:
             pcs, nds = self.pcs, self.nds
         p0, p1, tp_, sp = (0, 0, 0.0, MEASURED) if pc <= 0 else self.bracket(pcs, pc)
         n0, n1, tn, sn = (0, 0, 0.0, MEASURED) if nd <= 0 else self.bracket(nds, nd)
-        c00, s00 = self.corner(p0, n0, kp, kd)
-        if n1 != n0:
-            c01, s01 = self.corner(p0, n1, kp, kd)
-            v0 = c00 + tn * (c01 - c00)
-            s0 = worst(s00, s01)
-        else:
-            v0, s0 = c00, s00
+        v0, s0 = self._along_decodes(p0, n0, n1, tn, kp, kd)
         if p1 == p0:
             return v0, worst(s0, sp, sn)
-        c10, s10 = self.corner(p1, n0, kp, kd)
-        if n1 != n0:
-            c11, s11 = self.corner(p1, n1, kp, kd)
-            v1 = c10 + tn * (c11 - c10)
-            s1 = worst(s10, s11)
-        else:
-            v1, s1 = c10, s10
+        v1, s1 = self._along_decodes(p1, n0, n1, tn, kp, kd)
         return v0 + tp_ * (v1 - v0), worst(s0, s1, sp, sn)
+
+    def _along_decodes(self, p: int, n0: int, n1: int, tn: float, kp: float, kd: float) -> tuple[float, str]:
+        """The prefill slice ``p`` between the decode counts ``n0`` and ``n1`` (weight ``tn`` on ``n1``)."""
+        c0, s0 = self.corner(p, n0, kp, kd)
+        if n1 == n0:
+            return c0, s0
+        c1, s1 = self.corner(p, n1, kp, kd)
+        return c0 + tn * (c1 - c0), worst(s0, s1)
 
     def num_rows(self) -> int:
         return sum(len(r.keys) for s in self.slices.values() for r in s.rows)
