@@ -4,8 +4,9 @@ Each entry runs tpsim through its command line (in-process, from the repository 
 paths) and compares the SHA-256 of every output with ``tests/corpus/manifest.json``.  Summaries
 are compared without the fields that legitimately vary between invocations (``timing``, the git
 commit, ``argv``, the SHA-256 of catalog entries, which gain documented fields; catalog paths are
-made relative to the checkout, wherever it is).  Every latency model is pinned explicitly (``--perf-model analytical``,
-``kernels`` for the kernel-table entries), so a new default model does not move the corpus.
+made relative to the checkout, wherever it is).  Every latency model is pinned explicitly
+(``--perf-model analytical``; ``kernels`` for the kernel-table entries), so a new default model does not
+move the corpus.
 
 A deliberate change of outputs updates the manifest:
 ``python3 tests/test_corpus.py --update`` (and the commit says why).
@@ -50,8 +51,8 @@ RUNS: dict[str, list[str]] = {
     "block-32-fine-log": ["run", "--cluster-config", TP2, "--dataset", EX, *A, "--block-size", "32",
                           "--num-reqs", "20", "--log-interval", "0.25"],
     "built-in-requests": ["run", "--cluster-config", TP2, *A],
-    "two-instances-rr": ["run", "--cluster-config", "configs/cluster/single_node_two_instances.json", "--dataset", BURST,
-                         *A, "--request-routing-policy", "RR"],
+    "two-instances-rr": ["run", "--cluster-config", "configs/cluster/single_node_two_instances.json",
+                         "--dataset", BURST, *A, "--request-routing-policy", "RR"],
     "two-instances-rand": ["run", "--cluster-config", "configs/cluster/single_node_two_instances.json",
                            "--dataset", BURST, *A, "--request-routing-policy", "RAND", "--seed", "7"],
     "preemption-no-ids": ["run", "--cluster-config", SMALL, "--dataset", BURST, *A],

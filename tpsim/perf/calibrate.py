@@ -327,8 +327,8 @@ def synthetic_rows(am: AnalyticalModel, tokens, sequences, attention_shapes, gra
         prefill = ((pc, kp),) if pc else ()
         batch = BatchShape(prefill, nd, nd * kd, kd, nd + len(prefill))
 
-        def total(graph):
-            return am.attention_cost(batch, graph)[0] + _layer_times(am, pc + nd, graph)["kv_cache_write"]
+        def total(graph, batch=batch, tokens=pc + nd):
+            return am.attention_cost(batch, graph)[0] + _layer_times(am, tokens, graph)["kv_cache_write"]
 
         g = total(True) if (not pc and nd <= graph_max) else None
         attn.append((pc, kp, nd, kd, total(False), g))
@@ -405,5 +405,5 @@ def update_hardware_yaml(path: Path, values: dict, provenance: str) -> str:
 
 
 def provenance_text(bundle_path: str, today: _dt.date | None = None) -> str:
-    today = today or _dt.datetime.now(_dt.timezone.utc).date()
+    today = today or _dt.datetime.now(_dt.UTC).date()
     return f"fitted from {bundle_path} on {today.isoformat()} (tpsim calibrate)"
