@@ -130,7 +130,8 @@ def test_no_import_cycles():
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tpsim"):
                 for alias in node.names:  # `from pkg import submodule` depends on the submodule
                     sub = f"{node.module}.{alias.name}"
-                    is_module = (REPO / (sub.replace(".", "/") + ".py")).is_file() or (REPO / sub.replace(".", "/")).is_dir()
+                    rel = sub.replace(".", "/")
+                    is_module = (REPO / f"{rel}.py").is_file() or (REPO / rel).is_dir()
                     deps.add(sub if is_module else node.module)
             elif isinstance(node, ast.Import):
                 deps.update(a.name for a in node.names if a.name.startswith("tpsim"))

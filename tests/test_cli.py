@@ -108,7 +108,8 @@ def test_record_infeasible(tmp_path):
     assert summary["status"] == "infeasible" and "does not fit" in summary["reason"]
     inputs = summary["provenance"]["inputs"]
     assert inputs["cluster_config"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert inputs["dataset"]["sha256"] == hashlib.sha256((REPO / "workloads/example_trace.jsonl").read_bytes()).hexdigest()
+    trace_bytes = (REPO / "workloads/example_trace.jsonl").read_bytes()
+    assert inputs["dataset"]["sha256"] == hashlib.sha256(trace_bytes).hexdigest()
 
 
 def test_default_workload_without_dataset(tmp_path):

@@ -76,7 +76,8 @@ def test_anchored_curve_is_continuous_at_the_catalogued_link():
 
 def test_fit_splits_where_a_line_misses_and_keeps_each_piece_exact_enough():
     # two regimes: flat 10 us to 1 MB, then 50 GB/s
-    pts = [(s, 10_000.0 if s <= 1 << 20 else 10_000.0 + (s - (1 << 20)) / 50.0) for s in (2 ** i for i in range(10, 27))]
+    pts = [(s, 10_000.0 if s <= 1 << 20 else 10_000.0 + (s - (1 << 20)) / 50.0)
+           for s in (2 ** i for i in range(10, 27))]
     curve = fit_curve(pts, ((float("inf"), "nccl"),), 4, "synthetic")
     assert len(curve.pieces) >= 2 and curve.max_error <= 0.05
     for s, t in pts:

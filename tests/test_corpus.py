@@ -4,8 +4,9 @@ Each entry runs tpsim through its command line (in-process, from the repository 
 paths) and compares the SHA-256 of every output with ``tests/corpus/manifest.json``.  Summaries
 are compared without the fields that legitimately vary between invocations (``timing``, the git
 commit, ``argv``, the SHA-256 of catalog entries, which gain documented fields; catalog paths are
-made relative to the checkout, wherever it is).  Every latency model is pinned explicitly (``--perf-model analytical``), so a
-new default model does not move the corpus.
+made relative to the checkout, wherever it is).  Every latency model is pinned explicitly
+(``--perf-model analytical``; ``kernels`` for the kernel-table entries), so a new default model does not
+move the corpus.
 
 A deliberate change of outputs updates the manifest:
 ``python3 tests/test_corpus.py --update`` (and the commit says why).
@@ -30,6 +31,7 @@ SESSIONS = "tests/corpus/sessions.jsonl"
 TP2 = "configs/cluster/single_node_single_instance.json"
 SMALL = "tests/corpus/small_memory.json"
 A = ["--perf-model", "analytical"]
+K = ["--perf-model", "kernels"]
 
 #: name -> tpsim argv (outputs are added by the runner)
 RUNS: dict[str, list[str]] = {
@@ -49,8 +51,8 @@ RUNS: dict[str, list[str]] = {
     "block-32-fine-log": ["run", "--cluster-config", TP2, "--dataset", EX, *A, "--block-size", "32",
                           "--num-reqs", "20", "--log-interval", "0.25"],
     "built-in-requests": ["run", "--cluster-config", TP2, *A],
-    "two-instances-rr": ["run", "--cluster-config", "configs/cluster/single_node_two_instances.json", "--dataset", BURST,
-                         *A, "--request-routing-policy", "RR"],
+    "two-instances-rr": ["run", "--cluster-config", "configs/cluster/single_node_two_instances.json",
+                         "--dataset", BURST, *A, "--request-routing-policy", "RR"],
     "two-instances-rand": ["run", "--cluster-config", "configs/cluster/single_node_two_instances.json",
                            "--dataset", BURST, *A, "--request-routing-policy", "RAND", "--seed", "7"],
     "preemption-no-ids": ["run", "--cluster-config", SMALL, "--dataset", BURST, *A],
@@ -68,6 +70,14 @@ RUNS: dict[str, list[str]] = {
                    "--prefill", "512@1024", "--decode", "32@2000", "--json"],
     "step-decode-h100-tp4": ["step", "--model", "meta-llama/Llama-3.1-70B", "--hardware", "H100", "--tp", "4", *A,
                              "--decode", "64@3000", "--json"],
+    # the kernel-table model, pinned the same way (its hot path caches op times: these hold it to its answers)
+    "kernels-rtxpro6000-llama8b": ["run", "--cluster-config", "configs/cluster/rtxpro6000_llama8b_tp1.json",
+                                   "--dataset", BURST, *K],
+    "kernels-h100-tp2": ["run", "--cluster-config", "configs/cluster/h100_tp2_nvlink.json", "--dataset", EX, *K],
+    "kernels-moe-dp2-ep2": ["run", "--cluster-config", "configs/cluster/rtxpro6000_qwen3_30b_a3b_dp2_ep2.json",
+                            "--dataset", EX, *K],
+    "kernels-step-mixed": ["step", "--model", "Qwen/Qwen3-32B", "--hardware", "H100", "--tp", "2", *K,
+                           "--prefill", "512@1024", "--decode", "32@2000", "--json"],
 }
 
 

@@ -40,7 +40,8 @@ CLUSTERS = [
     ("bool as string", cluster_doc(enable_prefix_caching="false"), "enable_prefix_caching must be true or false"),
     ("mem_util as string", cluster_doc(npu_mem={"mem_size": 96, "mem_bw": 1597, "mem_util": "0.5"}), "(0, 1]"),
     ("num_instances string", {"num_nodes": 1, "link_bw": 1, "link_latency": 0,
-                              "nodes": [{"num_instances": "1", "instances": [cluster_doc()["nodes"][0]["instances"][0]]}]},
+                              "nodes": [{"num_instances": "1",
+                                         "instances": [cluster_doc()["nodes"][0]["instances"][0]]}]},
      "num_instances must be an integer"),
     ("5000-char model name", cluster_doc(model_name="a" * 5000), "model_name is 5,000 characters long"),
     ("5000-char hardware name", cluster_doc(hardware="H" * 5000), "hardware is 5,000 characters long"),
@@ -73,7 +74,8 @@ TRACES = [
     ("NaN", '{"input_toks": 20, "output_toks": 5, "arrival_time_ns": NaN}\n', ":1: NaN is not a valid"),
     ("arrival past the horizon", '{"input_toks": 2, "output_toks": 5, "arrival_time_ns": 10000000000000001}\n',
      "raise --max-sim-time"),
-    ("huge token id", '{"input_toks": 1, "output_toks": 1, "arrival_time_ns": 0, "input_tok_ids": [' + HUGE_INT + "]}\n",
+    ("huge token id",
+     '{"input_toks": 1, "output_toks": 1, "arrival_time_ns": 0, "input_tok_ids": [' + HUGE_INT + "]}\n",
      ":1: an integer has too many digits"),
     ("not UTF-8", b'{"input_toks": 20, "output_toks": 5, "arrival_time_ns": 0, "x": "\xff"}\n', ":1: not UTF-8"),
     ("deep nesting", '{"a":' * 5000 + "1" + "}" * 5000 + "\n", ":1: JSON nested deeper"),
@@ -235,7 +237,8 @@ def test_huge_memory_and_fine_bins_stay_within_2gb_and_60s(tmp_path):
 def test_session_with_an_empty_id_releases_its_follow_ups(tmp_path):
     """Found by the fuzz suite: a session whose id is "" lost its follow-ups (KeyError in the event loop)."""
     line = {"session_id": "", "arrival_time_ns": 10,
-            "sub_requests": [{"input_toks": 3, "output_toks": 2, "tool_duration_ns": 5}, {"input_toks": 2, "output_toks": 1}]}
+            "sub_requests": [{"input_toks": 3, "output_toks": 2, "tool_duration_ns": 5},
+                             {"input_toks": 2, "output_toks": 1}]}
     paths = write_inputs(tmp_path, cluster_doc(), json.dumps(line) + "\n")
     out = tmp_path / "r.csv"
     code, _, err = run_inprocess(["run", "--cluster-config", str(paths["cluster"]), "--dataset", str(paths["trace"]),

@@ -32,7 +32,8 @@ def cluster_doc(**inst_over):
             "npu_mem": {"mem_size": 96, "mem_bw": 1597, "mem_latency": 0}, "num_npus": 1, "tp_size": 1, "pd_type": None}
     inst.update(inst_over)
     return {"num_nodes": 1, "link_bw": 16, "link_latency": 20000,
-            "nodes": [{"num_instances": 1, "cpu_mem": {"mem_size": 64, "mem_bw": 100, "mem_latency": 0}, "instances": [inst]}]}
+            "nodes": [{"num_instances": 1, "cpu_mem": {"mem_size": 64, "mem_bw": 100, "mem_latency": 0},
+                       "instances": [inst]}]}
 
 
 BAD_CLUSTERS = [
@@ -52,7 +53,8 @@ BAD_CLUSTERS = [
      ["tp_size=3 does not divide"]),
     ("pp beyond layers", lambda d: d["nodes"][0]["instances"][0].update(num_npus=64, tp_size=1, pp_size=64),
      ["pp_size=64 exceeds"]),
-    ("negative mem", lambda d: d["nodes"][0]["instances"][0]["npu_mem"].update(mem_size=-1), ["npu_mem.mem_size", "positive"]),
+    ("negative mem", lambda d: d["nodes"][0]["instances"][0]["npu_mem"].update(mem_size=-1),
+     ["npu_mem.mem_size", "positive"]),
     ("mem_util > 1", lambda d: d["nodes"][0]["instances"][0]["npu_mem"].update(mem_util=1.5), ["mem_util", "(0, 1]"]),
     ("does not fit", lambda d: d["nodes"][0]["instances"][0].update(model_name="meta-llama/Llama-3.1-70B"),
      ["does not fit", "GB", "available"]),
@@ -81,7 +83,8 @@ def test_bad_cluster_config(tmp_path, label, mutate, expect):
     cfg.write_text(json.dumps(doc))
     trace = write_trace(tmp_path / "t.jsonl", GOOD_TRACE)
     line = run_bad(tmp_path, ["--cluster-config", str(cfg), "--dataset", str(trace)], expect)
-    if label not in ("does not fit", "unknown model", "unknown hardware", "moe", "tp not dividing heads", "pp beyond layers"):
+    if label not in ("does not fit", "unknown model", "unknown hardware", "moe", "tp not dividing heads",
+                     "pp beyond layers"):
         assert str(cfg) in line
 
 
@@ -97,7 +100,8 @@ def test_missing_files(tmp_path):
     run_bad(tmp_path, ["--cluster-config", str(tmp_path / "nope.json"), "--dataset", str(trace)], ["no such file"])
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps(cluster_doc()))
-    run_bad(tmp_path, ["--cluster-config", str(cfg), "--dataset", str(tmp_path / "none.jsonl")], ["no such file", "--dataset"])
+    run_bad(tmp_path, ["--cluster-config", str(cfg), "--dataset", str(tmp_path / "none.jsonl")],
+            ["no such file", "--dataset"])
 
 
 BAD_TRACES = [
@@ -109,7 +113,8 @@ BAD_TRACES = [
     ("second line", '{"input_toks": 5, "output_toks": 2, "arrival_time_ns": 0}\n[1, 2]\n', [":2:", "JSON object"]),
     ("ids length", '{"input_toks": 3, "output_toks": 2, "arrival_time_ns": 0, "input_tok_ids": [1, 2]}\n',
      ["'input_tok_ids' has 2 ids but 'input_toks' is 3"]),
-    ("unknown field", '{"input_toks": 3, "output_toks": 2, "arrival_time_ns": 0, "prio": 1}\n', ["unknown field", "prio"]),
+    ("unknown field", '{"input_toks": 3, "output_toks": 2, "arrival_time_ns": 0, "prio": 1}\n',
+     ["unknown field", "prio"]),
     ("empty", "\n\n", ["no requests"]),
 ]
 
@@ -241,7 +246,8 @@ def test_unknown_keys_warned_and_recorded(tmp_path):
     assert "topology" in c.unknown_keys and "nodes[0].instances[0].color" in c.unknown_keys
     trace = write_trace(tmp_path / "t.jsonl", GOOD_TRACE)
     out = tmp_path / "r.csv"
-    proc = run_subprocess(["-m", "tpsim", "run", "--cluster-config", str(cfg), "--dataset", str(trace), "--output", str(out)])
+    proc = run_subprocess(["-m", "tpsim", "run", "--cluster-config", str(cfg), "--dataset", str(trace),
+                           "--output", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert "unknown keys ignored" in proc.stderr and "color" in proc.stderr
     summary = json.loads(out.with_suffix(".summary.json").read_text())
@@ -253,8 +259,8 @@ def test_ignored_flags_are_listed(tmp_path):
     cfg.write_text(json.dumps(cluster_doc(enable_block_copy=True)))
     trace = write_trace(tmp_path / "t.jsonl", GOOD_TRACE)
     out = tmp_path / "r.csv"
-    proc = run_subprocess(["-m", "tpsim", "run", "--cluster-config", str(cfg), "--dataset", str(trace), "--output", str(out),
-                           "--no-cleanup-inputs", "--inputs-root", "/tmp/x"])
+    proc = run_subprocess(["-m", "tpsim", "run", "--cluster-config", str(cfg), "--dataset", str(trace),
+                           "--output", str(out), "--no-cleanup-inputs", "--inputs-root", "/tmp/x"])
     assert proc.returncode == 0, proc.stderr
     ignored = json.loads(out.with_suffix(".summary.json").read_text())["ignored"]
     assert any("--inputs-root" in i for i in ignored) and any("--cleanup-inputs" in i for i in ignored)

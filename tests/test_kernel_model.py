@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import REPO, run_subprocess, write_trace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, run_subprocess, write_trace
 from tpsim.build import standalone
 from tpsim.errors import InputError
 from tpsim.kernels import load_kernel_tables
@@ -82,7 +82,7 @@ def test_chunk_with_context_is_causal_differencing_bounded_below():
     with_ctx = m._chunk_ns(512, 4096)[0]
     assert with_ctx >= alone
     assert with_ctx == pytest.approx(max(m._context_ns(4608) - m._context_ns(4096), alone,
-                                         4608 * m.roofline._kv_bytes_per_token / m.roofline.attn_bw))
+                                         4608 * m.roofline.kv_bytes_per_token / m.roofline.attn_bw))
 
 
 def test_fa2_mixed_decodes_cost_more_than_pure_decodes():
@@ -113,8 +113,8 @@ def test_auto_choice_order_and_errors():
 
 
 def test_run_and_step_end_to_end(tmp_path):
-    trace = write_trace(tmp_path / "t.jsonl", [{"input_toks": 300 + 10 * i, "output_toks": 20, "arrival_time_ns": i * 10 ** 7}
-                                                for i in range(30)])
+    trace = write_trace(tmp_path / "t.jsonl", [{"input_toks": 300 + 10 * i, "output_toks": 20,
+                                                 "arrival_time_ns": i * 10 ** 7} for i in range(30)])
     out = tmp_path / "r.csv"
     proc = run_subprocess(["-m", "tpsim", "run", "--cluster-config", "configs/cluster/h100_tp2_nvlink.json",
                            "--dataset", str(trace), "--output", str(out), "--perf-model", "kernels"])
@@ -125,7 +125,8 @@ def test_run_and_step_end_to_end(tmp_path):
     assert lat["attention_backend"] == "fa3"
     assert summary["totals"]["finished"] == 30
     step = run_subprocess(["-m", "tpsim", "step", "--model", "Qwen/Qwen3-32B", "--hardware", "RTXPRO6000", "--tp", "2",
-                           "--prefill", "512@1024", "--decode", "32@2000", "--perf-model", "kernels", "--json"], cwd=REPO)
+                           "--prefill", "512@1024", "--decode", "32@2000", "--perf-model", "kernels", "--json"],
+                          cwd=REPO)
     assert step.returncode == 0, step.stderr
     doc = json.loads(step.stdout)
     assert doc["perf_model"] == "kernels" and doc["total_ns"] > 0

@@ -1,6 +1,7 @@
 """The interpolation rules of tpsim.kernels.grid: exact at measured nodes, bounded between
 them, continuous where it has to extrapolate."""
 
+import random
 from math import isclose
 
 import pytest
@@ -138,7 +139,48 @@ def test_leave_one_out_is_exact_on_power_laws_and_sees_a_kink():
 def test_model_card_is_current():
     """docs/model-card.md is what `python -m tpsim.kernels.quality` prints from today's tables and catalog."""
     from conftest import REPO
+
     from tpsim.kernels.quality import model_card
 
     assert (REPO / "docs" / "model-card.md").read_text() == model_card(), \
         "regenerate: python -m tpsim.kernels.quality --out docs/model-card.md"
+
+
+@settings(max_examples=300, deadline=None)
+@given(grids(holes=True), st.data())
+def test_a_line_through_the_grid_is_lookup_exactly(grid, data):
+    """GridLine (the latency models' hot path) gives lookup's time and source, bit for bit, anywhere:
+    on nodes, between them, at holes, beyond either end of any axis."""
+    axis = data.draw(st.integers(0, len(grid.axes) - 1))
+    coord = st.one_of(st.integers(1, 20_000), st.floats(0.5, 20_000.0, allow_nan=False))
+    point = [data.draw(st.one_of(st.sampled_from(a), coord)) for a in grid.axes]
+    line = grid.line(point, axis)
+    for _ in range(5):
+        x = data.draw(st.one_of(st.sampled_from(grid.axes[axis]), coord))
+        point[axis] = x
+        t, source, _, _ = grid.lookup(tuple(point))
+        assert line.estimate(x) == (t, source)
+
+
+@pytest.mark.parametrize("hw", ["H100", "RTXPRO6000", "A100", "B200", "H200"])
+def test_lines_of_the_real_tables_are_their_lookups(hw):
+    from tpsim.kernels import load_kernel_tables
+
+    tables = load_kernel_tables(hw)
+    rng = random.Random(hw)
+    gemm = tables.table("gemm.bfloat16").groups[()]
+    for n, k in ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (151936, 5120), (1, 2048), (777, 333)):
+        line = gemm.line((1, n, k), 0)
+        for m in [rng.randint(1, 20_000) for _ in range(30)] + list(gemm.axes[0]):
+            assert line.estimate(m) == gemm.lookup((m, n, k))[:2]
+    for name, axis in (("generation_attention.bfloat16.kv_bfloat16", 1), ("context_attention.bfloat16.kv_bfloat16", 1),
+                       ("generation_attention.bfloat16.kv_bfloat16", 0)):
+        if not tables.has(name):
+            continue
+        for grid in list(tables.table(name).groups.values())[:4]:
+            fixed = grid.axes[1 - axis][len(grid.axes[1 - axis]) // 2] + 0.5
+            point = [fixed, fixed]
+            line = grid.line(point, axis)
+            for x in [rng.uniform(1, 40_000) for _ in range(20)] + list(grid.axes[axis]):
+                point[axis] = x
+                assert line.estimate(x) == grid.lookup(tuple(point))[:2]

@@ -26,7 +26,8 @@ def test_qwen3_32b_weights_by_hand():
     assert 32.5 * GB < tp2 < 33.0 * GB  # "about 32 GB at TP=2"
 
 
-@pytest.mark.parametrize("name", ["Qwen/Qwen3-32B", "meta-llama/Llama-3.1-8B", "Qwen/Qwen3-8B", "meta-llama/Llama-3.1-70B"])
+@pytest.mark.parametrize("name", ["Qwen/Qwen3-32B", "meta-llama/Llama-3.1-8B", "Qwen/Qwen3-8B",
+                                  "meta-llama/Llama-3.1-70B"])
 def test_tp2_weights_are_half_of_tp1(name):
     m = load_model(name)
     w1 = weights_per_gpu_bytes(m, 1, 1, 2)

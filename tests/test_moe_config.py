@@ -121,7 +121,8 @@ BAD = [
     ({**QWEN3_MOE, "decoder_sparse_step": 0}, InputError, "'decoder_sparse_step' must be >= 1"),
     ({**QWEN3_MOE, "num_experts": 1.5}, InputError, "'num_experts' must be an integer"),
     ({**QWEN3_MOE, "norm_topk_prob": "true"}, InputError, "'norm_topk_prob' must be true or false"),
-    ({**QWEN3_MOE, "shared_expert_intermediate_size": -1}, InputError, "'shared_expert_intermediate_size' must be >= 0"),
+    ({**QWEN3_MOE, "shared_expert_intermediate_size": -1}, InputError,
+     "'shared_expert_intermediate_size' must be >= 0"),
     ({**QWEN3_MOE, "model_type": "llama"}, NotSupportedError, "model_type 'llama' is a mixture-of-experts model"),
 ]
 

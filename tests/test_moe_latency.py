@@ -24,7 +24,7 @@ from tpsim.perf.moe_costs import moe_weights_floor
 from tpsim.perf.vllm_exec import EAGER, FULL, PIECEWISE, dp_synchronize
 
 MOE = "Qwen/Qwen3-30B-A3B-Instruct-2507"
-H, E, I, K = 2048, 128, 768, 8
+H, E, INTER, K = 2048, 128, 768, 8
 
 
 def shared_layout_model(perf_model="kernels", routing="BALANCED", **kw):
@@ -40,13 +40,13 @@ def ops_of(bd) -> dict:
 # ----------------------------------------------------------------------------- kernel table, exactly
 def test_fused_moe_is_the_kernel_table_at_the_gathered_token_count():
     """64 decodes on each of 2 DP ranks (a capture size: no padding) -> 128 tokens into the experts; AIC's
-    moe_perf at (H, I, k, E) = Qwen3-30B-A3B, moe tp 1, ep 2, balanced, 128 tokens is a measured node."""
+    moe_perf at (H, INTER, k, E) = Qwen3-30B-A3B, moe tp 1, ep 2, balanced, 128 tokens is a measured node."""
     lat = shared_layout_model()
     batch = BatchShape((), 64, 64 * 1500, 1500, 64)
     mode, tokens = dp_synchronize([lat.graph_plan(batch)] * 2)
     assert (mode, tokens) == (FULL, (64, 64))
     op = ops_of(lat.moe_explain(batch, mode, tokens, 0))["fused_moe"]
-    est = load_kernel_tables("RTXPRO6000").moe(128, H, I, K, E, 1, 2, "bfloat16", "balanced")
+    est = load_kernel_tables("RTXPRO6000").moe(128, H, INTER, K, E, 1, 2, "bfloat16", "balanced")
     assert est.source == "measured" and op.source == "measured"
     assert op.time_ns == est.time_ns and op.count == 48
 
@@ -114,7 +114,8 @@ def test_an_idle_rank_pays_the_padded_step_and_the_dp_collectives():
     dummy = lat.moe_explain(None, mode, tokens, 1)
     real = lat.moe_explain(busy, mode, tokens, 0)
     d, r = ops_of(dummy), ops_of(real)
-    assert d["fused_moe"].time_ns == r["fused_moe"].time_ns and d["moe_all_gather"].time_ns == r["moe_all_gather"].time_ns
+    assert d["fused_moe"].time_ns == r["fused_moe"].time_ns
+    assert d["moe_all_gather"].time_ns == r["moe_all_gather"].time_ns
     assert "lm_head" not in d and d["attention"].time_ns < r["attention"].time_ns
     assert lat.rank_gpu_ns(None, mode, tokens, 1) < lat.rank_gpu_ns(busy, mode, tokens, 0)
 
@@ -138,10 +139,10 @@ def test_routing_loads(tokens, experts, top_k, ep):
 
 def test_expert_roofline_by_hand():
     load = ExpertLoad(pairs=512.0, mean_pairs=512.0, experts=64.0)
-    t, flops, nbytes = expert_roofline(load, 128, K, H, I, 2, 2, 400_000.0, 1500.0, lambda x: x + 1000.0)
-    assert flops == 2 * 512 * H * 2 * I + 2 * 512 * I * H
-    weights = 64 * 3 * H * I * 2
-    acts = 512 * (H + 2 * I) * 2 + 512 * 3 * I * 2 + 512 * (I + H) * 2
+    t, flops, nbytes = expert_roofline(load, 128, K, H, INTER, 2, 2, 400_000.0, 1500.0, lambda x: x + 1000.0)
+    assert flops == 2 * 512 * H * 2 * INTER + 2 * 512 * INTER * H
+    weights = 64 * 3 * H * INTER * 2
+    acts = 512 * (H + 2 * INTER) * 2 + 512 * 3 * INTER * 2 + 512 * (INTER + H) * 2
     assert nbytes == weights + acts + 128 * 8 * (H * 2 + 8) + 128 * H * 2
     # memory-bound at this size: the weights dominate; five kernels' overheads
     assert t == pytest.approx((weights + acts + 128 * 8 * 8 + 128 * 8 * (H * 2 + 8) + 128 * H * 2) / 1500.0 + 5000.0)
@@ -165,12 +166,13 @@ def test_fused_moe_reads_the_touched_experts_from_dram_where_the_table_kept_them
     floor = moe_weights_floor(tables, "moe.bfloat16", 128 * 2 ** 20)
     batch = BatchShape((), 1, 500, 500, 1)
     op = ops_of(lat.moe_explain(batch, FULL, (1, 1), 0))["fused_moe"]
-    table = tables.moe(2, H, I, K, E, 1, 2, "bfloat16", "balanced").time_ns
-    assert op.time_ns == pytest.approx(floor.ns(8 * 3 * H * I * 2)) and op.time_ns > 1.5 * table
+    table = tables.moe(2, H, INTER, K, E, 1, 2, "bfloat16", "balanced").time_ns
+    assert op.time_ns == pytest.approx(floor.ns(8 * 3 * H * INTER * 2)) and op.time_ns > 1.5 * table
     assert op.source == "modelled"
     big = BatchShape((), 128, 128 * 1500, 1500, 128)  # 256 tokens reach all 64 experts (604 MB): the table
     op = ops_of(lat.moe_explain(big, FULL, (128, 128), 0))["fused_moe"]
-    assert op.source == "measured" and op.time_ns == tables.moe(256, H, I, K, E, 1, 2, "bfloat16", "balanced").time_ns
+    assert op.source == "measured"
+    assert op.time_ns == tables.moe(256, H, INTER, K, E, 1, 2, "bfloat16", "balanced").time_ns
 
 
 # ----------------------------------------------------------------------------- three models, consistency
@@ -257,7 +259,8 @@ def test_step_shows_moe_ops_sources_and_the_imbalance(capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--model", "Qwen/Qwen3-8B", "--dp", "2"], "--dp, --ep and --enable-expert-parallel place experts; Qwen/Qwen3-8B is dense"),
+    (["--model", "Qwen/Qwen3-8B", "--dp", "2"],
+     "--dp, --ep and --enable-expert-parallel place experts; Qwen/Qwen3-8B is dense"),
     (["--model", MOE, "--dp", "2", "--ep", "3"], "ep_size (3) must be a multiple of the 2 DP ranks"),
     (["--model", MOE, "--dp", "0"], "--dp"),
     (["--model", MOE, "--ep", "2", "--enable-expert-parallel"], "ep_size"),

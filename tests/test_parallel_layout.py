@@ -100,7 +100,8 @@ def test_the_shared_llmservingsim_config_parses_unchanged():
 
 
 def test_vllm_spelling_expands_to_one_instance_per_dp_rank():
-    native = cluster(instance(data_parallel_size=2, enable_expert_parallel=True), instance(model_name="Qwen/Qwen3-0.6B"))
+    native = cluster(instance(data_parallel_size=2, enable_expert_parallel=True),
+                     instance(model_name="Qwen/Qwen3-0.6B"))
     c, (layouts, _) = layouts_of(native)
     assert [(i.index, i.entry) for i in c.instances] == [(0, "nodes[0].instances[0]"), (1, "nodes[0].instances[0]"),
                                                          (2, "nodes[0].instances[1]")]
@@ -164,29 +165,39 @@ def test_a_plain_dense_instance_has_no_parallel_block():
 
 # ----------------------------------------------------------------------------- bad combinations
 BAD = [
-    ("ep > tp without dp_group", [instance(ep_size=2)], "nodes[0].instances[0].ep_size: ep_size (2) > tp_size (1) needs a dp_group"),
-    ("members disagree on tp", [instance(dp_group="A", ep_size=2), instance(dp_group="A", ep_size=2, tp_size=2, num_npus=2)],
-     "nodes[0].instances[1].tp_size: dp_group 'A' members disagree on tp_size (1 in nodes[0].instances[0], 2 here)"),
-    ("members disagree on model", [instance(dp_group="A", ep_size=2), instance(dp_group="A", ep_size=2, model_name="Qwen/Qwen3-30B-A3B")],
+    ("ep > tp without dp_group", [instance(ep_size=2)],
+     "nodes[0].instances[0].ep_size: ep_size (2) > tp_size (1) needs a dp_group"),
+    ("members disagree on tp",
+     [instance(dp_group="A", ep_size=2), instance(dp_group="A", ep_size=2, tp_size=2, num_npus=2)],
+     "nodes[0].instances[1].tp_size: dp_group 'A' members disagree on tp_size "
+     "(1 in nodes[0].instances[0], 2 here)"),
+    ("members disagree on model",
+     [instance(dp_group="A", ep_size=2), instance(dp_group="A", ep_size=2, model_name="Qwen/Qwen3-30B-A3B")],
      "nodes[0].instances[1].model_name: dp_group 'A' members disagree on model_name"),
-    ("members disagree on hardware", [instance(dp_group="A", ep_size=2), instance(dp_group="A", ep_size=2, hardware="H100")],
+    ("members disagree on hardware",
+     [instance(dp_group="A", ep_size=2), instance(dp_group="A", ep_size=2, hardware="H100")],
      "nodes[0].instances[1].hardware: dp_group 'A' members disagree"),
     ("members disagree on ep", [instance(dp_group="A", ep_size=2), instance(dp_group="A")],
-     "nodes[0].instances[1].ep_size: dp_group 'A' members disagree on ep_size (2 in nodes[0].instances[0], absent here)"),
-    ("members disagree on pp", [instance(dp_group="A", ep_size=2), instance(dp_group="A", ep_size=2, pp_size=2, num_npus=2)],
+     "nodes[0].instances[1].ep_size: dp_group 'A' members disagree on ep_size "
+     "(2 in nodes[0].instances[0], absent here)"),
+    ("members disagree on pp",
+     [instance(dp_group="A", ep_size=2), instance(dp_group="A", ep_size=2, pp_size=2, num_npus=2)],
      "nodes[0].instances[1].pp_size: dp_group 'A' members disagree on pp_size"),
     ("default ep not a multiple of the group", [instance(dp_group="A")] * 2,
-     "nodes[0].instances[0].ep_size: ep_size (1, by default tp_size) must be a multiple of the 2 DP ranks of dp_group 'A'"),
-    ("ep not a multiple of the group", [instance(dp_group="A", ep_size=3)] * 2, "ep_size (3) must be a multiple of the 2 DP ranks"),
+     "nodes[0].instances[0].ep_size: ep_size (1, by default tp_size) "
+     "must be a multiple of the 2 DP ranks of dp_group 'A'"),
+    ("ep not a multiple of the group", [instance(dp_group="A", ep_size=3)] * 2,
+     "ep_size (3) must be a multiple of the 2 DP ranks"),
     ("ep per rank > tp", [instance(dp_group="A", ep_size=4)] * 2,
-     "nodes[0].instances[0].ep_size: ep_size (4) over 2 DP ranks is 2 EP ranks per instance, more than its tp_size (1)"),
+     "nodes[0].instances[0].ep_size: ep_size (4) over 2 DP ranks is 2 EP ranks per instance, "
+     "more than its tp_size (1)"),
     ("ep not dividing experts", [instance(model_name="mistralai/Mixtral-8x7B-v0.1", dp_group="A", ep_size=3)] * 3,
      "ep_size (3) does not divide mistralai/Mixtral-8x7B-v0.1's 8 experts; no ep_size fits this group"),
     ("ep not dividing the group's GPUs", [instance(dp_group="A", ep_size=4, tp_size=3, num_npus=3)] * 2,
      "ep_size (4) does not divide the group's 6 GPUs (dp 2 x tp_size 3)"),
     ("expert width over dp x tp", [instance(data_parallel_size=5, enable_expert_parallel=False)],
-     "nodes[0].instances[0].enable_expert_parallel: each expert's width 768 of Qwen/Qwen3-30B-A3B-Instruct-2507 would be "
-     "split over 5 GPUs"),
+     "nodes[0].instances[0].enable_expert_parallel: each expert's width 768 of Qwen/Qwen3-30B-A3B-Instruct-2507 "
+     "would be split over 5 GPUs"),
     ("two spellings of EP", [instance(ep_size=1, enable_expert_parallel=True)],
      "nodes[0].instances[0]: 'ep_size' and 'enable_expert_parallel' both given"),
     ("two spellings of DP", [instance(dp_group="A", data_parallel_size=2)],
@@ -196,7 +207,8 @@ BAD = [
     ("zero DP ranks", [instance(data_parallel_size=0)], "nodes[0].instances[0].data_parallel_size must be >= 1"),
     ("ep_size zero", [instance(ep_size=0)], "nodes[0].instances[0].ep_size must be >= 1"),
     ("dp_group a number", [instance(dp_group=5)], "nodes[0].instances[0].dp_group must be a non-empty string"),
-    ("reserved group name", [instance(data_parallel_size=2), instance(dp_group="data_parallel_size@nodes[0].instances[0]")],
+    ("reserved group name",
+     [instance(data_parallel_size=2), instance(dp_group="data_parallel_size@nodes[0].instances[0]")],
      "nodes[0].instances[1].dp_group 'data_parallel_size@nodes[0].instances[0]': names starting with"),
 ]
 

@@ -109,7 +109,7 @@ def test_cohort_counts_the_blocks_explicit_requests_would_need(bs, s0, reqs):
     finished = cohort.finish_through(s0 + steps - 1)
     assert finished and all(r.generated == r.output for r in finished)
     end = s0 + steps
-    for r, (c, g) in zip(members, reqs):
+    for r, (c, _) in zip(members, reqs):
         if r in finished:
             continue
         cohort.materialize(r, end)

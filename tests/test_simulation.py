@@ -208,15 +208,18 @@ def test_chunked_prefill_splits_long_prompts(tmp_path, test_configs):
     trace = [{"input_toks": 1000, "output_toks": 3, "arrival_time_ns": 0}]
     text, summary, result, _ = run_case(tmp_path, trace, ["--max-num-batched-tokens", "256"], True)
     assert summary["totals"]["iterations"] == 4 + 2  # ceil(1000/256) prefill steps, then 2 decodes
-    text2, summary2, _, _ = run_case(tmp_path, trace, ["--max-num-batched-tokens", "256", "--no-enable-chunked-prefill"], True)
-    assert summary2["totals"]["rejected"] == 1 and "chunked prefill disabled" in summary2["rejected_requests"][0]["reason"]
+    no_chunking = ["--max-num-batched-tokens", "256", "--no-enable-chunked-prefill"]
+    text2, summary2, _, _ = run_case(tmp_path, trace, no_chunking, True)
+    assert summary2["totals"]["rejected"] == 1
+    assert "chunked prefill disabled" in summary2["rejected_requests"][0]["reason"]
 
 
 def test_long_prefill_threshold_interleaves_decodes(tmp_path, test_configs):
     trace = [{"input_toks": 10, "output_toks": 30, "arrival_time_ns": 0},
              {"input_toks": 600, "output_toks": 2, "arrival_time_ns": 1}]
     base = run_case(tmp_path, trace, ["--max-num-batched-tokens", "2048"], True)
-    capped = run_case(tmp_path, trace, ["--max-num-batched-tokens", "2048", "--long-prefill-token-threshold", "100"], True)
+    capped = run_case(tmp_path, trace, ["--max-num-batched-tokens", "2048", "--long-prefill-token-threshold", "100"],
+                      True)
     rows = {int(r["request id"]): r for r in csv.DictReader(io.StringIO(capped[0]))}
     rows0 = {int(r["request id"]): r for r in csv.DictReader(io.StringIO(base[0]))}
     assert int(rows[1]["TTFT"]) > int(rows0[1]["TTFT"])  # the long prompt now takes 6 steps
@@ -329,5 +332,6 @@ def test_throughput_lines_format(tmp_path, test_configs):
     _, _, _, lines = run_case(tmp_path, trace, [], True)
     import re
 
-    pattern = re.compile(r"^\[INFO\] step=\d+ batch=\d+ prompt_t=[\d.]+k? tok/s decode_t=[\d.]+k? tok/s npu_mem=\d+\.\d GB$")
+    pattern = re.compile(r"^\[INFO\] step=\d+ batch=\d+ "
+                         r"prompt_t=[\d.]+k? tok/s decode_t=[\d.]+k? tok/s npu_mem=\d+\.\d GB$")
     assert lines and all(pattern.match(line) for line in lines), lines[:3]

@@ -77,7 +77,7 @@ def test_fallback_lines_load_like_before(tmp_path):
              '',
              '{"session_id": "s", "arrival_time_ns": 0, "sub_requests": [{"input_toks": 1, "output_toks": 1}, '
              '{"input_toks": 1, "output_toks": 1, "tool_duration_ns": 5}]}',
-             '{"input_toks": 1, "output_toks": 1, "arrival_time_ns": 20, "input_tok_ids": [%d]}' % 2**70]
+             '{"input_toks": 1, "output_toks": 1, "arrival_time_ns": 20, "input_tok_ids": [' + str(2**70) + "]}"]
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(lines) + "\n")
     t = load_trace(path)

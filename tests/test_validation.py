@@ -226,7 +226,7 @@ def test_measured_records_are_read_strictly(case):
     path.write_text("\n".join(lines[:1] + [lines[1].replace('"queued_ts": ', '"queued_ts": NaN, "x": ')] + lines[2:]))
     with pytest.raises(InputError, match=r"requests\.jsonl:2: NaN is not a valid number"):
         read_measured(path)
-    path.write_bytes(b"\n".join(l.encode() for l in lines[:3]) + b"\n\xff\n")
+    path.write_bytes(b"\n".join(line.encode() for line in lines[:3]) + b"\n\xff\n")
     with pytest.raises(InputError, match=r"requests\.jsonl:4: not UTF-8"):
         read_measured(path)
 

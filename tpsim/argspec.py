@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, groups: dict | None = No
     groups = {} if groups is None else groups
     hints = typing.get_type_hints(cls)
     defaults = cls()
-    for name, f, meta in flag_fields(cls):
+    for name, _, meta in flag_fields(cls):
         if "nested" in meta:
             add_arguments(parser, meta["nested"], groups)
             continue

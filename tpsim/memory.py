@@ -58,7 +58,8 @@ def check_parallelism(model: ModelSpec, tp: int, pp: int, where: str) -> None:
         )
     if pp > model.num_layers:
         raise InfeasibleError(
-            f"{where}: pp_size={pp} exceeds {model.name}'s {model.num_layers} layers; choose pp_size <= {model.num_layers}"
+            f"{where}: pp_size={pp} exceeds {model.name}'s {model.num_layers} layers; "
+            f"choose pp_size <= {model.num_layers}"
         )
 
 

@@ -76,7 +76,8 @@ def banner(console: Console, cluster, setups: list[InstanceSetup], trace_desc: s
         )
         console.line(
             f"  per GPU: weights {m.weights_bytes / GB:.2f} GB ({m.weights_bytes / GiB:.2f} GiB), activations "
-            f"{m.activation_bytes / GB:.2f} GB, reserve {m.reserve_bytes / GB:.2f} GB, budget {m.budget_bytes / GB:.2f} GB "
+            f"{m.activation_bytes / GB:.2f} GB, reserve {m.reserve_bytes / GB:.2f} GB, "
+            f"budget {m.budget_bytes / GB:.2f} GB "
             f"({c.npu_mem.mem_size_gib:g} GiB x {e.mem_util:g})"
         )
         console.line(
@@ -131,7 +132,8 @@ def _instance_summary(s: InstanceSetup, inst: Instance | None, lockstep: dict | 
         out.update({
             "peak_kv_blocks_used": peak,
             "peak_kv_utilization": round(peak / inst.kv.num_blocks, 6),
-            "peak_npu_mem_gb": round((s.memory.weights_bytes + peak * s.memory.block_size * s.memory.kv_bytes_per_token) / GB, 4),
+            "peak_npu_mem_gb": round(
+                (s.memory.weights_bytes + peak * s.memory.block_size * s.memory.kv_bytes_per_token) / GB, 4),
             "iterations": len(inst.iter_ends),
             "finished": inst.num_finished,
             "preemptions": inst.preemptions,
@@ -241,7 +243,8 @@ def summarize(run, result: SimResult, metrics, wall_s: float) -> RunSummary:
 
 
 def timing(wall_s: float, sim_s: float | None) -> dict:
-    return {"wall_time_s": round(wall_s, 6), "speedup": round(sim_s / wall_s, 3) if sim_s is not None and wall_s > 0 else None}
+    speedup = round(sim_s / wall_s, 3) if sim_s is not None and wall_s > 0 else None
+    return {"wall_time_s": round(wall_s, 6), "speedup": speedup}
 
 
 def infeasible_summary(config, reason: str, ignored: list[str], provenance: dict, wall_s: float,
@@ -268,7 +271,8 @@ def final_lines(console: Console, s: dict, written: list[str]) -> None:
     for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("latency", "latency")):
         d = m.get(key)
         if d:
-            console.line(f"{label:8s} ms: mean {d['mean']:.2f}  p50 {d['p50']:.2f}  p90 {d['p90']:.2f}  p99 {d['p99']:.2f}")
+            console.line(f"{label:8s} ms: mean {d['mean']:.2f}  p50 {d['p50']:.2f}  "
+                         f"p90 {d['p90']:.2f}  p99 {d['p99']:.2f}")
     timing = s["timing"]
     console.line(f"wall time {timing['wall_time_s']:.3f} s ({timing['speedup']:,.0f}x faster than real time)"
                  if timing["speedup"] else f"wall time {timing['wall_time_s']:.3f} s")

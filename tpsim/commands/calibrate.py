@@ -86,7 +86,8 @@ def handle_tables(args) -> int:
     for k, v in result["values"].items():
         print(f"  {k:30s} {getattr(hw.perf, k):>10.4g} -> {v:.4g}")
     for op, r in result["residuals"].items():
-        print(f"  {op} |predicted/measured - 1|: catalog median {r['before']['median_pct']} % p90 {r['before']['p90_pct']} %"
+        print(f"  {op} |predicted/measured - 1|: "
+              f"catalog median {r['before']['median_pct']} % p90 {r['before']['p90_pct']} %"
               f" -> fitted median {r['after']['median_pct']} % p90 {r['after']['p90_pct']} %")
     if written:
         print(f"wrote {', '.join(result['values'])} to {written}")

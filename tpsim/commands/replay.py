@@ -63,19 +63,29 @@ def _version(text) -> tuple[int, ...] | None:
 
 def engine_from_meta(meta: dict, where: str) -> tuple[dict, dict, list[str]]:
     """vLLM's recorded settings -> (run-flag values, their sources, notes)."""
-    from tpsim.errors import InputError, NotSupportedError
-
     values: dict = {}
     source: dict = {}
     notes: list[str] = []
-    ek = meta.get("engine_kwargs") or {}
-    if not isinstance(ek, dict):
-        raise InputError(f"{where}: 'engine_kwargs' must be an object")
 
     def take(dest, value, src):
         values[dest] = value
         source[dest] = src
 
+    _from_engine_kwargs(meta, where, take, notes)
+    _from_kv_cache(meta.get("kv_cache"), take, notes)
+    _from_scheduler_config(meta.get("resolved_config"), take)
+    if "async_scheduling" not in values:
+        _async_from_version(meta.get("vllm_version"), take)
+    return values, source, notes
+
+
+def _from_engine_kwargs(meta: dict, where: str, take, notes: list[str]) -> None:
+    """``engine_kwargs``: the batch limits, seed and dtypes vLLM was started with."""
+    from tpsim.errors import InputError
+
+    ek = meta.get("engine_kwargs") or {}
+    if not isinstance(ek, dict):
+        raise InputError(f"{where}: 'engine_kwargs' must be an object")
     for key in ("max_num_seqs", "max_num_batched_tokens", "seed"):
         v = ek.get(key)
         if v is None:
@@ -83,47 +93,57 @@ def engine_from_meta(meta: dict, where: str) -> tuple[dict, dict, list[str]]:
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise InputError(f"{where}: engine_kwargs.{key} must be a non-negative integer, got {v!r}")
         take(key, v, f"engine_kwargs.{key}")
-    if ek.get("dtype") is not None:
-        if ek["dtype"] not in _DTYPES:
-            raise NotSupportedError(f"{where}: engine_kwargs.dtype {ek['dtype']!r} is not supported; "
-                                    f"expected one of {', '.join(_DTYPES)}")
-        take("dtype", _DTYPES[ek["dtype"]], "engine_kwargs.dtype")
-    if ek.get("kv_cache_dtype") is not None:
-        if ek["kv_cache_dtype"] not in _KV_DTYPES:
-            raise NotSupportedError(f"{where}: engine_kwargs.kv_cache_dtype {ek['kv_cache_dtype']!r} is not "
-                                    f"supported; expected one of {', '.join(_KV_DTYPES)}")
-        take("kv_cache_dtype", _KV_DTYPES[ek["kv_cache_dtype"]], "engine_kwargs.kv_cache_dtype")
+    for key, table in (("dtype", _DTYPES), ("kv_cache_dtype", _KV_DTYPES)):
+        if ek.get(key) is not None:
+            take(key, _dtype_name(ek[key], key, table, where), f"engine_kwargs.{key}")
     if ek.get("max_model_len") is not None:
         notes.append(f"engine_kwargs.max_model_len={ek['max_model_len']} not applied (tpsim uses the model's "
                      "max_position_embeddings)")
-    kv = meta.get("kv_cache")
-    if isinstance(kv, dict):
-        if isinstance(kv.get("block_size"), int) and not isinstance(kv["block_size"], bool):
-            take("block_size", kv["block_size"], "kv_cache.block_size")
-        if isinstance(kv.get("enable_prefix_caching"), bool):
-            take("enable_prefix_caching", kv["enable_prefix_caching"], "kv_cache.enable_prefix_caching")
-        util = kv.get("gpu_memory_utilization")
-        if isinstance(util, (int, float)) and not isinstance(util, bool):
-            take("npu_memory_utilization", float(util), "kv_cache.gpu_memory_utilization")
-        if kv.get("num_gpu_blocks") is not None:
-            notes.append(f"vLLM measured {kv['num_gpu_blocks']} KV blocks; tpsim estimates its own capacity "
-                         "(see the run summary's memory block)")
 
-    rc = meta.get("resolved_config")
+
+def _dtype_name(value, key: str, table: dict, where: str):
+    """vLLM's spelling of a dtype -> tpsim's, or NotSupportedError naming the ones known."""
+    from tpsim.errors import NotSupportedError
+
+    if value not in table:
+        raise NotSupportedError(f"{where}: engine_kwargs.{key} {value!r} is not supported; "
+                                f"expected one of {', '.join(table)}")
+    return table[value]
+
+
+def _from_kv_cache(kv, take, notes: list[str]) -> None:
+    """The ``kv_cache`` block: block size, prefix caching, memory utilization (where recorded)."""
+    if not isinstance(kv, dict):
+        return
+    if isinstance(kv.get("block_size"), int) and not isinstance(kv["block_size"], bool):
+        take("block_size", kv["block_size"], "kv_cache.block_size")
+    if isinstance(kv.get("enable_prefix_caching"), bool):
+        take("enable_prefix_caching", kv["enable_prefix_caching"], "kv_cache.enable_prefix_caching")
+    util = kv.get("gpu_memory_utilization")
+    if isinstance(util, (int, float)) and not isinstance(util, bool):
+        take("npu_memory_utilization", float(util), "kv_cache.gpu_memory_utilization")
+    if kv.get("num_gpu_blocks") is not None:
+        notes.append(f"vLLM measured {kv['num_gpu_blocks']} KV blocks; tpsim estimates its own capacity "
+                     "(see the run summary's memory block)")
+
+
+def _from_scheduler_config(rc, take) -> None:
+    """``resolved_config.scheduler_config``: chunked prefill and async scheduling as vLLM resolved them."""
     sched = rc.get("scheduler_config") if isinstance(rc, dict) else None
-    if isinstance(sched, dict):
-        if isinstance(sched.get("enable_chunked_prefill"), bool):
-            take("enable_chunked_prefill", sched["enable_chunked_prefill"],
-                 "resolved_config.scheduler_config.enable_chunked_prefill")
-        if isinstance(sched.get("async_scheduling"), bool):
-            take("async_scheduling", sched["async_scheduling"], "resolved_config.scheduler_config.async_scheduling")
-    if "async_scheduling" not in values:
-        ver = _version(meta.get("vllm_version"))
-        if ver is not None:
-            take("async_scheduling", ver >= ASYNC_SCHEDULING_SINCE,
-                 f"vllm_version {meta.get('vllm_version')} (async scheduling is vLLM's default from "
-                 f"{'.'.join(map(str, ASYNC_SCHEDULING_SINCE))})")
-    return values, source, notes
+    if not isinstance(sched, dict):
+        return
+    for key in ("enable_chunked_prefill", "async_scheduling"):
+        if isinstance(sched.get(key), bool):
+            take(key, sched[key], f"resolved_config.scheduler_config.{key}")
+
+
+def _async_from_version(vllm_version, take) -> None:
+    """Without a recorded scheduler config, async scheduling is vLLM's default for its version."""
+    ver = _version(vllm_version)
+    if ver is not None:
+        take("async_scheduling", ver >= ASYNC_SCHEDULING_SINCE,
+             f"vllm_version {vllm_version} (async scheduling is vLLM's default from "
+             f"{'.'.join(map(str, ASYNC_SCHEDULING_SINCE))})")
 
 
 def _settings(args, meta: dict, meta_path) -> tuple[dict, list[str]]:
@@ -167,7 +187,8 @@ def _cross_check(args, cluster, meta: dict, settings: dict, notes: list[str]) ->
     utils = {i.npu_mem.mem_util for i in cluster.instances}
     if None not in utils:  # the cluster config's npu_mem.mem_util wins over the flag (tpsim.config.engine)
         wanted = settings["npu_memory_utilization"]["value"]
-        if any(abs(u - wanted) > 1e-9 for u in utils) and settings["npu_memory_utilization"]["source"] != "tpsim default":
+        not_default = settings["npu_memory_utilization"]["source"] != "tpsim default"
+        if not_default and any(abs(u - wanted) > 1e-9 for u in utils):
             notes.append(f"gpu_memory_utilization {wanted} ({settings['npu_memory_utilization']['source']}) differs "
                          f"from the cluster config's npu_mem.mem_util {sorted(utils)}, which is used")
         settings["npu_memory_utilization"] = {"value": min(utils) if len(utils) == 1 else sorted(utils),

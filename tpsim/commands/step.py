@@ -93,7 +93,8 @@ def explain_step(args) -> dict:
     typed.integer(args.dp, "--dp", 1, MAX_INSTANCES)
     if args.ep is not None:
         typed.integer(args.ep, "--ep", 1, MAX_GPUS)
-    for flag, value, most in (("--link-bw", args.link_bw, MAX_LINK_BW_GBPS), ("--mem-bw", args.mem_bw, MAX_MEM_BW_GBPS)):
+    for flag, value, most in (("--link-bw", args.link_bw, MAX_LINK_BW_GBPS),
+                              ("--mem-bw", args.mem_bw, MAX_MEM_BW_GBPS)):
         if value is not None:
             typed.positive(value, f"{flag} (GB/s)", most)
     if args.link_latency is not None:

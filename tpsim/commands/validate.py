@@ -27,7 +27,8 @@ def register(subparsers) -> None:
                     "(vllm/requests.jsonl, vllm/timeseries.csv): TTFT, TPOT, latency, queuing delay; mean and "
                     "percentiles of both sides, their difference in %, and the paired per-request MAPE.")
     p.add_argument("--measured", required=True, metavar="DIR",
-                   help="measured replay directory (vllm/requests.jsonl; vllm/timeseries.csv for the throughput figure)")
+                   help="measured replay directory "
+                        "(vllm/requests.jsonl; vllm/timeseries.csv for the throughput figure)")
     p.add_argument("--sim", required=True, metavar="CSV",
                    help="simulated per-request CSV (12 columns); a tpsim run summary <name>.summary.json beside it "
                         "supplies the throughput timeline and the label")

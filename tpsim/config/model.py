@@ -109,22 +109,26 @@ def parse_model_config(cfg: dict, name: str, where: str) -> ModelSpec:
     if not isinstance(cfg, dict):
         raise InputError(f"{where}: expected a JSON object (a Hugging Face config.json)")
     if "text_config" in cfg and "hidden_size" not in cfg:
-        text_config = typed.mapping(cfg["text_config"], f"{where}: field 'text_config'", "an object (the text model's config)")
+        text_config = typed.mapping(cfg["text_config"], f"{where}: field 'text_config'",
+                                    "an object (the text model's config)")
         cfg = {**text_config, **{k: v for k, v in cfg.items() if k != "text_config"}}
     model_type = cfg.get("model_type")
     if not isinstance(model_type, str):
-        raise InputError(f"{where}: missing field 'model_type'; copy the model's config.json from Hugging Face unchanged")
+        raise InputError(f"{where}: missing field 'model_type'; "
+                         "copy the model's config.json from Hugging Face unchanged")
     typed.text(model_type, f"{where}: field 'model_type'", 128)
     hidden = _req_int(cfg, "hidden_size", where, MAX_WIDTH)
     layers = _req_int(cfg, "num_hidden_layers", where, MAX_COUNT)
     heads = _req_int(cfg, "num_attention_heads", where, MAX_COUNT)
     kv_heads = _opt_int(cfg, "num_key_value_heads", where, MAX_COUNT, heads)
     if heads % kv_heads:
-        raise InputError(f"{where}: num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv_heads})")
+        raise InputError(f"{where}: num_attention_heads ({heads}) "
+                         f"is not a multiple of num_key_value_heads ({kv_heads})")
     head_dim = _opt_int(cfg, "head_dim", where, MAX_WIDTH, None)
     if head_dim is None:
         if hidden % heads:
-            raise InputError(f"{where}: no 'head_dim' and hidden_size {hidden} is not divisible by {heads} heads; add head_dim")
+            raise InputError(f"{where}: no 'head_dim' and hidden_size {hidden} "
+                             f"is not divisible by {heads} heads; add head_dim")
         head_dim = hidden // heads
     inter_key = "intermediate_size" if "intermediate_size" in cfg else "ffn_dim"
     inter = _opt_int(cfg, inter_key, where, MAX_WIDTH, None)

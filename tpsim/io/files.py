@@ -121,7 +121,8 @@ def decode_utf8(raw: bytes, where: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise InputError(f"{where}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+        raise InputError(f"{where}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                         "save the file as UTF-8") from None
 
 
 def read_json_file(path: str | Path, what: str, flag: str, limit: int = MAX_CONFIG_BYTES) -> tuple[object, bytes]:

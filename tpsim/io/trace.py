@@ -100,7 +100,8 @@ def _session(obj: dict, arrival: int, where: str, first_id: int, lines: int) -> 
             raise InputError(f"{swhere} must be an object")
         req = _request(sub, first_id + k, arrival if k == 0 else 0, swhere, _SUB_KEYS)
         req.session = session
-        req.tool_duration_ns = _int_field(sub, "tool_duration_ns", swhere, 0, MAX_INT64) if "tool_duration_ns" in sub else 0
+        req.tool_duration_ns = (_int_field(sub, "tool_duration_ns", swhere, 0, MAX_INT64)
+                                if "tool_duration_ns" in sub else 0)
         if prev is None:
             head = req
         else:
@@ -207,7 +208,8 @@ def _open(path: str | Path, shown: str):
             raise InputError(f"dataset {shown}: no such file; pass --dataset PATH to a JSONL trace")
         return open(p, "rb")
     except OSError as exc:
-        raise InputError(f"dataset {shown}: cannot read ({exc.strerror or exc}); pass --dataset PATH to a JSONL trace") from None
+        raise InputError(f"dataset {shown}: cannot read ({exc.strerror or exc}); "
+                         "pass --dataset PATH to a JSONL trace") from None
 
 
 def scan_trace(path: str | Path) -> TraceFile:

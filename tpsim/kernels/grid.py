@@ -35,7 +35,7 @@ EXTRAPOLATED = "extrapolated"
 class Grid:
     """Latencies (ns) on the nodes of sorted axes; ``None`` marks a node not measured."""
 
-    __slots__ = ("names", "axes", "values", "roofline_ns", "_strides", "_filled", "floor_ns")
+    __slots__ = ("_filled", "_strides", "axes", "floor_ns", "names", "roofline_ns", "values")
 
     def __init__(self, names, axes, values, roofline_ns):
         """``roofline_ns(point)``: the spec-sheet lower bound of the kernel at a point of the axes."""
@@ -101,20 +101,11 @@ class Grid:
         clamped = []
         beyond = []
         for name, axis, x in zip(self.names, self.axes, point):
-            if x <= axis[0] or x >= axis[-1]:
-                j = 0 if x <= axis[0] else len(axis) - 1
-                brackets.append(((j, 1.0),))
-                clamped.append(axis[j])
-                if x != axis[j]:
-                    beyond.append(f"{name}={x:g} (grid {axis[0]}..{axis[-1]})")
-                continue
-            j = bisect_left(axis, x)
-            clamped.append(x)
-            if axis[j] == x:
-                brackets.append(((j, 1.0),))
-            else:
-                w = (log(x) - log(axis[j - 1])) / (log(axis[j]) - log(axis[j - 1]))
-                brackets.append(((j - 1, 1.0 - w), (j, w)))
+            bracket, at, out = _bracket(axis, x)
+            brackets.append(bracket)
+            clamped.append(at)
+            if out:
+                beyond.append(f"{name}={x:g} (grid {axis[0]}..{axis[-1]})")
         t, exact, nodes, anchors = self._interpolate(brackets)
         source = MEASURED if exact else INTERPOLATED
         notes = []
@@ -126,6 +117,10 @@ class Grid:
             t *= self.cost(tuple(point)) / self.cost(tuple(clamped))
             notes.append("beyond the grid: " + ", ".join(beyond) + f"; roofline-scaled from {tuple(clamped)}")
         return t, source, nodes, "; ".join(notes)
+
+    def line(self, point, axis: int) -> GridLine:
+        """The grid along axis ``axis`` through ``point`` (the other coordinates fixed), for many queries."""
+        return GridLine(self, point, axis)
 
     def _interpolate(self, brackets):
         corners = []
@@ -151,3 +146,90 @@ class Grid:
         lo = min(v for v, _ in values)
         hi = max(v for v, _ in values)
         return min(max(t, lo), hi), False, tuple(nodes), anchors
+
+
+def _bracket(axis: tuple, x) -> tuple[tuple, float, bool]:
+    """Where ``x`` falls on a sorted axis: the (node, weight) pairs that interpolate it (log-log), the
+    coordinate clamped onto the axis, and whether it lies beyond the axis."""
+    if x <= axis[0] or x >= axis[-1]:
+        j = 0 if x <= axis[0] else len(axis) - 1
+        return ((j, 1.0),), axis[j], x != axis[j]
+    j = bisect_left(axis, x)
+    if axis[j] == x:
+        return ((j, 1.0),), x, False
+    w = (log(x) - log(axis[j - 1])) / (log(axis[j]) - log(axis[j - 1]))
+    return ((j - 1, 1.0 - w), (j, w)), x, False
+
+
+class GridLine:
+    """A grid along one axis with the other coordinates fixed: :meth:`estimate` is exactly
+    :meth:`Grid.lookup`'s time and source at the point with ``x`` on that axis, the same arithmetic in the
+    same order, with the fixed axes' brackets and every node's logarithm kept between calls (the hot path
+    of a latency model asks one GEMM shape or one batch size at many token counts or contexts)."""
+
+    __slots__ = ("_nodes", "after", "axis", "axis_values", "before", "beyond", "clamped", "grid", "point")
+
+    def __init__(self, grid: Grid, point, axis: int):
+        self.grid = grid
+        self.axis = axis
+        self.axis_values = grid.axes[axis]
+        self.point = list(point)
+        self.clamped = []
+        self.beyond = False
+        brackets = []
+        for i, (values, x) in enumerate(zip(grid.axes, point)):
+            bracket, at, out = _bracket(values, x) if i != axis else (None, None, False)
+            brackets.append(bracket)
+            self.clamped.append(at)
+            self.beyond = self.beyond or out
+        # corners of the axes before the free one (index prefix, weight product so far, in axis order) and of
+        # those after it (index suffix, the weights still to multiply in order): product()'s corner order
+        self.before = [((), 1.0)]
+        for bracket in brackets[:axis]:
+            self.before = [(idx + (j,), weight * w) for idx, weight in self.before for j, w in bracket]
+        self.after = [((), ())]
+        for bracket in brackets[axis + 1:]:
+            self.after = [(idx + (j,), ws + (w,)) for idx, ws in self.after for j, w in bracket]
+        self._nodes: dict[tuple, tuple[float, float, bool]] = {}
+
+    def _node(self, idx: tuple) -> tuple[float, float, bool]:
+        """(time, its logarithm, whether it was scaled from another node) of a grid node."""
+        hit = self._nodes.get(idx)
+        if hit is None:
+            t, anchor = self.grid.node(idx)
+            hit = self._nodes[idx] = (t, log(t), anchor is not None)
+        return hit
+
+    def estimate(self, x) -> tuple[float, str]:
+        """(ns, source) at ``x`` on the free axis: ``Grid.lookup``'s."""
+        free, at, out = _bracket(self.axis_values, x)
+        values = []
+        anchored = False
+        for pre, w_pre in self.before:
+            for j, w_free in free:
+                w_mid = w_pre * w_free
+                for post, ws in self.after:
+                    weight = w_mid
+                    for w in ws:
+                        weight *= w
+                    if weight > 0.0:
+                        node = self._node(pre + (j,) + post)
+                        anchored = anchored or node[2]
+                        values.append((node, weight))
+        if len(values) == 1:
+            t = values[0][0][0]
+            source = MEASURED if not anchored else EXTRAPOLATED
+        else:
+            t = exp(sum(w * node[1] for node, w in values))
+            lo = min(node[0] for node, _ in values)
+            hi = max(node[0] for node, _ in values)
+            t = min(max(t, lo), hi)
+            source = INTERPOLATED if not anchored else EXTRAPOLATED
+        if out or self.beyond:
+            point = self.point[:]
+            point[self.axis] = x
+            clamped = self.clamped[:]
+            clamped[self.axis] = at
+            t *= self.grid.cost(tuple(point)) / self.grid.cost(tuple(clamped))
+            source = EXTRAPOLATED
+        return t, source

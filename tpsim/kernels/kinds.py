@@ -10,9 +10,9 @@ in for another (an all-gather for an all-reduce).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import log2
-from typing import Callable
 
 from tpsim.kernels import roofline as rl
 

@@ -114,7 +114,8 @@ def model_card() -> str:
         fitted = make_comm("analytical", hw, tables, hw.link_bw_gbps, hw.link_latency_ns, 2)
         measured = MeasuredComm(tables)
         for n in (2, 4, 8):
-            errs = [abs(fitted.all_reduce(e, n, True)[0] / measured.all_reduce(e, n, True)[0] - 1) for e in FIT_ELEMENTS]
+            errs = [abs(fitted.all_reduce(e, n, True)[0] / measured.all_reduce(e, n, True)[0] - 1)
+                    for e in FIT_ELEMENTS]
             comm_rows.append(f"| {gpu} | {n} | {summary(errs)} |")
     lines += ["", "## Where a step's time comes from", "",
               "Share of the GPU time of one step (`tpsim step --perf-model kernels`) by source, for a decode "

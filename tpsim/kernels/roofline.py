@@ -35,7 +35,7 @@ class Spec:
         return tflops * 1e3
 
     @classmethod
-    def from_json(cls, doc: dict) -> "Spec":
+    def from_json(cls, doc: dict) -> Spec:
         return cls(peak_tflops=dict(doc["peak_tflops"]), memory_bw_gbps=float(doc["memory_bw_gbps"]),
                    link_bw_gbps=float(doc["link_bw_gbps"]))
 

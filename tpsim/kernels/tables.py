@@ -15,7 +15,7 @@ from pathlib import Path
 from tpsim.config.catalog import find
 from tpsim.errors import InputError
 from tpsim.kernels import store
-from tpsim.kernels.grid import EXTRAPOLATED, Grid
+from tpsim.kernels.grid import EXTRAPOLATED, Grid, GridLine
 from tpsim.kernels.kinds import KINDS
 from tpsim.kernels.roofline import ELEMENT_BYTES, Spec
 
@@ -138,6 +138,13 @@ class KernelTables:
                 self._memo.clear()
             hit = self._memo[memo_key] = self.table(name).estimate(key, point)
         return hit
+
+    def line(self, name: str, key: tuple, point: tuple, axis: int) -> GridLine | None:
+        """The measured grid of ``key`` in table ``name`` along ``axis`` through ``point``: its
+        ``estimate(x)`` is exactly the time and source the query with ``x`` there gets (None where the key
+        was not measured: the queries are scaled from another key)."""
+        grid = self.table(name).groups.get(key)
+        return grid.line(point, axis) if grid is not None else None
 
     # -- kernels -------------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ class LatencyModel:
 
     name = "base"
     pp: int = 1
-    moe = None  # an MoE model's layer (tpsim.perf.moe.MoELayer); its steps go through tpsim.perf.moe_step
+    moe = None  # an MoE model's layer (tpsim.perf.moe.MoELayer); its steps go through tpsim.perf.step
 
     def explain(self, batch: BatchShape) -> Breakdown:  # pragma: no cover - interface
         raise NotImplementedError

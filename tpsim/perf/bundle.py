@@ -72,13 +72,17 @@ numpy, pandas or torch.
 from __future__ import annotations
 
 import csv
-import math
-from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tpsim.errors import InputError
-from tpsim.perf.bundle_csv import (  # the shared tables and sources (profile.py imports them from here)
+from tpsim.perf.bundle_attention import (  # noqa: F401 (AttentionSlice re-exported)
+    ATTENTION_COLUMNS,
+    AttentionSlice,
+    AttentionTable,
+    read_attention_tables,
+)
+from tpsim.perf.bundle_csv import (  # noqa: F401 (the sources re-exported: a bundle's lookups name them)
     EXTRAPOLATED,
     INTERPOLATED,
     MEASURED,
@@ -89,206 +93,13 @@ from tpsim.perf.bundle_csv import (  # the shared tables and sources (profile.py
     worst,
 )
 from tpsim.perf.bundle_paths import bundle_dir, locate, variant_name  # noqa: F401 (re-exported)
+from tpsim.perf.bundle_skew import DEFAULT_SKEW_AXES, SkewFit, read_skew_fit  # noqa: F401 (re-exported)
 
 FORMAT_NAME = "tpsim"
 FORMAT_VERSION = 1
 
 DENSE_COLUMNS = ("layer", "tokens", "time_us", "graph_time_us")
 PER_SEQUENCE_COLUMNS = ("layer", "sequences", "time_us", "graph_time_us")
-ATTENTION_COLUMNS = ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us", "graph_time_us")
-SKEW_FIT_COLUMNS = ("pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label", "alpha")
-
-@dataclass
-class AttentionSlice:
-    """One (prefill_chunk, n_decode) slice: a kd-table per profiled kv_prefill."""
-
-    kps: list[int]
-    rows: list[Table1D]
-
-    def _bracket(self, kp: float) -> tuple[int, int, str]:
-        kps = self.kps
-        i = bisect_left(kps, kp)
-        n = len(kps)
-        if i < n and kps[i] == kp:
-            return i, i, MEASURED
-        if i == 0 or n == 1:
-            return 0, 0, EXTRAPOLATED
-        if i == n:
-            return n - 2, n - 1, EXTRAPOLATED
-        return i - 1, i, INTERPOLATED
-
-    def value(self, kp: float, kd: float) -> float:
-        lo, hi, src = self._bracket(kp)
-        v0 = self.rows[lo].value(kd)
-        if lo == hi:
-            return v0
-        v1 = self.rows[hi].value(kd)
-        if src == EXTRAPOLATED and v1 < v0:
-            v1 = v0  # never extrapolate downwards
-        return v0 + (kp - self.kps[lo]) / (self.kps[hi] - self.kps[lo]) * (v1 - v0)
-
-    def source(self, kp: float, kd: float) -> str:
-        lo, hi, src = self._bracket(kp)
-        return worst(src, self.rows[lo].source(kd), self.rows[hi].source(kd))
-
-    def lookup(self, kp: float, kd: float) -> tuple[float, str]:
-        return self.value(kp, kd), self.source(kp, kd)
-
-
-@dataclass
-class AttentionTable:
-    """The 4-D table: slices keyed by (prefill_chunk, n_decode)."""
-
-    slices: dict[tuple[int, int], AttentionSlice]
-    pcs: list[int] = field(default_factory=list)  # prefill_chunk values of prefill-only slices
-    nds: list[int] = field(default_factory=list)  # n_decode values of decode-only slices
-    mixed_pcs: list[int] = field(default_factory=list)  # axes of the slices with both
-    mixed_nds: list[int] = field(default_factory=list)
-
-    def __post_init__(self):
-        self.pcs = sorted({pc for pc, nd in self.slices if pc > 0 and nd == 0})
-        self.nds = sorted({nd for pc, nd in self.slices if nd > 0 and pc == 0})
-        self.mixed_pcs = sorted({pc for pc, nd in self.slices if pc > 0 and nd > 0})
-        self.mixed_nds = sorted({nd for pc, nd in self.slices if pc > 0 and nd > 0})
-        self._nearest: dict[tuple[int, int], tuple[int, int] | None] = {}
-
-    @property
-    def has_mixed(self) -> bool:
-        return any(pc > 0 and nd > 0 for pc, nd in self.slices)
-
-    def has_regime(self, prefill: bool, decode: bool) -> bool:
-        return any((pc > 0) == prefill and (nd > 0) == decode for pc, nd in self.slices)
-
-    @staticmethod
-    def bracket(axis: list[int], x: float) -> tuple[int, int, float, str]:
-        """(lower key, upper key, fraction, source) of ``x`` on a sorted positive axis."""
-        i = bisect_left(axis, x)
-        n = len(axis)
-        if i < n and axis[i] == x:
-            return axis[i], axis[i], 0.0, MEASURED
-        if i == 0 or n == 1:
-            return axis[0], axis[0], 0.0, EXTRAPOLATED  # below the grid: clamp
-        if i == n:
-            return axis[-2], axis[-1], (x - axis[-2]) / (axis[-1] - axis[-2]), EXTRAPOLATED
-        return axis[i - 1], axis[i], (x - axis[i - 1]) / (axis[i] - axis[i - 1]), INTERPOLATED
-
-    def nearest(self, pc: int, nd: int) -> tuple[int, int] | None:
-        """The profiled (pc, nd) pair of the same regime closest to (pc, nd) in log2 distance."""
-        key = (pc, nd)
-        if key not in self._nearest:
-            best, best_d = None, float("inf")
-            lp, ln = math.log2(pc + 1), math.log2(nd + 1)
-            for p, d in self.slices:
-                if (p > 0) != (pc > 0) or (d > 0) != (nd > 0):
-                    continue
-                dist = (math.log2(p + 1) - lp) ** 2 + (math.log2(d + 1) - ln) ** 2
-                if dist < best_d:
-                    best, best_d = (p, d), dist
-            self._nearest[key] = best
-        return self._nearest[key]
-
-    def corner(self, pc: int, nd: int, kp: float, kd: float) -> tuple[float, str]:
-        s = self.slices.get((pc, nd))
-        if s is not None:
-            return s.lookup(kp, kd)
-        near = self.nearest(pc, nd)
-        if near is None:
-            raise KeyError((pc, nd))
-        v, _ = self.slices[near].lookup(kp, kd)
-        return v, EXTRAPOLATED
-
-    def lookup(self, pc: int, kp: float, nd: int, kd: float) -> tuple[float, str]:
-        """Time (ns) of one attention call: one prefill chunk of ``pc`` tokens after ``kp`` cached ones plus
-        ``nd`` decodes attending to ``kd`` tokens each.
-
-        Bilinear over (pc, nd) between the bracketing profiled slices, and inside each slice bilinear over
-        (kp, kd) as :class:`AttentionSlice` does.  Prefill-only, decode-only and mixed batches are three
-        regimes, each bracketed on its own axes (a positive query never interpolates towards "no prefill"
-        or "no decodes").  A slice missing from a regime's grid is replaced by the nearest profiled one of
-        the same regime (labelled extrapolated); a mixed batch on a bundle with no mixed slices is the sum
-        of its prefill and decode parts (extrapolated).
-        """
-        if pc <= 0 and nd <= 0:
-            return 0.0, MEASURED
-        if pc > 0 and nd > 0:
-            if not self.has_mixed:
-                a, _ = self.lookup(pc, kp, 0, 0)
-                b, _ = self.lookup(0, 0, nd, kd)
-                return a + b, EXTRAPOLATED
-            pcs, nds = self.mixed_pcs, self.mixed_nds
-        else:
-            pcs, nds = self.pcs, self.nds
-        p0, p1, tp_, sp = (0, 0, 0.0, MEASURED) if pc <= 0 else self.bracket(pcs, pc)
-        n0, n1, tn, sn = (0, 0, 0.0, MEASURED) if nd <= 0 else self.bracket(nds, nd)
-        c00, s00 = self.corner(p0, n0, kp, kd)
-        if n1 != n0:
-            c01, s01 = self.corner(p0, n1, kp, kd)
-            v0 = c00 + tn * (c01 - c00)
-            s0 = worst(s00, s01)
-        else:
-            v0, s0 = c00, s00
-        if p1 == p0:
-            return v0, worst(s0, sp, sn)
-        c10, s10 = self.corner(p1, n0, kp, kd)
-        if n1 != n0:
-            c11, s11 = self.corner(p1, n1, kp, kd)
-            v1 = c10 + tn * (c11 - c10)
-            s1 = worst(s10, s11)
-        else:
-            v1, s1 = c10, s10
-        return v0 + tp_ * (v1 - v0), worst(s0, s1, sp, sn)
-
-    def num_rows(self) -> int:
-        return sum(len(r.keys) for s in self.slices.values() for r in s.rows)
-
-
-@dataclass
-class SkewFit:
-    """LLMServingSim's decode-skew correction: alpha by bucket, with a pooled default."""
-
-    alphas: dict[str, float]
-    alpha_default: float
-    axes: dict  # n_bins/n_labels, skew_rate_bins/labels, kv_big_bins/labels, kp_bins/labels
-
-    def __post_init__(self):
-        self._memo: dict[tuple, float] = {}
-
-    @staticmethod
-    def label_index(bins, labels, value) -> int:
-        """Bucket ``(bins[i], bins[i+1]]`` holding ``value`` (inclusive on the right, as LLMServingSim)."""
-        i = bisect_left(bins, value, 1) - 1
-        return i if i < len(labels) else len(labels) - 1
-
-    def alpha(self, pc: int, n: int, skew_rate: float, kv_big: int, kp: int) -> float:
-        a = self.axes
-        rate = 0.0 if skew_rate < 0.0 else (1.0 if skew_rate > 1.0 else skew_rate)
-        li = self.label_index
-        return self.alpha_at((pc, li(a["n_bins"], a["n_labels"], n),
-                              li(a["skew_rate_bins"], a["skew_rate_labels"], rate),
-                              li(a["kv_big_bins"], a["kv_big_labels"], kv_big), li(a["kp_bins"], a["kp_labels"], kp)))
-
-    def alpha_at(self, idx: tuple[int, int, int, int, int]) -> float:
-        """Alpha for (pc, n bucket, skew-rate bucket, kv_big bucket, kv_prefill bucket) indices."""
-        alpha = self._memo.get(idx)
-        if alpha is None:
-            a = self.axes
-            key = "|".join((f"pc={idx[0]}", a["n_labels"][idx[1]], a["skew_rate_labels"][idx[2]],
-                            a["kv_big_labels"][idx[3]], a["kp_labels"][idx[4]]))
-            alpha = self._memo[idx] = self.alphas.get(key, self.alpha_default)
-        return alpha
-
-
-#: LLMServingSim's bucket axes when its meta.yaml predates ``skew_fit.bucket_axes``
-DEFAULT_SKEW_AXES = {
-    "n_bins": [0, 2, 4, 8, 16, 32, 64, 128, 1_000_000],
-    "n_labels": ["n<=2", "n<=4", "n<=8", "n<=16", "n<=32", "n<=64", "n<=128", "n>128"],
-    "kv_big_bins": [0, 1024, 4096, 16384, 1_000_000_000],
-    "kv_big_labels": ["kvB<=1k", "kvB<=4k", "kvB<=16k", "kvB>16k"],
-    "skew_rate_bins": [-0.01, 0.05, 0.15, 0.40, 0.70, 1.01],
-    "skew_rate_labels": ["sr<=5%", "sr<=15%", "sr<=40%", "sr<=70%", "sr>70%"],
-    "kp_bins": [-1, 0, 2048, 1_000_000_000],
-    "kp_labels": ["kp=0", "kp<=2k", "kp>2k"],
-}
 
 
 @dataclass
@@ -361,38 +172,6 @@ def _tables_1d(path: Path, key_col: str, graph: bool) -> tuple[dict[str, Table1D
     return build(eager), build(graphs)
 
 
-def _attention_tables(path: Path, graph: bool) -> tuple[AttentionTable, AttentionTable | None]:
-    optional = ("graph_time_us",) if graph else ()
-    rows = _read_csv(path, ATTENTION_COLUMNS[:5], optional)
-    eager: dict[tuple[int, int], dict[int, dict[int, float]]] = {}
-    graphs: dict[tuple[int, int], dict[int, dict[int, float]]] = {}
-    for line, r in rows:
-        pc, kp, nd, kd = (_int_cell(path, line, c, r[c]) for c in ATTENTION_COLUMNS[:4])
-        if pc == 0 and nd == 0:
-            raise InputError(f"{path}:{line}: a row with prefill_chunk 0 and n_decode 0 describes no work; "
-                             f"delete it")
-        if nd > 0 and kd == 0:
-            raise InputError(f"{path}:{line}: n_decode {nd} with kv_decode 0; a decoding sequence attends to >= 1 "
-                             f"token")
-        t = _time_cell(path, line, "time_us", r["time_us"], False)
-        eager.setdefault((pc, nd), {}).setdefault(kp, {})[kd] = t
-        g = _time_cell(path, line, "graph_time_us", r.get("graph_time_us", ""), True)
-        if g is not None:
-            graphs.setdefault((pc, nd), {}).setdefault(kp, {})[kd] = g
-    if not eager:
-        raise InputError(f"{path}: no rows; the bundle is incomplete (re-run `tpsim profile`)")
-
-    def build(d):
-        slices = {}
-        for key, by_kp in d.items():
-            kps = sorted(by_kp)
-            slices[key] = AttentionSlice(kps, [Table1D(sorted(by_kp[kp]), [by_kp[kp][k] for k in sorted(by_kp[kp])])
-                                               for kp in kps])
-        return AttentionTable(slices)
-
-    return build(eager), (build(graphs) if graphs else None)
-
-
 def _load_yaml(path: Path) -> dict:
     try:
         import yaml  # only when a bundle is read: keeps `tpsim run` start-up light
@@ -407,36 +186,6 @@ def _load_yaml(path: Path) -> dict:
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a YAML mapping")
     return doc
-
-
-def _skew_fit(tp_dir: Path, meta: dict, tp: int) -> SkewFit | None:
-    fit = meta.get("skew_fit")
-    if not isinstance(fit, dict) or not fit.get("enabled"):
-        return None
-    per_tp = fit.get("per_tp") or {}
-    entry = per_tp.get(tp, per_tp.get(str(tp)))
-    if not isinstance(entry, dict):
-        return None
-    axes = entry.get("bucket_axes") or fit.get("bucket_axes") or DEFAULT_SKEW_AXES
-    for key in DEFAULT_SKEW_AXES:
-        if key not in axes:
-            raise InputError(f"{tp_dir.parent / 'meta.yaml'}: skew_fit.bucket_axes lacks '{key}'")
-    alphas: dict[str, float] = {}
-    inline = entry.get("alpha_by_bucket")
-    if isinstance(inline, dict):
-        alphas.update({str(k): float(v) for k, v in inline.items()})
-    path = tp_dir / "skew_fit.csv"
-    if path.is_file():
-        for line, r in _read_csv(path, SKEW_FIT_COLUMNS):
-            try:
-                alpha = float(r["alpha"])
-            except ValueError:
-                raise InputError(f"{path}:{line}: column alpha must be a number, got {r['alpha']!r}") from None
-            key = f"pc={_int_cell(path, line, 'pc', r['pc'])}|{r['n_label']}|{r['skew_rate_label']}|" \
-                  f"{r['kv_big_label']}|{r['kp_label']}"
-            alphas[key] = alpha
-    default = entry.get("alpha_default", fit.get("alpha_default", 0.0))
-    return SkewFit(alphas, float(default or 0.0), axes)
 
 
 def _check_tp(path: Path, declared, tp: int | None) -> None:
@@ -471,7 +220,7 @@ def read_bundle(tp_dir, tp: int | None = None) -> Bundle:
         bundle_tp = int(declared)
         dense, dense_g = _tables_1d(tp_dir / "dense.csv", "tokens", True)
         per_seq, per_seq_g = _tables_1d(tp_dir / "per_sequence.csv", "sequences", True)
-        attn, attn_g = _attention_tables(tp_dir / "attention.csv", True)
+        attn, attn_g = read_attention_tables(tp_dir / "attention.csv", True)
         timing = meta.get("timing", "wall")
         if timing not in ("wall", "kernel"):
             raise InputError(f"{own_meta}: 'timing' must be wall or kernel, got {timing!r}")
@@ -493,8 +242,8 @@ def read_bundle(tp_dir, tp: int | None = None) -> Bundle:
                          f"the bundle is inconsistent")
     dense, _ = _tables_1d(tp_dir / "dense.csv", "tokens", False)
     per_seq, _ = _tables_1d(tp_dir / "per_sequence.csv", "sequences", False)
-    attn, _ = _attention_tables(tp_dir / "attention.csv", False)
-    skew = _skew_fit(tp_dir, meta, folder_tp)
+    attn, _ = read_attention_tables(tp_dir / "attention.csv", False)
+    skew = read_skew_fit(tp_dir, meta, folder_tp)
     parts = tp_dir.parts
     model = str(meta.get("model") or "/".join(parts[-4:-2]))
     moe = None
@@ -559,6 +308,3 @@ def write_bundle(out_dir, meta: dict, dense: list[tuple], per_sequence: list[tup
         for pc, kp, nd, kd, t, g in attention:
             w.writerow([int(pc), int(kp), int(nd), int(kd), _fmt_us(t), _fmt_us(g)])
     return out
-
-
-# --------------------------------------------------------------------------- finding

@@ -2,8 +2,8 @@
 
 Each bundle row becomes a *point*, and its predicted time is whatever
 :class:`~tpsim.perf.analytical.AnalyticalModel` says for that op under trial
-parameters: the model is rebuilt with them and asked (``_layer_ops``,
-``_head_ops``, ``_attention``), so the roofline formulas exist once.  A
+parameters: the model is rebuilt with them and prices the step's ops
+(:mod:`tpsim.perf.ops`), so the roofline formulas exist once.  A
 measured attention call is compared with the model's attention plus its
 KV-cache write (the profilers time the two together, as vLLM's Attention
 layer runs them).
@@ -37,6 +37,8 @@ from tpsim.errors import InputError
 from tpsim.perf.analytical import AnalyticalModel
 from tpsim.perf.base import BatchShape
 from tpsim.perf.bundle import Bundle
+from tpsim.perf.ops import StepPlan
+from tpsim.perf.vllm_exec import EAGER, FULL
 
 EFFICIENCIES = ("gemm_efficiency", "memory_efficiency", "attention_compute_efficiency",
                 "attention_memory_efficiency")
@@ -73,8 +75,18 @@ class FitResult:
     notes: list = field(default_factory=list)
 
 
-def _ops_by_name(ops) -> dict:
-    return {name: vals for name, _, vals in ops}
+def _layer_times(am: AnalyticalModel, n: int, graph: bool) -> dict[str, float]:
+    """Each op of one decoder layer of ``n`` tokens (graph-replayed or eager): its time by name."""
+    return {op.name: am.price(op).time_ns for op in am.step_ops.layer(_plan(n, graph))}
+
+
+def _head_times(am: AnalyticalModel, n: int, graph: bool) -> dict[str, float]:
+    """The once-per-step ops of ``n`` tokens, ``n`` sequences sampling."""
+    return {op.name: am.price(op).time_ns for op in am.step_ops.head(_plan(n, graph))}
+
+
+def _plan(n: int, graph: bool) -> StepPlan:
+    return StepPlan(FULL if graph else EAGER, n, n, n)
 
 
 def build_points(bundle: Bundle) -> list[Point]:
@@ -130,23 +142,23 @@ class Evaluator:
         def layer_ops(n, graph):
             key = (n, graph)
             if key not in layer_cache:
-                layer_cache[key] = _ops_by_name(am._layer_ops(n, graph))
+                layer_cache[key] = _layer_times(am, n, graph)
             return layer_cache[key]
 
         out = []
         for p in self.points if points is None else points:
             if p.kind == "layer":
                 n, graph, op = p.key
-                out.append(layer_ops(n, graph)[op][0])
+                out.append(layer_ops(n, graph)[op])
             elif p.kind == "head":
                 n, graph, op = p.key
                 key = (n, graph)
                 if key not in head_cache:
-                    head_cache[key] = _ops_by_name(am._head_ops(n, n, n, graph))
-                out.append(head_cache[key][op][0])
+                    head_cache[key] = _head_times(am, n, graph)
+                out.append(head_cache[key][op])
             else:
                 batch, new, graph = p.key
-                out.append(am._attention(batch, graph)[0] + layer_ops(new, graph)["kv_cache_write"][0])
+                out.append(am.attention_cost(batch, graph)[0] + layer_ops(new, graph)["kv_cache_write"])
         return out
 
 
@@ -297,27 +309,26 @@ def synthetic_rows(am: AnalyticalModel, tokens, sequences, attention_shapes, gra
     rev = {v: k for k, v in _DENSE.items() if k != "layernorm"}
     rev["input_layernorm"] = "layernorm"
     for n in tokens:
-        eager = _ops_by_name(am._layer_ops(n, False))
-        graph = _ops_by_name(am._layer_ops(n, True)) if n <= graph_max else {}
+        eager = _layer_times(am, n, False)
+        graph = _layer_times(am, n, True) if n <= graph_max else {}
         for op, layer in rev.items():
             if op in eager:
-                dense.append((layer, n, eager[op][0], graph[op][0] if op in graph else None))
-        eh = _ops_by_name(am._head_ops(n, n, n, False))
-        gh = _ops_by_name(am._head_ops(n, n, n, True)) if n <= graph_max else {}
+                dense.append((layer, n, eager[op], graph.get(op)))
+        eh = _head_times(am, n, False)
+        gh = _head_times(am, n, True) if n <= graph_max else {}
         for op in ("embedding", "final_layernorm"):
-            dense.append((op, n, eh[op][0], gh[op][0] if op in gh else None))
+            dense.append((op, n, eh[op], gh.get(op)))
     for n in sequences:
-        eh = _ops_by_name(am._head_ops(n, n, n, False))
-        gh = _ops_by_name(am._head_ops(n, n, n, True)) if n <= graph_max else {}
+        eh = _head_times(am, n, False)
+        gh = _head_times(am, n, True) if n <= graph_max else {}
         for op in ("lm_head", "sampler"):
-            per_seq.append((op, n, eh[op][0], gh[op][0] if op in gh else None))
+            per_seq.append((op, n, eh[op], gh.get(op)))
     for pc, kp, nd, kd in attention_shapes:
         prefill = ((pc, kp),) if pc else ()
         batch = BatchShape(prefill, nd, nd * kd, kd, nd + len(prefill))
 
-        def total(graph):
-            write = _ops_by_name(am._layer_ops(pc + nd, graph))["kv_cache_write"][0]
-            return am._attention(batch, graph)[0] + write
+        def total(graph, batch=batch, tokens=pc + nd):
+            return am.attention_cost(batch, graph)[0] + _layer_times(am, tokens, graph)["kv_cache_write"]
 
         g = total(True) if (not pc and nd <= graph_max) else None
         attn.append((pc, kp, nd, kd, total(False), g))
@@ -394,5 +405,5 @@ def update_hardware_yaml(path: Path, values: dict, provenance: str) -> str:
 
 
 def provenance_text(bundle_path: str, today: _dt.date | None = None) -> str:
-    today = today or _dt.datetime.now(_dt.timezone.utc).date()
+    today = today or _dt.datetime.now(_dt.UTC).date()
     return f"fitted from {bundle_path} on {today.isoformat()} (tpsim calibrate)"

@@ -62,9 +62,9 @@ def gemm_points(tables, dtype: str = "bfloat16", stride: int = 1) -> list[tuple[
         for j, n in enumerate(ns):
             if not 512 <= n <= 32768:
                 continue
-            for l, k in enumerate(ks):
-                if 512 <= k <= 32768 and (i + j + l) % stride == 0:
-                    t = grid.measured((i, j, l))
+            for c, k in enumerate(ks):
+                if 512 <= k <= 32768 and (i + j + c) % stride == 0:
+                    t = grid.measured((i, j, c))
                     if t is not None:
                         out.append((m, n, k, t))
     return out
@@ -191,7 +191,7 @@ def calibrate(hardware, tables, stride: int = 1) -> dict:
 def provenance_text(tables, today=None) -> str:
     import datetime as _dt
 
-    today = today or _dt.datetime.now(_dt.timezone.utc).date()
+    today = today or _dt.datetime.now(_dt.UTC).date()
     prov = tables.provenance
     return (f"fitted to the kernel tables configs/kernels/{tables.hardware}/ ({prov.get('gpu', tables.hardware)}, "
             f"{prov.get('engine', 'vllm')} {prov.get('engine_version', '?')}, measured by NVIDIA AIConfigurator) "

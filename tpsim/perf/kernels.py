@@ -38,8 +38,23 @@ from math import exp, log
 
 from tpsim.kernels.streaming import decode_attention_floor
 from tpsim.perf.analytical import AnalyticalModel
-from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
-from tpsim.perf.moe_step import DUMMY, MoEStepMixin
+from tpsim.perf.base import BatchShape, LatencyModel, OpTime
+from tpsim.perf.collectives import p2p_ns
+from tpsim.perf.ops import (
+    ATTENTION,
+    COLLECTIVE,
+    ELEMENTWISE,
+    EXPERTS,
+    GEMM,
+    KIND_BOUND,
+    KV_WITH_ATTENTION,
+    LOGITS,
+    Execution,
+    Op,
+    StepOps,
+    StepPlan,
+)
+from tpsim.perf.step import DUMMY, StepModel
 from tpsim.perf.vllm_exec import (
     EAGER,
     FULL,
@@ -52,38 +67,53 @@ MODELLED = "modelled"
 _GEMM_TABLE_DTYPE = {"bfloat16": "bfloat16", "float16": "bfloat16", "fp8": "fp8"}
 
 
+#: GEMM estimates kept before the memo starts again (bounded memory; a run asks a few shapes at <= 64k m's)
+_GEMM_MEMO = 200_000
+
+
 class _DecodeCurve:
-    """Decode-attention time against mean context at one decode count: the generation table's
-    multilinear log-log interpolation, precomputed at the context nodes (exactly the grid's rule)."""
+    """Decode-attention time against mean context at one decode count: the generation table's time at
+    each context node (log-log between them), each node read the first time a query needs it."""
 
-    __slots__ = ("kv", "log_kv", "log_t", "limit")
+    __slots__ = ("batch", "kv", "limit", "log_kv", "log_t", "nodes")
 
-    def __init__(self, grid, batch: int):
-        kv_axis = grid.axes[1]
-        self.kv = kv_axis
-        self.log_kv = [log(k) for k in kv_axis]
-        self.log_t = [log(grid.lookup((batch, k))[0]) for k in kv_axis]
-        self.limit = kv_axis[-1]
+    def __init__(self, nodes: list, log_kv: list[float], batch: int):
+        """``nodes``: one :class:`~tpsim.kernels.grid.GridLine` along the decode count per context node."""
+        self.nodes = nodes
+        self.kv = nodes[0].grid.axes[1]
+        self.log_kv = log_kv
+        self.batch = batch
+        self.log_t: list[float | None] = [None] * len(self.kv)
+        self.limit = self.kv[-1]
+
+    def _log_t(self, j: int) -> float:
+        lt = self.log_t[j]
+        if lt is None:
+            lt = self.log_t[j] = log(self.nodes[j].estimate(self.batch)[0])
+        return lt
 
     def time_ns(self, kv: float) -> float | None:
         """None beyond the grid (the caller asks the tables, which extrapolate)."""
         if kv >= self.limit:
-            return exp(self.log_t[-1]) if kv == self.limit else None
+            return exp(self._log_t(-1)) if kv == self.limit else None
         if kv <= self.kv[0]:
-            return exp(self.log_t[0]) if kv == self.kv[0] else None
+            return exp(self._log_t(0)) if kv == self.kv[0] else None
         j = bisect_left(self.kv, kv)
         if self.kv[j] == kv:
-            return exp(self.log_t[j])
+            return exp(self._log_t(j))
+        lo, hi = self._log_t(j - 1), self._log_t(j)
         w = (log(kv) - self.log_kv[j - 1]) / (self.log_kv[j] - self.log_kv[j - 1])
-        return exp(self.log_t[j - 1] + w * (self.log_t[j] - self.log_t[j - 1]))
+        return exp(lo + w * (hi - lo))
 
 
-class KernelModel(MoEStepMixin, LatencyModel):
+class KernelModel(StepModel):
     name = "kernels"
+    label_hidden_host = False
 
     def __init__(self, tables, model, hardware, engine, tp: int, pp: int, mem_bw_gbps: float,
                  link_bw_gbps: float, link_latency_ns: float, comm, layout=None, routing: str = "BALANCED"):
         self.tables = tables
+        #: the roofline model: element-wise ops, host overhead, and the ops the tables lack
         self.roofline = AnalyticalModel(model, hardware, engine, tp, pp, mem_bw_gbps, link_bw_gbps, link_latency_ns,
                                         comm, moe=False)
         self.comm = self.roofline.comm
@@ -113,29 +143,45 @@ class KernelModel(MoEStepMixin, LatencyModel):
             self.gen_table = None
         s = self.shape
         self.heads = (s.heads, s.kv_heads, s.head_dim)
-        self._fixed: dict[tuple, float] = {}
         self._curves: dict[int, _DecodeCurve | None] = {}
+        self._curve_nodes: list | None = None  # the generation table along the decode count, per context node
+        self._curve_log_kv: list[float] = []
+        self._gemm_lines: dict[tuple[int, int], object] = {}  # the GEMM table along m, per (n, k)
+        self._gemm_ns: dict[tuple[int, int, int], tuple[float, str]] = {}  # its estimates, per (m, n, k)
+        self._ctx_line = False  # the context table along the prompt length at batch 1 (None: heads not measured)
         self._kv_stream = False  # the decode KV cache's DRAM streaming floor (None: the table has no such rows)
         self._ctx_ns: dict[int, float] = {}
-        self._gen_grid = None
-        self.vocab_elements = model.vocab_size  # logits gathered over the whole (padded) vocabulary
+        # logits gathered over the whole vocabulary; the KV-cache write runs with attention, the logits after the graph
+        self.step_ops = StepOps(model, s, engine, Execution(KV_WITH_ATTENTION, True, model.vocab_size), pp)
+        self._init_step_caches()
         if model.is_moe:
-            from tpsim.perf.moe_costs import setup_kernel_moe
+            from tpsim.perf.moe_costs import KernelExperts, moe_layer
 
-            setup_kernel_moe(self, layout, routing)
+            self.moe = moe_layer(model, layout, tp, pp, routing, engine)
+            self._experts = KernelExperts(self, self.moe)
+            self.moe_table = self._experts.table
 
     # ----------------------------------------------------------------- op costs
     def _eager(self, t: float, eager: bool) -> float:
         return t if not eager or t >= self.launch_ns else self.launch_ns
 
     def _gemm(self, m: int, n: int, k: int, eager: bool) -> tuple[float, str, float, float]:
-        """(time, source, FLOPs, bytes) of ``y[m, n] = x[m, k] W[n, k]^T`` on one GPU."""
+        """(time, source, FLOPs, bytes) of ``y[m, n] = x[m, k] W[n, k]^T`` on one GPU: the GEMM table read
+        along m for each weight shape (:class:`~tpsim.kernels.grid.GridLine`, exactly the table's lookup)."""
         r = self.roofline
         if self.gemm_table is None:
-            t, flops, nbytes, _ = r._gemm(m, k, n, r.wb, not eager)
+            t, flops, nbytes, _ = r.gemm_cost(m, n, k, r.wb, not eager)
             return t, "analytical", flops, nbytes
-        est = self.tables.gemm(m, n, k, self.gemm_dtype)
-        return self._eager(est.time_ns, eager), est.source, 2.0 * m * n * k, k * n * r.wb + m * (k + n) * r.ab
+        hit = self._gemm_ns.get((m, n, k))
+        if hit is None:
+            line = self._gemm_lines.get((n, k))
+            if line is None:
+                line = self._gemm_lines[(n, k)] = self.tables.line(self.gemm_table, (), (1, n, k), 0)
+            if len(self._gemm_ns) >= _GEMM_MEMO:
+                self._gemm_ns.clear()
+            hit = self._gemm_ns[(m, n, k)] = line.estimate(m)
+        t, src = hit
+        return self._eager(t, eager), src, 2.0 * m * n * k, k * n * r.wb + m * (k + n) * r.ab
 
     def _mem(self, nbytes: float, eager: bool, kernels: int = 1) -> float:
         """An element-wise kernel: a step's activations that fit in L2 (half of it, leaving room for the
@@ -145,91 +191,71 @@ class KernelModel(MoEStepMixin, LatencyModel):
         ratio = self.hardware.perf.l2_bandwidth_ratio
         if ratio > 1.0 and nbytes <= self.roofline.l2_bytes / 2:
             nbytes /= ratio
-        t = self.roofline._mem(nbytes, not eager, kernels)[0]
+        t = self.roofline.memory_cost(nbytes, not eager, kernels)[0]
         floor = kernels * self.graph_floor_ns
         return floor if not eager and t < floor else t
 
-    def _layer_ops(self, n: int, n_real: int, mode: str) -> list[tuple]:
-        """(name, component, time, source, FLOPs, bytes) per decoder layer, attention excluded."""
-        s = self.shape
-        h, ab, kvb = s.hidden, self.roofline.ab, self.roofline.kvb
-        eager = mode == EAGER
-        attn_eager = mode != FULL  # PIECEWISE launches attention and the KV-cache write eagerly
-        fused = n <= self.fused_max
-        ops = []
+    def price(self, op: Op) -> OpTime:
+        """GEMMs from the GEMM table, attention and the fused experts from theirs, collectives from the
+        collectives model; element-wise ops by the roofline's terms (labelled analytical)."""
+        t, src, f, b = self._cost(op)
+        return OpTime(op.name, op.component, t, op.count, f, b, KIND_BOUND[op.kind], src)
 
-        def gemm(name, mm, nn, kk):
-            t, src, f, b = self._gemm(mm, nn, kk, eager)
-            ops.append((name, "layer", t, src, f, b))
+    def op_ns(self, op: Op) -> float:
+        return self._cost(op)[0]
 
-        def mem(name, nbytes, eager_op=eager):
-            ops.append((name, "layer", self._mem(nbytes, eager_op), "analytical", 0.0, nbytes))
-
-        if not fused:
-            mem("input_layernorm", 4.0 * n * h * ab)
-        gemm("qkv_proj", n, s.q_dim + 2 * s.kv_dim, h)
-        if s.qk_norm:
-            mem("qk_norm", 2.0 * n * (s.q_dim + s.kv_dim) * ab)
-        mem("rotary_emb", 2.0 * n * (s.q_dim + s.kv_dim) * ab)
-        mem("kv_cache_write", n_real * 2.0 * s.kv_dim * (ab + kvb), attn_eager)
-        gemm("o_proj", n, h, s.q_dim)
-        if not fused:
-            mem("post_attention_layernorm", 4.0 * n * h * ab)
-        gemm("gate_up_proj", n, 2 * s.inter, h)
-        mem("act_fn", 3.0 * n * s.inter * ab)
-        gemm("down_proj", n, h, s.inter)
-        if self.tp > 1:
-            t, src = self.comm.all_reduce(n * h, self.tp, not eager)
-            name = "all_reduce_rmsnorm" if fused else "all_reduce"
-            ops.append((f"{name}_attn", "comm", t, src, 0.0, n * h * ab))
-            ops.append((f"{name}_mlp", "comm", t, src, 0.0, n * h * ab))
-        return ops
-
-    def _head_ops(self, n: int, num_seqs: int, mode: str) -> list[tuple]:
-        s = self.shape
-        h, ab = s.hidden, self.roofline.ab
-        eager = mode == EAGER
-        fused = n <= self.fused_max
-        ops = [("embedding", "head", self._mem(2.0 * n * h * ab, eager), "analytical", 0.0, 2.0 * n * h * ab)]
-        if self.tp > 1:
-            t, src = self.comm.all_reduce(n * h, self.tp, not eager)
-            ops.append(("embedding_all_reduce", "head", t, src, 0.0, n * h * ab))
-        if not fused:
-            ops.append(("final_layernorm", "head", self._mem(2.0 * n * h * ab, eager), "analytical", 0.0,
-                        2.0 * n * h * ab))
-        if num_seqs:  # vLLM computes logits for every scheduled request, outside the CUDA graph
-            t, src, f, b = self._gemm(num_seqs, s.vocab, h, True)
-            ops.append(("lm_head", "head", t, src, f, b))
-            if self.tp > 1:
-                t, src = self.comm.all_gather(num_seqs * self.vocab_elements, self.tp)
-                ops.append(("logits_all_gather", "head", self._eager(t, True), src, 0.0,
-                            num_seqs * self.vocab_elements * ab))
-            logits = num_seqs * self.vocab_elements * 4.0  # fp32 logits over the full vocabulary
-            ops.append(("sampler", "head", self._mem(3.0 * logits, True, kernels=4), "analytical", 0.0, 3.0 * logits))
-        if self.pp > 1:
-            from tpsim.perf.collectives import p2p_ns
-
-            t = p2p_ns(n * h * ab, self.roofline.link_bw, self.roofline.link_latency)
-            ops.append(("pp_send_recv", "head", t * (self.pp - 1), "analytical", 0.0, n * h * ab))
-        return ops
+    def _cost(self, op: Op) -> tuple[float, str, float, float]:
+        """(time, source, FLOPs, bytes) of one op."""
+        kind = op.kind
+        f = 0.0
+        b = op.mem_bytes
+        src = "analytical"
+        if kind == GEMM:
+            t, src, f, b = self._gemm(op.tokens, op.n, op.k, not op.graph)
+        elif kind == ELEMENTWISE:
+            t = self._mem(op.mem_bytes, not op.graph, op.kernels)
+        elif kind == ATTENTION:
+            t = self._attention(op.batch, FULL if op.graph else EAGER) if op.batch is not None else 0.0
+            if t:
+                src = self._attention_source(op.batch)
+        elif kind == COLLECTIVE:
+            t, src = self.roofline.collective_ns(op)
+            b = op.elements * self.roofline.ab
+            if op.block == LOGITS:  # after the forward, launched from the host
+                t = self._eager(t, True)
+        elif kind == EXPERTS:
+            t, src, f, b = self._experts(op)
+        else:  # P2P: the hidden states cross every stage boundary
+            t = p2p_ns(op.mem_bytes, self.roofline.link_bw, self.roofline.link_latency) * (op.group - 1)
+        return t, src, f, b
 
     # ----------------------------------------------------------------- attention
+    def _context(self, tokens: int) -> tuple[float, str]:
+        """The context table: one prefill of ``tokens`` with no cached context (time, source)."""
+        line = self._ctx_line
+        if line is False:
+            line = self._ctx_line = self.tables.line(self.ctx_table, self.heads, (1, 1), 1)
+        if line is not None:
+            return line.estimate(tokens)
+        est = self.tables.context_attention(1, tokens, *self.heads, "bfloat16", self.kv_dtype)
+        return est.time_ns, est.source
+
     def _context_ns(self, tokens: int) -> float:
         t = self._ctx_ns.get(tokens)
         if t is None:
-            t = self._ctx_ns[tokens] = self.tables.context_attention(1, tokens, *self.heads, "bfloat16",
-                                                                     self.kv_dtype).time_ns
+            t = self._ctx_ns[tokens] = self._context(tokens)[0]
         return t
 
     def _chunk_ns(self, q: int, c: int) -> tuple[float, str]:
         """Prefill attention of ``q`` new tokens after ``c`` cached ones (one sequence)."""
+        r = self.roofline
         if self.ctx_table is None:
-            return self.roofline._attention(BatchShape(((q, c),), 0, 0, 0, 0), False)[0], "analytical"
+            return r.attention_cost(BatchShape(((q, c),), 0, 0, 0, 0), False)[0], "analytical"
         alone = self._context_ns(q)
         if c == 0:
-            return alone, self.tables.context_attention(1, q, *self.heads, "bfloat16", self.kv_dtype).source
+            return alone, self._context(q)[1]
         diff = self._context_ns(c + q) - self._context_ns(c)
-        kv_read = (c + q) * self.roofline._kv_bytes_per_token / self.roofline.attn_bw
+        kv_read = (c + q) * r.kv_bytes_per_token / r.attn_bw
         return max(diff, alone, kv_read), MODELLED
 
     def _decode_ns(self, d: int, ctx_sum: int) -> float:
@@ -238,16 +264,26 @@ class KernelModel(MoEStepMixin, LatencyModel):
 
     def _decode_table_ns(self, d: int, ctx_sum: int) -> float:
         if self.gen_table is None:
-            return self.roofline._attention(BatchShape((), d, ctx_sum, 0, d), True)[0]
+            return self.roofline.attention_cost(BatchShape((), d, ctx_sum, 0, d), True)[0]
         curve = self._curves.get(d, False)
         if curve is False:
-            grid = self.tables.table(self.gen_table).groups.get(self.heads)
-            curve = self._curves[d] = _DecodeCurve(grid, d) if grid is not None and d <= grid.axes[0][-1] else None
+            curve = self._curves[d] = self._curve(d)
         mean = ctx_sum / d
         t = curve.time_ns(mean) if curve is not None else None
         if t is None:
             t = self.tables.generation_attention(d, mean, *self.heads, "bfloat16", self.kv_dtype).time_ns
         return t
+
+    def _curve(self, d: int) -> _DecodeCurve | None:
+        """The decode curve of ``d`` decodes (None: the heads or ``d`` are not on the table's grid)."""
+        nodes = self._curve_nodes
+        if nodes is None:
+            grid = self.tables.table(self.gen_table).groups.get(self.heads)
+            nodes = self._curve_nodes = [] if grid is None else [grid.line((1, kv), 0) for kv in grid.axes[1]]
+            self._curve_log_kv = [log(kv) for kv in grid.axes[1]] if grid is not None else []
+        if not nodes or d > nodes[0].grid.axes[0][-1]:
+            return None
+        return _DecodeCurve(nodes, self._curve_log_kv, d)
 
     def _kv_floor_ns(self, ctx_sum: int) -> float:
         """Decode attention reads its layer's KV cache from DRAM in serving (every other layer's KV and
@@ -256,11 +292,12 @@ class KernelModel(MoEStepMixin, LatencyModel):
         its KV bytes at the fastest rate the same table streams caches larger than twice the L2
         (:mod:`tpsim.kernels.streaming`); 0 where the table has no such rows."""
         floor = self._kv_stream
+        kvt = self.roofline.kv_bytes_per_token
         if floor is False:
             grid = self.tables.table(self.gen_table).groups.get(self.heads) if self.gen_table else None
-            floor = self._kv_stream = (decode_attention_floor(grid, self.roofline._kv_bytes_per_token,
-                                                              self.roofline.l2_bytes) if grid is not None else None)
-        return floor.ns(ctx_sum * self.roofline._kv_bytes_per_token) if floor is not None else 0.0
+            floor = self._kv_stream = (decode_attention_floor(grid, kvt, self.roofline.l2_bytes)
+                                       if grid is not None else None)
+        return floor.ns(ctx_sum * kvt) if floor is not None else 0.0
 
     def _attention(self, batch: BatchShape, mode: str) -> float:
         """Attention of one layer: the decode table, the prefill table, and a mixed step modelled."""
@@ -287,11 +324,11 @@ class KernelModel(MoEStepMixin, LatencyModel):
         r = self.roofline
         p = self.hardware.perf
         group = r.gqa_group
-        group_bytes = ctx_sum * r._kv_head_bytes_per_token
+        group_bytes = ctx_sum * r.kv_head_bytes_per_token
         hit = 1.0 if group_bytes <= r.l2_bytes else r.l2_bytes / group_bytes
         l2_cost = 1.0 / p.l2_bandwidth_ratio if p.l2_bandwidth_ratio > 0 else 0.0
         reads = 1.0 + (group - 1.0) * (hit * l2_cost + (1.0 - hit))
-        padded = r._attn_flop_per_pair * ctx_sum * max(p.mixed_decode_tile_rows, 1) / r.attn_flops
+        padded = r.attn_flop_per_pair * ctx_sum * max(p.mixed_decode_tile_rows, 1) / r.attn_flops
         return max(t_table * reads, padded)
 
     def _attention_source(self, batch: BatchShape) -> str:
@@ -313,60 +350,54 @@ class KernelModel(MoEStepMixin, LatencyModel):
         grid = self.tables.table(self.ctx_table).groups.get(self.heads)
         return grid.floor_ns if grid is not None else 0.0
 
-    # ----------------------------------------------------------------- interface
-    def _mode(self, batch: BatchShape) -> tuple[str, int]:
-        return self.graphs.mode(batch.num_tokens, not batch.prefill)
+    def attention_ns(self, batch: BatchShape, graph: bool) -> float:
+        return self._attention(batch, FULL if graph else EAGER)
 
-    def explain(self, batch: BatchShape) -> Breakdown:
-        if self.moe is not None:
-            return self.moe_explain(batch)
-        mode, n = self._mode(batch)
-        layers = self.num_layers
-        ops: list[OpTime] = []
-        attn_t, attn_src = self._attention(batch, mode), self._attention_source(batch)
-        layer = self._layer_ops(n, batch.num_tokens, mode)
-        idx = next(i for i, op in enumerate(layer) if op[0] == "kv_cache_write") + 1
-        layer.insert(idx, ("attention", "layer", attn_t, attn_src, 0.0, 0.0))
-        for name, comp, t, src, f, b in layer:
-            ops.append(OpTime(name, comp, t, layers, f, b, _bound(name, comp), src))
-        for name, comp, t, src, f, b in self._head_ops(n, batch.num_seqs, mode):
-            ops.append(OpTime(name, comp, t, 1, f, b, _bound(name, comp), src))
-        gpu = sum(op.total_ns for op in ops)
-        ops.append(OpTime("framework", "overhead", self.roofline._host_visible_ns(gpu, batch.num_seqs), 1,
-                          0.0, 0.0, "host", "analytical"))
-        return Breakdown(ops=ops, num_layers=layers, pp=self.pp)
+    # ----------------------------------------------------------------- the step
+    def graph_plan(self, batch: BatchShape | None) -> tuple[str, int, int]:
+        """vLLM 0.19's CUDA-graph rule (:class:`~tpsim.perf.vllm_exec.GraphPolicy`)."""
+        shape = batch if batch is not None else DUMMY
+        mode, padded = self.graphs.mode(shape.num_tokens, not shape.prefill)
+        return mode, padded, shape.num_tokens
 
-    def _fixed_ns(self, n: int, n_real: int, num_seqs: int, mode: str) -> float:
-        key = (n, n_real, num_seqs, mode)
-        cached = self._fixed.get(key)
-        if cached is None:
-            per_layer = sum(op[2] for op in self._layer_ops(n, n_real, mode))
-            head = sum(op[2] for op in self._head_ops(n, num_seqs, mode))
-            cached = self._fixed[key] = per_layer * self.num_layers + head
-        return cached
+    def step_plan(self, mode: str, tokens: int, attention_tokens: int, logits_rows: int) -> StepPlan:
+        return StepPlan(mode, tokens, attention_tokens, logits_rows, tokens <= self.fused_max)
 
-    def iteration_ns(self, batch: BatchShape) -> int:
-        if self.moe is not None:
-            return self.moe_iteration_ns(batch)
-        mode, n = self._mode(batch)
-        gpu = self._fixed_ns(n, batch.num_tokens, batch.num_seqs, mode)
-        gpu += self._attention(batch, mode) * self.num_layers
-        return int(round(gpu + self.roofline._host_visible_ns(gpu, batch.num_seqs)))
+    def dense_plan(self, batch: BatchShape) -> StepPlan:
+        """vLLM computes logits for every scheduled request, outside the CUDA graph."""
+        mode, padded = self.graphs.mode(batch.num_tokens, not batch.prefill)
+        return self.step_plan(mode, padded, batch.num_tokens, batch.num_seqs)
+
+    def host_visible_ns(self, gpu_ns: float, num_seqs: int) -> float:
+        return self.roofline.host_visible_ns(gpu_ns, num_seqs)
 
     def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
         if self.moe is not None:
             return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max)
         mode, n = self.graphs.mode(num_decode, True)
-        gpu = self._fixed_ns(n, num_decode, num_decode, mode)
+        gpu = self._fixed_ns(mode, n, num_decode, num_decode)
         gpu += self._eager(self._decode_ns(num_decode, ctx_sum), mode != FULL) * self.num_layers
-        return int(round(gpu + self.roofline._host_visible_ns(gpu, num_decode)))
+        return int(round(gpu + self.roofline.host_visible_ns(gpu, num_decode)))
 
-    def stage_interval_ns(self, batch: BatchShape) -> int:
-        if self.pp == 1:
-            return self.iteration_ns(batch)
-        comp = self.explain(batch).by_component()
-        per_stage = (comp.get("layer", 0.0) + comp.get("comm", 0.0)) * self.shape.layers_per_stage / self.num_layers
-        return int(round(per_stage + comp.get("head", 0.0) / 2 + comp.get("overhead", 0.0)))
+    def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
+                     ends: list) -> None:
+        if self.moe is not None:
+            return LatencyModel.decode_steps(self, num_decode, ctx_sum, ctx_max, t, steps, bound, ends)
+        mode, n = self.graphs.mode(num_decode, True)
+        fixed = self._fixed_ns(mode, n, num_decode, num_decode)
+        eager = mode != FULL
+        layers = self.num_layers
+        decode, launch = self._decode_ns, self._eager
+        host_visible = self.roofline.host_visible_ns
+        append = ends.append
+        for _ in range(steps):  # the arithmetic of decode_iteration_ns, constants hoisted
+            ctx_sum += num_decode
+            gpu = fixed
+            gpu += launch(decode(num_decode, ctx_sum), eager) * layers
+            t += int(round(gpu + host_visible(gpu, num_decode)))
+            append(t)
+            if t >= bound:
+                return
 
     def describe(self) -> dict:
         prov = self.tables.provenance
@@ -385,38 +416,3 @@ class KernelModel(MoEStepMixin, LatencyModel):
             "hardware_source": self.hardware.source,
             **({"moe": {**self.moe.describe(), "table": self.moe_table}} if self.moe is not None else {}),
         }
-
-    # ----------------------------------------------------------------- MoE (tpsim.perf.moe_step)
-    def graph_plan(self, batch: BatchShape | None) -> tuple[str, int, int]:
-        shape = batch if batch is not None else DUMMY
-        mode, padded = self.graphs.mode(shape.num_tokens, not shape.prefill)
-        return mode, padded, shape.num_tokens
-
-    def host_visible_ns(self, gpu_ns: float, num_seqs: int) -> float:
-        return self.roofline._host_visible_ns(gpu_ns, num_seqs)
-
-    def _nops_layer(self, n: int, n_real: int, mode: str) -> list[tuple]:
-        return [(name, comp, t, src, f, b, _bound(name, comp)) for name, comp, t, src, f, b in
-                self._layer_ops(n, n_real, mode)]
-
-    def _nops_head(self, n: int, num_seqs: int, mode: str) -> list[tuple]:
-        return [(name, comp, t, src, f, b, _bound(name, comp)) for name, comp, t, src, f, b in
-                self._head_ops(n, num_seqs, mode)]
-
-    def _attn_time(self, batch: BatchShape | None, mode: str) -> float:
-        if batch is None:  # a dummy step builds attention metadata only for a FULL graph (note §3.4)
-            return self._attention(DUMMY, mode) if mode == FULL else 0.0
-        return self._attention(batch, mode)
-
-    def _attn_op(self, batch: BatchShape | None, mode: str) -> tuple:
-        t = self._attn_time(batch, mode)
-        src = self._attention_source(batch if batch is not None else DUMMY) if t else "analytical"
-        return ("attention", "layer", t, src, 0.0, 0.0, "kernel")
-
-
-def _bound(name: str, component: str) -> str:
-    if component == "comm" or name in ("embedding_all_reduce", "logits_all_gather", "pp_send_recv"):
-        return "link"
-    if name.endswith("_proj") or name in ("lm_head", "attention"):
-        return "kernel"
-    return "memory"

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from math import ceil, sqrt
 from statistics import NormalDist
 
+from tpsim.perf.ops import COLLECTIVE, COMM, ELEMENTWISE, EXPERTS, GEMM, LAYER, MOE, Op
+
 ROUTING_POLICIES = ("BALANCED", "RR", "RAND")
-#: dense-MLP ops of a decoder layer (replaced by the MoE ops in an MoE layer)
-DENSE_MLP_OPS = frozenset(("gate_up_proj", "act_fn", "down_proj", "all_reduce_mlp", "all_reduce_rmsnorm_mlp"))
 #: kernels the fused experts launch: alignment, two grouped GEMMs, activation, sum (§6.2)
 FUSED_MOE_KERNELS = 5
 
@@ -140,14 +140,10 @@ def plan_collectives(dp: int, tp: int, expert_parallel: bool, hidden: int, exper
 
 
 class MoELayer:
-    """The MLP part of one MoE layer on one GPU, given the latency model's op costs.
+    """The MLP part of one MoE layer on one GPU: its ops (:class:`~tpsim.perf.ops.Op`), which each latency
+    model prices its own way."""
 
-    ``cost`` provides ``gemm(m, n, k, eager) -> (ns, source, flops, bytes)``, ``mem(bytes, eager) -> ns``,
-    ``experts(tokens, load, eager) -> (ns, source, flops, bytes)`` and ``routing_in_experts`` (a
-    measurement that already includes the router GEMM and top-k).
-    """
-
-    def __init__(self, model, layout, routing: str, act_bytes: int, comm):
+    def __init__(self, model, layout, routing: str, act_bytes: int, weight_bytes: float):
         moe = model.moe
         self.moe = moe
         self.hidden = model.hidden_size
@@ -159,7 +155,7 @@ class MoELayer:
         self.shared = moe.shared_expert_intermediate_size // layout.tp_size
         self.routing = Routing(routing, moe.num_experts, moe.top_k, layout.ep_size)
         self.ab = act_bytes
-        self.comm = comm
+        self.wb = weight_bytes
         self.sp = sequence_parallel(self.dp, self.tp, self.expert_parallel)
 
     def gathered(self, tokens: tuple[int, ...], rank: int) -> int:
@@ -167,56 +163,48 @@ class MoELayer:
         return plan_collectives(self.dp, self.tp, self.expert_parallel, self.hidden, self.moe.num_experts,
                                 tokens, rank)[1]
 
-    def _collective(self, c: Collective, graph: bool) -> tuple[float, str]:
-        if c.kind == "all_reduce":
-            return self.comm.all_reduce(c.elements, c.group, graph)
-        if c.kind == "all_gather":
-            return self.comm.all_gather(c.elements, c.group)
-        return self.comm.reduce_scatter(c.elements, c.group)
-
-    def ops(self, tokens: tuple[int, ...], rank: int, eager: bool, cost, fused_norm: bool = False) -> list[tuple]:
-        """``(name, component, ns, source, flops, bytes, bound)`` of one MoE layer's MLP on DP rank ``rank``."""
-        moe, h, ab = self.moe, self.hidden, self.ab
+    def ops(self, tokens: tuple[int, ...], rank: int, graph: bool, count: int, fused_norm: bool = False,
+            routing_in_experts: bool = False) -> list[Op]:
+        """One MoE layer's MLP on DP rank ``rank``, ``count`` such layers per step; ``routing_in_experts``: the
+        experts are priced by a measurement that holds the router GEMM and top-k (one ``moe_block`` op)."""
+        moe, h = self.moe, self.hidden
         e = moe.num_experts
         n = tokens[rank]
         colls, g = plan_collectives(self.dp, self.tp, self.expert_parallel, h, e, tokens, rank)
-        load = self.routing.load(g)
         ops = []
-        if not cost.routing_in_experts:
-            t, src, f, b = cost.gemm(-(-n // self.tp) if self.sp else n, e, h, eager)
-            ops.append(("router_gemm", "layer", t, src, f, b, "kernel"))
+
+        def collective(c: Collective, name: str) -> Op:
+            return Op(name, COLLECTIVE, COMM, MOE, count, graph, n, collective=c.kind, elements=c.elements,
+                      group=c.group)
+
+        if not routing_in_experts:
+            ops.append(self._gemm("router_gemm", -(-n // self.tp) if self.sp else n, e, h, graph, count))
         by_name = {c.name: c for c in colls}
         if "moe_all_gather" in by_name:
-            c = by_name["moe_all_gather"]
-            t, src = self._collective(c, not eager)
-            ops.append((c.name, "comm", t, src, 0.0, c.elements * ab, "link"))
-        if not cost.routing_in_experts:
-            nbytes = g * e * ab + g * moe.top_k * 8.0  # logits in; fp32 weights and int32 ids out
-            ops.append(("topk_softmax", "layer", cost.mem(nbytes, eager), "analytical", 0.0, nbytes, "memory"))
-        t, src, f, b = cost.experts(g, load, eager)
-        ops.append(("moe_block" if cost.routing_in_experts else "fused_moe", "layer", t, src, f, b, "kernel"))
+            ops.append(collective(by_name["moe_all_gather"], "moe_all_gather"))
+        if not routing_in_experts:
+            nbytes = g * e * self.ab + g * moe.top_k * 8.0  # logits in; fp32 weights and int32 ids out
+            ops.append(Op("topk_softmax", ELEMENTWISE, LAYER, MOE, count, graph, g, mem_bytes=nbytes))
+        ops.append(Op("moe_block" if routing_in_experts else "fused_moe", EXPERTS, LAYER, MOE, count, graph, g,
+                      load=self.routing.load(g)))
         for c in colls:
-            if c.name == "moe_all_gather":
-                continue
-            t, src = self._collective(c, not eager)
-            name = "all_reduce_rmsnorm_moe" if c.name == "moe_all_reduce" and fused_norm else c.name
-            ops.append((name, "comm", t, src, 0.0, c.elements * ab, "link"))
+            if c.name != "moe_all_gather":
+                ops.append(collective(c, "all_reduce_rmsnorm_moe" if c.name == "moe_all_reduce" and fused_norm
+                                      else c.name))
         if self.shared:
-            ops += self._shared_ops(n, eager, cost)
+            ops += self._shared_ops(n, graph, count)
         return ops
 
-    def _shared_ops(self, n: int, eager: bool, cost) -> list[tuple]:
-        h, s, ab = self.hidden, self.shared, self.ab
-        ops = []
-        for name, (m, nn, kk) in (("shared_gate_up_proj", (n, 2 * s, h)), ("shared_down_proj", (n, h, s))):
-            t, src, f, b = cost.gemm(m, nn, kk, eager)
-            ops.append((name, "layer", t, src, f, b, "kernel"))
-            if name == "shared_gate_up_proj":
-                nbytes = 3.0 * n * s * ab
-                ops.append(("shared_act_fn", "layer", cost.mem(nbytes, eager), "analytical", 0.0, nbytes, "memory"))
+    def _gemm(self, name: str, m: int, n: int, k: int, graph: bool, count: int) -> Op:
+        return Op(name, GEMM, LAYER, MOE, count, graph, m, n, k, self.wb)
+
+    def _shared_ops(self, n: int, graph: bool, count: int) -> list[Op]:
+        h, s = self.hidden, self.shared
+        ops = [self._gemm("shared_gate_up_proj", n, 2 * s, h, graph, count),
+               Op("shared_act_fn", ELEMENTWISE, LAYER, MOE, count, graph, n, mem_bytes=3.0 * n * s * self.ab),
+               self._gemm("shared_down_proj", n, h, s, graph, count)]
         if self.moe.shared_expert_gate:
-            t, src, f, b = cost.gemm(n, 1, h, eager)
-            ops.append(("shared_expert_gate", "layer", t, src, f, b, "kernel"))
+            ops.append(self._gemm("shared_expert_gate", n, 1, h, graph, count))
         return ops
 
     def describe(self) -> dict:

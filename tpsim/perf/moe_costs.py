@@ -1,11 +1,11 @@
-"""How each latency model prices the ops of an MoE layer (:class:`~tpsim.perf.moe_step.MoECost`).
+"""How each latency model prices an MoE layer's fused experts (its other ops -- router and shared-expert
+GEMMs, top-k, collectives -- are GEMM, element-wise and collective ops each model prices as it prices a
+dense layer's).
 
-* analytical: GEMMs and element-wise kernels by the roofline model; the fused experts by
-  :func:`~tpsim.perf.moe.expert_roofline` (each active expert's weights read once, token x top-k
-  work, five kernels);
-* kernels: the router and shared-expert GEMMs from the GPU's GEMM table; the fused experts from its
-  MoE table (AIConfigurator's ``moe_perf``: vLLM 0.19's ``fused_experts`` on one GPU with the rank's
-  ``E / ep`` experts at width ``I / expert_tp``, at the gathered token count, ``balanced`` routing);
+* analytical: :func:`~tpsim.perf.moe.expert_roofline` (each active expert's weights read once, token x
+  top-k work, five kernels);
+* kernels: the GPU's MoE table (AIConfigurator's ``moe_perf``: vLLM 0.19's ``fused_experts`` on one GPU
+  with the rank's ``E / ep`` experts at width ``I / expert_tp``, at the gathered token count, ``balanced`` routing);
   other routing policies scale the table by the roofline's ratio to balanced routing (modelled);
   at least the table's fastest call plus the touched experts' weights streamed from DRAM at the
   fastest rate the table's rows with more than twice the L2 of touched weights show (modelled where it
@@ -26,7 +26,7 @@ from tpsim.config.parallel import ParallelLayout
 from tpsim.kernels.streaming import StreamingFloor, streaming_floor
 from tpsim.memory import single_rank
 from tpsim.perf.moe import FUSED_MOE_KERNELS, MoELayer, Routing, expert_roofline
-from tpsim.perf.moe_step import MoECost
+from tpsim.perf.ops import Op
 
 MODELLED = "modelled"
 _MOE_TABLE_DTYPE = {"bfloat16": "bfloat16", "float16": "bfloat16", "fp8": "fp8"}
@@ -34,73 +34,58 @@ _MOE_TABLE_DTYPE = {"bfloat16": "bfloat16", "float16": "bfloat16", "fp8": "fp8"}
 MOE_BLOCK_KERNELS = FUSED_MOE_KERNELS + 2
 
 
-def _layer(model, layout: ParallelLayout | None, tp: int, pp: int, routing: str, act_bytes: int, comm) -> MoELayer:
-    return MoELayer(model, layout if layout is not None else single_rank(model, tp, pp), routing, act_bytes, comm)
+def moe_layer(model, layout: ParallelLayout | None, tp: int, pp: int, routing: str, engine) -> MoELayer:
+    """The MoE layer of one instance (``layout`` None: one instance, EP off)."""
+    return MoELayer(model, layout if layout is not None else single_rank(model, tp, pp), routing, engine.act_bytes,
+                    engine.weight_bytes)
 
 
-def _roofline_experts(r, layer: MoELayer):
-    """``experts(tokens, load, eager)`` of the roofline model ``r`` (an AnalyticalModel)."""
-    k, h, width = layer.moe.top_k, layer.hidden, layer.width
+class RooflineExperts:
+    """The fused experts by the roofline model ``r`` (an AnalyticalModel): (ns, FLOPs, bytes) of an EXPERTS op."""
 
-    def experts(tokens: int, load, eager: bool):
-        t, f, b = expert_roofline(load, tokens, k, h, width, r.wb, r.ab, r.gemm_flops, r.bw,
-                                  lambda x: r._kernel_time(x, not eager))
-        return t, "analytical", f, b
+    def __init__(self, r, layer: MoELayer):
+        self.r = r
+        self.top_k, self.hidden, self.width = layer.moe.top_k, layer.hidden, layer.width
 
-    return experts
+    def __call__(self, op: Op) -> tuple[float, float, float]:
+        return self.cost(op.load, op.tokens, op.graph)
 
-
-def _roofline_gemm(r):
-    def gemm(m: int, n: int, k: int, eager: bool):
-        t, f, b, _ = r._gemm(m, k, n, r.wb, not eager)
-        return t, "analytical", f, b
-
-    return gemm
+    def cost(self, load, tokens: int, graph: bool) -> tuple[float, float, float]:
+        r = self.r
+        return expert_roofline(load, tokens, self.top_k, self.hidden, self.width, r.wb, r.ab, r.gemm_flops, r.bw,
+                               lambda x: r.kernel_time_ns(x, graph))
 
 
-def _roofline_mem(r):
-    return lambda nbytes, eager: r._mem(nbytes, not eager)[0]
+class KernelExperts:
+    """The fused experts of a KernelModel ``m``: its GPU's MoE table where it has one (see the module doc)."""
 
+    def __init__(self, m, layer: MoELayer):
+        self.m, self.layer = m, layer
+        dtype = self.dtype = _MOE_TABLE_DTYPE.get(m.engine.dtype)
+        self.table = f"moe.{dtype}" if dtype and m.tables.has(f"moe.{dtype}") else None
+        self.roof = RooflineExperts(m.roofline, layer)
+        spec = m.model.moe
+        self.balanced = Routing("BALANCED", spec.num_experts, spec.top_k, layer.ep)
+        self.floor = moe_weights_floor(m.tables, self.table, m.roofline.l2_bytes) if self.table else None
+        self.expert_bytes = 3.0 * layer.hidden * layer.width * m.roofline.wb
 
-def setup_analytical_moe(model_obj, layout, routing: str) -> None:
-    """Give an AnalyticalModel its MoE layer and prices."""
-    m = model_obj
-    m.moe = _layer(m.model, layout, m.tp, m.pp, routing, m.ab, m.comm)
-    m.moe_cost = MoECost(_roofline_gemm(m), _roofline_mem(m), _roofline_experts(m, m.moe))
-    m._moe_cache = {}
-
-
-def setup_kernel_moe(model_obj, layout, routing: str) -> None:
-    """Give a KernelModel its MoE layer and prices (tables where they exist)."""
-    m = model_obj
-    layer = m.moe = _layer(m.model, layout, m.tp, m.pp, routing, m.roofline.ab, m.comm)
-    dtype = _MOE_TABLE_DTYPE.get(m.engine.dtype)
-    m.moe_table = f"moe.{dtype}" if dtype and m.tables.has(f"moe.{dtype}") else None
-    roof = _roofline_experts(m.roofline, layer)
-    spec = m.model.moe
-    balanced = Routing("BALANCED", spec.num_experts, spec.top_k, layer.ep)
-
-    floor = moe_weights_floor(m.tables, m.moe_table, m.roofline.l2_bytes) if m.moe_table else None
-    expert_bytes = 3.0 * layer.hidden * layer.width * m.roofline.wb
-
-    def experts(tokens: int, load, eager: bool):
-        t_roof, _, f, b = roof(tokens, load, eager)
-        if m.moe_table is None:
+    def __call__(self, op: Op) -> tuple[float, str, float, float]:
+        t_roof, f, b = self.roof(op)
+        if self.table is None:
             return t_roof, "analytical", f, b
+        m, layer, spec, tokens = self.m, self.layer, self.m.model.moe, op.tokens
         est = m.tables.moe(tokens, layer.hidden, spec.expert_intermediate_size, spec.top_k, spec.num_experts,
-                           layer.expert_tp, layer.ep, dtype, "balanced")
+                           layer.expert_tp, layer.ep, self.dtype, "balanced")
         t, src = est.time_ns, est.source
         if layer.routing.policy == "RAND":  # the table's routing is balanced: scale by the roofline's ratio
-            t *= t_roof / roof(tokens, balanced.load(tokens), eager)[0]
+            t *= t_roof / self.roof.cost(self.balanced.load(tokens), tokens, op.graph)[0]
             src = MODELLED
-        if floor is not None and floor.ns(load.experts * expert_bytes) > t:
-            t, src = floor.ns(load.experts * expert_bytes), MODELLED  # the weights from DRAM, not L2
-        if eager and t < FUSED_MOE_KERNELS * m.launch_ns:
+        floor = self.floor
+        if floor is not None and floor.ns(op.load.experts * self.expert_bytes) > t:
+            t, src = floor.ns(op.load.experts * self.expert_bytes), MODELLED  # the weights from DRAM, not L2
+        if not op.graph and t < FUSED_MOE_KERNELS * m.launch_ns:
             t = FUSED_MOE_KERNELS * m.launch_ns  # five kernels, each launched from the host
         return t, src, f, b
-
-    m.moe_cost = MoECost(m._gemm, m._mem, experts)
-    m._moe_cache = {}
 
 
 _FLOORS: dict[tuple, StreamingFloor | None] = {}
@@ -131,24 +116,19 @@ def moe_weights_floor(tables, name: str, l2_bytes: float) -> StreamingFloor | No
     return _FLOORS[key]
 
 
-def setup_profile_moe(model_obj, layout, routing: str) -> None:
-    """Give a ProfileModel its MoE layer and prices (the bundle's moe.csv where it applies)."""
-    m = model_obj
-    r = m.roofline
-    layer = m.moe = _layer(m.model, layout, m.tp, m.pp, routing, r.ab, r.comm)
-    table = m.bundle.moe if layer.expert_tp == 1 else None
-    m.moe_block = table
-    spec = m.model.moe
-    miss = ((layer.ep - 1) / layer.ep) ** spec.top_k if layer.ep > 1 else 0.0
-    roof = _roofline_experts(r, layer)
+class ProfileExperts:
+    """The MoE block of a ProfileModel ``m``: the bundle's moe.csv where it applies (see the module doc)."""
 
-    def experts(tokens: int, load, eager: bool):
-        t_roof, _, f, b = roof(tokens, load, eager)
-        if table is None:
+    def __init__(self, m, layer: MoELayer):
+        self.m = m
+        self.table = m.bundle.moe if layer.expert_tp == 1 else None
+        self.miss = ((layer.ep - 1) / layer.ep) ** layer.moe.top_k if layer.ep > 1 else 0.0
+        self.roof = RooflineExperts(m.roofline, layer)
+
+    def __call__(self, op: Op) -> tuple[float, str, float, float]:
+        t_roof, f, b = self.roof(op)
+        if self.table is None:
             return t_roof, "analytical", f, b
-        local_tokens = max(1, round(tokens * (1.0 - miss)))
-        t, src = table.lookup(local_tokens, max(1, round(load.experts)))
-        return m._kernel_cost("moe_block", t, not eager), src, f, b
-
-    m.moe_cost = MoECost(_roofline_gemm(r), _roofline_mem(r), experts, routing_in_experts=table is not None)
-    m._moe_cache = {}
+        local_tokens = max(1, round(op.tokens * (1.0 - self.miss)))
+        t, src = self.table.lookup(local_tokens, max(1, round(op.load.experts)))
+        return self.m._kernel_cost("moe_block", t, op.graph), src, f, b

@@ -3,15 +3,16 @@
 :class:`ProfileModel` is the analytical model with its compute ops replaced
 by measurements (see :mod:`tpsim.perf.bundle` for the two bundle formats it
 reads).  Everything the bundle does not measure keeps the analytical model's
-terms, computed by the very same code (it holds an
-:class:`~tpsim.perf.analytical.AnalyticalModel` and takes its op lists): the
+terms, computed by the very same code (the step's ops come from the builders
+every model shares, :mod:`tpsim.perf.ops`, and an
+:class:`~tpsim.perf.analytical.AnalyticalModel` prices those it does not measure): the
 two TP all-reduces per layer, the embedding all-reduce, the logits gather,
 pipeline transfers, the per-step and per-sequence framework overhead from the
 hardware catalog, and any op missing from the bundle (labelled
 ``analytical``).
 
 The host (framework) time is the analytical model's too
-(``_host_visible_ns``): with async scheduling (``engine.async_scheduling``,
+(``host_visible_ns``): with async scheduling (``engine.async_scheduling``,
 vLLM >= 0.12's default, vllm-project/vllm#27614) step N+1 is prepared while
 step N runs on the GPU, so only the host time the GPU does not hide is
 charged (the ``framework`` op's ``bound`` says "hidden" when that is none);
@@ -53,13 +54,13 @@ Lookups (each op's source says which case applied):
     minimum, which the simulator does not track: it is estimated as
     ``max(1, 2 mean - max)`` (contexts spread evenly between min and max).
 
-CUDA graphs follow the analytical model's rule (``_is_graph``: steps of up to
+CUDA graphs follow the analytical model's rule (``graph_plan``: steps of up to
 ``max_graph_batch`` tokens replay graphs, attention only inside a pure-decode
 step's full graph).  Timing conventions: a tpsim bundle's times are wall
 times (launch gaps included); its ``graph_time_us`` column is used where the
 step replays a graph and the column covers the size.  An LLMServingSim
 bundle's times are sums of CUDA kernel durations, so each measured kernel goes
-through the analytical model's per-kernel cost (``_kernel_time``: a graph gap,
+through the analytical model's per-kernel cost (``kernel_time_ns``: a graph gap,
 or eagerly at least the launch time), 2 kernels for attention and 4 for the
 sampler, as the analytical model counts them.
 
@@ -75,19 +76,21 @@ from pathlib import Path
 from tpsim.config import catalog
 from tpsim.errors import InputError
 from tpsim.perf.analytical import AnalyticalModel
-from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
-from tpsim.perf.bundle import (
-    EXTRAPOLATED,
-    MEASURED,
-    AttentionTable,
-    Bundle,
-    Table1D,
-    locate,
-    read_bundle,
-    variant_name,
-    worst,
+from tpsim.perf.base import BatchShape, LatencyModel, OpTime
+from tpsim.perf.bundle import Bundle, locate, read_bundle, variant_name
+from tpsim.perf.bundle_attention import AttentionTable
+from tpsim.perf.bundle_csv import EXTRAPOLATED, MEASURED, Table1D, worst
+from tpsim.perf.ops import (
+    ATTENTION,
+    EXPERTS,
+    KV_IN_ATTENTION,
+    Execution,
+    Op,
+    StepOps,
+    StepPlan,
 )
-from tpsim.perf.moe_step import DUMMY, MoEStepMixin
+from tpsim.perf.step import StepModel
+from tpsim.perf.vllm_exec import EAGER, FULL
 
 #: analytical op name -> the bundle's layer name
 LAYER_OPS = {
@@ -148,13 +151,12 @@ def _check_keys(bundle: Bundle, hardware: str, model: str, variant: str) -> None
                              f"at the bundle for {want} (layout <hardware>/<org>/<model>/<variant>/tp<N>/)")
 
 
-class ProfileModel(MoEStepMixin, LatencyModel):
+class ProfileModel(StepModel):
     """Measured op times; communication, host overhead and unmeasured ops from an :class:`AnalyticalModel`.
 
-    The analytical model is held, not inherited, so that its closed-form hot
-    paths can never stand in for measured ones; it is reached only through
-    ``_layer_ops``, ``_head_ops``, ``_attention`` (FLOP and byte counts),
-    ``_kernel_time``, ``_host_visible_ns`` and ``_is_graph``.
+    The analytical model is held, not inherited, so that its closed-form hot paths can never stand in
+    for measured ones; it prices (:meth:`AnalyticalModel.price`) the ops the bundle does not measure and
+    gives every op its FLOPs, bytes and bound.
     """
 
     name = "profile"
@@ -185,14 +187,19 @@ class ProfileModel(MoEStepMixin, LatencyModel):
         t0, _ = attn.lookup(attn.pcs[0], 0, 0, 0)
         self._attn_fixed = t0  # smallest profiled prefill call: the fixed part of one launch
         self._dec_cache: dict[tuple[int, bool], tuple] = {}
-        self._fixed_cache: dict[tuple, float] = {}
+        # the bundle times the KV-cache write inside attention, as vLLM's Attention layer runs it
+        self.step_ops = StepOps(model, r.shape, engine, Execution(KV_IN_ATTENTION, False, r.shape.vocab * tp), pp)
+        self._init_step_caches()
         self.missing_ops = sorted({op for op, layer in {**LAYER_OPS, **HEAD_DENSE_OPS}.items()
                                    if layer not in bundle.dense and (op != "qk_norm" or self.shape.qk_norm)}
                                   | {op for op in PER_SEQUENCE_OPS if op not in bundle.per_sequence})
         if model.is_moe:
-            from tpsim.perf.moe_costs import setup_profile_moe
+            from tpsim.perf.moe_costs import ProfileExperts, moe_layer
 
-            setup_profile_moe(self, layout, routing)
+            self.moe = moe_layer(model, layout, tp, pp, routing, engine)
+            self._experts = ProfileExperts(self, self.moe)
+            self.moe_block = self._experts.table
+            self.routing_in_experts = self.moe_block is not None
             if self.moe_block is None:
                 self.missing_ops.append("moe_block")
 
@@ -205,7 +212,7 @@ class ProfileModel(MoEStepMixin, LatencyModel):
         """
         if not self.kernel_timed:
             return t
-        kt = self.roofline._kernel_time
+        kt = self.roofline.kernel_time_ns
         extra = KERNELS.get(op, 1) - 1
         return kt(t, graph) + (extra * kt(0.0, graph) if extra else 0.0)
 
@@ -216,45 +223,33 @@ class ProfileModel(MoEStepMixin, LatencyModel):
         v, src = table.lookup(x)
         return self._kernel_cost(op, v, graph), src
 
-    def _layer_ops(self, n: int, graph: bool) -> list[tuple[str, str, tuple]]:
+    def _measured(self, op: Op) -> tuple[float, str] | None:
+        """The bundle's time of a dense, head or per-sequence op (None: not measured)."""
         b = self.bundle
-        out = []
-        for name, comp, (t, f, nbytes, bound) in self.roofline._layer_ops(n, graph):
-            if name == "kv_cache_write":
-                continue  # measured inside attention, as vLLM's Attention layer runs it
-            layer = LAYER_OPS.get(name)
-            if layer is not None and layer in b.dense:
-                t, src = self._lookup(name, layer, n, graph, b.dense, b.dense_graph)
-            else:
-                src = "analytical"
-            out.append((name, comp, (t, f, nbytes, bound, src)))
-        return out
+        layer = LAYER_OPS.get(op.name) or HEAD_DENSE_OPS.get(op.name)
+        if layer is not None and layer in b.dense:
+            return self._lookup(op.name, layer, op.tokens, op.graph, b.dense, b.dense_graph)
+        if op.name in PER_SEQUENCE_OPS and op.name in b.per_sequence:
+            return self._lookup(op.name, op.name, op.tokens, op.graph, b.per_sequence, b.per_sequence_graph)
+        return None
 
-    def _head_ops(self, n: int, num_seqs: int, graph: bool) -> list[tuple[str, str, tuple]]:
-        """Once-per-step ops; logits are computed (and gathered) for every scheduled sequence."""
-        b = self.bundle
-        out = []
-        for name, comp, (t, f, nbytes, bound) in self.roofline._head_ops(n, num_seqs, num_seqs, graph):
-            if name == "framework":
-                continue  # host time: added by explain() and the hot paths (_host_visible_ns)
-            src = "analytical"
-            layer = HEAD_DENSE_OPS.get(name)
-            if layer is not None and layer in b.dense:
-                t, src = self._lookup(name, layer, n, graph, b.dense, b.dense_graph)
-            elif name in PER_SEQUENCE_OPS and name in b.per_sequence:
-                t, src = self._lookup(name, name, num_seqs, graph, b.per_sequence, b.per_sequence_graph)
-            out.append((name, comp, (t, f, nbytes, bound, src)))
-        return out
-
-    def _fixed_ns(self, n: int, num_seqs: int, graph: bool) -> float:
-        """GPU time of everything but attention, cached by shape."""
-        key = (n, num_seqs, graph)
-        cached = self._fixed_cache.get(key)
-        if cached is None:
-            per_layer = sum(op[2][0] for op in self._layer_ops(n, graph))
-            head = sum(op[2][0] for op in self._head_ops(n, num_seqs, graph))
-            cached = self._fixed_cache[key] = per_layer * self.num_layers + head
-        return cached
+    def price(self, op: Op) -> OpTime:
+        """The bundle's time where it measures the op, the roofline's otherwise; FLOPs, bytes and bound
+        the roofline's."""
+        base = self.roofline.price(op) if op.kind != EXPERTS else None
+        if op.kind == ATTENTION:
+            if op.batch is None:
+                return base
+            t, src = self._attention_ns(op.batch, op.graph)
+        elif op.kind == EXPERTS:
+            t, src, f, b = self._experts(op)
+            return OpTime(op.name, op.component, t, op.count, f, b, "kernel", src)
+        else:
+            measured = self._measured(op)
+            if measured is None:
+                return base
+            t, src = measured
+        return OpTime(op.name, op.component, t, op.count, base.flops, base.bytes, base.bound, src)
 
     # ----------------------------------------------------------------- attention
     def _table(self, graph: bool, nd: int) -> AttentionTable:
@@ -354,48 +349,33 @@ class ProfileModel(MoEStepMixin, LatencyModel):
             src = worst(src, si)
         return self._kernel_cost("attention", t, False), src
 
-    # ----------------------------------------------------------------- host overhead
+    def attention_ns(self, batch: BatchShape, graph: bool) -> float:
+        return self._attention_ns(batch, graph)[0]
+
+    # ----------------------------------------------------------------- the step
     def _with_host(self, gpu_ns: float, num_seqs: int) -> float:
         """Step time: the GPU's plus the host time it does not hide (the analytical model's rule)."""
-        return gpu_ns + self.roofline._host_visible_ns(gpu_ns, num_seqs)
+        return gpu_ns + self.roofline.host_visible_ns(gpu_ns, num_seqs)
 
-    # ----------------------------------------------------------------- interface
-    def _is_graph(self, batch: BatchShape) -> bool:
-        return self.roofline._is_graph(batch)
+    def graph_plan(self, batch: BatchShape | None) -> tuple[str, int, int]:
+        return self.roofline.graph_plan(batch)
 
-    def explain(self, batch: BatchShape) -> Breakdown:
-        if self.moe is not None:
-            return self.moe_explain(batch)
-        n = batch.num_tokens
-        graph = self._is_graph(batch)
-        attn_graph = graph and not batch.prefill
-        layers = self.num_layers
-        layer_ops = self._layer_ops(n, graph)
-        _, f, nbytes, bound = self.roofline._attention(batch, attn_graph)
-        t, src = self._attention_ns(batch, attn_graph)
-        idx = next((i for i, (name, _, _) in enumerate(layer_ops) if name == "o_proj"), len(layer_ops))
-        layer_ops.insert(idx, ("attention", "layer", (t, f, nbytes, bound, src)))
-        ops = [OpTime(name, comp, t, layers, f, b, bound, src) for name, comp, (t, f, b, bound, src) in layer_ops]
-        head = self._head_ops(n, batch.num_seqs, graph)
-        ops += [OpTime(name, comp, t, 1, f, b, bound, src) for name, comp, (t, f, b, bound, src) in head]
-        visible = self.roofline._host_visible_ns(sum(op.total_ns for op in ops), batch.num_seqs)
-        ops.append(OpTime("framework", "overhead", visible, 1, 0.0, 0.0, "host" if visible > 0 else "hidden",
-                          "analytical"))
-        return Breakdown(ops=ops, num_layers=layers, pp=self.pp)
+    def step_plan(self, mode: str, tokens: int, attention_tokens: int, logits_rows: int) -> StepPlan:
+        return StepPlan(mode, tokens, attention_tokens, logits_rows)
 
-    def iteration_ns(self, batch: BatchShape) -> int:
-        if self.moe is not None:
-            return self.moe_iteration_ns(batch)
-        graph = self._is_graph(batch)
-        fixed = self._fixed_ns(batch.num_tokens, batch.num_seqs, graph)
-        device = fixed + self._attention_ns(batch, graph and not batch.prefill)[0] * self.num_layers
-        return int(round(self._with_host(device, batch.num_seqs)))
+    def dense_plan(self, batch: BatchShape) -> StepPlan:
+        """The analytical model's CUDA-graph rule; logits of every scheduled sequence."""
+        mode, n, _ = self.roofline.graph_plan(batch)
+        return StepPlan(mode, n, n, batch.num_seqs)
+
+    def host_visible_ns(self, gpu_ns: float, num_seqs: int) -> float:
+        return self.roofline.host_visible_ns(gpu_ns, num_seqs)
 
     def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
         if self.moe is not None:
             return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max)
         graph = num_decode <= self.max_graph_batch
-        fixed = self._fixed_ns(num_decode, num_decode, graph)
+        fixed = self._fixed_ns(FULL if graph else EAGER, num_decode, num_decode, num_decode)
         attn = self._decode_attention(num_decode, ctx_sum // num_decode, ctx_max, graph)
         return int(round(self._with_host(fixed + attn * self.num_layers, num_decode)))
 
@@ -404,7 +384,7 @@ class ProfileModel(MoEStepMixin, LatencyModel):
         if self.moe is not None:
             return LatencyModel.decode_steps(self, num_decode, ctx_sum, ctx_max, t, steps, bound, ends)
         graph = num_decode <= self.max_graph_batch
-        fixed = self._fixed_ns(num_decode, num_decode, graph)
+        fixed = self._fixed_ns(FULL if graph else EAGER, num_decode, num_decode, num_decode)
         layers = self.num_layers
         attention = self._decode_attention
         with_host = self._with_host
@@ -418,11 +398,6 @@ class ProfileModel(MoEStepMixin, LatencyModel):
             append(t)
             if t >= bound:
                 return
-
-    def stage_interval_ns(self, batch: BatchShape) -> int:
-        if self.pp == 1:
-            return self.iteration_ns(batch)
-        return AnalyticalModel.stage_interval_ns(self, batch)  # same pipeline split of this model's breakdown
 
     def describe(self) -> dict:
         p = self.hardware.perf
@@ -444,31 +419,3 @@ class ProfileModel(MoEStepMixin, LatencyModel):
             d["moe"] = {**self.moe.describe(), "moe_block": "bundle moe.csv" if self.moe_block is not None else
                         "roofline (no moe.csv for this tp, or experts split by width)"}
         return d
-
-    # ----------------------------------------------------------------- MoE (tpsim.perf.moe_step)
-    def graph_plan(self, batch: BatchShape | None) -> tuple[str, int, int]:
-        return self.roofline.graph_plan(batch)
-
-    def host_visible_ns(self, gpu_ns: float, num_seqs: int) -> float:
-        return self.roofline._host_visible_ns(gpu_ns, num_seqs)
-
-    def _nops_layer(self, n: int, n_real: int, mode: str) -> list[tuple]:
-        return [(name, comp, t, src, f, b, bound)
-                for name, comp, (t, f, b, bound, src) in self._layer_ops(n, mode != "eager")]
-
-    def _nops_head(self, n: int, num_seqs: int, mode: str) -> list[tuple]:
-        return [(name, comp, t, src, f, b, bound)
-                for name, comp, (t, f, b, bound, src) in self._head_ops(n, num_seqs, mode != "eager")]
-
-    def _attn_time(self, batch: BatchShape | None, mode: str) -> float:
-        if batch is None:  # a dummy step builds attention metadata only for a FULL graph
-            return self._decode_attention(1, 1, 1, True) if mode == "full" else 0.0
-        return self._attention_ns(batch, mode == "full")[0]
-
-    def _attn_op(self, batch: BatchShape | None, mode: str) -> tuple:
-        if batch is None and mode != "full":
-            return ("attention", "layer", 0.0, "analytical", 0.0, 0.0, "memory")
-        shape = batch if batch is not None else DUMMY
-        _, f, b, bound = self.roofline._attention(shape, mode == "full")
-        t, src = self._attention_ns(shape, mode == "full")
-        return ("attention", "layer", t, src, f, b, bound)

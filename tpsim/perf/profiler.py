@@ -420,7 +420,7 @@ def run_profile(model, tp: int, dtype: str, device: str, grid_name: str, *, hard
         "cuda": str(torch.version.cuda) if cuda else None,
         "torch": str(torch.__version__),
         "python": platform.python_version(),
-        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "date": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         "shard": {"hidden": shape.hidden, "heads": shape.heads, "kv_heads": shape.kv_heads,
                   "head_dim": shape.head_dim, "intermediate": shape.inter, "vocab": shape.vocab,
                   "qk_norm": shape.qk_norm},

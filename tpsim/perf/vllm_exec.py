@@ -50,7 +50,7 @@ class GraphPolicy:
     sizes: tuple[int, ...]
 
     @classmethod
-    def of(cls, max_num_seqs: int, max_num_batched_tokens: int) -> "GraphPolicy":
+    def of(cls, max_num_seqs: int, max_num_batched_tokens: int) -> GraphPolicy:
         largest = min(2 * max_num_seqs, MAX_CAPTURE, max_num_batched_tokens)
         return cls(largest, max_num_seqs, capture_sizes(largest))
 

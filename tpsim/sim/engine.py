@@ -125,10 +125,12 @@ class Simulation:
         e = inst.engine
         total = req.prompt + req.output
         if total > e.max_model_len:
-            return f"context {total} tokens (input {req.prompt} + output {req.output}) exceeds max_model_len {e.max_model_len}"
+            return (f"context {total} tokens (input {req.prompt} + output {req.output}) "
+                    f"exceeds max_model_len {e.max_model_len}")
         need = inst.kv_blocks_needed(req)
         if need > inst.kv.num_blocks:
-            return f"needs {need} KV blocks for {req.max_kv_tokens} tokens but the KV cache holds {inst.kv.num_blocks} blocks"
+            return (f"needs {need} KV blocks for {req.max_kv_tokens} tokens "
+                    f"but the KV cache holds {inst.kv.num_blocks} blocks")
         if not e.enable_chunked_prefill and req.max_kv_tokens > e.max_num_batched_tokens:
             return (f"sequence of up to {req.max_kv_tokens} tokens exceeds max_num_batched_tokens "
                     f"{e.max_num_batched_tokens} with chunked prefill disabled")

@@ -25,7 +25,8 @@ POLICIES = ("LOAD", "RR", "RAND")
 class Router:
     def __init__(self, policy: str, num_instances: int, seed: int):
         if policy not in POLICIES:
-            raise InputError(f"--request-routing-policy {policy!r} is not supported; choose one of {', '.join(POLICIES)}")
+            raise InputError(f"--request-routing-policy {policy!r} is not supported; "
+                             f"choose one of {', '.join(POLICIES)}")
         self.policy = policy
         self.n = num_instances
         self.next = 0

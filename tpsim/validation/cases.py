@@ -34,7 +34,9 @@ def case_has_kernel_tables(case_dir) -> bool:
 
     try:
         cluster = read_json(Path(case_dir) / "config.json", "cluster config")
-        names = {inst["hardware"] for node in cluster.get("nodes") or [] for inst in (node or {}).get("instances") or []}
+        names = {inst["hardware"]
+                 for node in cluster.get("nodes") or []
+                 for inst in (node or {}).get("instances") or []}
     except (InputError, KeyError, TypeError):
         return False
     return bool(names) and all(isinstance(n, str) and load_kernel_tables(n) is not None for n in names)
