@@ -166,7 +166,8 @@ def test_every_label_carries_its_unit(drawn):
         for ax in visible_axes(f["fig"]):
             for label in (ax.get_xlabel(), ax.get_ylabel()):
                 assert not label or UNIT.search(label.replace("\n", " ")), (name, label)
-            assert "link_bw" not in ax.get_title() and "=" not in ax.get_title().replace("TP=", ""), (name, ax.get_title())
+            title = ax.get_title()
+            assert "link_bw" not in title and "=" not in title.replace("TP=", ""), (name, title)
 
 
 def test_one_y_scale_and_range_per_figure(drawn):
@@ -186,7 +187,8 @@ def test_legends_list_only_what_is_drawn(drawn):
         for label in labels:
             m = re.fullmatch(r"TP=(\d+)", label)
             if m and name != "pareto_throughput_latency":
-                drawn_rows = [r for r in rows if r.get("tp_size") == m.group(1) and r.get("status") in ("ok", "overloaded")]
+                drawn_rows = [r for r in rows
+                              if r.get("tp_size") == m.group(1) and r.get("status") in ("ok", "overloaded")]
                 assert drawn_rows, f"{name}: legend lists {label}, which no point of the figure has"
         if any(r.get("status") == "overloaded" or r.get("overloaded_runs", "0") not in ("0", "") for r in rows):
             assert any(label.startswith("overloaded") for label in labels), name
@@ -246,7 +248,7 @@ def test_seed_means_carry_bootstrap_intervals_of_the_runs(faceted):
             continue
         vals = [v for (v,) in query(faceted["db"], """SELECT ttft_p50_ms FROM runs WHERE model = $m AND tp_size = $tp
                 AND link_bw = $bw AND rate = $rate ORDER BY seed""", {"m": r["model"], "tp": int(r["tp_size"]),
-                                                                      "bw": float(r["link_bw"]), "rate": float(r["rate"])})]
+                                                   "bw": float(r["link_bw"]), "rate": float(r["rate"])})]
         assert len(vals) == 3 and int(r["n_runs"]) == 3
         assert float(r["ttft_p50_ms"]) == pytest.approx(np.mean(vals))
         lo, hi = figure_stats.mean_ci(vals)[1:3]
@@ -287,7 +289,8 @@ def test_a_single_model_campaign_is_one_column_wide(single):
     assert single["figs"]["ttft_by_tp"]["fig"].get_figwidth() == figure_parts.DOUBLE_COLUMN_IN  # two link columns
     mem = read_csv(single["figs"]["memory_by_tp"]["out"]["csv"])
     tp1 = next(r for r in mem if r["tp_size"] == "1")
-    assert tp1["status"] == "infeasible" and float(tp1["memory_needed_gb"]) > float(tp1["budget_gb"])  # needs, as numbers
+    assert tp1["status"] == "infeasible"
+    assert float(tp1["memory_needed_gb"]) > float(tp1["budget_gb"])  # its needs, as numbers
 
 
 def test_an_all_infeasible_campaign_draws_notes_and_no_series(infeasible):

@@ -51,7 +51,8 @@ def test_a_link_in_the_matrix_wins_and_a_faster_one_than_the_gpu_has_is_a_warnin
            for r in camp.runs}
     assert got[("A100", 450)] == (5000, "link_bw: matrix, link_latency: catalog")
     assert camp.warnings == [("campaign c.yaml: warning: link_bw 450 GB/s is more than A100's catalogued NVLink 3 "
-                             "(NVSwitch) (300 GB/s per direction): 1 run is a what-if on a faster link than the GPU has")]
+                             "(NVSwitch) (300 GB/s per direction): 1 run is a what-if on a faster link than the GPU "
+                             "has")]
     camp = load(sweep(hardware=["RTXPRO6000"], link_latency=[1000, 30000]))
     assert camp.warnings == [("campaign c.yaml: warning: link_latency 1000 ns is below RTXPRO6000's catalogued PCIe "
                              "Gen5 x16 (20000 ns): 1 run is a what-if on a faster link than the GPU has")]

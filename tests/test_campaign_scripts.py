@@ -140,7 +140,8 @@ def test_run_json_records_inputs_and_hashes(campaign):
     rec = json.loads((d / "run.json").read_text())
     assert rec["run_id"] == campaign["camp"].runs[0].id and rec["model"] == "Qwen/Qwen3-8B"
     assert rec["inputs"]["cluster_config"]["sha256"] == sha(d / "cluster.json")
-    assert rec["inputs"]["base_cluster_config"]["sha256"] == sha(REPO / "configs/cluster/single_node_single_instance.json")
+    base = REPO / "configs/cluster/single_node_single_instance.json"
+    assert rec["inputs"]["base_cluster_config"]["sha256"] == sha(base)
     assert rec["inputs"]["dataset"]["sha256"] == sha(campaign["root"] / campaign["camp"].runs[0].trace)
     assert rec["inputs"]["model_config"]["sha256"] == sha(REPO / "configs/model/Qwen/Qwen3-8B.json")
 
@@ -183,7 +184,8 @@ def test_tables_have_one_row_per_run_and_per_request(campaign):
 def test_infeasible_runs_are_flagged_with_the_reason_and_keep_their_memory_needs(campaign):
     rows = query(campaign["out"] / "campaign.duckdb",
                  """SELECT model, tp_size, reason, ttft_p50_ms, finished, weights_gb, activation_peak_gb, reserve_gb,
-                           budget_gb, memory_needed_gb, kv_capacity_gb, run_dir FROM runs WHERE status = 'infeasible'""")
+                           budget_gb, memory_needed_gb, kv_capacity_gb, run_dir
+                    FROM runs WHERE status = 'infeasible'""")
     assert {(m, tp) for m, tp, *_ in rows} == {("meta-llama/Llama-3.1-70B", 1)}
     for _, _, reason, ttft, finished, weights, act, reserve, budget, needed, kv, run_dir in rows:
         assert "does not fit" in reason
@@ -232,8 +234,9 @@ def test_exports_match_the_tables_and_are_stable(campaign, tmp_path):
     for table in ("runs", "requests"):
         n = query(out / "campaign.duckdb", f"SELECT count(*) FROM {table}")[0][0]
         with duckdb.connect() as con:
-            assert con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(out / f"{table}.parquet")}).fetchall() == [(n,)]
-            assert con.execute("SELECT count(*) FROM read_csv($p)", {"p": str(out / f"{table}.csv")}).fetchall() == [(n,)]
+            for reader, suffix in (("read_parquet", "parquet"), ("read_csv", "csv")):
+                rows = con.execute(f"SELECT count(*) FROM {reader}($p)", {"p": str(out / f"{table}.{suffix}")})
+                assert rows.fetchall() == [(n,)], (table, suffix)
     again = tmp_path / "again"
     run_aggregate(campaign["dirs"], again)
     for name in ("runs.parquet", "runs.csv", "requests.parquet", "requests.csv"):
@@ -316,7 +319,8 @@ def test_tables_do_not_depend_on_the_summary_timeline(campaign, tmp_path):
     dirs = copy_runs(campaign["dirs"], tmp_path / "runs", drop_timeline)
     run_aggregate(dirs, tmp_path / "out")
     for table in ("runs", "requests"):
-        assert table_rows(tmp_path / "out/campaign.duckdb", table) == table_rows(campaign["out"] / "campaign.duckdb", table)
+        again = table_rows(tmp_path / "out/campaign.duckdb", table)
+        assert again == table_rows(campaign["out"] / "campaign.duckdb", table), table
     assert "timeline" not in "".join(Path(m.__file__).read_text() for m in (aggregate, tables, figures))
 
 
@@ -377,5 +381,6 @@ def test_runs_record_git_dirty(campaign):
         assert json.loads((d / "run.json").read_text())["git_dirty"] is dirty
     assert query(campaign["out"] / "campaign.duckdb", "SELECT DISTINCT git_dirty FROM runs") == [(dirty,)]
     assert query(campaign["out"] / "campaign.duckdb",
-                 "SELECT data_type FROM information_schema.columns WHERE table_name = 'runs' AND column_name = 'git_dirty'"
+                 "SELECT data_type FROM information_schema.columns "
+                 "WHERE table_name = 'runs' AND column_name = 'git_dirty'"
                  ) == [("BOOLEAN",)]

@@ -151,7 +151,8 @@ def errors_of(doc) -> str:
     ({"capacity": {}}, "capacity: needs slo:"),
     ({"capacity": {}, "slo": {"ttft_ms": 10}, "workload": {"trace": "workloads/example_trace.jsonl"}},
      "capacity: needs a generated workload"),
-    ({"capacity": {"min_rate": 5, "max_rate": 5}, "slo": {"ttft_ms": 10}}, "capacity: min_rate 5 must be below max_rate 5"),
+    ({"capacity": {"min_rate": 5, "max_rate": 5}, "slo": {"ttft_ms": 10}},
+     "capacity: min_rate 5 must be below max_rate 5"),
     ({"capacity": {"tolerance": 0}, "slo": {"ttft_ms": 10}}, "capacity.tolerance"),
     ({"capacity": {}, "slo": {"ttft_ms": 10}, "measured": ["x"]}, "measured: a capacity search's figures have no"),
 ])

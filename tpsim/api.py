@@ -130,10 +130,8 @@ def run(config: RunConfig, sink: RowSink | None = None, console: Console | None 
     banner(console, prepared.cluster, prepared.setups, prepared.trace_desc)
     written = out if sink is None else None
     sink = sink or _file_sink(config, out)
-    workload = prepared.workload
-    total = workload.requests if workload.file is None or workload.reader.exhausted else workload.file.lines
     recorder = Recorder(len(prepared.setups), sink, spool_folder(out), itl=config.itl_format == "list",
-                        progress=console.progress(total))
+                        progress=console.progress(prepared.workload.expected_requests))
     try:
         result = simulate(prepared, console.line, console.debug if console.debug_enabled else None, recorder)
         recorder.close()  # the other instances' rows, in instance order

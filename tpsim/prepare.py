@@ -62,6 +62,14 @@ class Workload:
         return self.reader.requests if self.reader is not None else self._builtin
 
     @property
+    def expected_requests(self) -> int:
+        """Requests the run should see, for progress lines: exact once the trace was read whole,
+        else its line count (an upper bound: --num-reqs and --max-sim-time may stop it earlier)."""
+        if self.file is None or self.reader is None or self.reader.exhausted:
+            return self.requests
+        return self.file.lines
+
+    @property
     def has_token_ids(self) -> bool:
         return self.reader is not None and self.reader.has_token_ids
 

@@ -123,7 +123,8 @@ class Bars:
                 label = infeasible_label(runs[runs["tp_size"] == tp])
                 handles.append(infeasible_handle(f"TP={tp}: {label}", self.style[tp]["color"]))
         if self.cross_tps & self.bar_tps:
-            handles.append(infeasible_handle(infeasible_label(runs[runs["tp_size"].isin(self.cross_tps & self.bar_tps)])))
+            both = runs[runs["tp_size"].isin(self.cross_tps & self.bar_tps)]
+            handles.append(infeasible_handle(infeasible_label(both)))
         if self.overloaded:
             handles.append(overloaded_handle("bar"))
         if self.measured:
@@ -172,7 +173,8 @@ def memory_data(ctx: Context, runs: pd.DataFrame, keys: list) -> pd.DataFrame:
         src = (ok if len(ok) else grp).iloc[0]
         needs = len(ok) == 0 and pd.notna(src.get("weights_gb"))
         rows.append({**dict(zip([*keys, "model", "tp_size"], key)), "status": "ok" if len(ok) else "infeasible",
-                     "weights_gb": src["weights_gb"], "activation_reserve_gb": src["activation_peak_gb"] + src["reserve_gb"],
+                     "weights_gb": src["weights_gb"],
+                     "activation_reserve_gb": src["activation_peak_gb"] + src["reserve_gb"],
                      "kv_capacity_gb": src["kv_capacity_gb"] if len(ok) else np.nan, "budget_gb": src["budget_gb"],
                      "memory_needed_gb": src.get("memory_needed_gb"), "kv_capacity_tokens": src["kv_capacity_tokens"],
                      "needs_known": bool(len(ok) or needs)})
@@ -215,7 +217,8 @@ def fig_memory_by_tp(ctx: Context, runs: pd.DataFrame, out: dict) -> None:
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=color, hatch=hatch, edgecolor="black", linewidth=0.4, label=label)
                for _, label, color, hatch in parts]
     if budget:
-        handles.append(plt.Line2D([], [], color="black", linestyle=":", linewidth=0.8, label="budget (memory x mem_util)"))
+        handles.append(plt.Line2D([], [], color="black", linestyle=":", linewidth=0.8,
+                                  label="budget (memory x mem_util)"))
     if crosses:
         handles.append(infeasible_handle(infeasible_label(runs) + " (its needs, no KV cache)"))
     fit_legend(fig, handles)

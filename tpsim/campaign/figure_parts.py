@@ -83,7 +83,7 @@ def grid(row_labels: list[str], ncols: int, *, sharex=True, sharey=True, row_hei
 
 def _share(axes, mode, which: str) -> None:
     flat = [ax for row in axes for ax in row]
-    for r, row in enumerate(axes):
+    for row in axes:
         for c, ax in enumerate(row):
             lead = flat[0] if mode is True else axes[0][c] if mode == "col" else None
             if lead is not None and ax is not lead:

@@ -98,7 +98,8 @@ def warnings(runs, hardware_paths: dict, prefix: str) -> list[str]:
             what = (f"link_bw {shown} GB/s is more than {hardware}'s catalogued {link.kind} "
                     f"({fmt_value(link.link_bw_gbps)} GB/s per direction)")
         else:
-            what = f"link_latency {shown} ns is below {hardware}'s catalogued {link.kind} ({fmt_value(link.link_latency_ns)} ns)"
+            what = (f"link_latency {shown} ns is below {hardware}'s catalogued {link.kind} "
+                    f"({fmt_value(link.link_latency_ns)} ns)")
         n = sum(values.values())
         out.append(f"{prefix}: warning: {what}: {n} run{'s are' if n > 1 else ' is a'} what-if{'s' if n > 1 else ''} "
                    "on a faster link than the GPU has")

@@ -1,8 +1,8 @@
 """Run ids: one Hive-style ``key=value`` folder per parameter, every byte safe in a path.
 
 A run id is a relative path such as ``model=Qwen--Qwen3-32B/tp=2/link_bw=16`` (the matrix keys
-beyond model and tp_size join it, when the matrix has them, in the fixed order of :data:`PATH_KEYS`), so DuckDB and pandas can read the
-parameters back, and every folder name is safe for a shell, a path and Snakemake's patterns:
+beyond model and tp_size join it, when the matrix has them, in the fixed order of :data:`PATH_KEYS`), so DuckDB
+and pandas can read the parameters back, and every folder name is safe for a shell, a path and Snakemake's patterns:
 
 * numbers are written canonically (``16`` and ``16.0`` are the same run: ``16``);
 * a model name (it may be any file path) is written in the alphabet ``[A-Za-z0-9._+-]`` plus
