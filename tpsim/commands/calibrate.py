@@ -69,14 +69,7 @@ def handle_tables(args) -> int:
     written = None
     if args.write:
         path = catalog.find("hardware", f"{hw.name}.yaml")
-        text = cal.update_hardware_yaml(path, result["values"], ct.provenance_text(tables))
-        old = path.read_text()
-        path.write_text(text)
-        try:
-            load_hardware(hw.name)
-        except InputError:
-            path.write_text(old)
-            raise
+        _write_hardware(path, cal.update_hardware_yaml(path, result["values"], ct.provenance_text(tables)), hw.name)
         written = str(path)
     result["written"] = written
     if args.json:
@@ -101,7 +94,6 @@ def handle(args) -> int:
 
     from tpsim.build import standalone
     from tpsim.config import catalog
-    from tpsim.config.hardware import load_hardware
     from tpsim.errors import InputError
     from tpsim.perf import calibrate as cal
     from tpsim.perf.bundle import read_bundle
@@ -129,14 +121,7 @@ def handle(args) -> int:
             shown = Path(bundle.path).resolve().relative_to(catalog.PACKAGE_ROOT)
         except ValueError:
             shown = bundle.path
-        text = cal.update_hardware_yaml(path, values, cal.provenance_text(str(shown)))
-        old = path.read_text()
-        path.write_text(text)
-        try:
-            load_hardware(hw.name)
-        except InputError:
-            path.write_text(old)
-            raise
+        _write_hardware(path, cal.update_hardware_yaml(path, values, cal.provenance_text(str(shown))), hw.name)
         written = {"path": str(path), "values": {k: float(cal.format_value(k, v)) for k, v in values.items()}}
     out = {
         "hardware": hw.name,
@@ -172,3 +157,17 @@ def handle(args) -> int:
     if written:
         print(f"wrote {', '.join(written['values'])} to {written['path']}")
     return 0
+
+
+def _write_hardware(path, text: str, name: str) -> None:
+    """Write a calibrated hardware entry, restoring the old text if the new one does not load."""
+    from tpsim.config.hardware import load_hardware
+    from tpsim.errors import InputError
+
+    old = path.read_text()
+    path.write_text(text)
+    try:
+        load_hardware(name)
+    except InputError:
+        path.write_text(old)
+        raise

@@ -153,24 +153,15 @@ class PrefixCachingPool(BlockCounter):
                 del free_queue[b]
             ref[b] += 1
             blocks.append(b)
-        block_hash = self.block_hash
-        index = self.index
         fresh = need if need < self.fresh else self.fresh
         if fresh:
             first = len(ref)
             ref.extend([1] * fresh)
-            block_hash.extend([None] * fresh)
+            self.block_hash.extend([None] * fresh)
             blocks.extend(range(first, first + fresh))
             self.fresh -= fresh
         for _ in range(need - fresh):
-            b = free_queue.popitem(last=False)[0]
-            h = block_hash[b]
-            if h is not None:  # evict the cached content it held
-                if index.get(h) == b:
-                    del index[h]
-                block_hash[b] = None
-            ref[b] = 1
-            blocks.append(b)
+            blocks.append(self._reuse_free_block())
         self.num_free -= need + evictable
         req.nblocks = len(blocks)
         used = self.num_blocks - self.num_free
@@ -196,23 +187,24 @@ class PrefixCachingPool(BlockCounter):
                 r.blocks.append(first + i)
                 r.nblocks += 1
         if fresh < n:
-            free_queue = self.free_queue
-            block_hash = self.block_hash
-            index = self.index
             for r in reqs[fresh:]:
-                b = free_queue.popitem(last=False)[0]
-                h = block_hash[b]
-                if h is not None:  # evict the cached content it held
-                    if index.get(h) == b:
-                        del index[h]
-                    block_hash[b] = None
-                ref[b] = 1
-                r.blocks.append(b)
+                r.blocks.append(self._reuse_free_block())
                 r.nblocks += 1
         self.num_free -= n
         used = self.num_blocks - self.num_free
         if used > self.peak_used:
             self.peak_used = used
+
+    def _reuse_free_block(self) -> int:
+        """The least recently freed block, referenced once; the cached content it held is evicted."""
+        b = self.free_queue.popitem(last=False)[0]
+        h = self.block_hash[b]
+        if h is not None:
+            if self.index.get(h) == b:
+                del self.index[h]
+            self.block_hash[b] = None
+        self.ref[b] = 1
+        return b
 
     def take(self, n: int) -> bool:
         raise TypeError("a prefix-caching pool hands out blocks by id: use allocate()")
