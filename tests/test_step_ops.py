@@ -3,6 +3,8 @@ shapes, placed in or out of CUDA graphs by each model's reading of vLLM, priced 
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +24,7 @@ from tpsim.perf.ops import (
     MOE,
     StepPlan,
 )
+from tpsim.perf.step import StepModel
 from tpsim.perf.vllm_exec import EAGER, FULL, PIECEWISE
 
 MIXED = BatchShape(((300, 1000), (40, 0)), 24, 24 * 1500, 1800, 25)
@@ -29,6 +32,17 @@ MIXED = BatchShape(((300, 1000), (40, 0)), 24, 24 * 1500, 1800, 25)
 
 def latency(perf="analytical", model="Qwen/Qwen3-32B", hw="A100", tp=2, **kw):
     return standalone(model, hw, tp=tp, perf_model=perf, **kw)[3]
+
+
+@functools.cache
+def cached_latency(perf, model, hw, tp, pp):
+    return latency(perf, model, hw, tp, pp=pp)
+
+
+#: (model, GPU, TP, PP): between them every token-wise kind (GEMM, element-wise, TP collectives, the PP send),
+#: q/k norms and an MoE model's layer without dense MLP
+SHAPES = [("Qwen/Qwen3-32B", "A100", 2, 2), ("meta-llama/Llama-3.1-8B", "RTXPRO6000", 1, 1),
+          ("Qwen/Qwen3-30B-A3B-Instruct-2507", "RTXPRO6000", 1, 1)]
 
 
 def names(bd) -> list[str]:
@@ -138,3 +152,30 @@ def test_attention_op_of_an_idle_rank():
     plan = lat.step_plan(EAGER, 1, 1, 0)
     assert lat.step_ops.attention(plan, None).kind == ATTENTION and lat.price(lat.step_ops.attention(plan, None)
                                                                               ).time_ns == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["analytical", "kernels"]), st.sampled_from(SHAPES), st.sampled_from([FULL, PIECEWISE, EAGER]),
+       st.booleans(), st.integers(1, 1 << 16))
+def test_token_wise_ops_built_for_one_token_scale_to_any_count(perf, shape, mode, fused, n):
+    """Op.scaled of the ops built for one token (one sequence for the logits) are, exactly, those built for ``n``:
+    what the roofline prices a new step shape from."""
+    so = cached_latency(perf, *shape).step_ops
+
+    def parts(m):
+        return [*so.layer_parts(StepPlan(mode, m, m, m, fused)), *so.head_parts(StepPlan(mode, m, m, m, fused))]
+
+    assert [[op.scaled(n) for op in part] for part in parts(1)] == parts(n)
+    assert any(op.tokens == n and op.mem_bytes for part in parts(n) for op in part)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(SHAPES), st.sampled_from([FULL, PIECEWISE, EAGER]), st.integers(1, 1 << 16),
+       st.integers(0, 1024))
+def test_the_roofline_prices_a_new_shape_as_the_ops_built_for_it(shape, mode, n, rows):
+    """The roofline's times of a new token count and logits row count, from the ops built once for one, equal
+    (bit for bit) building that step's ops and pricing each."""
+    lat = cached_latency("analytical", *shape)
+    assert lat.token_times(mode, n) == StepModel.token_times(lat, mode, n)
+    assert lat.logits_times(mode, rows) == StepModel.logits_times(lat, mode, rows)
+    assert (lat.logits_times(mode, rows) == ()) == (rows == 0)

@@ -42,6 +42,7 @@ from tpsim.perf.ops import (
     GEMM,
     KIND_BOUND,
     KV_DENSE,
+    MLP,
     MOE,
     Execution,
     Op,
@@ -102,6 +103,8 @@ class AnalyticalModel(StepModel):
         self.l2_cost = 1.0 / p.l2_bandwidth_ratio if p.l2_bandwidth_ratio > 0 else 0.0
         self.step_ops = StepOps(model, s, engine, Execution(KV_DENSE, False, s.vocab * s.tp), pp)
         self._init_step_caches()
+        self._unit_ops: dict[str, tuple] = {}  # token_ops for one token (in one list, where it cuts), by mode
+        self._unit_logits: dict[str, list[Op]] = {}  # the logits' ops for one sequence, by mode
         if moe and model.is_moe:
             from tpsim.perf.moe_costs import RooflineExperts, moe_layer
 
@@ -127,13 +130,15 @@ class AnalyticalModel(StepModel):
         else:
             t_c = flops / self.gemm_flops
         t_m = nbytes / self.bw
-        return (self.kernel_time_ns(max(t_c, t_m) + self.gemm_floor, graph), flops, nbytes,
+        return (self.kernel_time_ns((t_m if t_m > t_c else t_c) + self.gemm_floor, graph), flops, nbytes,
                 "compute" if t_c >= t_m else "memory")
 
     def memory_cost(self, nbytes: float, graph: bool, kernels: int = 1) -> tuple[float, float, float, str]:
         """(ns, 0, bytes, "memory") of ``kernels`` memory-bound kernels moving ``nbytes`` in all."""
-        return (self.kernel_time_ns(nbytes / self.bw, graph) + (kernels - 1) * self.kernel_time_ns(0.0, graph),
-                0.0, nbytes, "memory")
+        t = self.kernel_time_ns(nbytes / self.bw, graph)
+        if kernels > 1:  # the others' data counted in the first's
+            t += (kernels - 1) * self.kernel_time_ns(0.0, graph)
+        return t, 0.0, nbytes, "memory"
 
     def attention_cost(self, batch: BatchShape, graph: bool) -> tuple[float, float, float, str]:
         """One varlen attention kernel: each prefill chunk plus all decodes (per layer): (ns, FLOPs, bytes, bound).
@@ -187,13 +192,49 @@ class AnalyticalModel(StepModel):
             return self.comm.all_gather(op.elements, op.group)
         return self.comm.reduce_scatter(op.elements, op.group)
 
+    # ----------------------------------------------------------------- a new step shape, priced
+    def token_times(self, mode: str, tokens: int) -> tuple:
+        """The token-wise ops built once per mode for one token and priced at ``tokens`` (:meth:`Op.scaled`): a
+        new token count builds no op (the roofline's plan does not depend on the tokens)."""
+        unit = self._unit_ops.get(mode)
+        if unit is None:
+            before, after, first, last = self.token_ops(mode, 1)
+            a, b, c = len(before), len(before) + len(after), len(before) + len(after) + len(first)
+            unit = self._unit_ops[mode] = (before + after + first + last, a, b, c,
+                                           tuple(op.block == MLP for op in after))
+        ops, a, b, c, is_mlp = unit
+        times = self.scaled_times(ops, tokens)  # all at once: one pass, then cut into the parts
+        return times[:a], times[a:b], is_mlp, times[b:c], times[c:]
+
+    def logits_times(self, mode: str, logits_rows: int) -> tuple[float, ...]:
+        """The logits' ops built once per mode for one sequence, priced at ``logits_rows`` (their sizes scale
+        with the rows as the token-wise ops' with the tokens)."""
+        if not logits_rows:
+            return ()
+        unit = self._unit_logits.get(mode)
+        if unit is None:
+            unit = self._unit_logits[mode] = self.step_ops.logits(self.step_plan(mode, 1, 1, 1))
+        return self.scaled_times(unit, logits_rows)
+
+    def scaled_times(self, ops: list[Op], tokens: int) -> tuple[float, ...]:
+        """``op_ns(op.scaled(tokens))`` of each op built for one token; GEMMs and element-wise ops priced without
+        building them."""
+        gemm, memory = self.gemm_cost, self.memory_cost
+        return tuple([gemm(tokens, op.n, op.k, op.weight_bytes, op.graph)[0] if (kind := op.kind) == GEMM
+                      else memory(op.mem_bytes * tokens, op.graph, op.kernels)[0] if kind == ELEMENTWISE
+                      else self.op_ns(op.scaled(tokens)) for op in ops])
+
     def op_ns(self, op: Op) -> float:
-        """The time alone of the step's commonest ops (GEMMs, element-wise), without an OpTime."""
+        """An op's time alone, without an OpTime (but a rare P2P's)."""
         kind = op.kind
         if kind == GEMM:
             return self.gemm_cost(op.tokens, op.n, op.k, op.weight_bytes, op.graph)[0]
         if kind == ELEMENTWISE:
             return self.memory_cost(op.mem_bytes, op.graph, op.kernels)[0]
+        if kind == COLLECTIVE:
+            return self.collective_ns(op)[0]
+        if kind == EXPERTS:
+            return self._experts(op)[0]
         return self.price(op).time_ns
 
     def price(self, op: Op) -> OpTime:
@@ -241,8 +282,9 @@ class AnalyticalModel(StepModel):
         return StepPlan(mode, tokens, attention_tokens, logits_rows)
 
     def dense_plan(self, batch: BatchShape) -> StepPlan:
-        """Logits of the sequences that sample a token."""
-        mode, n, _ = self.graph_plan(batch)
+        """:meth:`graph_plan`'s rule (inline: once a step); logits of the sequences that sample a token."""
+        n = batch.num_tokens
+        mode = EAGER if n > self.max_graph_batch else PIECEWISE if batch.prefill else FULL
         return StepPlan(mode, n, n, batch.num_sampled)
 
     def attention_ns(self, batch: BatchShape, graph: bool) -> float:

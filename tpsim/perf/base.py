@@ -10,6 +10,9 @@ included.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
+
+_NEW_TOKENS = itemgetter(0)  # of a prefill chunk (new tokens, cached context); faster than a generator, once a step
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class BatchShape:
 
     @property
     def num_prefill_tokens(self) -> int:
-        return sum(q for q, _ in self.prefill)
+        return sum(map(_NEW_TOKENS, self.prefill))
 
     @property
     def num_tokens(self) -> int:

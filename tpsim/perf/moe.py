@@ -37,9 +37,9 @@ reach, so the slowest EP rank's load (the step waits for it):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from math import ceil, sqrt
 from statistics import NormalDist
+from typing import NamedTuple
 
 from tpsim.perf.ops import COLLECTIVE, COMM, ELEMENTWISE, EXPERTS, GEMM, LAYER, MOE, Op
 
@@ -48,9 +48,8 @@ ROUTING_POLICIES = ("BALANCED", "RR", "RAND")
 FUSED_MOE_KERNELS = 5
 
 
-@dataclass(frozen=True)
-class ExpertLoad:
-    """The routed work of one MoE layer on the slowest EP rank."""
+class ExpertLoad(NamedTuple):
+    """The routed work of one MoE layer on the slowest EP rank (a named tuple: made for every new step shape)."""
 
     pairs: float  # token-expert pairs it computes
     mean_pairs: float  # the same, averaged over the EP ranks
@@ -99,15 +98,18 @@ class Routing:
                 "RAND": "uniform random routing, slowest EP rank"}[self.policy]
 
 
-@dataclass(frozen=True)
-class Collective:
+class Collective(NamedTuple):
     """One collective of an MoE layer; ``elements`` in nccl-tests' convention (all-gather: the gathered
-    output, reduce-scatter: the input, all-reduce: the buffer)."""
+    output, reduce-scatter: the input, all-reduce: the buffer).  A named tuple: made for every new step shape."""
 
     name: str
     kind: str  # "all_gather" | "reduce_scatter" | "all_reduce"
     group: int  # GPUs taking part
     elements: int
+
+
+def _collective_op(c: Collective, name: str, tokens: int, graph: bool, count: int) -> Op:
+    return Op(name, COLLECTIVE, COMM, MOE, count, graph, tokens, collective=c.kind, elements=c.elements, group=c.group)
 
 
 def sequence_parallel(dp: int, tp: int, expert_parallel: bool) -> bool:
@@ -172,25 +174,21 @@ class MoELayer:
         n = tokens[rank]
         colls, g = plan_collectives(self.dp, self.tp, self.expert_parallel, h, e, tokens, rank)
         ops = []
-
-        def collective(c: Collective, name: str) -> Op:
-            return Op(name, COLLECTIVE, COMM, MOE, count, graph, n, collective=c.kind, elements=c.elements,
-                      group=c.group)
-
         if not routing_in_experts:
             ops.append(self._gemm("router_gemm", -(-n // self.tp) if self.sp else n, e, h, graph, count))
-        by_name = {c.name: c for c in colls}
-        if "moe_all_gather" in by_name:
-            ops.append(collective(by_name["moe_all_gather"], "moe_all_gather"))
+        after = []  # the dispatch's all-gather runs before top-k, the other collectives after the experts
+        for c in colls:
+            if c.name == "moe_all_gather":
+                ops.append(_collective_op(c, c.name, n, graph, count))
+            else:
+                after.append(_collective_op(c, "all_reduce_rmsnorm_moe" if c.name == "moe_all_reduce" and fused_norm
+                                            else c.name, n, graph, count))
         if not routing_in_experts:
             nbytes = g * e * self.ab + g * moe.top_k * 8.0  # logits in; fp32 weights and int32 ids out
             ops.append(Op("topk_softmax", ELEMENTWISE, LAYER, MOE, count, graph, g, mem_bytes=nbytes))
         ops.append(Op("moe_block" if routing_in_experts else "fused_moe", EXPERTS, LAYER, MOE, count, graph, g,
                       load=self.routing.load(g)))
-        for c in colls:
-            if c.name != "moe_all_gather":
-                ops.append(collective(c, "all_reduce_rmsnorm_moe" if c.name == "moe_all_reduce" and fused_norm
-                                      else c.name))
+        ops += after
         if self.shared:
             ops += self._shared_ops(n, graph, count)
         return ops

@@ -77,6 +77,11 @@ class Op(NamedTuple):
     batch: BatchShape | None = None  # ATTENTION: the batch (None: no attention kernel, an idle rank's dummy step)
     load: object = None  # EXPERTS: the slowest EP rank's tpsim.perf.moe.ExpertLoad
 
+    def scaled(self, tokens: int) -> Op:
+        """This op as built for one token, run over ``tokens`` (a token-wise op of :meth:`StepOps.layer_parts`
+        or :meth:`StepOps.head_parts`, whose sizes are proportional to the tokens): the op built for ``tokens``."""
+        return self._replace(tokens=tokens, mem_bytes=self.mem_bytes * tokens, elements=self.elements * tokens)
+
 
 class StepPlan(NamedTuple):
     """How one step runs on one GPU, as far as its ops depend on it (a named tuple: made on the hot path)."""
@@ -127,7 +132,9 @@ class StepOps:
     def layer_parts(self, plan: StepPlan, mlp_count: int | None = None) -> tuple[list[Op], list[Op], list[Op]]:
         """One decoder layer's ops around attention, by what they depend on: (those before it and those after
         it, which depend on the plan's mode and tokens; between them the KV-cache write where it runs with
-        attention on the scheduled tokens, which depends on the mode and ``attention_tokens`` only)."""
+        attention on the scheduled tokens, which depends on the mode and ``attention_tokens`` only).  Those
+        before and after are token-wise: they run over ``plan.tokens`` rows and their sizes are proportional to
+        them, so the ops built for one token are the step's by :meth:`Op.scaled`."""
         s, ab, layers = self.shape, self.ab, self.num_layers
         h, n, graph, fused = s.hidden, plan.tokens, plan.graph, plan.fused_norm
         mlp = layers if mlp_count is None else mlp_count
@@ -136,25 +143,25 @@ class StepOps:
         def gemm(name: str, out: int, inp: int, block: str = ATTENTION_BLOCK) -> None:
             ops.append(Op(name, GEMM, LAYER, block, mlp if block == MLP else layers, graph, n, out, inp, self.wb))
 
-        def mem(name: str, nbytes: float, block: str = ATTENTION_BLOCK) -> None:
+        def mem(name: str, bytes_per_token: float, block: str = ATTENTION_BLOCK) -> None:
             ops.append(Op(name, ELEMENTWISE, LAYER, block, mlp if block == MLP else layers, graph, n, 0, 0, 0.0,
-                          nbytes))
+                          n * bytes_per_token))
 
         if not fused:
-            mem("input_layernorm", 4.0 * n * h * ab)
+            mem("input_layernorm", 4.0 * h * ab)
         gemm("qkv_proj", s.q_dim + 2 * s.kv_dim, h)
         if s.qk_norm:
-            mem("qk_norm", 2.0 * n * (s.q_dim + s.kv_dim) * ab)
-        mem("rotary_emb", 2.0 * n * (s.q_dim + s.kv_dim) * ab)
+            mem("qk_norm", 2.0 * (s.q_dim + s.kv_dim) * ab)
+        mem("rotary_emb", 2.0 * (s.q_dim + s.kv_dim) * ab)
         if self.execution.kv_write == KV_DENSE:
-            mem("kv_cache_write", n * 2.0 * s.kv_dim * (ab + self.kvb))
+            mem("kv_cache_write", 2.0 * s.kv_dim * (ab + self.kvb))
         before, ops = ops, []
         gemm("o_proj", h, s.q_dim)
         if not fused:
-            mem("post_attention_layernorm", 4.0 * n * h * ab)
+            mem("post_attention_layernorm", 4.0 * h * ab)
         if mlp:
             gemm("gate_up_proj", 2 * s.inter, h, MLP)
-            mem("act_fn", 3.0 * n * s.inter * ab, MLP)
+            mem("act_fn", 3.0 * s.inter * ab, MLP)
             gemm("down_proj", h, s.inter, MLP)
         if self.tp > 1:
             name = "all_reduce_rmsnorm" if fused else "all_reduce"
@@ -184,21 +191,23 @@ class StepOps:
 
     def head_parts(self, plan: StepPlan) -> tuple[list[Op], list[Op], list[Op]]:
         """The head's ops by what they depend on: (embedding and final norm, the logits' ops, the pipeline
-        send); the logits' depend on the plan's mode and ``logits_rows`` only, the others on its mode and tokens."""
+        send); the logits' depend on the plan's mode and ``logits_rows`` only, the others on its mode and tokens
+        (token-wise, as :meth:`layer_parts`'s)."""
         s, ab = self.shape, self.ab
         h, n, graph = s.hidden, plan.tokens, plan.graph
-        first = [Op("embedding", ELEMENTWISE, HEAD, EMBED, 1, graph, n, mem_bytes=2.0 * n * h * ab)]
+        first = [Op("embedding", ELEMENTWISE, HEAD, EMBED, 1, graph, n, mem_bytes=n * (2.0 * h * ab))]
         if self.tp > 1:
             first.append(self._all_reduce("embedding_all_reduce", HEAD, EMBED, 1, n, graph))
         if not plan.fused_norm:
-            first.append(Op("final_layernorm", ELEMENTWISE, HEAD, EMBED, 1, graph, n, mem_bytes=2.0 * n * h * ab))
+            first.append(Op("final_layernorm", ELEMENTWISE, HEAD, EMBED, 1, graph, n, mem_bytes=n * (2.0 * h * ab)))
         last = []
         if self.pp > 1:
-            last.append(Op("pp_send_recv", P2P, HEAD, EMBED, 1, graph, n, mem_bytes=n * h * ab, group=self.pp))
+            last.append(Op("pp_send_recv", P2P, HEAD, EMBED, 1, graph, n, mem_bytes=n * (h * ab), group=self.pp))
         return first, self.logits(plan), last
 
     def logits(self, plan: StepPlan) -> list[Op]:
-        """LM head, logits gather and sampler over ``plan.logits_rows`` sequences (none without)."""
+        """LM head, logits gather and sampler over ``plan.logits_rows`` sequences (none without); row-wise: their
+        sizes are proportional to the rows (:meth:`Op.scaled` of the ops built for one)."""
         rows = plan.logits_rows
         if not rows:
             return []
@@ -208,6 +217,7 @@ class StepOps:
         if self.tp > 1:  # vLLM all-gathers the 16-bit logits over TP (docs/notes/vllm-0.19-tp-execution.md)
             ops.append(Op("logits_gather", COLLECTIVE, HEAD, LOGITS, 1, on_graph, rows, collective="all_gather",
                           elements=rows * ex.vocab_logits, group=self.tp))
-        fp32 = rows * ex.vocab_logits * 4.0  # fp32 logits over the full vocabulary (the sampler's pass)
-        ops.append(Op("sampler", ELEMENTWISE, HEAD, LOGITS, 1, on_graph, rows, mem_bytes=3.0 * fp32, kernels=4))
+        fp32 = ex.vocab_logits * 4.0  # a sequence's fp32 logits over the full vocabulary, passed three times
+        ops.append(Op("sampler", ELEMENTWISE, HEAD, LOGITS, 1, on_graph, rows, mem_bytes=rows * (3.0 * fp32),
+                      kernels=4))
         return ops

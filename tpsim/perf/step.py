@@ -21,7 +21,7 @@ the step's CUDA-graph mode (:mod:`tpsim.perf.vllm_exec`); ``batch`` None is an i
 from __future__ import annotations
 
 from tpsim.perf.base import BatchShape, Breakdown, LatencyModel, OpTime
-from tpsim.perf.ops import MLP, StepPlan
+from tpsim.perf.ops import KV_WITH_ATTENTION, MLP, StepPlan
 from tpsim.perf.vllm_exec import EAGER, FULL
 
 #: a dummy step (an idle DP rank in a running group) is one 1-token decode (vLLM's execute_dummy_batch)
@@ -70,24 +70,34 @@ class StepModel(LatencyModel):
     def _times(self, ops: list) -> tuple[float, ...]:
         return tuple(map(self.op_ns, ops))
 
-    def _token_times(self, mode: str, tokens: int) -> tuple:
-        """The times of the ops that depend on the step's mode and token count: the layer's before and after
-        attention, whether each of the latter is a dense MLP op (an MoE model's only where it has dense layers),
+    def token_ops(self, mode: str, tokens: int) -> tuple[list, list, list, list]:
+        """The ops that depend on the step's mode and token count (token-wise, :class:`~tpsim.perf.ops.StepOps`):
+        the layer's before and after attention (an MoE model's dense MLP ops only where it has dense layers),
         and the head's before and after the logits."""
+        plan = self.step_plan(mode, tokens, tokens, 0)
+        dense_mlp = None if self.moe is None else self.num_layers - self.model.moe.num_moe_layers
+        before, _, after = self.step_ops.layer_parts(plan, dense_mlp)
+        first, _, last = self.step_ops.head_parts(plan)
+        return before, after, first, last
+
+    def token_times(self, mode: str, tokens: int) -> tuple:
+        """The times of :meth:`token_ops` (before, after, whether each of the latter is a dense MLP op, first,
+        last); a model may price them without building them for every token count."""
+        before, after, first, last = self.token_ops(mode, tokens)
+        return (self._times(before), self._times(after), tuple(op.block == MLP for op in after), self._times(first),
+                self._times(last))
+
+    def _token_times(self, mode: str, tokens: int) -> tuple:
         key = (mode, tokens)
         hit = self._token_parts.get(key)
         if hit is None:
             _limit(self._token_parts)
-            plan = self.step_plan(mode, tokens, tokens, 0)
-            dense_mlp = None if self.moe is None else self.num_layers - self.model.moe.num_moe_layers
-            before, _, after = self.step_ops.layer_parts(plan, dense_mlp)
-            first, _, last = self.step_ops.head_parts(plan)
-            hit = self._token_parts[key] = (self._times(before), self._times(after),
-                                            tuple(op.block == MLP for op in after), self._times(first),
-                                            self._times(last))
+            hit = self._token_parts[key] = self.token_times(mode, tokens)
         return hit
 
     def _kv_times(self, mode: str, attention_tokens: int) -> tuple[float, ...]:
+        if self.step_ops.execution.kv_write != KV_WITH_ATTENTION:
+            return ()  # no KV-cache write of its own beside attention (StepOps.kv_write)
         key = (mode, attention_tokens)
         hit = self._kv_parts.get(key)
         if hit is None:
@@ -96,13 +106,16 @@ class StepModel(LatencyModel):
             hit = self._kv_parts[key] = self._times(self.step_ops.kv_write(plan))
         return hit
 
+    def logits_times(self, mode: str, logits_rows: int) -> tuple[float, ...]:
+        """The times of the logits' ops over ``logits_rows`` sequences (:meth:`~tpsim.perf.ops.StepOps.logits`)."""
+        return self._times(self.step_ops.logits(self.step_plan(mode, logits_rows, logits_rows, logits_rows)))
+
     def _logits_times(self, mode: str, logits_rows: int) -> tuple[float, ...]:
         key = (mode, logits_rows)
         hit = self._logits_parts.get(key)
         if hit is None:
             _limit(self._logits_parts)
-            plan = self.step_plan(mode, logits_rows, logits_rows, logits_rows)
-            hit = self._logits_parts[key] = self._times(self.step_ops.logits(plan))
+            hit = self._logits_parts[key] = self.logits_times(mode, logits_rows)
         return hit
 
     def _fixed_ns(self, mode: str, tokens: int, attention_tokens: int, logits_rows: int) -> float:
