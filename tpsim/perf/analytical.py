@@ -31,7 +31,7 @@ from tpsim.config.engine import EngineConfig
 from tpsim.config.hardware import HardwareSpec
 from tpsim.config.model import ModelSpec
 from tpsim.memory import ShardShape
-from tpsim.perf.base import BatchShape, LatencyModel, OpTime
+from tpsim.perf.base import BatchShape, OpTime
 from tpsim.perf.collectives import p2p_ns
 from tpsim.perf.comm import RingComm
 from tpsim.perf.ops import (
@@ -300,10 +300,8 @@ class AnalyticalModel(StepModel):
         gpu = fixed + self.kernel_time_ns(f if f > m else m, graph) * self.num_layers
         return int(round(gpu + self.host_visible_ns(gpu, num_decode)))
 
-    def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
-                     ends: list) -> None:
-        if self.moe is not None:
-            return LatencyModel.decode_steps(self, num_decode, ctx_sum, ctx_max, t, steps, bound, ends)
+    def dense_decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int,
+                           bound: float, ends: list) -> bool:
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(FULL if graph else EAGER, num_decode, num_decode, num_decode)
         pair, flops, kvt, bw = self.attn_flop_per_pair, self.attn_flops, self.kv_bytes_per_token, self.attn_bw
@@ -320,7 +318,8 @@ class AnalyticalModel(StepModel):
             t += int(round(gpu + host_visible(gpu, num_decode)))
             append(t)
             if t >= bound:
-                return
+                return True
+        return True
 
     def describe(self) -> dict:
         p = self.hardware.perf

@@ -127,8 +127,11 @@ class LatencyModel:
 
         Every step adds one token to each request's context.  Stops after the
         first step ending at or after ``bound``.  Must equal calling
-        :meth:`decode_iteration_ns` step by step (subclasses may hoist constants).
+        :meth:`decode_iteration_ns` step by step (a dense model may hoist constants in
+        :meth:`dense_decode_steps`).
         """
+        if self.moe is None and self.dense_decode_steps(num_decode, ctx_sum, ctx_max, t, steps, bound, ends):
+            return
         for _ in range(steps):
             ctx_sum += num_decode
             if ctx_max:
@@ -137,6 +140,12 @@ class LatencyModel:
             ends.append(t)
             if t >= bound:
                 return
+
+    def dense_decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int,
+                           bound: float, ends: list) -> bool:
+        """:meth:`decode_steps` of a dense model with the per-step constants hoisted; False where a
+        model has no such loop (the generic one runs)."""
+        return False
 
     def stage_interval_ns(self, batch: BatchShape) -> int:
         """With pipeline parallelism, how soon the first stage can take the next batch."""

@@ -38,7 +38,7 @@ from math import exp, log
 
 from tpsim.kernels.streaming import decode_attention_floor
 from tpsim.perf.analytical import AnalyticalModel
-from tpsim.perf.base import BatchShape, LatencyModel, OpTime
+from tpsim.perf.base import BatchShape, OpTime
 from tpsim.perf.collectives import p2p_ns
 from tpsim.perf.ops import (
     ATTENTION,
@@ -379,10 +379,8 @@ class KernelModel(StepModel):
         gpu += self._eager(self._decode_ns(num_decode, ctx_sum), mode != FULL) * self.num_layers
         return int(round(gpu + self.roofline.host_visible_ns(gpu, num_decode)))
 
-    def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
-                     ends: list) -> None:
-        if self.moe is not None:
-            return LatencyModel.decode_steps(self, num_decode, ctx_sum, ctx_max, t, steps, bound, ends)
+    def dense_decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int,
+                           bound: float, ends: list) -> bool:
         mode, n = self.graphs.mode(num_decode, True)
         fixed = self._fixed_ns(mode, n, num_decode, num_decode)
         eager = mode != FULL
@@ -397,7 +395,8 @@ class KernelModel(StepModel):
             t += int(round(gpu + host_visible(gpu, num_decode)))
             append(t)
             if t >= bound:
-                return
+                return True
+        return True
 
     def describe(self) -> dict:
         prov = self.tables.provenance

@@ -76,7 +76,7 @@ from pathlib import Path
 from tpsim.config import catalog
 from tpsim.errors import InputError
 from tpsim.perf.analytical import AnalyticalModel
-from tpsim.perf.base import BatchShape, LatencyModel, OpTime
+from tpsim.perf.base import BatchShape, OpTime
 from tpsim.perf.bundle import Bundle, locate, read_bundle, variant_name
 from tpsim.perf.bundle_attention import AttentionTable
 from tpsim.perf.bundle_csv import EXTRAPOLATED, MEASURED, Table1D, worst
@@ -379,10 +379,8 @@ class ProfileModel(StepModel):
         attn = self._decode_attention(num_decode, ctx_sum // num_decode, ctx_max, graph)
         return int(round(self._with_host(fixed + attn * self.num_layers, num_decode)))
 
-    def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
-                     ends: list) -> None:
-        if self.moe is not None:
-            return LatencyModel.decode_steps(self, num_decode, ctx_sum, ctx_max, t, steps, bound, ends)
+    def dense_decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int,
+                           bound: float, ends: list) -> bool:
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(FULL if graph else EAGER, num_decode, num_decode, num_decode)
         layers = self.num_layers
@@ -397,7 +395,8 @@ class ProfileModel(StepModel):
                                      num_decode)))
             append(t)
             if t >= bound:
-                return
+                return True
+        return True
 
     def describe(self) -> dict:
         p = self.hardware.perf
