@@ -54,6 +54,8 @@ CLUSTERS = [
     ("enable_expert_parallel 1", cluster_doc(enable_expert_parallel=1), "enable_expert_parallel must be true or false"),
     ("link_bw list of text", {**cluster_doc(), "link_bw": ["a"]}, "link_bw must be a number"),
     ("link_bw list with 1e400", _raw({**cluster_doc(), "link_bw": [16, 7]}, "7]", "1e400]"), "overflows"),
+    # a tiny bandwidth: steps end past 2^63 ns, where step times are stored as 8-byte integers (found by the fuzzer)
+    ("mem_bw 6e-289", cluster_doc(npu_mem={"mem_size": 96, "mem_bw": 5.9e-289}), "past any --max-sim-time"),
     # ranges: values the aggregation (INT32) or the scheduler (lists per block position) cannot take
     ("tp_size 2^31", cluster_doc(tp_size=2 ** 31, num_npus=2 ** 31), "must be <= 65,536"),
     ("max_num_seqs 10^11", cluster_doc(max_num_seqs=10 ** 11), "max_num_seqs must be <= 2,147,483,647"),

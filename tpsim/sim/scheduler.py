@@ -33,6 +33,7 @@ locals first, and the per-step fast path avoids call layers it can do without.
 from __future__ import annotations
 
 from tpsim.config.engine import EngineConfig
+from tpsim.errors import InputError
 from tpsim.perf.base import BatchShape, LatencyModel
 from tpsim.sim.cohort import DecodeCohort
 from tpsim.sim.kv_cache import BlockCounter
@@ -41,6 +42,8 @@ from tpsim.sim.stats import InstanceStats
 from tpsim.sim.waiting import WaitingQueue
 
 MAX_SPAN = 1 << 16  # most steps one fast-forwarded batch covers
+#: step end times are kept as 8-byte integers (ns); 2^63 ns is 292 years, past any --max-sim-time (1e9 s at most)
+MAX_TIME_NS = (1 << 63) - 1
 
 
 class Batch:
@@ -252,6 +255,9 @@ class Scheduler:
     def _finalize(self, batch: Batch, now: int, shape: BatchShape | None, size: int) -> Batch:
         iter_ends = self.stats.iter_ends
         batch.end = batch.ends[-1]
+        if batch.end > MAX_TIME_NS:
+            raise InputError(f"a step would end {batch.end / 1e9:.3g} s into the simulation, past any --max-sim-time: "
+                             "the hardware is too slow for the model; check mem_bw, link_bw and the hardware entry")
         self.last_start = batch.ends[-2] if len(batch.ends) > 1 else now
         self.last_end = batch.end
         batch.first_iter = len(iter_ends)
