@@ -31,6 +31,19 @@ def test_capture_sizes_and_graph_modes_follow_vllm():
     assert policy.mode(257, True) == (EAGER, 257)
 
 
+@pytest.mark.parametrize("max_num_seqs, max_num_batched_tokens, largest", [(130, 8192, 256), (5, 8192, 8), (64, 3, 2)])
+def test_the_graph_bound_is_the_largest_captured_size(max_num_seqs, max_num_batched_tokens, largest):
+    """vLLM truncates max_cudagraph_capture_size to its largest capture size: a step between that size and
+    min(2 x max_num_seqs, 512, max_num_batched_tokens) runs eager (it used to fall off the size list: an
+    IndexError found by the flag fuzzer with --max-num-batched-tokens 3)."""
+    policy = GraphPolicy.of(max_num_seqs, max_num_batched_tokens)
+    assert policy.max_size == largest == policy.sizes[-1]
+    nominal = min(2 * max_num_seqs, 512, max_num_batched_tokens)
+    for tokens in range(largest + 1, nominal + 1):
+        assert policy.mode(tokens, False) == (EAGER, tokens)
+    assert policy.mode(largest, False) == (PIECEWISE, largest)
+
+
 def test_dense_ops_run_at_the_padded_token_count_and_match_the_table():
     m = model()
     tables = load_kernel_tables("H100")

@@ -5,7 +5,8 @@ below refer to it); every latency model that wants to follow vLLM's execution re
 
 * CUDA graphs (section 3): ``cudagraph_mode = FULL_AND_PIECEWISE``; capture sizes 1, 2, 4, then
   multiples of 8 below 256, then multiples of 16 up to ``min(2 x max_num_seqs, 512,
-  max_num_batched_tokens)``.  A step of T tokens with T at most that size runs padded to the next
+  max_num_batched_tokens)``; the largest of them is the graph bound (vLLM truncates
+  ``max_cudagraph_capture_size`` to it).  A step of T tokens with T at most that size runs padded to the next
   capture size: as one FULL graph when every request decodes one token (and T <= max_num_seqs),
   else PIECEWISE (graphs between the attention ops; attention and the KV-cache write run eager
   on the unpadded tokens).  Larger steps run eager, unpadded.
@@ -51,8 +52,10 @@ class GraphPolicy:
 
     @classmethod
     def of(cls, max_num_seqs: int, max_num_batched_tokens: int) -> GraphPolicy:
-        largest = min(2 * max_num_seqs, MAX_CAPTURE, max_num_batched_tokens)
-        return cls(largest, max_num_seqs, capture_sizes(largest))
+        sizes = capture_sizes(min(2 * max_num_seqs, MAX_CAPTURE, max_num_batched_tokens))
+        # vLLM truncates max_cudagraph_capture_size to the largest size it captures (vllm/config/vllm.py
+        # _set_cudagraph_sizes): a step between that size and the nominal bound runs eager
+        return cls(sizes[-1] if sizes else 0, max_num_seqs, sizes)
 
     def mode(self, num_tokens: int, pure_decode: bool) -> tuple[str, int]:
         """(FULL | PIECEWISE | EAGER, the token count the step's dense ops run with)."""
