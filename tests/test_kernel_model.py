@@ -8,6 +8,7 @@ import pytest
 from conftest import REPO, run_subprocess, write_trace
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import batch_shapes
 
 from tpsim.build import standalone
 from tpsim.errors import InputError
@@ -54,17 +55,14 @@ def test_dense_ops_run_at_the_padded_token_count_and_match_the_table():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 3000), st.integers(0, 8000)), max_size=3),
-       st.integers(0, 200), st.integers(1, 4000), st.sampled_from(["H100", "B200", "RTXPRO6000", "A100"]))
-def test_fast_paths_equal_the_breakdown(prefill, n_dec, ctx, hw):
+@given(batch_shapes(max_ctx=4000), st.sampled_from(["H100", "B200", "RTXPRO6000", "A100"]))
+def test_fast_paths_equal_the_breakdown(batch, hw):
     """iteration_ns / decode_iteration_ns (cached hot paths) equal explain()'s total for any batch."""
     m = model(hw=hw)
-    if not prefill and not n_dec:
-        n_dec = 1
-    batch = BatchShape(tuple(prefill), n_dec, n_dec * ctx, ctx if n_dec else 0, n_dec + len(prefill))
     assert m.iteration_ns(batch) == m.explain(batch).total_ns
-    if not prefill:
-        assert m.decode_iteration_ns(n_dec, n_dec * ctx, ctx) == m.explain(batch).total_ns
+    if not batch.prefill:
+        assert m.decode_iteration_ns(batch.num_decode, batch.decode_ctx_sum, batch.decode_ctx_max) == \
+            m.explain(batch).total_ns
 
 
 def test_every_op_says_where_its_time_comes_from():

@@ -8,6 +8,7 @@ import functools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import batch_shapes
 from test_profile_bundle import llmservingsim
 from test_profile_model import make as make_profile
 
@@ -98,12 +99,11 @@ def test_each_model_places_ops_in_cuda_graphs_its_own_way():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(["analytical", "kernels"]), st.integers(1, 300), st.integers(1, 5000),
-       st.lists(st.tuples(st.integers(1, 2048), st.integers(0, 8000)), max_size=2))
-def test_the_breakdown_is_the_priced_ops(perf, n_dec, ctx, prefill):
+@given(st.sampled_from(["analytical", "kernels"]),
+       batch_shapes(max_prefills=2, max_chunk=2048, min_decodes=1, max_decodes=300, max_ctx=5000))
+def test_the_breakdown_is_the_priced_ops(perf, batch):
     """Each op's time is its model's price of that op; the step is their sum times their counts plus the host."""
     lat = latency(perf, hw="RTXPRO6000")
-    batch = BatchShape(tuple(prefill), n_dec, n_dec * ctx, ctx, n_dec + len(prefill))
     plan = lat.dense_plan(batch)
     so = lat.step_ops
     ops = so.layer(plan, so.attention(plan, batch)) + so.head(plan)
