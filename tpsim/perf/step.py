@@ -88,35 +88,23 @@ class StepModel(LatencyModel):
                 self._times(last))
 
     def _token_times(self, mode: str, tokens: int) -> tuple:
-        key = (mode, tokens)
-        hit = self._token_parts.get(key)
-        if hit is None:
-            _limit(self._token_parts)
-            hit = self._token_parts[key] = self.token_times(mode, tokens)
-        return hit
+        return _memo(self._token_parts, (mode, tokens), self.token_times, mode, tokens)
 
     def _kv_times(self, mode: str, attention_tokens: int) -> tuple[float, ...]:
         if self.step_ops.execution.kv_write != KV_WITH_ATTENTION:
             return ()  # no KV-cache write of its own beside attention (StepOps.kv_write)
-        key = (mode, attention_tokens)
-        hit = self._kv_parts.get(key)
-        if hit is None:
-            _limit(self._kv_parts)
-            plan = self.step_plan(mode, attention_tokens, attention_tokens, 0)
-            hit = self._kv_parts[key] = self._times(self.step_ops.kv_write(plan))
-        return hit
+        return _memo(self._kv_parts, (mode, attention_tokens), self._kv_write_times, mode, attention_tokens)
+
+    def _kv_write_times(self, mode: str, attention_tokens: int) -> tuple[float, ...]:
+        plan = self.step_plan(mode, attention_tokens, attention_tokens, 0)
+        return self._times(self.step_ops.kv_write(plan))
 
     def logits_times(self, mode: str, logits_rows: int) -> tuple[float, ...]:
         """The times of the logits' ops over ``logits_rows`` sequences (:meth:`~tpsim.perf.ops.StepOps.logits`)."""
         return self._times(self.step_ops.logits(self.step_plan(mode, logits_rows, logits_rows, logits_rows)))
 
     def _logits_times(self, mode: str, logits_rows: int) -> tuple[float, ...]:
-        key = (mode, logits_rows)
-        hit = self._logits_parts.get(key)
-        if hit is None:
-            _limit(self._logits_parts)
-            hit = self._logits_parts[key] = self.logits_times(mode, logits_rows)
-        return hit
+        return _memo(self._logits_parts, (mode, logits_rows), self.logits_times, mode, logits_rows)
 
     def _fixed_ns(self, mode: str, tokens: int, attention_tokens: int, logits_rows: int) -> float:
         """A dense step's GPU time except attention's, cached by its plan (decode steps repeat plans), summed
@@ -226,6 +214,15 @@ class StepModel(LatencyModel):
 
     def moe_decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
         return self.moe_iteration_ns(BatchShape((), num_decode, ctx_sum, ctx_max, num_decode))
+
+
+def _memo(cache: dict, key, make, *args):
+    """``cache[key]``, made by ``make(*args)`` on a miss (op times cached by what they depend on)."""
+    hit = cache.get(key)
+    if hit is None:
+        _limit(cache)
+        hit = cache[key] = make(*args)
+    return hit
 
 
 def _limit(cache: dict) -> None:
