@@ -87,19 +87,26 @@ def test_the_batch_count_is_the_smallest_power_of_two_that_keeps_batches_short(t
         assert total_s / (n // 2) > batch_seconds
 
 
-def test_a_new_run_leaves_the_others_in_their_batches(work):
-    """With the count unchanged, adding a matrix value moves no existing run to another batch."""
+def _placement(doc, batch_seconds) -> dict[str, tuple[int, int]]:
+    """run id -> (batch index, batch count) as the workflow would plan the campaign."""
+    camp = load_campaign(json.loads(json.dumps(doc)), roots=[Path("."), REPO])
+    planned = batches.plan(camp, __version__, batch_seconds)
+    assert list(planned) == sorted(planned, key=lambda n: int(n.split("-")[0]))
+    return {s["id"]: tuple(map(int, name.split("-of-"))) for name, specs in planned.items() for s in specs}
+
+
+def test_a_growing_campaign_splits_its_batches_and_moves_no_run_elsewhere(work):
+    """Twice the runs at the same batch length: twice the batches, and each existing run stays in its batch
+    or goes to that batch's other half (i -> i or i + n), so a rerun touches no unrelated batch record."""
     doc = json.loads(json.dumps(DOC))
-    old = {s["id"]: s for s in plan(doc, batch_seconds=1e-3)}  # tiny batches: one run each at most
+    per_run = plan(doc)[0]["cost_s"]
+    old = _placement(doc, per_run)  # one run's length per batch: 4 runs -> 4 batches
     doc["matrix"]["link_bw"] = [16, 64, 128, 450]
-    camp = load_campaign(doc, roots=[Path("."), REPO])
-    new = batches.plan(camp, __version__, 1e-3)
-    assert len(new) > 1
-    placed = {s["id"]: name for name, specs in new.items() for s in specs}
-    count = int(next(iter(new)).split("-of-")[1])
-    for rid in old:
-        assert placed[rid] == batches.batch_of(rid, count)
-    assert list(new) == sorted(new, key=lambda n: int(n.split("-")[0]))
+    new = _placement(doc, per_run)  # 8 runs -> 8 batches
+    (n,) = {count for _, count in old.values()}
+    assert n == 4 and {count for _, count in new.values()} == {2 * n}
+    for rid, (i, _) in old.items():
+        assert new[rid][0] in (i, i + n), rid
 
 
 # -- what a batch job simulates --------------------------------------------------------------------
@@ -159,6 +166,38 @@ def test_a_failing_run_does_not_stop_the_batch_and_the_job_names_it(work):
     for spec in specs:
         assert Path(spec["folder"], "done.json").exists() == (spec not in bad)
         assert record["runs"][spec["id"]]["outcome"] == ("failed" if spec in bad else "simulated")
+
+
+def test_a_run_whose_config_cannot_be_derived_fails_alone(work):
+    specs = plan()
+    (work / "cluster.json").write_text("{ not json")  # the base config, after planning: every derive fails
+    with pytest.raises(BatchFailed) as info:
+        run_batch(specs[:2], "b.json", "b.log")
+    assert str(info.value).startswith("2 run(s) of this batch failed")
+    assert "derive: error:" in str(info.value) and "cluster.json" in str(info.value)
+
+
+def test_an_unexpected_error_in_one_run_does_not_lose_the_others(work, monkeypatch):
+    """In this process (one worker, as every Slurm job runs): a bug in one run's derivation is that run's
+    failure, with its traceback in its log; the other runs are simulated and the record written."""
+    from tpsim.campaign import batch_job
+
+    specs = plan()
+    real = batch_job.derive_run
+
+    def derive(base, params, *args):
+        if params["link_bw"] == 64:
+            raise RuntimeError("a bug")
+        return real(base, params, *args)
+
+    monkeypatch.setattr(batch_job, "derive_run", derive)
+    with pytest.raises(BatchFailed) as info:
+        run_batch(specs, "b.json", "b.log", threads=1)
+    assert str(info.value).startswith("2 run(s) of this batch failed") and "RuntimeError: a bug" in str(info.value)
+    record = json.loads(Path("b.json").read_text())
+    assert (record["simulated"], record["failed"]) == (2, 2)
+    for spec in specs:
+        assert Path(spec["folder"], "done.json").exists() == (spec["params"]["link_bw"] != 64)
 
 
 # -- byte-identical to one run per job ----------------------------------------------------------------

@@ -268,7 +268,8 @@ def test_dry_run_of_the_default_campaign(tmp_path):
                              capture_output=True, text=True, cwd=REPO, timeout=300, check=False, env=checkout_env()))
     counts = job_counts(proc)
     assert runs_to_simulate(proc) == 2 * 3 * 5
-    assert counts["simulate"] >= 1 and counts["aggregate"] == 1 and counts["figures"] == 1
+    # 30 runs of about 0.3 estimated seconds each fit one batch of limits.batch_seconds (120 s)
+    assert counts["simulate"] == 1 and counts["aggregate"] == 1 and counts["figures"] == 1
     assert not (tmp_path / "results").exists()
 
 

@@ -94,7 +94,7 @@ def simulate_run(spec: dict, dirty: bool | None, batch: str) -> dict:
             derive_run(spec["base"], spec["params"], str(folder / "cluster.json"), str(folder / "run.json"),
                        spec["hardware"], spec["records"], dirty)
         except (InputError, ValueError, KeyError, TypeError, OSError) as exc:
-            log.write(f"derive_config: error: {one_line(exc)}\n")
+            log.write(f"derive: error: {one_line(exc)}\n")
             return dict(outcome, wall_s=round(time.perf_counter() - t0, 3))
         argv = argv_of(spec)
         try:
@@ -119,8 +119,20 @@ def simulate_run(spec: dict, dirty: bool | None, batch: str) -> dict:
     return {"outcome": "simulated", "status": status, "wall_s": wall_s}
 
 
-def _worker_init() -> None:
-    file_sha256.cache_clear()
+def attempt_run(spec: dict, dirty: bool | None, batch: str) -> dict:
+    """:func:`simulate_run`, with any error it lets through (an unwritable folder, a bug) recorded in the run's
+    log as its failure: one run never loses the batch's others, in this process or in a worker."""
+    try:
+        return simulate_run(spec, dirty, batch)
+    except Exception:  # noqa: BLE001 - see the docstring
+        note_failure(spec, traceback.format_exc())
+        return {"outcome": "failed", "status": None, "wall_s": 0.0}
+
+
+def note_failure(spec: dict, text: str) -> None:
+    """Append ``text`` to the run's tpsim.log, where the job's error report reads it (if it can be written)."""
+    with contextlib.suppress(OSError), open(Path(spec["folder"], "tpsim.log"), "a", encoding="utf-8") as log:
+        log.write(text.rstrip("\n") + "\n")
 
 
 def run_batch(specs: list[dict], record_path: str, log_path: str, threads: int = 1, batch: str = "") -> dict:
@@ -161,18 +173,17 @@ def _simulate_all(todo: list[dict], dirty, batch: str, threads: int):
     workers = min(threads, len(todo))
     if workers <= 1:
         for spec in todo:
-            yield spec, simulate_run(spec, dirty, batch)
+            yield spec, attempt_run(spec, dirty, batch)
         return
     order = sorted(todo, key=lambda s: -s["cost_s"])
-    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
-        futures = {pool.submit(simulate_run, spec, dirty, batch): spec for spec in order}
+    with ProcessPoolExecutor(max_workers=workers) as pool:  # forked: the parent's input hashes come along
+        futures = {pool.submit(attempt_run, spec, dirty, batch): spec for spec in order}
         for future in as_completed(futures):
             spec = futures[future]
             try:
                 yield spec, future.result()
             except Exception as exc:  # noqa: BLE001 - a worker that died: the run failed, say why
-                with open(Path(spec["folder"], "tpsim.log"), "a", encoding="utf-8") as log:
-                    log.write(f"batch worker failed: {one_line(exc)}\n")
+                note_failure(spec, f"batch worker failed: {one_line(exc)}")
                 yield spec, {"outcome": "failed", "status": None, "wall_s": 0.0}
 
 

@@ -167,12 +167,6 @@ def plan(camp: Campaign, tpsim_version: str, batch_seconds: float = BATCH_SECOND
     return dict(sorted(batches.items(), key=lambda item: int(item[0].split("-")[0])))
 
 
-def batch_digest(specs: list[dict]) -> str:
-    """One hash of a batch's run ids and keys (the batch job's params: any change reruns it)."""
-    text = json.dumps([[s["id"], s["key"]] for s in specs])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def read_done(spec: dict) -> dict | None:
     """The run's done.json, or None when it is missing or unreadable."""
     try:

@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import sys
 
-from tpsim.io.results import COLUMNS, INT_COLUMNS
 from tpsim.io.summary import RunSummary
 
-#: tpsim's per-request CSV as DuckDB reads it: the integer columns BIGINT, the others text
-CSV_TYPES = {name: "BIGINT" if name in INT_COLUMNS else "VARCHAR" for name in COLUMNS}
 # Run parameters, in the order they appear in both tables.
 PARAMS = {
     "campaign": "VARCHAR",

@@ -200,15 +200,6 @@ def batch_inputs(wildcards):
     return {name: sorted(paths) for name, paths in files.items()}
 
 
-def batch_digest(wildcards):
-    """One hash of the batch's run ids and keys: a changed run reruns its batch (params trigger)."""
-    return batches.batch_digest(batch_of(wildcards))
-
-
-def batch_specs(wildcards):
-    return batch_of(wildcards)
-
-
 def batch_runtime(wildcards, threads):
     """Minutes for a batch job (Slurm --time): three times its estimated length, plus 10."""
     seconds = sum(spec["cost_s"] for spec in batch_of(wildcards)) / max(1, threads)

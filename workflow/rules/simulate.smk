@@ -33,7 +33,7 @@ rule simulate:
         mem_mb=lambda wildcards, threads: 1000 * threads,
         runtime=batch_runtime,
     params:
-        digest=batch_digest,
-        runs=batch_specs,
+        # the runs' specs, keys included: Snakemake's params trigger reruns the batch when one changes
+        runs=batch_of,
     script:
         "../scripts/simulate_batch.py"
