@@ -57,3 +57,21 @@ def test_no_samples_is_none():
 
 def test_known_total_is_used_for_the_mean():
     assert describe_samples([Values(array("q", [1, 2, 3]))], total=60)["mean"] == pytest.approx(20.0)
+
+
+def test_many_equal_samples_are_not_sorted(monkeypatch):
+    """Past SORT_LIMIT, a narrowing that reaches one value answers it without sorting the samples that hold
+    it (3 M equal queuing delays used to be sorted whole: memory beyond the array itself)."""
+    values = array("q", [5] * 50_000 + [1, 9])
+    want = describe(list(values))
+    monkeypatch.setattr(stats, "SORT_LIMIT", 1000)
+    real_sorted = sorted
+
+    def small_sorts_only(items, *args, **kwargs):
+        out = real_sorted(items, *args, **kwargs)
+        assert len(out) <= 1000, f"sorted {len(out)} samples"
+        return out
+
+    monkeypatch.setattr(stats, "sorted", small_sorts_only, raising=False)
+    got = describe_samples([Values(values)])
+    assert got == want and got["p50"] == 5

@@ -170,7 +170,9 @@ def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[
             whole: bool = False) -> dict[int, int]:
     """Values at ``ranks`` among the samples in [lo, hi] (``below`` samples are smaller, ``inside`` in it;
     ``whole``: [lo, hi] holds every sample)."""
-    if inside > SORT_LIMIT and lo < hi:
+    if lo == hi:  # one value left (many equal samples): no need to sort them
+        return dict.fromkeys(ranks, lo)
+    if inside > SORT_LIMIT:
         span = hi - lo + 1
         counts = [0] * _BUCKETS
         entries = 0

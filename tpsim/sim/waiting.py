@@ -3,7 +3,7 @@
 A run far above capacity keeps most of its trace waiting; as full :class:`~tpsim.sim.request.Request`
 objects (about 400 bytes each) ten million waiting requests would not fit in a few GB.  Once more
 than :data:`PACK_AFTER` requests wait, later arrivals wait *packed*: their trace fields in typed
-arrays (24 bytes a request, plus token ids and session links kept by reference when present),
+arrays (32 bytes a request: four 8-byte integers; plus token ids and session links kept by reference when present),
 rebuilt into a Request when they reach the head of the queue.  Only requests that have never been
 scheduled are packed (they have nothing else to remember), so the order and every decision are
 those of a plain deque.
