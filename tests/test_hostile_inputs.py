@@ -256,3 +256,51 @@ def test_a_failing_run_prints_only_its_error_line(tmp_path):
     doc = cluster_doc(npu_mem={"mem_size": 96, "mem_bw": 1e-8})  # the roofline model reads weights at mem_bw
     doc["surplus"] = 0
     _check(tmp_path, doc, GOOD_TRACE, None, ["--perf-model", "analytical"], "passed --max-sim-time")
+
+
+@pytest.mark.parametrize("where", ["sink", "parquet"])
+def test_a_full_disk_mid_run_is_one_error_line_and_no_outputs(tmp_path, monkeypatch, where):
+    """Rows go out while the run goes on, and Parquet is written by DuckDB at the end: a write error in
+    either is one line naming --output, exit 2, nothing left behind."""
+    import errno
+
+    from tpsim.io import results
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "sink":
+        monkeypatch.setattr(results.CsvFileSink, "write", full)
+    else:  # DuckDB reports a full disk with its own exception type
+        import duckdb
+
+        def duck_full(*_args, **_kwargs):
+            raise duckdb.IOException("IO Error: No space left on device")
+
+        monkeypatch.setattr(results, "_parquet_connection", lambda: type("Con", (), {"execute": duck_full})())
+    paths = write_inputs(tmp_path, cluster_doc())
+    out = tmp_path / "out.csv"
+    flags = ["--requests-format", "both"] if where == "parquet" else []
+    code, _, err = run_inprocess(["run", "--cluster-config", str(paths["cluster"]), "--dataset", str(paths["trace"]),
+                                  "--output", str(out), "--log-interval", "0", *flags])
+    line = assert_contract(code, err, [out, out.with_suffix(".summary.json"), out.with_suffix(".parquet")],
+                           {})
+    assert "No space left on device" in line and str(out) in line
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".", "out"))]  # no temporary files either
+
+
+def test_sort_trace_on_a_full_disk_is_one_error_line(tmp_path, monkeypatch):
+    import errno
+
+    from tpsim.io import trace_sort
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trace_sort.tempfile, "TemporaryFile", full)
+    src = tmp_path / "t.jsonl"
+    src.write_text(GOOD_TRACE if isinstance(GOOD_TRACE, str) else GOOD_TRACE.decode())
+    out = tmp_path / "sorted.jsonl"
+    code, _, err = run_inprocess(["sort-trace", str(src), "--output", str(out)])
+    line = assert_contract(code, err, [out], {src: src.read_bytes()})
+    assert "No space left on device" in line and "--chunk-mb" in line

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tpsim.config.run import RunConfig
 from tpsim.console import Console
-from tpsim.errors import InfeasibleError
+from tpsim.errors import InfeasibleError, InputError
 from tpsim.io.results import CsvFileSink, RowSink
 from tpsim.io.summary import RunSummary, summary_path
 from tpsim.io.writing import check_output_path
@@ -138,10 +138,13 @@ def run(config: RunConfig, sink: RowSink | None = None, console: Console | None 
         summary = summarize(prepared, result, recorder.metrics, time.perf_counter() - t0)
         if sink is not None:
             sink.commit(summary.to_json())
-    except BaseException:
+    except BaseException as exc:
         recorder.discard()
         if sink is not None:
             sink.abort()
+        if isinstance(exc, OSError):  # rows go out while the run goes on: a full disk is an input problem
+            raise InputError(f"the run stopped on a file error ({exc.strerror or exc}); check the free space and "
+                             f"permissions beside --output {out} and that the trace is still readable") from None
         raise
     for msg in prepared.warnings + prepared.after_run_warnings():  # a failing run prints one line only
         console.warn(msg)

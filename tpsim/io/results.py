@@ -174,14 +174,20 @@ PARQUET_COLUMNS = ("instance_id", "request_id", "model", "input_tokens", "output
 
 
 def write_parquet(csv_path: str, parquet_path: str) -> None:
-    """The 12-column CSV as Parquet (DuckDB; ITL a list of BIGINT)."""
+    """The 12-column CSV as Parquet (DuckDB; ITL a list of BIGINT); DuckDB's errors (a full disk) as OSError."""
+    con = _parquet_connection()  # first: without DuckDB, the error says how to install it
+    import duckdb
+
     types = {name: ("VARCHAR" if name in ("model", "ITL") else "BIGINT") for name in COLUMNS}
     select = ", ".join(f'"{c}" AS {p}' for c, p in zip(COLUMNS[:-1], PARQUET_COLUMNS[:-1]))
-    _parquet_connection().execute(
-        f"COPY (SELECT {select}, from_json(\"ITL\", '[\"BIGINT\"]') AS itl_ns "
-        "FROM read_csv($src, header = true, columns = $types, auto_detect = false, quote = '\"')) "
-        "TO '" + parquet_path.replace("'", "''") + "' (FORMAT parquet, COMPRESSION zstd)",
-        {"src": csv_path, "types": types})
+    try:
+        con.execute(
+            f"COPY (SELECT {select}, from_json(\"ITL\", '[\"BIGINT\"]') AS itl_ns "
+            "FROM read_csv($src, header = true, columns = $types, auto_detect = false, quote = '\"')) "
+            "TO '" + parquet_path.replace("'", "''") + "' (FORMAT parquet, COMPRESSION zstd)",
+            {"src": csv_path, "types": types})
+    except duckdb.Error as exc:
+        raise OSError(f"DuckDB could not write the Parquet file: {' '.join(str(exc).split())[:300]}") from None
 
 
 @functools.cache

@@ -98,6 +98,9 @@ def sort_trace(source: str, output: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
             stream = out.open(output, binary=True)
             for line in heapq.merge(*runs):
                 stream.write(line[2 * _KEY_DIGITS:])
+    except OSError as exc:  # a full disk, too many sorted runs open at once
+        raise InputError(f"--output {show_path(output)}: cannot sort into it ({exc.strerror or exc}); check the "
+                         "free space beside it, or give a larger --chunk-mb (fewer runs to merge)") from None
     finally:
         for run in runs:
             run.close()
