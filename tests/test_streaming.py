@@ -91,7 +91,7 @@ def test_a_trace_out_of_order_beyond_the_window_is_one_error_naming_the_line_and
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert f"{t}:151: arrival_time_ns 0 is before that of a request already started" in err[0]
-    assert "tpsim sort-trace" in err[0]
+    assert "reorder window (10 lines)" in err[0] and "tpsim sort-trace" in err[0]
     assert not out.exists() and not out.with_suffix(".summary.json").exists()
     assert list(tmp_path.glob(".o.csv*")) == []  # no temporary file left either
 
@@ -279,3 +279,20 @@ def test_progress_lines_only_on_a_terminal(monkeypatch):
         "tpsim: 20,000 of about 1,000,000 requests finished (2 %), 0:31 elapsed",
         "tpsim: 40,000 of about 1,000,000 requests finished (4 %), 1:15 elapsed"]
     assert Console("ERROR", err=Tty()).progress(5) is None
+
+
+def test_a_window_held_back_by_token_ids_says_so(tmp_path, test_configs, monkeypatch, capsys):
+    """Token ids bound the window too: the error says how many requests it held and why, not a line count the
+    trace never had."""
+    monkeypatch.setattr(trace_mod, "REORDER_WINDOW_IDS", 40)  # five requests of 8 ids
+    cfg = write_cluster(tmp_path / "c.json", model=MODEL)
+    reqs = [{"input_toks": 8, "output_toks": 2, "arrival_time_ns": 1_000_000 * (i + 1),
+             "input_tok_ids": list(range(i, i + 8))} for i in range(30)]
+    reqs[20]["arrival_time_ns"] = 0  # within 100,000 lines, but not within five requests
+    t = write_trace(tmp_path / "t.jsonl", reqs)
+    out = tmp_path / "o.csv"
+    code = run_tpsim(["run", "--cluster-config", str(cfg), "--dataset", str(t), "--output", str(out),
+                      "--perf-model", "analytical", "--log-interval", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"{t}:21:" in err[0] and "held to 40 token ids" in err[0], err[0]

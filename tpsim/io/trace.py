@@ -16,11 +16,12 @@ with the file and line number.
 
 Streaming: :class:`TraceReader` reads a trace as the simulation needs it, so memory does not grow
 with its length.  Requests come out in (arrival, id) order through a reorder window of
-:data:`REORDER_WINDOW` requests: a trace out of order by less than that (any trace shorter than
-it) is sorted exactly; a request that would arrive before one already handed out is an error
-naming its line and the fix (``tpsim sort-trace``).  The first window is read, and so checked,
-before the simulation starts; later lines are checked as they are read, and an error there still
-ends the run with one line and no output.
+:data:`REORDER_WINDOW` requests, fewer where their token ids pass :data:`REORDER_WINDOW_IDS`: a
+trace out of order by less than the window (any trace shorter than it) is sorted exactly; a request
+that would arrive before one already handed out is an error naming its line and the fix
+(``tpsim sort-trace``).  The first window is read, and so checked, before the simulation starts;
+later lines are checked as they are read, and an error there still ends the run with one line and
+no output.
 
 Parsing: a flat request line is decoded by msgspec straight into typed fields (C speed, token ids
 included); any line it does not take as-is (a session, an integral float such as ``12.0``, a huge
@@ -264,6 +265,12 @@ class TraceReader:
         while not self._eof and len(window) < REORDER_WINDOW and self._window_ids < REORDER_WINDOW_IDS:
             self._read_one()
 
+    def _window_reach(self) -> str:
+        """What bounds the reorder window now: its request count, or the token ids its requests hold."""
+        if len(self._window) + 1 < REORDER_WINDOW:  # refilled below its line count: the ids held it back
+            return f"{len(self._window) + 1:,} requests here, held to {REORDER_WINDOW_IDS:,} token ids"
+        return f"{REORDER_WINDOW:,} lines"
+
     def _read_one(self) -> None:
         handle = self._handle
         while True:
@@ -285,7 +292,7 @@ class TraceReader:
         if head.arrival_ns < self._handed_out:
             raise InputError(f"{where}: arrival_time_ns {head.arrival_ns:,} is before that of a request already "
                              f"started ({self._handed_out:,} ns): a trace is streamed and may be out of arrival order "
-                             f"by fewer than {REORDER_WINDOW:,} lines; sort it with tpsim sort-trace "
+                             f"by less than its reorder window ({self._window_reach()}); sort it with tpsim sort-trace "
                              f"{self._shown} --output SORTED.jsonl")
         n_ids = 0
         req = head

@@ -24,11 +24,10 @@ def request_from_trace(tr) -> Request:
 class Arrivals:
     """``next_time`` (INF when none is left) and ``pop()``, over requests given in (arrival, id) order."""
 
-    __slots__ = ("_source", "_next", "next_time", "taken")
+    __slots__ = ("_source", "_next", "next_time")
 
     def __init__(self, requests: Iterable[Request]):
         self._source: Iterator[Request] = iter(requests)
-        self.taken = 0
         self._advance()
 
     def _advance(self) -> None:
@@ -38,9 +37,5 @@ class Arrivals:
 
     def pop(self) -> Request:
         req = self._next
-        self.taken += 1
         self._advance()
         return req
-
-    def __bool__(self) -> bool:
-        return self._next is not None
