@@ -296,3 +296,24 @@ def test_a_window_held_back_by_token_ids_says_so(tmp_path, test_configs, monkeyp
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert f"{t}:21:" in err[0] and "held to 40 token ids" in err[0], err[0]
+
+
+@pytest.mark.parametrize("fast_forward", [True, False])
+def test_trimming_the_gap_text_window_changes_no_row(tmp_path, test_configs, monkeypatch, fast_forward):
+    """The recorder drops gap texts no unfinished request can still need (past 65,536 steps in a real run):
+    trimming at every chance gives the same CSV and summary, preemptions and two instances included."""
+    from tpsim.sim import recorder
+
+    cfg = write_cluster(tmp_path / "c.json", model=MODEL, instances=2, mem_size=mem_size_for_blocks(60, 16))
+    t = write_trace(tmp_path / "t.jsonl", _trace(300, seed=8))
+    results = []
+    for window in (1 << 16, 1):
+        monkeypatch.setattr(recorder, "_GAP_WINDOW", window)
+        sink = ListSink()
+        run(RunConfig(cluster_config=str(cfg), dataset=str(t), perf_model="analytical", log_interval=0,
+                      fast_forward=fast_forward), sink=sink)
+        doc = json.loads(sink.summary_json)
+        doc.pop("timing")
+        results.append((sink.csv_text(), doc))
+    assert results[0] == results[1]
+    assert sum(v for k, v in results[0][1]["totals"].items() if "preempt" in k) > 0  # the hard case ran
