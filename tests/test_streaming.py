@@ -317,3 +317,24 @@ def test_trimming_the_gap_text_window_changes_no_row(tmp_path, test_configs, mon
         results.append((sink.csv_text(), doc))
     assert results[0] == results[1]
     assert sum(v for k, v in results[0][1]["totals"].items() if "preempt" in k) > 0  # the hard case ran
+
+
+def test_the_summary_metrics_are_those_of_the_rows(tmp_path, test_configs):
+    """Rows and metrics are recorded apart as requests finish: the summary's percentiles are still exactly
+    those of the CSV's own columns and inter-token gaps."""
+    import csv
+    import io
+    from collections import Counter
+
+    from tpsim.stats import describe, describe_weighted
+
+    cfg = write_cluster(tmp_path / "c.json", model=MODEL, instances=2, mem_size=mem_size_for_blocks(60, 16))
+    t = write_trace(tmp_path / "t.jsonl", _trace(300, seed=9))
+    sink = ListSink()
+    run(RunConfig(cluster_config=str(cfg), dataset=str(t), perf_model="analytical", log_interval=0), sink=sink)
+    rows = list(csv.DictReader(io.StringIO(sink.csv_text())))
+    metrics = json.loads(sink.summary_json)["metrics_ms"]
+    for name, column in (("ttft", "TTFT"), ("latency", "latency"), ("queuing_delay", "queuing_delay")):
+        assert metrics[name] == describe([int(r[column]) for r in rows], 1e-6), name
+    gaps = Counter(int(g) for r in rows for g in json.loads(r["ITL"]))
+    assert metrics["itl"] == describe_weighted(gaps, 1e-6)
