@@ -58,9 +58,13 @@ SLOTS = [((), k) for k in ("name", "description", "cluster", "workload", "matrix
     [(("workload", "generate"), k) for k in ("num_reqs", "rate", "seed", "duration_s", "preset", "cv", "x")]
 
 
+#: an error line: the campaign file, a line number when the YAML parser gave one, then the problem
+ERROR_LINE = re.compile(rf"campaign {re.escape(SOURCE)}(:\d+)?: ")
+
+
 def lines_of(exc: CampaignError) -> list[str]:
     lines = str(exc).split("\n")
-    assert lines and all(line.startswith(f"campaign {SOURCE}: ") for line in lines), lines
+    assert lines and all(ERROR_LINE.match(line) for line in lines), lines
     assert len(lines) <= spec.MAX_PROBLEMS + 1
     assert all(line.isprintable() and len(line) < 4000 for line in lines), lines
     return lines
@@ -222,7 +226,7 @@ def test_snakemake_shows_the_same_one_line_errors_and_no_traceback(tmp_path, doc
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out and "tpsim/campaign/" not in out, out[-3000:]
     if proc.returncode != 0:
-        lines = [line for line in out.splitlines() if line.startswith(f"campaign {SOURCE}: ")]
+        lines = [line for line in out.splitlines() if ERROR_LINE.match(line)]
         assert lines, out[-3000:]
         assert "WorkflowError in file" in out
     assert not (tmp_path / "results").exists()
