@@ -451,7 +451,8 @@ def test_analytical_model_accuracy_targets(analytical_replay):
 
 def test_kernels_model_accuracy_targets(tmp_path_factory):
     """The default model, kernel tables for the case's GPU (RTX PRO 6000): means within 5 % of vLLM and paired TTFT
-    MAPE (vLLM's queued-based definition) within LLMServingSim's ±3 points; fitted to kernel data only."""
+    MAPE below LLMServingSim's 10.8 % (vLLM's queued_ts definition, which tpsim replay models: 4.8 %; 13.5 % when
+    the simulated TTFT started at the arrival); fitted to kernel data only."""
     case = shared_path("validation", CASE)
     out = tmp_path_factory.mktemp("replay") / "tpsim-kernels.csv"
     proc = run_subprocess(["-m", "tpsim", "replay", "--measured", str(case), "--output", str(out),
@@ -462,7 +463,7 @@ def test_kernels_model_accuracy_targets(tmp_path_factory):
     doc, _ = validate(case, out)
     diffs = {k: round(doc["metrics"][k]["diff_pct"]["mean"], 1) for k in ("ttft", "tpot", "latency")}
     assert all(abs(v) <= 5.0 for v in diffs.values()), diffs
-    assert doc["metrics"]["ttft"]["paired"]["mape_pct"] < 10.8 + 3.0
+    assert doc["metrics"]["ttft"]["paired"]["mape_pct"] < 10.8
 
 
 @pytest.fixture(scope="module")
@@ -516,6 +517,50 @@ def test_from_arrival_adds_each_requests_pickup_delay(tmp_path):
     assert side.values["ttft_from_arrival"][0] == pytest.approx(50.0)  # the fastest pickup defines the clock offset
     assert side.values["ttft_from_arrival"][1] == pytest.approx(30.0 + 30.0)  # waited 30 ms for the engine loop
     assert side.pickup_delay_ms[1] == pytest.approx(30.0)
+
+
+def test_replay_starts_ttft_at_the_pickup_and_validate_adds_the_wait_back(tmp_path, test_configs, capsys):
+    """tpsim replay measures TTFT and latency from its modelled pickup (vLLM's queued_ts, the measured runs'
+    definition); validate's 'from arrival' rows of that CSV are exactly the TTFT and latency of the same replay run
+    with --ttft-origin arrival."""
+    d = _replay_dir(tmp_path / "case", test_configs, layers=4)
+    from conftest import write_trace
+
+    write_trace(d / "trace.jsonl", [{"input_toks": 64 + 8 * i, "output_toks": 8, "arrival_time_ns": i * 10_000}
+                                    for i in range(6)])  # arrivals during the first steps: some wait for pickup
+    sides = {}
+    for origin in ("pickup", "arrival"):
+        out = tmp_path / origin / "replay.csv"
+        flags = [] if origin == "pickup" else ["--ttft-origin", "arrival"]
+        assert run_tpsim(["replay", "--measured", str(d), "--output", str(out), "--perf-model", "analytical",
+                          "--log-interval", "0", *flags]) == 0
+        s = json.loads(out.with_name("replay.summary.json").read_text())
+        assert s["provenance"]["flags"]["ttft_origin"] == origin
+        assert s["replay"]["settings"]["ttft_origin"]["source"].startswith(
+            "tpsim replay default" if origin == "pickup" else "command line")
+        doc, data = validate(d, out)
+        assert doc["sim"]["ttft_origin"] == origin
+        sides[origin] = (doc, data["sim"])
+    (doc_p, pick), (doc_a, arr) = sides["pickup"], sides["arrival"]
+    assert pick.values["ttft_from_arrival"] == arr.values["ttft"] == arr.values["ttft_from_arrival"]
+    assert pick.values["latency_from_arrival"] == arr.values["latency"]
+    assert all(pick.values["ttft"][i] <= arr.values["ttft"][i] for i in arr.values["ttft"])
+    assert any(pick.values["ttft"][i] < arr.values["ttft"][i] for i in arr.values["ttft"])
+    assert doc_p["sim_pickup_delay_ms"]["n"] == 6 and doc_a["sim_pickup_delay_ms"] is None
+    assert "engine's modelled pickup" in doc_p["definitions"]["sim"]["ttft"]
+    capsys.readouterr()
+
+
+def test_a_pickup_csv_whose_rows_contradict_it_is_one_error(case, tmp_path, capsys):
+    """A CSV whose summary says TTFT starts at the pickup must have end_time - arrival - latency >= 0 (the wait)."""
+    measured_dir, _ = case
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "0,0,m,10,3,100,150,60,0,10,25,\"[25, 25]\"\n")
+    (tmp_path / "bad.summary.json").write_text(json.dumps({"provenance": {"flags": {"ttft_origin": "pickup"}}}))
+    with pytest.raises(InputError, match=r"bad\.csv:2: end_time - arrival - latency is negative"):
+        validate(measured_dir, bad)
+    assert run_tpsim(["validate", "--measured", str(measured_dir), "--sim", str(bad)]) == 2
+    _one_error_line(capsys)
 
 
 def test_snakemake_validate_target(tmp_path):

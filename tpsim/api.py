@@ -131,7 +131,8 @@ def run(config: RunConfig, sink: RowSink | None = None, console: Console | None 
     written = out if sink is None else None
     sink = sink or _file_sink(config, out)
     recorder = Recorder(len(prepared.setups), sink, spool_folder(out), itl=config.itl_format == "list",
-                        progress=console.progress(prepared.workload.expected_requests))
+                        progress=console.progress(prepared.workload.expected_requests),
+                        pickup=config.ttft_origin == "pickup")
     try:
         result = simulate(prepared, console.line, console.debug if console.debug_enabled else None, recorder)
         recorder.close()  # the other instances' rows, in instance order

@@ -29,6 +29,12 @@ APPROXIMATIONS = [
     "queuing_delay is measured to the first scheduling of the request (LLMServingSim measures to the last prefill "
     "chunk).",
 ]
+PICKUP_APPROXIMATION = (
+    "TTFT, latency and queuing_delay start at vLLM's engine pickup (--ttft-origin pickup; vLLM's queued_ts), not at "
+    "the arrival: the engine loop takes requests from its input queue between steps, so a request arriving while a "
+    "step runs is taken when that step ends, one finding the engine idle at once; the front end's own time "
+    "(HTTP, tokenisation, IPC) is not modelled. The CSV's arrival column is the arrival: end_time - arrival - "
+    "latency is each request's wait for pickup (metrics_ms.pickup_delay).")
 MOE_APPROXIMATION = ("Mixture of experts, memory: routed experts placed by vLLM's linear expert map (the first E % ep "
                      "EP ranks hold one more), each expert's width split over DP x TP / EP GPUs; routers and "
                      "shared-expert gates replicated at 16 bits; the fused-MoE activation peak estimated on "
@@ -181,6 +187,8 @@ def summarize(run, result: SimResult, metrics, wall_s: float) -> RunSummary:
         warnings.append(f"... and {result.num_rejected - len(result.rejected):,} more requests rejected "
                         f"(the summary lists the first {len(result.rejected):,})")
     approximations = list(APPROXIMATIONS)
+    if run.config.ttft_origin == "pickup":
+        approximations.append(PICKUP_APPROXIMATION)
     if any(s.config.pp_size > 1 for s in setups):
         approximations.append(PP_APPROXIMATION)
     if any(s.model.is_moe for s in setups):

@@ -21,6 +21,10 @@ Inputs taken from the directory (layout: :mod:`tpsim.validation`):
   architecture from the directory's file, handed to the run as an object
   (``RunConfig.models``), so the catalog is not consulted for it.
 
+TTFT, latency and queuing delay start at vLLM's engine pickup (``--ttft-origin
+pickup``: vLLM's ``queued_ts``, from which the measured runs' publishers define
+them); ``--ttft-origin arrival`` measures from the arrival, as ``tpsim run`` does.
+
 Every other ``tpsim run`` flag is accepted; a flag given explicitly wins over
 the directory's value.  The run summary gains a ``replay`` block saying where
 each setting came from.
@@ -53,7 +57,7 @@ def register(subparsers) -> None:
                     "Any `tpsim run` flag may be added and wins over the directory's value.")
     p.add_argument("--measured", required=True, metavar="DIR", help="measured replay directory")
     add_run_arguments(p)
-    p.set_defaults(func=handle, cluster_config=None, **{d: _UNSET for d in _META_DESTS})
+    p.set_defaults(func=handle, cluster_config=None, ttft_origin=_UNSET, **{d: _UNSET for d in _META_DESTS})
 
 
 def _version(text) -> tuple[int, ...] | None:
@@ -163,6 +167,12 @@ def _settings(args, meta: dict, meta_path) -> tuple[dict, list[str]]:
         else:
             setattr(args, dest, defaults[dest])
             settings[dest] = {"value": defaults[dest], "source": "tpsim default"}
+    if args.ttft_origin is _UNSET:
+        args.ttft_origin = "pickup"
+        settings["ttft_origin"] = {"value": "pickup", "source": "tpsim replay default: vLLM's queued_ts, where the "
+                                                               "measured runs' TTFT and latency start"}
+    else:
+        settings["ttft_origin"] = {"value": args.ttft_origin, "source": "command line"}
     return settings, notes
 
 

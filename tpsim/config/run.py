@@ -154,6 +154,12 @@ class RunConfig:
         "the ITL column: every inter-token gap, '[g1, g2, ...]' (default list), or 'none' for huge runs: '[]', "
         "about 6.6 kB less per request of 650 output tokens (TTFT, TPOT, latency and the summary's exact ITL "
         "percentiles are kept)", group=_IO, choices=("list", "none")))
+    ttft_origin: str = field(default="arrival", metadata=flag(
+        "where TTFT, latency and queuing_delay start: the request's arrival (default; LLMServingSim's CSV) or "
+        "'pickup', when vLLM's engine loop takes it from its input queue (vLLM's queued_ts: the end of the step "
+        "running at arrival, or the arrival at an idle engine); the arrival column is kept, so end_time - arrival "
+        "- latency is the wait for pickup (tpsim replay's default: the measured runs define TTFT from queued_ts)",
+        group=_IO, choices=("arrival", "pickup")))
     num_reqs: int = field(default=0, metadata=flag(
         "only the first N requests: trace lines, or built-in requests (default 0 = all)", group=_IO))
     run_id: str | None = field(default=None, metadata=flag("name substituted for '{run_id}' in --output", group=_IO))

@@ -8,7 +8,9 @@ nothing of them, so a run's memory follows the requests in flight, not the trace
   CSV is grouped by instance in completion order as LLMServingSim writes it;
 * keeps the summary's samples in typed arrays, 8 bytes a value (TTFT, TPOT, latency, queuing delay
   per request; the inter-token gaps as one weight per step plus the few gaps that span a pause),
-  so the summary's percentiles stay exact (:func:`tpsim.stats.describe_samples`).
+  so the summary's percentiles stay exact (:func:`tpsim.stats.describe_samples`);
+* measures TTFT, latency and queuing delay from the request's arrival, or (``--ttft-origin pickup``) from
+  the moment vLLM's engine loop takes it from its input queue (:meth:`_InstanceRows.pickup`).
 
 A decode step's gap is shared by every request that sampled in it: its text is made once, in a
 window of recent steps that moves past a step once no live request can still need it.
@@ -20,6 +22,7 @@ import json
 import os
 import tempfile
 from array import array
+from bisect import bisect_left
 from typing import IO
 
 from tpsim.io.results import RequestRow
@@ -59,8 +62,20 @@ class _InstanceRows:
         w[first] += 1
         w[stop] -= 1
 
-    def row(self, r, text: bool, itl: bool = True) -> RequestRow | None:
-        """``r``'s row (None when ``text`` is False: only its gaps are counted; ``itl`` False: ITL '[]')."""
+    def pickup(self, r) -> int:
+        """When vLLM's engine loop takes ``r`` from its input queue (its ``queued_ts``).  The loop polls the
+        queue between steps (``EngineCore.run_busy_loop``: input, then a step), so a request arriving while a
+        step runs is taken when that step ends, one finding the engine idle at once (it is then scheduled at
+        its arrival); never after its first scheduling."""
+        ends = self.ends
+        k = bisect_left(ends, r.arrival)
+        if k < len(ends) and ends[k] < r.first_scheduled:
+            return ends[k]
+        return r.first_scheduled
+
+    def row(self, r, text: bool, itl: bool = True, origin: int | None = None) -> RequestRow | None:
+        """``r``'s row (None when ``text`` is False: only its gaps are counted; ``itl`` False: ITL '[]');
+        ``origin``: where TTFT, latency and queuing delay start (default: the arrival)."""
         ends = self.ends
         em = r.emissions
         parts: list[str] = []
@@ -80,12 +95,13 @@ class _InstanceRows:
             prev = ends[s + c - 1]
         if not text:
             return None
-        latency = r.finish - r.arrival
-        ttft = r.first_token - r.arrival
+        start = r.arrival if origin is None else origin
+        latency = r.finish - start
+        ttft = r.first_token - start
         tpot = (latency - ttft) // (r.output - 1) if r.output > 1 else 0
         inst = self.inst
         return RequestRow(inst.index, r.rid, inst.model_name, r.prompt, r.output, r.arrival, r.finish, latency,
-                          r.first_scheduled - r.arrival, ttft, tpot, f"[{', '.join(parts)}]")
+                          r.first_scheduled - start, ttft, tpot, f"[{', '.join(parts)}]")
 
     def maybe_trim(self) -> None:
         """Drop gap texts of steps before every live request's first sampled step (amortised: the check
@@ -114,9 +130,10 @@ class _InstanceRows:
 
 
 class RunMetrics:
-    """The summary's per-request samples, typed arrays in ns, and the token totals."""
+    """The summary's per-request samples, typed arrays in ns, and the token totals; with ``pickup``, TTFT,
+    latency and queuing delay start at the engine's pickup and the waits for it are kept too."""
 
-    def __init__(self) -> None:
+    def __init__(self, pickup: bool = False) -> None:
         self.ttft = array("q")
         self.tpot = array("q")  # requests with more than one output token
         self.latency = array("q")
@@ -126,13 +143,18 @@ class RunMetrics:
         self.output_tokens = 0
         self.itl_sum = 0  # every gap: a request's gaps sum to its latency minus its TTFT
         self.itl_parts: list = []
+        self.pickup_delay = array("q") if pickup else None
 
-    def add(self, r) -> None:
-        ttft = r.first_token - r.arrival
-        latency = r.finish - r.arrival
+    def add(self, r, origin: int | None = None) -> None:
+        start = r.arrival
+        if origin is not None and self.pickup_delay is not None:
+            self.pickup_delay.append(origin - start)
+            start = origin
+        ttft = r.first_token - start
+        latency = r.finish - start
         self.ttft.append(ttft)
         self.latency.append(latency)
-        self.queuing_delay.append(r.first_scheduled - r.arrival)
+        self.queuing_delay.append(r.first_scheduled - start)
         if r.output > 1:
             self.tpot.append((latency - ttft) // (r.output - 1))
         self.finished += 1
@@ -143,27 +165,32 @@ class RunMetrics:
     def describe_ms(self) -> dict:
         """mean, p50, p90, p99 of each metric in ms (exact)."""
         ms = 1e-6
-        return {
+        out = {
             "ttft": describe_samples([Values(self.ttft)], ms),
             "tpot": describe_samples([Values(self.tpot)], ms),
             "itl": describe_samples(self.itl_parts, ms, total=self.itl_sum),
             "latency": describe_samples([Values(self.latency)], ms),
             "queuing_delay": describe_samples([Values(self.queuing_delay)], ms),
         }
+        if self.pickup_delay is not None:
+            out["pickup_delay"] = describe_samples([Values(self.pickup_delay)], ms)
+        return out
 
 
 class Recorder:
     """``on_finish(instance, requests)`` for the event loop: rows to ``sink`` (None: no rows), metrics kept."""
 
     def __init__(self, num_instances: int, sink=None, spool_dir: str | None = None, itl: bool = True,
-                 progress=None):
+                 progress=None, pickup: bool = False):
         """``itl`` False writes the ITL column as ``[]`` (``--itl-format none``); the gaps are still counted.
-        ``progress(finished)`` is called every 10,000 finished requests (long runs on a terminal)."""
+        ``progress(finished)`` is called every 10,000 finished requests (long runs on a terminal).  ``pickup``:
+        TTFT, latency and queuing delay from the engine's pickup (``--ttft-origin pickup``)."""
         self.sink = sink
         self.itl = itl
+        self.pickup = pickup
         self.progress = progress
         self._next_progress = 10_000
-        self.metrics = RunMetrics()
+        self.metrics = RunMetrics(pickup)
         self._rows: list[_InstanceRows | None] = [None] * num_instances
         self._spools: dict[int, IO[str]] = {}
         self._spool_dir = spool_dir
@@ -174,9 +201,11 @@ class Recorder:
             rows = self._rows[inst.index] = _InstanceRows(inst)
         text = self.sink is not None
         add = self.metrics.add
+        pickup = rows.pickup if self.pickup else None
         for r in finished:
-            add(r)
-            row = rows.row(r, text, self.itl)
+            origin = None if pickup is None else pickup(r)
+            add(r, origin)
+            row = rows.row(r, text, self.itl, origin)
             if row is not None:
                 self._write(inst.index, row)
         rows.maybe_trim()

@@ -72,9 +72,10 @@ def write_accuracy_table(rows: list[dict], csv_path, md_path) -> None:
     md.append("")
     md.append("Δ% = (simulated − measured) / measured × 100 over all requests of each side; MAPE = mean absolute "
               "percentage error over requests paired by id (measured bench-<i> ↔ simulated request id i). TTFT and "
-              "latency are measured from vLLM's queued_ts as the publishers define them; 'from arrival' adds each "
-              "request's wait for the engine loop to take it from its input queue (between steps), which the "
-              "simulators include (docs/validation.md).")
+              "latency are measured from vLLM's queued_ts as the publishers define them, when vLLM's engine loop takes "
+              "the request from its input queue (between steps); tpsim's replays start them at that pickup as they "
+              "model it (--ttft-origin pickup), LLMServingSim at the arrival. 'From arrival' adds each request's wait "
+              "for the pickup on both sides (docs/validation.md).")
     atomic_write_text(md_path, "\n".join(md) + "\n")
 
 

@@ -52,6 +52,23 @@ DEFINITIONS = {
 }
 
 
+#: the simulated side's definitions when the run measured TTFT from its modelled pickup (--ttft-origin pickup)
+SIM_FROM_PICKUP = {
+    "ttft": "CSV TTFT / 1e6: from the engine's modelled pickup (tpsim --ttft-origin pickup), like queued_ts",
+    "latency": "CSV latency / 1e6: from the engine's modelled pickup",
+    "queuing_delay": "CSV queuing_delay / 1e6: first scheduling - modelled pickup",
+    "ttft_from_arrival": "(CSV TTFT + end_time - arrival - latency) / 1e6: the wait for pickup added back",
+    "latency_from_arrival": "(CSV latency + end_time - arrival - latency) / 1e6",
+}
+
+
+def definitions(sim_origin: str = "arrival") -> dict:
+    """The metric definitions of a comparison whose simulated TTFT starts at ``sim_origin``."""
+    if sim_origin != "pickup":
+        return DEFINITIONS
+    return {**DEFINITIONS, "sim": {**DEFINITIONS["sim"], **SIM_FROM_PICKUP}}
+
+
 @dataclass
 class Side:
     """One side of the comparison: per-request values in ms, keyed by request index."""
@@ -62,7 +79,7 @@ class Side:
     tokens: dict = field(default_factory=dict)  # request index -> (input or None, output)
     unfinished: list = field(default_factory=list)
     emissions: list | None = None  # per request: token emission times (ns), only when asked for
-    pickup_delay_ms: dict | None = None  # measured: each request's wait for vLLM's engine loop to take it
+    pickup_delay_ms: dict | None = None  # each request's wait for vLLM's engine loop to take it (measured or modelled)
 
 
 def describe(values) -> dict | None:
@@ -141,5 +158,6 @@ def compare(measured: Side, sim: Side) -> dict:
             "input_tokens_mismatch": len(in_mismatch),
         },
         "pickup_delay_ms": describe(measured.pickup_delay_ms.values()) if measured.pickup_delay_ms else None,
+        "sim_pickup_delay_ms": describe(sim.pickup_delay_ms.values()) if sim.pickup_delay_ms else None,
         "metrics": metrics,
     }

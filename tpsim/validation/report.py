@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from tpsim.validation.compare import DEFINITIONS, STATS, compare, round_floats
+from tpsim.validation.compare import STATS, compare, definitions, round_floats
 from tpsim.validation.measured import measured_paths, read_json, read_measured
 from tpsim.validation.simulated import (
     read_sim_csv,
     read_sim_summary,
     sim_label_of,
     sim_summary_path,
+    sim_ttft_origin,
 )
 
 SCHEMA_VERSION = 1
@@ -20,7 +21,9 @@ def validate(measured_dir, sim_csv, *, label: str | None = None, with_itl: bool 
     paths = measured_paths(measured_dir)
     measured = read_measured(paths["requests"])
     summary = read_sim_summary(sim_csv)
-    sim = read_sim_csv(sim_csv, with_itl=with_itl and not (summary and summary.get("timeline")))
+    origin = sim_ttft_origin(summary)
+    sim = read_sim_csv(sim_csv, with_itl=with_itl and not (summary and summary.get("timeline")),
+                       pickup=origin == "pickup")
     meta = read_json(paths["meta"], "vLLM run metadata") if paths["meta"].is_file() else None
     result = compare(measured, sim)
     label = label or sim_label_of(summary, sim_csv)
@@ -37,13 +40,14 @@ def validate(measured_dir, sim_csv, *, label: str | None = None, with_itl: bool 
             "csv": str(sim_csv),
             "label": label,
             "requests": sim.requests,
+            "ttft_origin": origin,
             "summary": str(sim_summary_path(sim_csv)) if summary else None,
             "tpsim_version": summary.get("tpsim_version") if summary else None,
             "perf_models": sorted({i.get("perf_model") for i in summary.get("instances", [])
                                    if i.get("perf_model")}) if summary else None,
         },
         **round_floats(result),
-        "definitions": DEFINITIONS,
+        "definitions": definitions(origin),
         "figures": [],
     }
     data = {"measured": measured, "sim": sim, "summary": summary, "timeseries_path": paths["timeseries"]}
@@ -82,5 +86,12 @@ def markdown(doc: dict) -> str:
     if pickup:
         lines += ["", f"vLLM's engine loop took a request from its input queue {fmt(pickup['mean'], '.1f')} ms "
                       f"(mean; p90 {fmt(pickup['p90'], '.1f')} ms) after it arrived; the publishers' TTFT and latency "
-                      "start at that pickup (queued_ts), the 'from arrival' rows at the arrival, as tpsim measures."]
+                      "start at that pickup (queued_ts), the 'from arrival' rows at the arrival."]
+        sim_pickup = doc.get("sim_pickup_delay_ms")
+        if sim_pickup:
+            lines.append(f"The simulation's TTFT and latency start at its modelled pickup (--ttft-origin pickup: the "
+                         f"end of the step running at arrival; mean {fmt(sim_pickup['mean'], '.1f')} ms, p90 "
+                         f"{fmt(sim_pickup['p90'], '.1f')} ms).")
+        else:
+            lines.append("The simulation's TTFT and latency start at the arrival.")
     return "\n".join(lines) + "\n"

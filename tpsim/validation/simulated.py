@@ -2,7 +2,10 @@
 :mod:`tpsim.io.results`) and, for tpsim's, the run summary beside it (:mod:`tpsim.io.summary`).
 
 Simulated TTFT, TPOT, latency and queuing delay are the CSV's integer ns / 1e6 (ms); TPOT is
-skipped when ``output`` <= 1.
+skipped when ``output`` <= 1.  A tpsim run with ``--ttft-origin pickup`` (``tpsim replay``'s default)
+measures TTFT and latency from vLLM's engine pickup, as the measured runs do; its CSV keeps the
+arrival, so ``end_time - arrival - latency`` is the wait for pickup, added back for the "from
+arrival" rows.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from tpsim.io.summary import summary_path
 from tpsim.validation.compare import METRICS, Side
 
 
-def read_sim_csv(path, *, with_itl: bool = False) -> Side:
-    """A 12-column per-request CSV (tpsim's or LLMServingSim's) -> per-request metrics in ms.
+def read_sim_csv(path, *, with_itl: bool = False, pickup: bool = False) -> Side:
+    """A 12-column per-request CSV (tpsim's or LLMServingSim's) -> per-request metrics in ms; ``pickup``: the
+    CSV's TTFT and latency start at the engine's pickup (its run summary says ``ttft_origin`` pickup).
 
     With ``with_itl``, ``side.emissions`` holds each request's token emission
     times (ns), for a generation-throughput timeline.
@@ -28,14 +32,23 @@ def read_sim_csv(path, *, with_itl: bool = False) -> Side:
     side = Side(str(path))
     vals: dict = {k: {} for k in METRICS}
     emissions = []
+    waits: dict | None = {} if pickup else None
     for where, row in read_rows(path):
         i = row.request_id
         if i in side.tokens:
             raise InputError(f"{where}: duplicate request id {i}")
         side.tokens[i] = (row.input, row.output)
         side.requests += 1
-        vals["ttft"][i] = vals["ttft_from_arrival"][i] = row.ttft / 1e6
-        vals["latency"][i] = vals["latency_from_arrival"][i] = row.latency / 1e6
+        wait = 0
+        if waits is not None:
+            wait = waits[i] = row.end_time - row.arrival - row.latency
+            if wait < 0:
+                raise InputError(f"{where}: end_time - arrival - latency is negative ({wait} ns) in a CSV whose run "
+                                 "summary says TTFT starts at the engine's pickup; pass the run's own CSV")
+        vals["ttft"][i] = row.ttft / 1e6
+        vals["ttft_from_arrival"][i] = (row.ttft + wait) / 1e6
+        vals["latency"][i] = row.latency / 1e6
+        vals["latency_from_arrival"][i] = (row.latency + wait) / 1e6
         vals["queuing_delay"][i] = row.queuing_delay / 1e6
         if row.output > 1:
             vals["tpot"][i] = row.tpot / 1e6
@@ -44,7 +57,7 @@ def read_sim_csv(path, *, with_itl: bool = False) -> Side:
                 gaps = row.itl
             except ValueError:
                 raise InputError(f"{where}: column 'ITL' must be a list of integers") from None
-            t = row.arrival + row.ttft
+            t = row.arrival + wait + row.ttft
             times = [t]
             for g in gaps:
                 t += g
@@ -53,6 +66,8 @@ def read_sim_csv(path, *, with_itl: bool = False) -> Side:
     if side.requests == 0:
         raise InputError(f"{path}: no request rows (header only, e.g. an infeasible run); nothing to compare")
     side.values = vals
+    if waits is not None:
+        side.pickup_delay_ms = {i: w / 1e6 for i, w in waits.items()}
     if with_itl:
         side.emissions = emissions
     return side
@@ -69,6 +84,12 @@ def read_sim_summary(csv_path) -> dict | None:
         return None
     doc, _ = read_json_file(p, "run summary", "--sim (a CSV with its summary beside it)")
     return doc if isinstance(doc, dict) else None
+
+
+def sim_ttft_origin(summary: dict | None) -> str:
+    """Where the CSV's TTFT and latency start: 'pickup' when its tpsim run summary says so, else 'arrival'."""
+    flags = (summary or {}).get("provenance", {}).get("flags", {}) if isinstance(summary, dict) else {}
+    return "pickup" if isinstance(flags, dict) and flags.get("ttft_origin") == "pickup" else "arrival"
 
 
 def sim_timeline(summary: dict | None, side: Side | None, interval_s: float = 1.0) -> tuple[list[dict] | None, str]:
