@@ -64,18 +64,22 @@ def peer():
 
 
 def test_default_model_paired_ttft_mape_is_below_llmservingsims(default, peer):
-    """14.6 % against LLMServingSim's 21.8 % on the same requests (vLLM's queued_ts definition)."""
+    """13.9 % against LLMServingSim's 21.8 % on the same requests (vLLM's queued_ts definition)."""
     assert default["metrics"]["ttft"]["paired"]["mape_pct"] < peer["metrics"]["ttft"]["paired"]["mape_pct"]
 
 
+def test_default_model_tpot_and_latency_within_5_percent(default):
+    """-3.7 % and -4.2 % (they were -7.1 % and -7.7 % before FlashAttention 2's uneven-context decode term)."""
+    assert abs(mean_diff(default, "tpot")) <= MEAN_PCT and abs(mean_diff(default, "latency")) <= MEAN_PCT
+
+
 @pytest.mark.xfail(strict=True, reason=(
-    "measured miss: the kernel model's steps are still too fast: TPOT -7.1 %, latency -7.7 %; mean TTFT -27.0 % "
-    "(the run saturates at 128 requests per rank, where faster decoding means shorter queues). Kernel-level "
-    "evidence for the rest (docs/notes/moe-fidelity.md): decode attention with uneven contexts (the bundle's "
-    "skew rows, not in AIC's uniform table) and the bundle's larger per-call attention cost"))
-def test_default_model_means_within_5_percent(default):
-    diffs = {k: round(mean_diff(default, k), 1) for k in ("ttft", "tpot", "latency")}
-    assert all(abs(v) <= MEAN_PCT for v in diffs.values()), diffs
+    "measured miss: mean TTFT -18.5 % with the kernel model (TPOT -3.7 %: the run saturates at 128 requests per "
+    "rank, where slightly fast decoding shortens the queue). Kernel-level evidence for the rest "
+    "(docs/notes/moe-fidelity.md): the bundle's larger per-call attention cost, small kernels, and mixed steps' "
+    "decodes over uneven contexts (not modelled)"))
+def test_default_model_mean_ttft_within_5_percent(default):
+    assert abs(mean_diff(default, "ttft")) <= MEAN_PCT
 
 
 def test_bundle_model_tpot_and_latency_within_5_percent(bundle):

@@ -29,6 +29,12 @@ APPROXIMATIONS = [
     "queuing_delay is measured to the first scheduling of the request (LLMServingSim measures to the last prefill "
     "chunk).",
 ]
+DECODE_SKEW_APPROXIMATION = (
+    "Kernel model on FlashAttention 2 GPUs: a pure-decode step of uneven contexts adds the time its longest "
+    "sequences' CTAs run alone (a fluid model of the kernel's schedule, FA2's split heuristic and its DRAM and per-SM "
+    "rates from the tables, over a two-class batch matched to the contexts' count, mean, variance and maximum; "
+    "tpsim/perf/decode_skew.py). Mixed prefill + decode steps, FA3 / FlashInfer GPUs and the analytical model "
+    "price decode attention at the batch's mean context.")
 PICKUP_APPROXIMATION = (
     "TTFT, latency and queuing_delay start at vLLM's engine pickup (--ttft-origin pickup; vLLM's queued_ts), not at "
     "the arrival: the engine loop takes requests from its input queue between steps, so a request arriving while a "
@@ -189,6 +195,8 @@ def summarize(run, result: SimResult, metrics, wall_s: float) -> RunSummary:
     approximations = list(APPROXIMATIONS)
     if run.config.ttft_origin == "pickup":
         approximations.append(PICKUP_APPROXIMATION)
+    if any(s.latency.describe().get("decode_skew") for s in setups):
+        approximations.append(DECODE_SKEW_APPROXIMATION)
     if any(s.config.pp_size > 1 for s in setups):
         approximations.append(PP_APPROXIMATION)
     if any(s.model.is_moe for s in setups):

@@ -66,3 +66,19 @@ def decode_attention_floor(grid, kv_bytes_per_token: float, l2_bytes: float) -> 
     samples = [(b * kv * kv_bytes_per_token, grid.measured((i, j)))
                for i, b in enumerate(batches) for j, kv in enumerate(contexts) if grid.measured((i, j)) is not None]
     return streaming_floor(samples, grid.floor_ns, l2_bytes)
+
+
+def decode_streaming_rate(grid, kv_bytes_per_token: float, l2_bytes: float) -> float | None:
+    """The fastest rate (bytes/ns) at which the generation table's rows whose KV cache exceeds twice the L2
+    stream it once the table's fastest call is taken off: DRAM's rate for this kernel, with or without
+    evidence of L2-served replays (None: no such row)."""
+    batches, contexts = grid.axes
+    limit = L2_MULTIPLE * l2_bytes
+    rates = []
+    for i, b in enumerate(batches):
+        for j, kv in enumerate(contexts):
+            t = grid.measured((i, j))
+            nbytes = b * kv * kv_bytes_per_token
+            if t is not None and nbytes > limit and t > grid.floor_ns:
+                rates.append(nbytes / (t - grid.floor_ns))
+    return max(rates) if rates else None

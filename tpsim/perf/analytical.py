@@ -290,9 +290,9 @@ class AnalyticalModel(StepModel):
     def attention_ns(self, batch: BatchShape, graph: bool) -> float:
         return self.attention_cost(batch, graph)[0]
 
-    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
+    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int, ctx_sq: int = 0) -> int:
         if self.moe is not None:
-            return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max)
+            return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max, ctx_sq)
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(FULL if graph else EAGER, num_decode, num_decode, num_decode)
         f = self.attn_flop_per_pair * ctx_sum / self.attn_flops
@@ -301,7 +301,7 @@ class AnalyticalModel(StepModel):
         return int(round(gpu + self.host_visible_ns(gpu, num_decode)))
 
     def dense_decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int,
-                           bound: float, ends: list) -> bool:
+                           bound: float, ends: list, ctx_sq: int = 0) -> bool:
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(FULL if graph else EAGER, num_decode, num_decode, num_decode)
         pair, flops, kvt, bw = self.attn_flop_per_pair, self.attn_flops, self.kv_bytes_per_token, self.attn_bw

@@ -2,8 +2,8 @@
 
 A batch is described by shape only: the prefill chunks (new tokens and the
 context already cached before them), the decoding requests (how many, and the
-sum and maximum of their context lengths), and how many sequences sample a
-token.  ``context`` always counts the tokens attention reads, the new ones
+sum, maximum and sum of squares of their context lengths), and how many
+sequences sample a token.  ``context`` always counts the tokens attention reads, the new ones
 included.
 """
 
@@ -22,6 +22,7 @@ class BatchShape:
     decode_ctx_sum: int = 0  # sum over decoding requests of their context length (incl. the new token)
     decode_ctx_max: int = 0
     num_sampled: int = 0  # sequences that produce a token this step
+    decode_ctx_sq_sum: int = 0  # sum of the squared decode contexts (their spread); 0: not tracked
 
     @property
     def num_prefill_tokens(self) -> int:
@@ -42,7 +43,7 @@ class BatchShape:
         ctx_sum = sum(count * ctx for count, ctx in decode)
         ctx_max = max((ctx for count, ctx in decode if count), default=0)
         sampled = n + (len(prefill) if sample_prefills else 0)
-        return cls(tuple(prefill), n, ctx_sum, ctx_max, sampled)
+        return cls(tuple(prefill), n, ctx_sum, ctx_max, sampled, sum(count * ctx * ctx for count, ctx in decode))
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,13 @@ class LatencyModel:
     def iteration_ns(self, batch: BatchShape) -> int:
         return self.explain(batch).total_ns
 
-    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
-        """A step of ``num_decode`` decoding requests and nothing else."""
-        return self.iteration_ns(BatchShape((), num_decode, ctx_sum, ctx_max, num_decode))
+    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int, ctx_sq: int = 0) -> int:
+        """A step of ``num_decode`` decoding requests and nothing else (``ctx_sq``: their contexts' squares
+        summed; 0 where not tracked)."""
+        return self.iteration_ns(BatchShape((), num_decode, ctx_sum, ctx_max, num_decode, ctx_sq))
 
     def decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int, bound: float,
-                     ends: list) -> None:
+                     ends: list, ctx_sq: int = 0) -> None:
         """Append the end times of up to ``steps`` further pure-decode steps after time ``t``.
 
         Every step adds one token to each request's context.  Stops after the
@@ -130,19 +132,21 @@ class LatencyModel:
         :meth:`decode_iteration_ns` step by step (a dense model may hoist constants in
         :meth:`dense_decode_steps`).
         """
-        if self.moe is None and self.dense_decode_steps(num_decode, ctx_sum, ctx_max, t, steps, bound, ends):
+        if self.moe is None and self.dense_decode_steps(num_decode, ctx_sum, ctx_max, t, steps, bound, ends, ctx_sq):
             return
         for _ in range(steps):
+            if ctx_sq:
+                ctx_sq += 2 * ctx_sum + num_decode  # every context one longer
             ctx_sum += num_decode
             if ctx_max:
                 ctx_max += 1
-            t += self.decode_iteration_ns(num_decode, ctx_sum, ctx_max)
+            t += self.decode_iteration_ns(num_decode, ctx_sum, ctx_max, ctx_sq)
             ends.append(t)
             if t >= bound:
                 return
 
     def dense_decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int,
-                           bound: float, ends: list) -> bool:
+                           bound: float, ends: list, ctx_sq: int = 0) -> bool:
         """:meth:`decode_steps` of a dense model with the per-step constants hoisted; False where a
         model has no such loop (the generic one runs)."""
         return False

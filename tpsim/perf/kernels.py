@@ -11,7 +11,8 @@ eager above the largest capture size.  Each op's time and its source:
   the table's fastest time plus the batch's KV cache streamed from DRAM at the fastest rate the table
   shows for caches over twice the L2 (*modelled*, :mod:`tpsim.kernels.streaming`: the table replays
   one cache, which stays in L2 where it fits; in serving every other layer's KV and weights pass
-  through L2 between two steps);
+  through L2 between two steps); on FlashAttention 2 a pure-decode batch of uneven contexts adds
+  the time its longest sequences' CTAs run alone (*modelled*, :mod:`tpsim.perf.decode_skew`);
 * prefill attention: the context table (it holds prefills with no cached context).  A chunk of
   ``q`` tokens after ``c`` cached ones is *modelled* by causal differencing: a prefill of
   ``c + q`` tokens minus one of ``c`` does exactly the chunk's query-key pairs, at the
@@ -36,10 +37,11 @@ from __future__ import annotations
 from bisect import bisect_left
 from math import exp, log
 
-from tpsim.kernels.streaming import decode_attention_floor
+from tpsim.kernels.streaming import decode_attention_floor, decode_streaming_rate
 from tpsim.perf.analytical import AnalyticalModel
 from tpsim.perf.base import BatchShape, OpTime
 from tpsim.perf.collectives import p2p_ns
+from tpsim.perf.decode_skew import TILE_ROWS, DecodeSkew
 from tpsim.perf.ops import (
     ATTENTION,
     COLLECTIVE,
@@ -154,6 +156,8 @@ class KernelModel(StepModel):
         # logits gathered over the whole vocabulary; the KV-cache write runs with attention, the logits after the graph
         self.step_ops = StepOps(model, s, engine, Execution(KV_WITH_ATTENTION, True, model.vocab_size), pp)
         self._init_step_caches()
+        self.skew = self._decode_skew()
+        self.needs_ctx_max = self.skew is not None  # the scheduler then tracks the longest context
         if model.is_moe:
             from tpsim.perf.moe_costs import KernelExperts, moe_layer
 
@@ -299,10 +303,42 @@ class KernelModel(StepModel):
                                        if grid is not None else None)
         return floor.ns(ctx_sum * kvt) if floor is not None else 0.0
 
+    def _decode_skew(self) -> DecodeSkew | None:
+        """The uneven-context term (:mod:`tpsim.perf.decode_skew`): FlashAttention 2 only (FA3 and FlashInfer
+        schedule decode differently), with the generation table's DRAM streaming rate and the GPU's SM count."""
+        grid = self.tables.table(self.gen_table).groups.get(self.heads) if self.gen_table else None
+        sms = self.hardware.perf.num_sms
+        if self.backend != "fa2" or grid is None or sms <= 0:
+            return None
+        r = self.roofline
+        head_bytes = r.kv_bytes_per_token / self.shape.kv_heads
+        rate = decode_streaming_rate(grid, r.kv_bytes_per_token, r.l2_bytes)
+        if rate is None:
+            return None
+        per_sm = r.attn_flops / sms * head_bytes / (4.0 * TILE_ROWS * self.shape.head_dim)
+        return DecodeSkew(self.shape.kv_heads, head_bytes, rate, per_sm, sms)
+
+    def _pure_decode_ns(self, n: int, ctx_sum: int, ctx_max: int, ctx_sq: int, mode: str) -> float:
+        """One layer's attention of a pure-decode step: the table at the mean context, plus what uneven
+        contexts add on FlashAttention 2, at most the table's time with every context at the maximum."""
+        t = self._decode_ns(n, ctx_sum)
+        skew = self.skew
+        if skew is not None and ctx_sq and ctx_max * n > ctx_sum:
+            if mode == FULL:  # the graph was captured at its padded batch and max_model_len
+                splits = skew.splits(self.graphs.mode(n, True)[1], self.engine.max_model_len)
+            else:
+                splits = skew.splits(n, ctx_max)
+            extra = skew.extra_ns(n, ctx_sum, ctx_sq, ctx_max, splits)
+            if extra > 0.0:
+                top = self._decode_ns(n, n * ctx_max)
+                t = t + extra if t + extra < top else (top if top > t else t)
+        return self._eager(t, mode != FULL)
+
     def _attention(self, batch: BatchShape, mode: str) -> float:
         """Attention of one layer: the decode table, the prefill table, and a mixed step modelled."""
         if not batch.prefill:
-            return self._eager(self._decode_ns(batch.num_decode, batch.decode_ctx_sum), mode != FULL)
+            return self._pure_decode_ns(batch.num_decode, batch.decode_ctx_sum, batch.decode_ctx_max,
+                                        batch.decode_ctx_sq_sum, mode)
         floor = self._floor()
         chunks = [self._chunk_ns(q, c)[0] for q, c in batch.prefill]
         t_prefill = sum(chunks) - (len(chunks) - 1) * floor
@@ -336,7 +372,9 @@ class KernelModel(StepModel):
             if self.gen_table is None:
                 return "analytical"
             d, ctx = batch.num_decode, batch.decode_ctx_sum
-            if self._kv_floor_ns(ctx) > self._decode_table_ns(d, ctx):
+            if self._kv_floor_ns(ctx) > self._decode_table_ns(d, ctx) or \
+                    self._pure_decode_ns(d, ctx, batch.decode_ctx_max, batch.decode_ctx_sq_sum, FULL) > \
+                    self._decode_ns(d, ctx):
                 return MODELLED  # the KV cache streamed from DRAM, not the table's L2-resident replay
             return self.tables.generation_attention(d, ctx / d, *self.heads, "bfloat16", self.kv_dtype).source
         if batch.num_decode or len(batch.prefill) > 1:
@@ -371,27 +409,34 @@ class KernelModel(StepModel):
     def host_visible_ns(self, gpu_ns: float, num_seqs: int) -> float:
         return self.roofline.host_visible_ns(gpu_ns, num_seqs)
 
-    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
+    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int, ctx_sq: int = 0) -> int:
         if self.moe is not None:
-            return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max)
+            return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max, ctx_sq)
         mode, n = self.graphs.mode(num_decode, True)
         gpu = self._fixed_ns(mode, n, num_decode, num_decode)
-        gpu += self._eager(self._decode_ns(num_decode, ctx_sum), mode != FULL) * self.num_layers
+        gpu += self._pure_decode_ns(num_decode, ctx_sum, ctx_max, ctx_sq, mode) * self.num_layers
         return int(round(gpu + self.roofline.host_visible_ns(gpu, num_decode)))
 
     def dense_decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int,
-                           bound: float, ends: list) -> bool:
+                           bound: float, ends: list, ctx_sq: int = 0) -> bool:
         mode, n = self.graphs.mode(num_decode, True)
         fixed = self._fixed_ns(mode, n, num_decode, num_decode)
         eager = mode != FULL
         layers = self.num_layers
-        decode, launch = self._decode_ns, self._eager
+        decode, launch, pure = self._decode_ns, self._eager, self._pure_decode_ns
+        skewed = self.skew is not None and ctx_sq
         host_visible = self.roofline.host_visible_ns
         append = ends.append
         for _ in range(steps):  # the arithmetic of decode_iteration_ns, constants hoisted
+            if skewed:
+                ctx_sq += 2 * ctx_sum + num_decode
+                ctx_max += 1
             ctx_sum += num_decode
             gpu = fixed
-            gpu += launch(decode(num_decode, ctx_sum), eager) * layers
+            if skewed:
+                gpu += pure(num_decode, ctx_sum, ctx_max, ctx_sq, mode) * layers
+            else:
+                gpu += launch(decode(num_decode, ctx_sum), eager) * layers
             t += int(round(gpu + host_visible(gpu, num_decode)))
             append(t)
             if t >= bound:
@@ -408,6 +453,7 @@ class KernelModel(StepModel):
                        "generation_attention": self.gen_table},
             "engine_version": prov.get("engine_version") or prov.get("vllm_version"),
             "attention_backend": self.backend,
+            "decode_skew": self.skew.describe() if self.skew is not None else None,
             "fused_allreduce_rmsnorm_max_tokens": self.fused_max,
             "cuda_graph_max_tokens": self.graphs.max_size,
             "comm": self.comm.describe(),

@@ -371,16 +371,16 @@ class ProfileModel(StepModel):
     def host_visible_ns(self, gpu_ns: float, num_seqs: int) -> float:
         return self.roofline.host_visible_ns(gpu_ns, num_seqs)
 
-    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
+    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int, ctx_sq: int = 0) -> int:
         if self.moe is not None:
-            return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max)
+            return self.moe_decode_iteration_ns(num_decode, ctx_sum, ctx_max, ctx_sq)
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(FULL if graph else EAGER, num_decode, num_decode, num_decode)
         attn = self._decode_attention(num_decode, ctx_sum // num_decode, ctx_max, graph)
         return int(round(self._with_host(fixed + attn * self.num_layers, num_decode)))
 
     def dense_decode_steps(self, num_decode: int, ctx_sum: int, ctx_max: int, t: int, steps: int,
-                           bound: float, ends: list) -> bool:
+                           bound: float, ends: list, ctx_sq: int = 0) -> bool:
         graph = num_decode <= self.max_graph_batch
         fixed = self._fixed_ns(FULL if graph else EAGER, num_decode, num_decode, num_decode)
         layers = self.num_layers

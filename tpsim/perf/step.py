@@ -212,8 +212,8 @@ class StepModel(LatencyModel):
         """The slowest EP rank's expert load in this step (:class:`~tpsim.perf.moe.ExpertLoad`)."""
         return self.moe.routing.load(self.moe.gathered(tokens, rank))
 
-    def moe_decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
-        return self.moe_iteration_ns(BatchShape((), num_decode, ctx_sum, ctx_max, num_decode))
+    def moe_decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int, ctx_sq: int = 0) -> int:
+        return self.moe_iteration_ns(BatchShape((), num_decode, ctx_sum, ctx_max, num_decode, ctx_sq))
 
 
 def _memo(cache: dict, key, make, *args):

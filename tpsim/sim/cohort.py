@@ -3,8 +3,8 @@
 A cohort member's counters are not stored but derived from the step index ``s``: before step
 ``s`` it has ``num_computed = offset + s`` tokens in the KV cache and has generated
 ``gen_base + (s - base_step)`` tokens.  The cohort keeps what a step needs in aggregate (how
-many members, the sum of their offsets, from which the batch's context sum follows; the
-longest context when the latency model asks) and what the next *event* is, so that per-request
+many members, the sum of their offsets and of their squares, from which the batch's context sum and
+spread follow; the longest context when the latency model asks) and what the next *event* is, so that per-request
 work happens only at events:
 
 * a member's last step (it finishes);
@@ -30,7 +30,7 @@ INF = float("inf")
 
 
 class DecodeCohort:
-    __slots__ = ("block_size", "counting", "track_ctx_max", "n", "off_sum", "bucket",
+    __slots__ = ("block_size", "counting", "track_ctx_max", "n", "off_sum", "off_sq", "bucket",
                  "opens", "fills", "finishes", "newest", "longest")
 
     def __init__(self, block_size: int, counting: bool, track_ctx_max: bool):
@@ -39,6 +39,7 @@ class DecodeCohort:
         self.track_ctx_max = track_ctx_max  # the latency model needs the longest context of a step
         self.n = 0  # members
         self.off_sum = 0  # sum of members' offsets: their context sum at step s is off_sum + n * (s + 1)
+        self.off_sq = 0  # sum of their squares (the contexts' spread: ctx_sq_sum)
         self.bucket = [0] * block_size  # counting pool: members by offset mod block size
         # prefix-caching pool, by offset mod block size: every member {request: first step it opens a
         # block}, and the members with token ids (whose full blocks are registered)
@@ -58,6 +59,7 @@ class DecodeCohort:
         r.gen_base = r.generated
         self.n += 1
         self.off_sum += off
+        self.off_sq += off * off
         ep = r.epoch
         seq = r.admit_seq
         self.finishes.push((s + r.output - r.generated - 1, seq, ep, r))
@@ -97,6 +99,7 @@ class DecodeCohort:
         r.epoch += 1  # every heap entry of this membership is stale now
         self.n -= 1
         self.off_sum -= r.offset
+        self.off_sq -= r.offset * r.offset
 
     def members(self) -> list[Request]:
         """Every member, in admission order."""
@@ -134,6 +137,11 @@ class DecodeCohort:
         """The earliest last step of a member."""
         e = self.finishes.peek()
         return e[0] if e is not None else INF
+
+    def ctx_sq_sum(self, s: int) -> int:
+        """The members' squared contexts summed at step ``s``: sum of (offset + s + 1)^2."""
+        a = s + 1
+        return self.off_sq + a * (2 * self.off_sum + self.n * a)
 
     def ctx_max(self, s: int) -> int:
         """The longest member context at step ``s`` (needs ``track_ctx_max``; 0: no member)."""

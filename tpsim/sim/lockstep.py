@@ -37,8 +37,8 @@ class PlannedStep(LatencyModel):
         self.shape = batch
         return 0
 
-    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int) -> int:
-        self.shape = BatchShape((), num_decode, ctx_sum, ctx_max, num_decode)
+    def decode_iteration_ns(self, num_decode: int, ctx_sum: int, ctx_max: int, ctx_sq: int = 0) -> int:
+        self.shape = BatchShape((), num_decode, ctx_sum, ctx_max, num_decode, ctx_sq)
         return 0
 
     def stage_interval_ns(self, batch: BatchShape) -> int:

@@ -232,25 +232,28 @@ class Scheduler:
             items.append((r, num_new))
             budget -= num_new
 
-    def _explicit_shape(self, items: list, prefill: list) -> tuple[int, int, int, int]:
-        """Advance explicit requests (vLLM does it at schedule time) and describe them."""
+    def _explicit_shape(self, items: list, prefill: list) -> tuple[int, int, int, int, int]:
+        """Advance explicit requests (vLLM does it at schedule time) and describe them: decodes, their
+        context sum, maximum and sum of squares, and the sequences sampling a token."""
         pp = self.pp > 1
-        n_dec = ctx_sum = ctx_max = sampled = 0
+        n_dec = ctx_sum = ctx_max = ctx_sq = sampled = 0
         for r, num_new in items:
             c = r.num_computed
             r.num_computed = c + num_new
             r.inflight = pp
             if num_new == 1 and c + 1 == r.num_tokens:
                 n_dec += 1
-                ctx_sum += c + 1
-                if c + 1 > ctx_max:
-                    ctx_max = c + 1
+                c += 1
+                ctx_sum += c
+                ctx_sq += c * c
+                if c > ctx_max:
+                    ctx_max = c
                 sampled += 1
             else:
                 prefill.append((num_new, c))
                 if r.num_computed >= r.num_tokens:
                     sampled += 1
-        return n_dec, ctx_sum, ctx_max, sampled
+        return n_dec, ctx_sum, ctx_max, ctx_sq, sampled
 
     def _finalize(self, batch: Batch, now: int, shape: BatchShape | None, size: int) -> Batch:
         iter_ends = self.stats.iter_ends
@@ -283,12 +286,12 @@ class Scheduler:
         if not items:
             return None
         prefill: list = []
-        n_dec, ctx_sum, ctx_max, sampled = self._explicit_shape(items, prefill)
-        shape = BatchShape(tuple(prefill), n_dec, ctx_sum, ctx_max, sampled)
+        n_dec, ctx_sum, ctx_max, ctx_sq, sampled = self._explicit_shape(items, prefill)
+        shape = BatchShape(tuple(prefill), n_dec, ctx_sum, ctx_max, sampled, ctx_sq)
         if prefill:
             dt = self.model.iteration_ns(shape)
         else:
-            dt = self.model.decode_iteration_ns(n_dec, ctx_sum, ctx_max)
+            dt = self.model.decode_iteration_ns(n_dec, ctx_sum, ctx_max, ctx_sq)
         batch = Batch(items, now)
         batch.reference = True
         batch.ends.append(now + dt)
@@ -326,10 +329,11 @@ class Scheduler:
             return None
         prefill: list = []
         if items:
-            e_dec, e_sum, e_max, e_sampled = self._explicit_shape(items, prefill)
+            e_dec, e_sum, e_max, e_sq, e_sampled = self._explicit_shape(items, prefill)
         else:
-            e_dec = e_sum = e_max = e_sampled = 0
+            e_dec = e_sum = e_max = e_sq = e_sampled = 0
         ctx_sum = cohort.off_sum + n * (s + 1) + e_sum
+        ctx_sq = cohort.ctx_sq_sum(s) + e_sq
         ctx_max = cohort.ctx_max(s) if n and cohort.track_ctx_max else 0
         if e_max > ctx_max:
             ctx_max = e_max
@@ -337,18 +341,18 @@ class Scheduler:
         batch = Batch(items, now)
         batch.n_cohort = n
         if prefill:
-            shape = BatchShape(tuple(prefill), n_total, ctx_sum, ctx_max, n + e_sampled)
+            shape = BatchShape(tuple(prefill), n_total, ctx_sum, ctx_max, n + e_sampled, ctx_sq)
             batch.ends.append(now + self.model.iteration_ns(shape))
         else:
             shape = None
-            end = now + self.model.decode_iteration_ns(n_total, ctx_sum, ctx_max)
+            end = now + self.model.decode_iteration_ns(n_total, ctx_sum, ctx_max, ctx_sq)
             batch.ends.append(end)
             if not items and stable and end < next_log:
                 if not (n < self.max_seqs and not self.waiting and end >= next_arrival):
-                    self._extend(batch, s, n, ctx_sum, ctx_max, next_arrival, next_log)
+                    self._extend(batch, s, n, ctx_sum, ctx_max, ctx_sq, next_arrival, next_log)
         return self._finalize(batch, now, shape, n + len(items))
 
-    def _extend(self, batch: Batch, s: int, n: int, ctx_sum: int, ctx_max: int,
+    def _extend(self, batch: Batch, s: int, n: int, ctx_sum: int, ctx_max: int, ctx_sq: int,
                 next_arrival: float, next_log: float) -> None:
         """Run identical cohort-only steps after step ``s`` until the next event."""
         cohort = self.cohort
@@ -370,7 +374,7 @@ class Scheduler:
         if n < self.max_seqs and not self.waiting and next_arrival < bound:
             bound = next_arrival
         ends = batch.ends
-        self.model.decode_steps(n, ctx_sum, ctx_max, ends[0], k_max - 1, bound, ends)
+        self.model.decode_steps(n, ctx_sum, ctx_max, ends[0], k_max - 1, bound, ends, ctx_sq)
         batch.span = len(ends)
         if self.counting:
             taken = cohort.blocks_for_steps(s, batch.span - 1)

@@ -1,0 +1,150 @@
+"""Decode attention over uneven contexts on FlashAttention 2: the time the longest sequences add.
+
+The generation tables time batches of one context length.  A real decode batch mixes contexts, and
+FlashAttention 2's decode kernel (vLLM's ``flash_attn_varlen_func`` with one query token per
+sequence: GQA packed, ``seqlenq_ngroups_swapped``) runs a grid of ``(1, batch, kv_heads)`` CTAs, or
+``(1, splits, batch x kv_heads)`` when it splits the KV (vllm-project/flash-attention
+``csrc/flash_attn/flash_api.cpp`` ``set_params_splitkv``, ``src/flash_fwd_launch_template.h``
+``run_flash_splitkv_fwd``).  Each CTA streams its sequence's KV (a ``1 / splits`` share of it) for
+one KV head; the kernel ends when its last CTA does, so the longest sequences' CTAs finish alone.
+
+A fluid model of that kernel, every term from its schedule (no parameter fitted to measurements):
+
+* **CTAs and slots**: ``batch x kv_heads x splits`` CTAs, at most ``2 x SMs`` resident (the
+  heuristic's own assumption, "we're using 128 threads per block": two CTAs per SM), launched in
+  grid order; those past the first wave start when the first wave's shortest CTAs finish;
+* **splits**: ``num_splits_heuristic`` ported exactly (:func:`num_splits`): one split once
+  ``batch x kv_heads >= 0.8 x 2 x SMs``, otherwise enough to fill the waves;
+* **sharing**: resident CTAs stream at equal rates, together at most the DRAM rate ``R`` (the
+  generation table's own streaming rate over its rows larger than twice the L2,
+  :mod:`tpsim.kernels.streaming`), each SM at most ``r`` (one SM's share of the attention FLOP rate,
+  the tables' fitted ``attention_compute_efficiency``, over the 64-row padded query tile: ``4 x 64 x
+  head_dim`` FLOP per token and KV head), so ``k`` CTAs progress at ``min(R, r x min(k, SMs)) / k``;
+* **the batch**: the contexts as two classes matching their count, mean, variance and maximum
+  (``p = var / (var + (max - mean)^2)`` of the sequences at the maximum, the rest at
+  ``(mean - p max) / (1 - p)``): one long outlier exactly, any spread by its first two moments;
+* **which CTAs wait**: sequence positions in the batch are unknown, so long and short CTAs are
+  queued in proportion; a queued long CTA's late start counts with weight ``min(1, queued long
+  CTAs)``, so the cost is continuous where the batch crosses one wave.
+
+The model gives the kernel time of the batch and of a batch of the same size at the mean context;
+the difference, never negative, is added to the table's uniform time at the mean (so a uniform batch
+is priced exactly as the table says), and the sum is capped by the table's time at the maximum.
+"""
+
+from __future__ import annotations
+
+from math import ceil
+
+#: CTAs resident per SM, as the split heuristic assumes (flash_api.cpp: "We multiply number of SMs by 2
+#: to hard-code the fact that we're using 128 threads per block")
+CTAS_PER_SM = 2
+#: KV tokens per block in the heuristic's block count (block_n for head_dim <= 128 in set_params_splitkv)
+HEURISTIC_BLOCK_N = 128
+#: FLOP per KV token and head of the decode tile: QK^T and PV over a query tile padded to 64 rows
+TILE_ROWS = 64
+
+
+def num_splits(batch_heads: int, num_sms: int, num_n_blocks: int, max_splits: int = 128) -> int:
+    """FlashAttention 2's ``num_splits_heuristic`` (flash_api.cpp), called with ``2 x SMs``."""
+    slots = CTAS_PER_SM * num_sms
+    if batch_heads >= 0.8 * slots:
+        return 1
+    max_splits = min(max_splits, slots, num_n_blocks)
+    eff = [0.0] * (max_splits + 1)
+    best = 0.0
+    for s in range(1, max_splits + 1):
+        if s == 1 or -(-num_n_blocks // s) != -(-num_n_blocks // (s - 1)):
+            waves = batch_heads * s / slots
+            eff[s] = waves / ceil(waves)
+            best = max(best, eff[s])
+    for s in range(1, max_splits + 1):
+        if (s == 1 or -(-num_n_blocks // s) != -(-num_n_blocks // (s - 1))) and eff[s] >= 0.85 * best:
+            return s
+    return 1
+
+
+class DecodeSkew:
+    """The extra decode-attention time of a batch's context spread on FlashAttention 2 (see the module doc)."""
+
+    __slots__ = ("kv_heads", "head_bytes", "dram", "per_sm", "sms", "slots", "_splits")
+
+    def __init__(self, kv_heads: int, head_bytes_per_token: float, dram_bytes_per_ns: float,
+                 sm_bytes_per_ns: float, num_sms: int):
+        self.kv_heads = kv_heads
+        self.head_bytes = head_bytes_per_token  # KV bytes per token of one KV head (K and V)
+        self.dram = dram_bytes_per_ns  # R
+        self.per_sm = sm_bytes_per_ns  # r
+        self.sms = num_sms
+        self.slots = CTAS_PER_SM * num_sms
+        self._splits: dict[tuple[int, int], int] = {}
+
+    def describe(self) -> dict:
+        return {"dram_gbps": round(self.dram, 1), "per_sm_gbps": round(self.per_sm, 2), "num_sms": self.sms,
+                "resident_ctas": self.slots}
+
+    def splits(self, batch: int, max_seqlen: int) -> int:
+        """The KV splits the kernel runs ``batch`` sequences with (a CUDA graph's padded batch) when the
+        longest sequence it was set up for is ``max_seqlen`` (a CUDA graph's: ``max_model_len``, at capture)."""
+        key = (batch, -(-max(max_seqlen, 1) // HEURISTIC_BLOCK_N))
+        s = self._splits.get(key)
+        if s is None:
+            if len(self._splits) > 4096:
+                self._splits.clear()
+            s = self._splits[key] = num_splits(batch * self.kv_heads, self.sms, key[1])
+        return s
+
+    def _time_per_byte(self, k: float) -> float:
+        """ns per byte of one CTA's progress while ``k`` CTAs are resident."""
+        if k <= 0.0:
+            return 0.0
+        rate = self.per_sm * (k if k < self.sms else self.sms)
+        return k / (rate if rate < self.dram else self.dram)
+
+    def _together(self, jobs: list[tuple[float, float]]) -> float:
+        """Time for CTAs started together, ``(count, bytes each)``, to all finish under equal sharing."""
+        jobs = sorted((w, c) for c, w in jobs if c > 0.0 and w > 0.0)
+        k = sum(c for _, c in jobs)
+        t = x = 0.0
+        for w, c in jobs:
+            t += (w - x) * self._time_per_byte(k)
+            x = w
+            k -= c
+        return t
+
+    def kernel_ns(self, n: int, n_long: float, short: float, long: float, splits: int) -> float:
+        """The fluid kernel time of ``n - n_long`` sequences of ``short`` tokens and ``n_long`` of ``long``."""
+        per = self.kv_heads * splits
+        total = n * per
+        ws, wl = short * self.head_bytes / splits, long * self.head_bytes / splits
+        cs, cl = (n - n_long) * per, n_long * per
+        if total <= self.slots:
+            return self._together([(cs, ws), (cl, wl)])
+        first = self.slots / total  # the share of every class in the first wave
+        s1, l1 = cs * first, cl * first
+        sq, lq = cs - s1, cl - l1
+        t1 = self._together([(s1, ws), (l1, ws)])  # until the first wave's short CTAs (and the longs' share) end
+        if not lq:
+            return t1 + self._together([(l1, wl - ws), (sq, ws)])
+        without = self._together([(l1, wl - ws), (sq, ws)])
+        with_late = self._together([(l1, wl - ws), (sq, ws), (lq, wl)])
+        weight = lq if lq < 1.0 else 1.0
+        return t1 + without + weight * (with_late - without)
+
+    def extra_ns(self, n: int, ctx_sum: int, ctx_sq: int, ctx_max: int, splits: int) -> float:
+        """Time the spread adds to a batch of ``n`` decodes whose contexts sum to ``ctx_sum``, their squares
+        to ``ctx_sq``, with maximum ``ctx_max``, run with ``splits`` KV splits (:meth:`splits`); 0 for a
+        uniform batch (or no spread statistics)."""
+        var_n2 = n * ctx_sq - ctx_sum * ctx_sum  # n^2 x variance
+        if n < 2 or var_n2 <= 0 or ctx_max * n <= ctx_sum:
+            return 0.0
+        mean = ctx_sum / n
+        gap = ctx_max - mean
+        var = var_n2 / (n * n)
+        p = var / (var + gap * gap)
+        n_long = p * n
+        if n_long >= n:
+            return 0.0
+        short = (mean - p * ctx_max) / (1.0 - p)
+        extra = self.kernel_ns(n, n_long, short, ctx_max, splits) - self.kernel_ns(n, 0.0, mean, mean, splits)
+        return extra if extra > 0.0 else 0.0
