@@ -165,9 +165,8 @@ class DecodeCohort:
                 due.sort(key=BY_ADMISSION)
             kv.open_blocks(due)
         filled = self.fills[(-s - 1) % bs]
-        if filled:
-            for r in sorted(filled, key=BY_ADMISSION) if len(filled) > 1 else filled:
-                kv.register(r, r.offset + s + 1)  # its tokens once this step runs
+        if filled:  # their tokens once this step runs: offset + s + 1
+            kv.register_filled(sorted(filled, key=BY_ADMISSION) if len(filled) > 1 else filled, s + 1)
         return True
 
     def blocks_for_steps(self, s: int, j: int) -> int:
