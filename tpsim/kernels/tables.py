@@ -98,6 +98,7 @@ class KernelTables:
         self._files = {name: rec["file"] for name, rec in provenance["tables"].items()}
         self._tables: dict[str, _Table] = {}
         self._memo: dict[tuple, KernelEstimate] = {}
+        self._lines: dict[tuple, GridLine | bool] = {}  # collective_ns: a grid line, or False (no measured grid)
         #: collective tables by element size: {"nccl": {2: "nccl.float16", 1: "nccl.int8"}, ...}
         self._by_size: dict[str, dict[int, str]] = {}
         for name in sorted(self._files):
@@ -186,6 +187,21 @@ class KernelTables:
         if op not in NCCL_OPS:
             raise ValueError(f"op must be one of {NCCL_OPS}, not {op!r}")
         return self._collective("nccl", op, num_gpus, elements, dtype)
+
+    def collective_ns(self, kind: str, first: str, num_gpus: int, elements: int, dtype: str) -> tuple[float, str]:
+        """``(time_ns, source)`` of :meth:`custom_allreduce` (``first`` its backend) or :meth:`nccl` (``first`` the
+        op): the same numbers, read along the measured grid's line where there is one (the hot path of a
+        latency model asks one collective at many message sizes), else through the full estimate."""
+        line_key = (kind, first, num_gpus, dtype)
+        line = self._lines.get(line_key)
+        if line is None:
+            name = self._by_size.get(kind, {}).get(ELEMENT_BYTES.get(dtype, 0))
+            grid = self.table(name).groups.get((first, num_gpus)) if name is not None and num_gpus >= 2 else None
+            line = self._lines[line_key] = grid.line((1,), 0) if grid is not None else False
+        if line is False or not elements > 0:
+            est = self._collective(kind, first, num_gpus, elements, dtype)
+            return est.time_ns, est.source
+        return line.estimate(elements)
 
     def _collective(self, kind: str, first: str, num_gpus: int, elements: int, dtype: str) -> KernelEstimate:
         _positive(elements=elements)
