@@ -201,10 +201,12 @@ class GridLine:
         return hit
 
     def estimate(self, x) -> tuple[float, str]:
-        """(ns, source) at ``x`` on the free axis: ``Grid.lookup``'s."""
+        """(ns, source) at ``x`` on the free axis: ``Grid.lookup``'s (the same products, summed in the same order)."""
         free, at, out = _bracket(self.axis_values, x)
-        values = []
+        terms = []  # weight * log(time) of each corner used, in product()'s corner order
+        lo = hi = t = 0.0
         anchored = False
+        nodes = self._nodes
         for pre, w_pre in self.before:
             for j, w_free in free:
                 w_mid = w_pre * w_free
@@ -213,16 +215,21 @@ class GridLine:
                     for w in ws:
                         weight *= w
                     if weight > 0.0:
-                        node = self._node(pre + (j,) + post)
+                        idx = pre + (j,) + post
+                        node = nodes.get(idx)
+                        if node is None:
+                            node = self._node(idx)
+                        t = node[0]
+                        if not terms or t < lo:
+                            lo = t
+                        if not terms or t > hi:
+                            hi = t
                         anchored = anchored or node[2]
-                        values.append((node, weight))
-        if len(values) == 1:
-            t = values[0][0][0]
+                        terms.append(weight * node[1])
+        if len(terms) == 1:
             source = MEASURED if not anchored else EXTRAPOLATED
         else:
-            t = exp(sum(w * node[1] for node, w in values))
-            lo = min(node[0] for node, _ in values)
-            hi = max(node[0] for node, _ in values)
+            t = exp(sum(terms))
             t = min(max(t, lo), hi)
             source = INTERPOLATED if not anchored else EXTRAPOLATED
         if out or self.beyond:
