@@ -166,7 +166,8 @@ class DecodeCohort:
             kv.open_blocks(due)
         filled = self.fills[(-s - 1) % bs]
         if filled:  # their tokens once this step runs: offset + s + 1
-            kv.register_filled(sorted(filled, key=BY_ADMISSION) if len(filled) > 1 else filled, s + 1)
+            for r in kv.register_filled(sorted(filled, key=BY_ADMISSION) if len(filled) > 1 else list(filled), s + 1):
+                del filled[r]  # past its token ids: no block of it is registered again while it stays
         return True
 
     def blocks_for_steps(self, s: int, j: int) -> int:

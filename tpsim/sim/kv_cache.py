@@ -223,31 +223,37 @@ class PrefixCachingPool(BlockCounter):
         req.nblocks = 0
         req.num_registered = 0
 
-    def register_filled(self, reqs, tokens_after: int) -> None:
+    def register_filled(self, reqs, tokens_after: int) -> list:
         """``register(r, r.offset + tokens_after)`` for each decode-cohort member of ``reqs``, in order, without
-        a call per member (a member's block fills every ``block_size`` steps; most fill one block)."""
+        a call per member (a member's block fills every ``block_size`` steps; most fill one block).  Returns the
+        members whose token ids are all registered now: nothing of theirs can be registered again."""
         bs = self.block_size
         block_hash = self.block_hash
         index = self.index
+        spent = []
         for r in reqs:
             done = r.num_registered
-            hashes = r.hashes if r.hashes is not None else self._hashes(r)
             full = (r.offset + tokens_after) // bs
-            if full > len(hashes):
-                full = len(hashes)
-            if full > len(r.blocks):
-                full = len(r.blocks)
             if full <= done:
                 continue
+            hashes = r.hashes if r.hashes is not None else self._hashes(r)
             blocks = r.blocks
-            for i in range(done, full):
-                b = blocks[i]
+            if full > len(hashes):
+                full = len(hashes)
+            if full > len(blocks):
+                full = len(blocks)
+            while done < full:
+                b = blocks[done]
                 if block_hash[b] is None:
-                    h = hashes[i]
+                    h = hashes[done]
                     if h not in index:
                         index[h] = b
                         block_hash[b] = h
-            r.num_registered = full
+                done += 1
+            r.num_registered = done
+            if done == len(hashes):
+                spent.append(r)
+        return spent
 
     def register(self, req: Request, tokens: int) -> None:
         """Make the full blocks of ``req``'s first ``tokens`` tokens (computed, or scheduled in the step
