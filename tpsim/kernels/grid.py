@@ -48,12 +48,13 @@ class Grid:
         for axis in reversed(self.axes):
             strides.append(size)
             size *= len(axis)
-        if size != len(self.values) or not any(v is not None for v in self.values):
+        measured = self.values if None not in self.values else [v for v in self.values if v is not None]
+        if size != len(self.values) or not measured:
             raise ValueError(f"grid of shape {[len(a) for a in self.axes]} needs {size} values with at least "
                              f"one measured, got {len(self.values)}")
         self._strides = tuple(reversed(strides))
         self._filled: dict[tuple[int, ...], tuple[float, tuple]] = {}
-        self.floor_ns = min(v for v in self.values if v is not None)
+        self.floor_ns = min(measured)
 
     def cost(self, point) -> float:
         """Roofline time plus this grid's fastest measurement: the scale used to extrapolate."""
