@@ -9,6 +9,7 @@ an extrapolation (see :mod:`tpsim.kernels.grid` for the rules), and which grid p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,33 @@ class KernelEstimate:
     note: str = ""                  # how an extrapolation was made
 
 
+class _Groups(Mapping):
+    """A table's grids by key, each built when first asked for (a run reads one head configuration of an
+    attention table that holds dozens)."""
+
+    def __init__(self, table: _Table, docs: dict[tuple, dict]):
+        self._table = table
+        self._docs = docs
+        self._grids: dict[tuple, Grid] = {}
+
+    def __getitem__(self, key) -> Grid:
+        grid = self._grids.get(key)
+        if grid is None:
+            g = self._docs[key]
+            t = self._table
+            grid = self._grids[key] = Grid(t.kind.axis_names, g["axes"], g["latency_ns"], t._roofline(t.spec, key))
+        return grid
+
+    def __iter__(self):
+        return iter(self._docs)
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def __contains__(self, key) -> bool:
+        return key in self._docs
+
+
 class _Table:
     """One parsed table file: a :class:`Grid` per key."""
 
@@ -49,12 +77,8 @@ class _Table:
         self.name = doc["table"]
         self.kind = KINDS[doc["kind"]]
         self.header = doc
-        self.groups: dict[tuple, Grid] = {}
-        for g in doc["groups"]:
-            key = tuple(g["key"])
-            self.groups[key] = Grid(self.kind.axis_names, g["axes"], g["latency_ns"],
-                                    self._roofline(spec, key))
         self.spec = spec
+        self.groups = _Groups(self, {tuple(g["key"]): g for g in doc["groups"]})
 
     def _roofline(self, spec, key):
         kind, header = self.kind, self.header
