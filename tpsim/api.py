@@ -66,6 +66,8 @@ def simulate(run: PreparedRun, log=None, debug=None, on_finish=None) -> SimResul
 
 def lockstep_groups(setups, instances: list[Instance]) -> list:
     """The DP groups of MoE models, whose ranks step together (:mod:`tpsim.sim.lockstep`)."""
+    if not any(s.layout.lockstep for s in setups):
+        return []
     from tpsim.sim.lockstep import LockstepGroup
 
     groups, seen = [], set()

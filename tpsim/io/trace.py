@@ -228,7 +228,7 @@ def scan_trace(path: str | Path) -> TraceFile:
             lines += chunk.count(b"\n")
             window = tail + chunk  # a key split across two chunks is still seen
             ids = ids or b"_tok_ids" in window or b"\\u" in window
-            content = content or bool(chunk.strip())
+            content = content or not chunk.isspace()
             tail = chunk[-16:]
     if not content:
         raise InputError(f"dataset {path}: no requests; the file is empty")
@@ -283,7 +283,7 @@ class TraceReader:
             if len(raw) > MAX_TRACE_LINE_BYTES:
                 raise InputError(f"{self._shown}:{self._lineno}: line longer than {MAX_TRACE_LINE_BYTES:,} bytes; "
                                  "one request per line")
-            if raw.strip():
+            if not raw.isspace():  # a blank line (ASCII whitespace only) is skipped
                 break
         self.lines += 1
         where = f"{self._shown}:{self._lineno}"
