@@ -26,7 +26,6 @@ reads a CSV back (tpsim's or LLMServingSim's) with errors naming the line.
 
 from __future__ import annotations
 
-import csv
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -212,6 +211,8 @@ def _unwritable(path: str, exc: OSError) -> InputError:
 
 def _csv_lines(path: Path):
     """Yield (line number, fields) of a CSV whose last field (ITL) may be long."""
+    import csv  # reading only: a run writes its rows itself
+
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, 1 << 30))
     try:
