@@ -153,7 +153,9 @@ def _fast_request(raw: bytes, rid: int) -> TraceRequest | None:
         return TraceRequest(rid, inp, out, line.arrival_time_ns, None, 0)
     if len(in_ids) != inp or (out_ids is not None and len(out_ids) != out):
         return None
-    return TraceRequest(rid, inp, out, line.arrival_time_ns, in_ids + out_ids if out_ids is not None else in_ids, inp)
+    if out_ids is not None:
+        in_ids.extend(out_ids)  # the decoded list, ours: extended in place, the input ids not copied
+    return TraceRequest(rid, inp, out, line.arrival_time_ns, in_ids, inp)
 
 
 def _past_horizon(arrival: int, max_arrival_ns: int, where: str):
