@@ -204,12 +204,16 @@ class TraceFile:
     may_have_token_ids: bool  # some line may carry token ids (exact when False)
 
 
+#: read buffer of a trace: lines of thousands of token ids span many of the default 8 KiB reads
+_READ_BUFFER = 1 << 20
+
+
 def _open(path: str | Path, shown: str):
     p = Path(path)
     try:
         if not p.is_file():
             raise InputError(f"dataset {shown}: no such file; pass --dataset PATH to a JSONL trace")
-        return open(p, "rb")
+        return open(p, "rb", buffering=_READ_BUFFER)
     except OSError as exc:
         raise InputError(f"dataset {shown}: cannot read ({exc.strerror or exc}); "
                          "pass --dataset PATH to a JSONL trace") from None
