@@ -232,8 +232,9 @@ def scan_trace(path: str | Path) -> TraceFile:
             digest.update(chunk)
             size += len(chunk)
             lines += chunk.count(b"\n")
-            window = tail + chunk  # a key split across two chunks is still seen
-            ids = ids or b"_tok_ids" in window or b"\\u" in window
+            if not ids:
+                window = tail + chunk  # a key split across two chunks is still seen
+                ids = b"_tok_ids" in window or b"\\u" in window
             content = content or not chunk.isspace()
             tail = chunk[-16:]
     if not content:
