@@ -77,7 +77,7 @@ class RequestRow:
 
 
 def _csv_field(text: str) -> str:
-    if any(ch in text for ch in ',"\n'):
+    if "," in text or '"' in text or "\n" in text:
         return '"' + text.replace('"', '""') + '"'
     return text
 

@@ -266,12 +266,9 @@ class PrefixCachingPool(BlockCounter):
             return
         block_hash = self.block_hash
         index = self.index
-        blocks = req.blocks
-        for i in range(req.num_registered, full):
-            b = blocks[i]
-            if block_hash[b] is None:
-                h = hashes[i]
-                if h not in index:
-                    index[h] = b
-                    block_hash[b] = h
+        done = req.num_registered
+        for b, h in zip(req.blocks[done:full], hashes[done:full]):
+            if block_hash[b] is None and h not in index:
+                index[h] = b
+                block_hash[b] = h
         req.num_registered = full
