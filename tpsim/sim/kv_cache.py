@@ -212,13 +212,13 @@ class PrefixCachingPool(BlockCounter):
     def free(self, req: Request) -> None:
         ref = self.ref
         free_queue = self.free_queue
-        released = 0
+        queued = len(free_queue)
         for b in reversed(req.blocks):
-            ref[b] -= 1
-            if ref[b] == 0:
+            n = ref[b] - 1
+            ref[b] = n
+            if not n:
                 free_queue[b] = None
-                released += 1
-        self.num_free += released
+        self.num_free += len(free_queue) - queued  # the blocks released (none was queued already)
         req.blocks = []
         req.nblocks = 0
         req.num_registered = 0
