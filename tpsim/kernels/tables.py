@@ -60,6 +60,12 @@ class _Groups(Mapping):
             grid = self._grids[key] = Grid(t.kind.axis_names, g["axes"], g["latency_ns"], t._roofline(t.spec, key))
         return grid
 
+    def get(self, key, default=None):
+        grid = self._grids.get(key)
+        if grid is not None:
+            return grid
+        return self[key] if key in self._docs else default
+
     def __iter__(self):
         return iter(self._docs)
 
