@@ -186,11 +186,17 @@ def test_user_config_dir_takes_precedence(tmp_path, monkeypatch):
         kt.gemm(1, 1024, 1024)  # the provenance names a table this folder lacks
 
 
-def test_damaged_table_is_an_input_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("payload", [
+    b"not gzip",
+    gzip.compress(b'{"format": "tpsim-kernel-table/1", "groups": ['),  # cut short
+    gzip.compress(b'{"format": "tpsim-kernel-table/1", "groups": [NaN]}'),  # not JSON (no NaN in a table)
+    gzip.compress(b"\xff\xfe{}"),  # not UTF-8
+], ids=["not-gzip", "truncated-json", "nan", "not-utf8"])
+def test_damaged_table_is_an_input_error(tmp_path, monkeypatch, payload):
     mine = tmp_path / "kernels" / "H100"
     mine.mkdir(parents=True)
     shutil.copy(KERNELS / "H100" / "provenance.json", mine)
-    (mine / "gemm.bfloat16.json.gz").write_bytes(b"not gzip")
+    (mine / "gemm.bfloat16.json.gz").write_bytes(payload)
     kt = KernelTables("H100", mine, read_provenance(mine / "provenance.json"))
     with pytest.raises(InputError, match="not a tpsim kernel table"):
         kt.gemm(1, 1024, 1024)
@@ -232,3 +238,20 @@ def test_import_of_shared_h100_reproduces_the_committed_tables(tmp_path, capsys)
         if f.name.endswith(".gz"):
             mine, theirs = gzip.decompress(mine), gzip.decompress(theirs)
         assert mine == theirs, f.name
+
+
+def test_read_table_gives_the_standard_librarys_values_for_every_shipped_table():
+    """msgspec parses the tables: the same numbers, of the same types, as json.loads."""
+    from tpsim.kernels.store import read_table
+
+    def typed(x):  # a float 1.0 and an int 1 compare equal: compare the types too
+        if isinstance(x, dict):
+            return {k: typed(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [typed(v) for v in x]
+        return (type(x).__name__, x)
+
+    files = sorted(KERNELS.glob("*/*.json.gz"))
+    assert files
+    for f in files:
+        assert typed(read_table(f)) == typed(json.loads(gzip.decompress(f.read_bytes()))), f

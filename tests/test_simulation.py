@@ -117,7 +117,9 @@ def workloads(draw):
     # shared token sequences: a later prompt may extend an earlier prompt and its output (as an agentic
     # turn does), so blocks filled while decoding are looked up too
     prefixes = [[rng.randrange(1000) for _ in range(rng.randint(0, 260))] for _ in range(3)]
-    with_ids = draw(st.booleans())
+    # token ids on none, on the prompts only (a decoding request runs past its ids: nothing more of it is
+    # registered), or on prompts and outputs
+    with_ids = draw(st.sampled_from(["none", "input", "both"]))
     trace = []
     t = 0
     for _ in range(n):
@@ -125,10 +127,12 @@ def workloads(draw):
         inp = rng.randint(1, 200)
         out = rng.randint(1, 40)
         req = {"input_toks": inp, "output_toks": out, "arrival_time_ns": t}
-        if with_ids:
+        if with_ids != "none":
             full = rng.choice(prefixes)[:inp + out]
             full = full + [rng.randrange(1000) for _ in range(inp + out - len(full))]
-            req["input_tok_ids"], req["output_tok_ids"] = full[:inp], full[inp:]
+            req["input_tok_ids"] = full[:inp]
+            if with_ids == "both":
+                req["output_tok_ids"] = full[inp:]
         trace.append(req)
     flags = [
         "--block-size", str(block),

@@ -18,7 +18,7 @@ from tpsim.console import Console
 from tpsim.errors import InfeasibleError, InputError
 from tpsim.io.results import CsvFileSink, RowSink
 from tpsim.io.summary import RunSummary, summary_path
-from tpsim.io.writing import check_output_path
+from tpsim.io.writing import check_output_path, json_text
 from tpsim.prepare import PreparedRun, prepare
 from tpsim.provenance import existing_inputs, git_commit
 from tpsim.report import banner, final_lines, infeasible_summary, summarize
@@ -66,6 +66,8 @@ def simulate(run: PreparedRun, log=None, debug=None, on_finish=None) -> SimResul
 
 def lockstep_groups(setups, instances: list[Instance]) -> list:
     """The DP groups of MoE models, whose ranks step together (:mod:`tpsim.sim.lockstep`)."""
+    if not any(s.layout.lockstep for s in setups):
+        return []
     from tpsim.sim.lockstep import LockstepGroup
 
     groups, seen = [], set()
@@ -137,8 +139,9 @@ def run(config: RunConfig, sink: RowSink | None = None, console: Console | None 
         result = simulate(prepared, console.line, console.debug if console.debug_enabled else None, recorder)
         recorder.close()  # the other instances' rows, in instance order
         summary = summarize(prepared, result, recorder.metrics, time.perf_counter() - t0)
+        doc = summary.to_dict()  # once: the file and the closing lines read the same dict
         if sink is not None:
-            sink.commit(summary.to_json())
+            sink.commit(json_text(doc))
     except BaseException as exc:
         recorder.discard()
         if sink is not None:
@@ -153,7 +156,7 @@ def run(config: RunConfig, sink: RowSink | None = None, console: Console | None 
         first = result.rejected[0]
         console.warn(f"{result.num_rejected} request(s) rejected (see the run summary); first: "
                      f"request {first.request_id}: {first.reason}")
-    final_lines(console, summary.to_dict(), _written_files(config, written))
+    final_lines(console, doc, _written_files(config, written))
     return RunResult(summary, written, time.perf_counter() - t0, result)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import typing
 from typing import Any
 
@@ -48,22 +49,30 @@ def _scalar_type(annotation) -> type:
     return args[0] if args else annotation
 
 
-def flag_fields(cls) -> list[tuple[str, dataclasses.Field, dict | None]]:
-    """(name, field, nested dataclass or flag metadata) in declaration order."""
-    hints = typing.get_type_hints(cls)
+@functools.cache
+def _hints(cls) -> dict:
+    """The evaluated annotations of a config class (``get_type_hints`` compiles every string annotation anew: once
+    per class is enough)."""
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def flag_fields(cls) -> tuple[tuple[str, dataclasses.Field, dict], ...]:
+    """(name, field, nested dataclass or flag metadata) in declaration order (cached per class)."""
+    hints = _hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         if "flag" in f.metadata:
             out.append((f.name, f, f.metadata["flag"]))
         elif f.metadata.get("flags_from"):
             out.append((f.name, f, {"nested": hints[f.name]}))
-    return out
+    return tuple(out)
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, groups: dict | None = None) -> None:
     """Add one argument per flag field of ``cls`` (and of nested config dataclasses)."""
     groups = {} if groups is None else groups
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     defaults = cls()
     for name, _, meta in flag_fields(cls):
         if "nested" in meta:

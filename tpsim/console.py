@@ -17,6 +17,25 @@ def silence_stdout() -> None:
     os.close(devnull)
 
 
+def exit_process(code: int):
+    """End a simulation command's process at once, without the interpreter's teardown.
+
+    Tearing down frees every object of the run one by one (modules, the trace's token ids, the
+    latency model's caches): about a tenth of a short run's wall time.  A simulation command has
+    written and closed its outputs by now and registers no exit handlers, so only the console's
+    buffers need flushing.  A closed stdout (``| head``) is not an error, as in :func:`silence_stdout`;
+    another failure to flush exits 120, as the interpreter would.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            pass
+        except (OSError, ValueError):
+            code = code or 120
+    os._exit(code)
+
+
 class Console:
     """``level``: WARNING (default) and INFO show warnings, ERROR hides them, DEBUG adds per-step lines."""
 

@@ -26,7 +26,6 @@ reads a CSV back (tpsim's or LLMServingSim's) with errors naming the line.
 
 from __future__ import annotations
 
-import csv
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,7 +77,7 @@ class RequestRow:
 
 
 def _csv_field(text: str) -> str:
-    if any(ch in text for ch in ',"\n'):
+    if "," in text or '"' in text or "\n" in text:
         return '"' + text.replace('"', '""') + '"'
     return text
 
@@ -212,6 +211,8 @@ def _unwritable(path: str, exc: OSError) -> InputError:
 
 def _csv_lines(path: Path):
     """Yield (line number, fields) of a CSV whose last field (ITL) may be long."""
+    import csv  # reading only: a run writes its rows itself
+
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, 1 << 30))
     try:

@@ -153,7 +153,9 @@ def _fast_request(raw: bytes, rid: int) -> TraceRequest | None:
         return TraceRequest(rid, inp, out, line.arrival_time_ns, None, 0)
     if len(in_ids) != inp or (out_ids is not None and len(out_ids) != out):
         return None
-    return TraceRequest(rid, inp, out, line.arrival_time_ns, in_ids + out_ids if out_ids is not None else in_ids, inp)
+    if out_ids is not None:
+        in_ids.extend(out_ids)  # the decoded list, ours: extended in place, the input ids not copied
+    return TraceRequest(rid, inp, out, line.arrival_time_ns, in_ids, inp)
 
 
 def _past_horizon(arrival: int, max_arrival_ns: int, where: str):
@@ -202,12 +204,16 @@ class TraceFile:
     may_have_token_ids: bool  # some line may carry token ids (exact when False)
 
 
+#: read buffer of a trace: lines of thousands of token ids span many of the default 8 KiB reads
+_READ_BUFFER = 1 << 20
+
+
 def _open(path: str | Path, shown: str):
     p = Path(path)
     try:
         if not p.is_file():
             raise InputError(f"dataset {shown}: no such file; pass --dataset PATH to a JSONL trace")
-        return open(p, "rb")
+        return open(p, "rb", buffering=_READ_BUFFER)
     except OSError as exc:
         raise InputError(f"dataset {shown}: cannot read ({exc.strerror or exc}); "
                          "pass --dataset PATH to a JSONL trace") from None
@@ -226,9 +232,10 @@ def scan_trace(path: str | Path) -> TraceFile:
             digest.update(chunk)
             size += len(chunk)
             lines += chunk.count(b"\n")
-            window = tail + chunk  # a key split across two chunks is still seen
-            ids = ids or b"_tok_ids" in window or b"\\u" in window
-            content = content or bool(chunk.strip())
+            if not ids:
+                window = tail + chunk  # a key split across two chunks is still seen
+                ids = b"_tok_ids" in window or b"\\u" in window
+            content = content or not chunk.isspace()
             tail = chunk[-16:]
     if not content:
         raise InputError(f"dataset {path}: no requests; the file is empty")
@@ -283,7 +290,7 @@ class TraceReader:
             if len(raw) > MAX_TRACE_LINE_BYTES:
                 raise InputError(f"{self._shown}:{self._lineno}: line longer than {MAX_TRACE_LINE_BYTES:,} bytes; "
                                  "one request per line")
-            if raw.strip():
+            if not raw.isspace():  # a blank line (ASCII whitespace only) is skipped
                 break
         self.lines += 1
         where = f"{self._shown}:{self._lineno}"

@@ -48,12 +48,13 @@ class Grid:
         for axis in reversed(self.axes):
             strides.append(size)
             size *= len(axis)
-        if size != len(self.values) or not any(v is not None for v in self.values):
+        measured = self.values if None not in self.values else [v for v in self.values if v is not None]
+        if size != len(self.values) or not measured:
             raise ValueError(f"grid of shape {[len(a) for a in self.axes]} needs {size} values with at least "
                              f"one measured, got {len(self.values)}")
         self._strides = tuple(reversed(strides))
         self._filled: dict[tuple[int, ...], tuple[float, tuple]] = {}
-        self.floor_ns = min(v for v in self.values if v is not None)
+        self.floor_ns = min(measured)
 
     def cost(self, point) -> float:
         """Roofline time plus this grid's fastest measurement: the scale used to extrapolate."""
@@ -201,10 +202,12 @@ class GridLine:
         return hit
 
     def estimate(self, x) -> tuple[float, str]:
-        """(ns, source) at ``x`` on the free axis: ``Grid.lookup``'s."""
+        """(ns, source) at ``x`` on the free axis: ``Grid.lookup``'s (the same products, summed in the same order)."""
         free, at, out = _bracket(self.axis_values, x)
-        values = []
+        terms = []  # weight * log(time) of each corner used, in product()'s corner order
+        lo = hi = t = 0.0
         anchored = False
+        nodes = self._nodes
         for pre, w_pre in self.before:
             for j, w_free in free:
                 w_mid = w_pre * w_free
@@ -213,16 +216,21 @@ class GridLine:
                     for w in ws:
                         weight *= w
                     if weight > 0.0:
-                        node = self._node(pre + (j,) + post)
+                        idx = pre + (j,) + post
+                        node = nodes.get(idx)
+                        if node is None:
+                            node = self._node(idx)
+                        t = node[0]
+                        if not terms or t < lo:
+                            lo = t
+                        if not terms or t > hi:
+                            hi = t
                         anchored = anchored or node[2]
-                        values.append((node, weight))
-        if len(values) == 1:
-            t = values[0][0][0]
+                        terms.append(weight * node[1])
+        if len(terms) == 1:
             source = MEASURED if not anchored else EXTRAPOLATED
         else:
-            t = exp(sum(w * node[1] for node, w in values))
-            lo = min(node[0] for node, _ in values)
-            hi = max(node[0] for node, _ in values)
+            t = exp(sum(terms))
             t = min(max(t, lo), hi)
             source = INTERPOLATED if not anchored else EXTRAPOLATED
         if out or self.beyond:

@@ -1,7 +1,7 @@
 """The on-disk format of tpsim's kernel tables (``configs/kernels/<GPU>/``).
 
 One gzip-compressed JSON file per table kind and dtype, so a run reads only the tables
-its ops need, with the standard library.  A table holds *groups* (one per categorical key,
+its ops need.  A table holds *groups* (one per categorical key,
 e.g. an attention head configuration or a collective's GPU count), each a grid of sorted
 axes with a latency per node, row-major (last axis fastest), ``null`` where the source has
 no measurement.  Latencies are ns rounded to 5 significant digits (the source's run-to-run
@@ -14,6 +14,8 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+
+import msgspec
 
 from tpsim.errors import InputError
 
@@ -46,10 +48,11 @@ def render_table(header: dict, groups: list[dict]) -> bytes:
 
 
 def read_table(path: Path) -> dict:
-    """Parse one table file; a damaged or foreign file is an InputError naming it."""
+    """Parse one table file; a damaged or foreign file is an InputError naming it.  msgspec parses it (the same
+    values as the standard library, in a third of the time; strict JSON: no NaN)."""
     try:
-        doc = json.loads(gzip.decompress(Path(path).read_bytes()))
-    except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile is an OSError
+        doc = msgspec.json.decode(gzip.decompress(Path(path).read_bytes()))
+    except (OSError, EOFError, ValueError, msgspec.DecodeError) as exc:  # gzip.BadGzipFile is an OSError
         raise InputError(f"{path}: not a tpsim kernel table ({exc}); re-run `tpsim import aic`") from None
     if not isinstance(doc, dict) or doc.get("format") != TABLE_FORMAT:
         raise InputError(f"{path}: format is {doc.get('format') if isinstance(doc, dict) else None!r}, "

@@ -9,6 +9,7 @@ an extrapolation (see :mod:`tpsim.kernels.grid` for the rules), and which grid p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,39 @@ class KernelEstimate:
     note: str = ""                  # how an extrapolation was made
 
 
+class _Groups(Mapping):
+    """A table's grids by key, each built when first asked for (a run reads one head configuration of an
+    attention table that holds dozens)."""
+
+    def __init__(self, table: _Table, docs: dict[tuple, dict]):
+        self._table = table
+        self._docs = docs
+        self._grids: dict[tuple, Grid] = {}
+
+    def __getitem__(self, key) -> Grid:
+        grid = self._grids.get(key)
+        if grid is None:
+            g = self._docs[key]
+            t = self._table
+            grid = self._grids[key] = Grid(t.kind.axis_names, g["axes"], g["latency_ns"], t._roofline(t.spec, key))
+        return grid
+
+    def get(self, key, default=None):
+        grid = self._grids.get(key)
+        if grid is not None:
+            return grid
+        return self[key] if key in self._docs else default
+
+    def __iter__(self):
+        return iter(self._docs)
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def __contains__(self, key) -> bool:
+        return key in self._docs
+
+
 class _Table:
     """One parsed table file: a :class:`Grid` per key."""
 
@@ -49,12 +83,8 @@ class _Table:
         self.name = doc["table"]
         self.kind = KINDS[doc["kind"]]
         self.header = doc
-        self.groups: dict[tuple, Grid] = {}
-        for g in doc["groups"]:
-            key = tuple(g["key"])
-            self.groups[key] = Grid(self.kind.axis_names, g["axes"], g["latency_ns"],
-                                    self._roofline(spec, key))
         self.spec = spec
+        self.groups = _Groups(self, {tuple(g["key"]): g for g in doc["groups"]})
 
     def _roofline(self, spec, key):
         kind, header = self.kind, self.header
@@ -98,6 +128,7 @@ class KernelTables:
         self._files = {name: rec["file"] for name, rec in provenance["tables"].items()}
         self._tables: dict[str, _Table] = {}
         self._memo: dict[tuple, KernelEstimate] = {}
+        self._lines: dict[tuple, GridLine | bool] = {}  # collective_ns: a grid line, or False (no measured grid)
         #: collective tables by element size: {"nccl": {2: "nccl.float16", 1: "nccl.int8"}, ...}
         self._by_size: dict[str, dict[int, str]] = {}
         for name in sorted(self._files):
@@ -186,6 +217,21 @@ class KernelTables:
         if op not in NCCL_OPS:
             raise ValueError(f"op must be one of {NCCL_OPS}, not {op!r}")
         return self._collective("nccl", op, num_gpus, elements, dtype)
+
+    def collective_ns(self, kind: str, first: str, num_gpus: int, elements: int, dtype: str) -> tuple[float, str]:
+        """``(time_ns, source)`` of :meth:`custom_allreduce` (``first`` its backend) or :meth:`nccl` (``first`` the
+        op): the same numbers, read along the measured grid's line where there is one (the hot path of a
+        latency model asks one collective at many message sizes), else through the full estimate."""
+        line_key = (kind, first, num_gpus, dtype)
+        line = self._lines.get(line_key)
+        if line is None:
+            name = self._by_size.get(kind, {}).get(ELEMENT_BYTES.get(dtype, 0))
+            grid = self.table(name).groups.get((first, num_gpus)) if name is not None and num_gpus >= 2 else None
+            line = self._lines[line_key] = grid.line((1,), 0) if grid is not None else False
+        if line is False or not elements > 0:
+            est = self._collective(kind, first, num_gpus, elements, dtype)
+            return est.time_ns, est.source
+        return line.estimate(elements)
 
     def _collective(self, kind: str, first: str, num_gpus: int, elements: int, dtype: str) -> KernelEstimate:
         _positive(elements=elements)

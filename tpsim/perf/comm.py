@@ -148,23 +148,20 @@ class MeasuredComm:
             return 0.0, "measured"
         backend = "graph" if graph else "eager"
         if (backend, tp) in self._ca_keys:
-            est = self.tables.custom_allreduce(tp, elements, self.dtype, backend)
-        else:  # vLLM's custom all-reduce is off here (e.g. > 2 PCIe GPUs): NCCL
-            est = self.tables.nccl("all_reduce", tp, elements, self.dtype)
-        return est.time_ns, est.source
+            return self.tables.collective_ns("custom_allreduce", backend, tp, elements, self.dtype)
+        # vLLM's custom all-reduce is off here (e.g. > 2 PCIe GPUs): NCCL
+        return self.tables.collective_ns("nccl", "all_reduce", tp, elements, self.dtype)
 
     def all_gather(self, elements: int, tp: int) -> tuple[float, str]:
         if tp < 2 or elements <= 0:
             return 0.0, "measured"
-        est = self.tables.nccl("all_gather", tp, elements, self.dtype)
-        return est.time_ns, est.source
+        return self.tables.collective_ns("nccl", "all_gather", tp, elements, self.dtype)
 
     def reduce_scatter(self, elements: int, n: int) -> tuple[float, str]:
         """NCCL's reduce-scatter of ``elements`` per rank (nccl-tests' size: the input)."""
         if n < 2 or elements <= 0:
             return 0.0, "measured"
-        est = self.tables.nccl("reduce_scatter", n, elements, self.dtype)
-        return est.time_ns, est.source
+        return self.tables.collective_ns("nccl", "reduce_scatter", n, elements, self.dtype)
 
     def describe(self) -> dict:
         prov = self.tables.provenance

@@ -94,20 +94,20 @@ class DecodeSkew:
             s = self._splits[key] = num_splits(batch * self.kv_heads, self.sms, key[1])
         return s
 
-    def _time_per_byte(self, k: float) -> float:
-        """ns per byte of one CTA's progress while ``k`` CTAs are resident."""
-        if k <= 0.0:
-            return 0.0
-        rate = self.per_sm * (k if k < self.sms else self.sms)
-        return k / (rate if rate < self.dram else self.dram)
-
     def _together(self, jobs: list[tuple[float, float]]) -> float:
-        """Time for CTAs started together, ``(count, bytes each)``, to all finish under equal sharing."""
-        jobs = sorted((w, c) for c, w in jobs if c > 0.0 and w > 0.0)
-        k = sum(c for _, c in jobs)
+        """Time for CTAs started together, ``(count, bytes each)``, to all finish under equal sharing: while ``k``
+        CTAs are resident each progresses at ``min(R, r x min(k, SMs)) / k`` bytes per ns (the hot path of every
+        decode step: the rate is computed inline)."""
+        jobs = sorted([(w, c) for c, w in jobs if c > 0.0 and w > 0.0])
+        k = sum([c for _, c in jobs])
+        per_sm, sms, dram = self.per_sm, self.sms, self.dram
         t = x = 0.0
         for w, c in jobs:
-            t += (w - x) * self._time_per_byte(k)
+            if k <= 0.0:
+                t += (w - x) * 0.0
+            else:
+                rate = per_sm * (k if k < sms else sms)
+                t += (w - x) * (k / (rate if rate < dram else dram))
             x = w
             k -= c
         return t

@@ -153,6 +153,7 @@ class KernelModel(StepModel):
         self._ctx_line = False  # the context table along the prompt length at batch 1 (None: heads not measured)
         self._kv_stream = False  # the decode KV cache's DRAM streaming floor (None: the table has no such rows)
         self._ctx_ns: dict[int, float] = {}
+        self._attn_floor: float | None = None  # _floor(), once known
         # logits gathered over the whole vocabulary; the KV-cache write runs with attention, the logits after the graph
         self.step_ops = StepOps(model, s, engine, Execution(KV_WITH_ATTENTION, True, model.vocab_size), pp)
         self._init_step_caches()
@@ -382,11 +383,12 @@ class KernelModel(StepModel):
         return self._chunk_ns(*batch.prefill[0])[1]
 
     def _floor(self) -> float:
-        """The attention kernel's launch-and-latency floor: the fastest measured prefill."""
-        if self.ctx_table is None:
-            return 0.0
-        grid = self.tables.table(self.ctx_table).groups.get(self.heads)
-        return grid.floor_ns if grid is not None else 0.0
+        """The attention kernel's launch-and-latency floor: the fastest measured prefill (looked up once)."""
+        floor = self._attn_floor
+        if floor is None:
+            grid = self.tables.table(self.ctx_table).groups.get(self.heads) if self.ctx_table is not None else None
+            floor = self._attn_floor = grid.floor_ns if grid is not None else 0.0
+        return floor
 
     def attention_ns(self, batch: BatchShape, graph: bool) -> float:
         return self._attention(batch, FULL if graph else EAGER)

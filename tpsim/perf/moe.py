@@ -38,7 +38,6 @@ reach, so the slowest EP rank's load (the step waits for it):
 from __future__ import annotations
 
 from math import ceil, sqrt
-from statistics import NormalDist
 from typing import NamedTuple
 
 from tpsim.perf.ops import COLLECTIVE, COMM, ELEMENTWISE, EXPERTS, GEMM, LAYER, MOE, Op
@@ -63,7 +62,11 @@ class ExpertLoad(NamedTuple):
 
 def _expected_max_normal(n: int) -> float:
     """Expected maximum of ``n`` standard normals (Blom: ``Phi^-1((n - 0.375) / (n + 0.25))``; 0 for n = 1)."""
-    return 0.0 if n <= 1 else NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
+    if n <= 1:
+        return 0.0
+    from statistics import NormalDist  # MoE models only: a dense run need not import statistics
+
+    return NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
 
 
 class Routing:

@@ -165,9 +165,9 @@ class DecodeCohort:
                 due.sort(key=BY_ADMISSION)
             kv.open_blocks(due)
         filled = self.fills[(-s - 1) % bs]
-        if filled:
-            for r in sorted(filled, key=BY_ADMISSION) if len(filled) > 1 else filled:
-                kv.register(r, r.offset + s + 1)  # its tokens once this step runs
+        if filled:  # their tokens once this step runs: offset + s + 1
+            for r in kv.register_filled(sorted(filled, key=BY_ADMISSION) if len(filled) > 1 else list(filled), s + 1):
+                del filled[r]  # past its token ids: no block of it is registered again while it stays
         return True
 
     def blocks_for_steps(self, s: int, j: int) -> int:

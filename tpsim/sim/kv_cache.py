@@ -212,16 +212,48 @@ class PrefixCachingPool(BlockCounter):
     def free(self, req: Request) -> None:
         ref = self.ref
         free_queue = self.free_queue
-        released = 0
+        queued = len(free_queue)
         for b in reversed(req.blocks):
-            ref[b] -= 1
-            if ref[b] == 0:
+            n = ref[b] - 1
+            ref[b] = n
+            if not n:
                 free_queue[b] = None
-                released += 1
-        self.num_free += released
+        self.num_free += len(free_queue) - queued  # the blocks released (none was queued already)
         req.blocks = []
         req.nblocks = 0
         req.num_registered = 0
+
+    def register_filled(self, reqs, tokens_after: int) -> list:
+        """``register(r, r.offset + tokens_after)`` for each decode-cohort member of ``reqs``, in order, without
+        a call per member (a member's block fills every ``block_size`` steps; most fill one block).  Returns the
+        members whose token ids are all registered now: nothing of theirs can be registered again."""
+        bs = self.block_size
+        block_hash = self.block_hash
+        index = self.index
+        spent = []
+        for r in reqs:
+            done = r.num_registered
+            full = (r.offset + tokens_after) // bs
+            if full <= done:
+                continue
+            hashes = r.hashes if r.hashes is not None else self._hashes(r)
+            blocks = r.blocks
+            if full > len(hashes):
+                full = len(hashes)
+            if full > len(blocks):
+                full = len(blocks)
+            while done < full:
+                b = blocks[done]
+                if block_hash[b] is None:
+                    h = hashes[done]
+                    if h not in index:
+                        index[h] = b
+                        block_hash[b] = h
+                done += 1
+            r.num_registered = done
+            if done == len(hashes):
+                spent.append(r)
+        return spent
 
     def register(self, req: Request, tokens: int) -> None:
         """Make the full blocks of ``req``'s first ``tokens`` tokens (computed, or scheduled in the step
@@ -234,12 +266,9 @@ class PrefixCachingPool(BlockCounter):
             return
         block_hash = self.block_hash
         index = self.index
-        blocks = req.blocks
-        for i in range(req.num_registered, full):
-            b = blocks[i]
-            if block_hash[b] is None:
-                h = hashes[i]
-                if h not in index:
-                    index[h] = b
-                    block_hash[b] = h
+        done = req.num_registered
+        for b, h in zip(req.blocks[done:full], hashes[done:full]):
+            if block_hash[b] is None and h not in index:
+                index[h] = b
+                block_hash[b] = h
         req.num_registered = full
