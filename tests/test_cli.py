@@ -2,10 +2,13 @@
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
-from conftest import REPO, read_csv_rows, run_subprocess
+from conftest import REPO, checkout_env, read_csv_rows, run_subprocess
 
 from tpsim.io.results import HEADER
 
@@ -133,3 +136,26 @@ def test_version_and_help():
     proc = run_subprocess(["-m", "tpsim", "--help"])
     for cmd in ("run", "trace", "step"):
         assert cmd in proc.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_stdout_on_a_full_device_or_a_closed_pipe_keeps_the_run(tmp_path):
+    """stdout is the console, not the run's product: on a full device the run goes on, says so once on stderr and
+    writes complete outputs (it ended in a traceback before); a reader that goes away (| head) is silent."""
+    args = [sys.executable, "-m", "serving", "--dataset", "workloads/example_trace.jsonl"]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*args, "--output", str(tmp_path / "full.csv")], cwd=REPO, stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=checkout_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "tpsim: warning: cannot write to standard output (No space left on device); the run goes on without it "
+        "and writes its outputs (the summary is in <output>.summary.json)"]
+    assert len(read_csv_rows(tmp_path / "full.csv")) == 100
+    assert json.loads((tmp_path / "full.summary.json").read_text())["status"] == "ok"
+    head = subprocess.Popen([*args, "--output", str(tmp_path / "pipe.csv")], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=checkout_env())
+    head.stdout.readline()
+    head.stdout.close()  # the reader goes away after one line
+    err = head.stderr.read().decode()
+    assert head.wait(timeout=300) == 0 and err == ""
+    assert len(read_csv_rows(tmp_path / "pipe.csv")) == 100

@@ -60,6 +60,16 @@ class Console:
             # stdout's reader went away (| head): the run still finishes and writes its outputs
             silence_stdout()
             self.out = None
+        except OSError as exc:
+            # stdout on a full or failing device: the outputs are the run's product, so it goes on without
+            # stdout and says so once on stderr
+            silence_stdout()
+            self.out = None
+            try:
+                self.err.write(f"tpsim: warning: cannot write to standard output ({exc.strerror or exc}); the run "
+                               "goes on without it and writes its outputs (the summary is in <output>.summary.json)\n")
+            except OSError:
+                pass
 
     def debug(self, text: str) -> None:
         self.err.write(f"tpsim: debug: {text}\n")
