@@ -123,3 +123,55 @@ def test_the_run_summary_states_where_the_term_applies(hw):
     desc = model(hw=hw).describe()
     assert desc["decode_skew"]["resident_ctas"] == 2 * 188
     assert model("meta-llama/Llama-3.1-8B", "H100").describe()["decode_skew"] is None
+
+
+_COUNT = st.one_of(st.just(0.0), st.floats(-1.0, 3000.0, allow_nan=False))
+_BYTES = st.one_of(st.just(0.0), st.floats(-1.0, 1e7, allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_COUNT, _BYTES), min_size=3, max_size=3), st.sampled_from([1, 84, 188]),
+       st.floats(1.0, 200.0), st.floats(100.0, 3000.0))
+def test_the_fast_sharing_paths_are_the_general_ones_bit_for_bit(jobs, sms, per_sm, dram):
+    """The decode path's two- and three-class sharing (no lists, no sort) and the cached uniform batch give
+    exactly the general definition's floats: step times, and so every output, cannot move."""
+    from tpsim.perf.decode_skew import DecodeSkew
+
+    skew = DecodeSkew(4, 512.0, dram, per_sm, sms)
+    (ca, wa), (cb, wb), (cc, wc) = jobs
+    assert skew._pair(ca, wa, cb, wb) == skew._together([(ca, wa), (cb, wb)])
+    assert skew._triple(ca, wa, cb, wb, cc, wc) == skew._together(jobs)
+    assert skew._pair(ca, wa, ca, wa) == skew._together([(ca, wa), (ca, wa)])  # ties sort by count
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 400), st.floats(0.0, 200_000.0), st.floats(0.0, 1.0), st.sampled_from([1, 2, 5, 10, 64]))
+def test_the_cached_uniform_batch_is_the_kernel_model_bit_for_bit(n, mean, share, splits):
+    from tpsim.perf.decode_skew import DecodeSkew
+
+    skew = DecodeSkew(4, 512.0, 1480.3, 22.02, 188)
+    for _ in range(2):  # computed, then from the cache
+        assert skew.uniform_kernel_ns(n, mean, splits) == skew.kernel_ns(n, 0.0, mean, mean, splits)
+    # and the uneven batches, whose two- and three-class phases take the fast paths
+    reference = _reference_kernel_ns(skew, n, share * n, mean / 3, mean, splits)
+    assert skew.kernel_ns(n, share * n, mean / 3, mean, splits) == reference
+
+
+def _reference_kernel_ns(skew, n, n_long, short, long, splits):
+    """kernel_ns as written before its fast paths: every phase through the general ``_together``."""
+    per = skew.kv_heads * splits
+    total = n * per
+    ws, wl = short * skew.head_bytes / splits, long * skew.head_bytes / splits
+    cs, cl = (n - n_long) * per, n_long * per
+    if total <= skew.slots:
+        return skew._together([(cs, ws), (cl, wl)])
+    first = skew.slots / total
+    s1, l1 = cs * first, cl * first
+    sq, lq = cs - s1, cl - l1
+    t1 = skew._together([(s1, ws), (l1, ws)])
+    if not lq:
+        return t1 + skew._together([(l1, wl - ws), (sq, ws)])
+    without = skew._together([(l1, wl - ws), (sq, ws)])
+    with_late = skew._together([(l1, wl - ws), (sq, ws), (lq, wl)])
+    weight = lq if lq < 1.0 else 1.0
+    return t1 + without + weight * (with_late - without)

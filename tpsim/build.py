@@ -7,7 +7,7 @@ not fit.  Instances sharing a model or hardware name share the parsed objects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from tpsim.config.cluster import ClusterConfig, InstanceConfig
 from tpsim.config.engine import EngineConfig, resolve_engine
@@ -20,8 +20,7 @@ from tpsim.perf.base import LatencyModel
 from tpsim.perf.factory import make_latency_model
 
 
-@dataclass
-class InstanceSetup:
+class InstanceSetup(msgspec.Struct):
     config: InstanceConfig
     model: ModelSpec
     hardware: HardwareSpec

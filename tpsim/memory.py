@@ -26,7 +26,7 @@ dense layers are counted exactly.  The KV cache is per DP rank, as for a dense i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from tpsim.config.engine import EngineConfig
 from tpsim.config.model import ModelSpec
@@ -63,8 +63,7 @@ def check_parallelism(model: ModelSpec, tp: int, pp: int, where: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class ShardShape:
+class ShardShape(msgspec.Struct, frozen=True):
     """Per-GPU shapes of one decoder layer under tensor parallelism ``tp``."""
 
     tp: int
@@ -111,8 +110,7 @@ class ShardShape:
         return 2 * self.hidden + (2 * self.head_dim if self.qk_norm else 0)
 
 
-@dataclass(frozen=True)
-class MemoryPlan:
+class MemoryPlan(msgspec.Struct, frozen=True):
     """Per-GPU memory of one instance (fullest pipeline stage), in bytes."""
 
     weights_bytes: int
@@ -149,8 +147,7 @@ class MemoryPlan:
         }
 
 
-@dataclass(frozen=True)
-class ExpertMemory:
+class ExpertMemory(msgspec.Struct, frozen=True):
     """The routed experts on one instance's fullest GPU (part of ``MemoryPlan.weights_bytes``)."""
 
     experts_per_gpu: int  # routed experts of one MoE layer on the GPU

@@ -10,7 +10,7 @@ are read and checked as the simulation reaches them (an error there still writes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 from tpsim.build import InstanceSetup, build_instances
 from tpsim.config.cluster import IGNORED_INSTANCE_KEYS, ClusterConfig, load_cluster
@@ -74,8 +74,7 @@ class Workload:
         return self.reader is not None and self.reader.has_token_ids
 
 
-@dataclass(frozen=True)
-class PreparedRun:
+class PreparedRun(msgspec.Struct, frozen=True):
     """A validated run: the config it came from, its instances, its workload and their provenance."""
 
     config: RunConfig
@@ -83,8 +82,8 @@ class PreparedRun:
     setups: list[InstanceSetup]
     workload: Workload
     provenance: dict
-    warnings: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
+    warnings: list[str] = msgspec.field(default_factory=list)
+    ignored: list[str] = msgspec.field(default_factory=list)
 
     @property
     def trace_desc(self) -> str:

@@ -26,13 +26,12 @@ divides over ``expert_tp``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from tpsim.errors import InfeasibleError, InputError
 
 
-@dataclass(frozen=True)
-class ParallelLayout:
+class ParallelLayout(msgspec.Struct, frozen=True):
     """One instance (= one DP rank) in its DP group, and the experts on its GPUs."""
 
     instance: int  # global instance index (its ``instance id`` in the CSV)

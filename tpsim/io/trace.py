@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -49,8 +48,7 @@ _SUB_KEYS = {"input_toks", "output_toks", "tool_duration_ns", "input_tok_ids", "
 _SESSION_KEYS = {"session_id", "arrival_time_ns", "sub_requests"}
 
 
-@dataclass(slots=True)
-class TraceRequest:
+class TraceRequest(msgspec.Struct):
     request_id: int
     input_toks: int
     output_toks: int
@@ -193,8 +191,7 @@ REORDER_WINDOW = 100_000
 REORDER_WINDOW_IDS = 8_000_000
 
 
-@dataclass(frozen=True)
-class TraceFile:
+class TraceFile(msgspec.Struct, frozen=True):
     """What one pass over a trace's bytes tells before it is parsed (:func:`scan_trace`)."""
 
     path: str
@@ -339,8 +336,7 @@ class TraceReader:
             self._handle.close()
 
 
-@dataclass
-class Trace:
+class Trace(msgspec.Struct):
     """A whole trace in memory (tools and tests; a run streams it with :class:`TraceReader`)."""
 
     path: str

@@ -11,14 +11,14 @@ in for another (an all-gather for an all-reduce).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from math import log2
+
+import msgspec
 
 from tpsim.kernels import roofline as rl
 
 
-@dataclass(frozen=True)
-class Kind:
+class Kind(msgspec.Struct, frozen=True):
     name: str
     key_names: tuple[str, ...]
     axis_names: tuple[str, ...]

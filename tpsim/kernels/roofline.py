@@ -12,7 +12,7 @@ system description), so the query layer needs no hardware catalog.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 #: bytes per element of every dtype the tables use (``int8`` is NCCL's 1-byte type)
 ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1, "int8": 1}
@@ -21,8 +21,7 @@ ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1, "int8": 1}
 OUTPUT_BYTES = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Spec:
+class Spec(msgspec.Struct, frozen=True):
     """Spec-sheet rates of one GPU, as the tables' source states them."""
 
     peak_tflops: dict            # dense tensor-core TFLOPS by dtype ("bfloat16", "fp8")
@@ -40,8 +39,7 @@ class Spec:
                    link_bw_gbps=float(doc["link_bw_gbps"]))
 
 
-@dataclass(frozen=True, slots=True)
-class Roofline:
+class Roofline(msgspec.Struct, frozen=True):
     """Lower bounds of one kernel call in ns: tensor-core time, DRAM time, link time."""
 
     compute_ns: float = 0.0

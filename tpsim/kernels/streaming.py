@@ -21,14 +21,14 @@ tables, whose small rows overlap the launch with the streaming, are left as meas
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 #: an operand larger than this many L2s cannot have stayed in L2 between two replays
 L2_MULTIPLE = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class StreamingFloor:
+class StreamingFloor(msgspec.Struct, frozen=True):
     """``floor_ns + bytes x ns_per_byte``: a kernel reading ``bytes`` from DRAM takes at least this."""
 
     floor_ns: float

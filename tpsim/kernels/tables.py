@@ -10,8 +10,9 @@ an extrapolation (see :mod:`tpsim.kernels.grid` for the rules), and which grid p
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from tpsim.config.catalog import find
 from tpsim.errors import InputError
@@ -30,8 +31,7 @@ class MissingTableError(LookupError):
     """The GPU has no table for this kernel and dtype (never imported, or skipped by the importer)."""
 
 
-@dataclass(frozen=True, slots=True)
-class KernelEstimate:
+class KernelEstimate(msgspec.Struct, frozen=True):
     """A kernel's time from the tables, and where it came from."""
 
     time_ns: float

@@ -9,14 +9,14 @@ included.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from operator import itemgetter
+
+import msgspec
 
 _NEW_TOKENS = itemgetter(0)  # of a prefill chunk (new tokens, cached context); faster than a generator, once a step
 
 
-@dataclass(frozen=True)
-class BatchShape:
+class BatchShape(msgspec.Struct, frozen=True):
     prefill: tuple[tuple[int, int], ...] = ()  # (new tokens, cached context before them) per chunk
     num_decode: int = 0
     decode_ctx_sum: int = 0  # sum over decoding requests of their context length (incl. the new token)
@@ -46,8 +46,7 @@ class BatchShape:
         return cls(tuple(prefill), n, ctx_sum, ctx_max, sampled, sum(count * ctx * ctx for count, ctx in decode))
 
 
-@dataclass(frozen=True)
-class OpTime:
+class OpTime(msgspec.Struct, frozen=True):
     """One operation's predicted time on one GPU, and where the number came from."""
 
     name: str
@@ -64,9 +63,8 @@ class OpTime:
         return self.time_ns * self.count
 
 
-@dataclass
-class Breakdown:
-    ops: list[OpTime] = field(default_factory=list)
+class Breakdown(msgspec.Struct):
+    ops: list[OpTime] = msgspec.field(default_factory=list)
     num_layers: int = 0  # decoder layers on the critical path (all stages)
     pp: int = 1
 

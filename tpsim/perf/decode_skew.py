@@ -67,7 +67,7 @@ def num_splits(batch_heads: int, num_sms: int, num_n_blocks: int, max_splits: in
 class DecodeSkew:
     """The extra decode-attention time of a batch's context spread on FlashAttention 2 (see the module doc)."""
 
-    __slots__ = ("kv_heads", "head_bytes", "dram", "per_sm", "sms", "slots", "_splits")
+    __slots__ = ("kv_heads", "head_bytes", "dram", "per_sm", "sms", "slots", "_splits", "_uniform")
 
     def __init__(self, kv_heads: int, head_bytes_per_token: float, dram_bytes_per_ns: float,
                  sm_bytes_per_ns: float, num_sms: int):
@@ -78,6 +78,7 @@ class DecodeSkew:
         self.sms = num_sms
         self.slots = CTAS_PER_SM * num_sms
         self._splits: dict[tuple[int, int], int] = {}
+        self._uniform: dict[tuple[int, int], tuple[float, float]] = {}
 
     def describe(self) -> dict:
         return {"dram_gbps": round(self.dram, 1), "per_sm_gbps": round(self.per_sm, 2), "num_sms": self.sms,
@@ -94,10 +95,15 @@ class DecodeSkew:
             s = self._splits[key] = num_splits(batch * self.kv_heads, self.sms, key[1])
         return s
 
+    def _per_byte_ns(self, k: float) -> float:
+        """ns per byte of each CTA while ``k`` CTAs are resident: ``k / min(R, r x min(k, SMs))``."""
+        rate = self.per_sm * (k if k < self.sms else self.sms)
+        return k / (rate if rate < self.dram else self.dram)
+
     def _together(self, jobs: list[tuple[float, float]]) -> float:
         """Time for CTAs started together, ``(count, bytes each)``, to all finish under equal sharing: while ``k``
-        CTAs are resident each progresses at ``min(R, r x min(k, SMs)) / k`` bytes per ns (the hot path of every
-        decode step: the rate is computed inline)."""
+        CTAs are resident each progresses at ``min(R, r x min(k, SMs)) / k`` bytes per ns.  The definition:
+        :meth:`kernel_ns` runs its two- and three-class cases, :meth:`_pair` and :meth:`_triple` (tested equal)."""
         jobs = sorted([(w, c) for c, w in jobs if c > 0.0 and w > 0.0])
         k = sum([c for _, c in jobs])
         per_sm, sms, dram = self.per_sm, self.sms, self.dram
@@ -112,6 +118,65 @@ class DecodeSkew:
             k -= c
         return t
 
+    def _pair(self, ca: float, wa: float, cb: float, wb: float) -> float:
+        """``_together([(ca, wa), (cb, wb)])`` with the same arithmetic, without the lists and the sort (the hot
+        path of every decode step)."""
+        if not (ca > 0.0 and wa > 0.0):
+            return wb * self._per_byte_ns(cb) if cb > 0.0 and wb > 0.0 else 0.0
+        if not (cb > 0.0 and wb > 0.0):
+            return wa * self._per_byte_ns(ca)
+        if wb < wa or (wb == wa and cb < ca):  # the shorter CTAs first, as sorted() orders them
+            ca, wa, cb, wb = cb, wb, ca, wa
+        k = ca + cb
+        t = wa * self._per_byte_ns(k)
+        k -= ca
+        return t + (wb - wa) * self._per_byte_ns(k) if k > 0.0 else t
+
+    def _triple(self, ca: float, wa: float, cb: float, wb: float, cc: float, wc: float) -> float:
+        """``_together`` of three classes with the same arithmetic (the sum of counts in sorted order)."""
+        if not (cc > 0.0 and wc > 0.0):
+            return self._pair(ca, wa, cb, wb)
+        if not (cb > 0.0 and wb > 0.0):
+            return self._pair(ca, wa, cc, wc)
+        if not (ca > 0.0 and wa > 0.0):
+            return self._pair(cb, wb, cc, wc)
+        a, b, c = (wa, ca), (wb, cb), (wc, cc)
+        if b < a:
+            a, b = b, a
+        if c < b:
+            b, c = c, b
+            if b < a:
+                a, b = b, a
+        (wa, ca), (wb, cb), (wc, cc) = a, b, c
+        k = ca + cb + cc
+        t = wa * self._per_byte_ns(k)
+        k -= ca
+        if k > 0.0:
+            t += (wb - wa) * self._per_byte_ns(k)
+            k -= cb
+            if k > 0.0:
+                t += (wc - wb) * self._per_byte_ns(k)
+        return t
+
+    def _uniform_ns_per_byte(self, n: int, splits: int) -> tuple[float, float]:
+        """A uniform batch's kernel time is linear in its CTAs' bytes: ``w x a + w x b`` (first wave, the rest;
+        ``kernel_ns(n, 0.0, mean, mean, splits)`` with the same arithmetic), cached by ``(n, splits)``."""
+        key = (n, splits)
+        ab = self._uniform.get(key)
+        if ab is None:
+            per = self.kv_heads * splits
+            cs = (n - 0.0) * per
+            if n * per <= self.slots:
+                ab = (self._per_byte_ns(cs) if cs > 0.0 else 0.0, 0.0)
+            else:
+                s1 = cs * (self.slots / (n * per))
+                sq = cs - s1
+                ab = (self._per_byte_ns(s1) if s1 > 0.0 else 0.0, self._per_byte_ns(sq) if sq > 0.0 else 0.0)
+            if len(self._uniform) > 4096:
+                self._uniform.clear()
+            self._uniform[key] = ab
+        return ab
+
     def kernel_ns(self, n: int, n_long: float, short: float, long: float, splits: int) -> float:
         """The fluid kernel time of ``n - n_long`` sequences of ``short`` tokens and ``n_long`` of ``long``."""
         per = self.kv_heads * splits
@@ -119,17 +184,25 @@ class DecodeSkew:
         ws, wl = short * self.head_bytes / splits, long * self.head_bytes / splits
         cs, cl = (n - n_long) * per, n_long * per
         if total <= self.slots:
-            return self._together([(cs, ws), (cl, wl)])
+            return self._pair(cs, ws, cl, wl)
         first = self.slots / total  # the share of every class in the first wave
         s1, l1 = cs * first, cl * first
         sq, lq = cs - s1, cl - l1
-        t1 = self._together([(s1, ws), (l1, ws)])  # until the first wave's short CTAs (and the longs' share) end
+        t1 = self._pair(s1, ws, l1, ws)  # until the first wave's short CTAs (and the longs' share) end
+        without = self._pair(l1, wl - ws, sq, ws)
         if not lq:
-            return t1 + self._together([(l1, wl - ws), (sq, ws)])
-        without = self._together([(l1, wl - ws), (sq, ws)])
-        with_late = self._together([(l1, wl - ws), (sq, ws), (lq, wl)])
+            return t1 + without
+        with_late = self._triple(l1, wl - ws, sq, ws, lq, wl)
         weight = lq if lq < 1.0 else 1.0
         return t1 + without + weight * (with_late - without)
+
+    def uniform_kernel_ns(self, n: int, mean: float, splits: int) -> float:
+        """``kernel_ns(n, 0.0, mean, mean, splits)``: a batch of ``n`` sequences of ``mean`` tokens."""
+        w = mean * self.head_bytes / splits
+        if not w > 0.0:
+            return 0.0
+        a, b = self._uniform_ns_per_byte(n, splits)
+        return w * a + w * b
 
     def extra_ns(self, n: int, ctx_sum: int, ctx_sq: int, ctx_max: int, splits: int) -> float:
         """Time the spread adds to a batch of ``n`` decodes whose contexts sum to ``ctx_sum``, their squares
@@ -146,5 +219,5 @@ class DecodeSkew:
         if n_long >= n:
             return 0.0
         short = (mean - p * ctx_max) / (1.0 - p)
-        extra = self.kernel_ns(n, n_long, short, ctx_max, splits) - self.kernel_ns(n, 0.0, mean, mean, splits)
+        extra = self.kernel_ns(n, n_long, short, ctx_max, splits) - self.uniform_kernel_ns(n, mean, splits)
         return extra if extra > 0.0 else 0.0

@@ -21,8 +21,9 @@ hidden states' send between pipeline stages.  Where the models read vLLM's execu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
+
+import msgspec
 
 from tpsim.perf.base import BatchShape
 from tpsim.perf.vllm_exec import EAGER, FULL
@@ -98,8 +99,7 @@ class StepPlan(NamedTuple):
         return self.mode != EAGER
 
 
-@dataclass(frozen=True, slots=True)
-class Execution:
+class Execution(msgspec.Struct, frozen=True):
     """How a latency model reads vLLM's execution of a step (constant per model)."""
 
     kv_write: str  # KV_DENSE, KV_WITH_ATTENTION or KV_IN_ATTENTION

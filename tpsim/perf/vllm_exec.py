@@ -26,7 +26,8 @@ below refer to it); every latency model that wants to follow vLLM's execution re
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
+
+import msgspec
 
 FULL, PIECEWISE, EAGER = "full", "piecewise", "eager"
 #: vLLM's upper bound on the largest CUDA-graph capture size (``max_cudagraph_capture_size``)
@@ -42,8 +43,7 @@ def capture_sizes(max_size: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-@dataclass(frozen=True)
-class GraphPolicy:
+class GraphPolicy(msgspec.Struct, frozen=True):
     """The CUDA-graph rule of one engine configuration."""
 
     max_size: int
