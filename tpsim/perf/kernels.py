@@ -331,8 +331,12 @@ class KernelModel(StepModel):
                 splits = skew.splits(n, ctx_max)
             extra = skew.extra_ns(n, ctx_sum, ctx_sq, ctx_max, splits)
             if extra > 0.0:
-                top = self._decode_ns(n, n * ctx_max)
-                t = t + extra if t + extra < top else (top if top > t else t)
+                # the cap is at least its KV floor: below that, the table need not be read (same result)
+                if t + extra < self._kv_floor_ns(n * ctx_max):
+                    t = t + extra
+                else:
+                    top = self._decode_ns(n, n * ctx_max)
+                    t = t + extra if t + extra < top else (top if top > t else t)
         return self._eager(t, mode != FULL)
 
     def _attention(self, batch: BatchShape, mode: str) -> float:
