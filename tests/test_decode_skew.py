@@ -139,9 +139,9 @@ def test_the_fast_sharing_paths_are_the_general_ones_bit_for_bit(jobs, sms, per_
 
     skew = DecodeSkew(4, 512.0, dram, per_sm, sms)
     (ca, wa), (cb, wb), (cc, wc) = jobs
-    assert skew._pair(ca, wa, cb, wb) == skew._together([(ca, wa), (cb, wb)])
-    assert skew._triple(ca, wa, cb, wb, cc, wc) == skew._together(jobs)
-    assert skew._pair(ca, wa, ca, wa) == skew._together([(ca, wa), (ca, wa)])  # ties sort by count
+    assert skew._pair(ca, wa, cb, wb) == together(skew, [(ca, wa), (cb, wb)])
+    assert skew._triple(ca, wa, cb, wb, cc, wc) == together(skew, jobs)
+    assert skew._pair(ca, wa, ca, wa) == together(skew, [(ca, wa), (ca, wa)])  # ties sort by count
 
 
 @settings(max_examples=300, deadline=None)
@@ -157,21 +157,37 @@ def test_the_cached_uniform_batch_is_the_kernel_model_bit_for_bit(n, mean, share
     assert skew.kernel_ns(n, share * n, mean / 3, mean, splits) == reference
 
 
+def together(skew, jobs: list[tuple[float, float]]) -> float:
+    """The sharing rule's general definition: CTAs started together, ``(count, bytes each)``, all finish under
+    equal sharing; while ``k`` CTAs are resident each progresses at ``min(R, r x min(k, SMs)) / k`` bytes per ns
+    (the simulator runs its two- and three-class cases, ``_pair`` and ``_triple``)."""
+    jobs = sorted([(w, c) for c, w in jobs if c > 0.0 and w > 0.0])
+    k = sum([c for _, c in jobs])
+    t = x = 0.0
+    for w, c in jobs:
+        if k > 0.0:
+            rate = skew.per_sm * (k if k < skew.sms else skew.sms)
+            t += (w - x) * (k / (rate if rate < skew.dram else skew.dram))
+        x = w
+        k -= c
+    return t
+
+
 def _reference_kernel_ns(skew, n, n_long, short, long, splits):
-    """kernel_ns as written before its fast paths: every phase through the general ``_together``."""
+    """kernel_ns as written before its fast paths: every phase through the general ``together``."""
     per = skew.kv_heads * splits
     total = n * per
     ws, wl = short * skew.head_bytes / splits, long * skew.head_bytes / splits
     cs, cl = (n - n_long) * per, n_long * per
     if total <= skew.slots:
-        return skew._together([(cs, ws), (cl, wl)])
+        return together(skew, [(cs, ws), (cl, wl)])
     first = skew.slots / total
     s1, l1 = cs * first, cl * first
     sq, lq = cs - s1, cl - l1
-    t1 = skew._together([(s1, ws), (l1, ws)])
+    t1 = together(skew, [(s1, ws), (l1, ws)])
     if not lq:
-        return t1 + skew._together([(l1, wl - ws), (sq, ws)])
-    without = skew._together([(l1, wl - ws), (sq, ws)])
-    with_late = skew._together([(l1, wl - ws), (sq, ws), (lq, wl)])
+        return t1 + together(skew, [(l1, wl - ws), (sq, ws)])
+    without = together(skew, [(l1, wl - ws), (sq, ws)])
+    with_late = together(skew, [(l1, wl - ws), (sq, ws), (lq, wl)])
     weight = lq if lq < 1.0 else 1.0
     return t1 + without + weight * (with_late - without)

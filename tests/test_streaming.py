@@ -78,6 +78,17 @@ def test_a_trace_out_of_order_within_the_window_runs_as_if_sorted(tmp_path, test
     assert handed == sorted(handed) and len(handed) == 400
 
 
+def _one_error_line(tmp_path, cfg, trace, capsys) -> list[str]:
+    """Run ``trace``: exit 2, one line on stderr (returned as a list), no output written."""
+    out = tmp_path / "o.csv"
+    code = run_tpsim(["run", "--cluster-config", str(cfg), "--dataset", str(trace), "--output", str(out),
+                      "--perf-model", "analytical", "--log-interval", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert not out.exists() and not out.with_suffix(".summary.json").exists()
+    return err
+
+
 def test_a_trace_out_of_order_beyond_the_window_is_one_error_naming_the_line_and_the_fix(
         tmp_path, test_configs, monkeypatch, capsys):
     monkeypatch.setattr(trace_mod, "REORDER_WINDOW", 10)
@@ -85,14 +96,9 @@ def test_a_trace_out_of_order_beyond_the_window_is_one_error_naming_the_line_and
     reqs = _trace(200, seed=2)
     reqs[150]["arrival_time_ns"] = 0  # 150 lines late: past a 10-line window
     t = write_trace(tmp_path / "t.jsonl", reqs)
-    out = tmp_path / "o.csv"
-    code = run_tpsim(["run", "--cluster-config", str(cfg), "--dataset", str(t), "--output", str(out),
-                      "--perf-model", "analytical", "--log-interval", "0"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1, err
+    err = _one_error_line(tmp_path, cfg, t, capsys)
     assert f"{t}:151: arrival_time_ns 0 is before that of a request already started" in err[0]
     assert "reorder window (10 lines)" in err[0] and "tpsim sort-trace" in err[0]
-    assert not out.exists() and not out.with_suffix(".summary.json").exists()
     assert list(tmp_path.glob(".o.csv*")) == []  # no temporary file left either
 
 
@@ -290,11 +296,7 @@ def test_a_window_held_back_by_token_ids_says_so(tmp_path, test_configs, monkeyp
              "input_tok_ids": list(range(i, i + 8))} for i in range(30)]
     reqs[20]["arrival_time_ns"] = 0  # within 100,000 lines, but not within five requests
     t = write_trace(tmp_path / "t.jsonl", reqs)
-    out = tmp_path / "o.csv"
-    code = run_tpsim(["run", "--cluster-config", str(cfg), "--dataset", str(t), "--output", str(out),
-                      "--perf-model", "analytical", "--log-interval", "0"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1, err
+    err = _one_error_line(tmp_path, cfg, t, capsys)
     assert f"{t}:21:" in err[0] and "held to 40 token ids" in err[0], err[0]
 
 

@@ -100,27 +100,11 @@ class DecodeSkew:
         rate = self.per_sm * (k if k < self.sms else self.sms)
         return k / (rate if rate < self.dram else self.dram)
 
-    def _together(self, jobs: list[tuple[float, float]]) -> float:
-        """Time for CTAs started together, ``(count, bytes each)``, to all finish under equal sharing: while ``k``
-        CTAs are resident each progresses at ``min(R, r x min(k, SMs)) / k`` bytes per ns.  The definition:
-        :meth:`kernel_ns` runs its two- and three-class cases, :meth:`_pair` and :meth:`_triple` (tested equal)."""
-        jobs = sorted([(w, c) for c, w in jobs if c > 0.0 and w > 0.0])
-        k = sum([c for _, c in jobs])
-        per_sm, sms, dram = self.per_sm, self.sms, self.dram
-        t = x = 0.0
-        for w, c in jobs:
-            if k <= 0.0:
-                t += (w - x) * 0.0
-            else:
-                rate = per_sm * (k if k < sms else sms)
-                t += (w - x) * (k / (rate if rate < dram else dram))
-            x = w
-            k -= c
-        return t
-
     def _pair(self, ca: float, wa: float, cb: float, wb: float) -> float:
-        """``_together([(ca, wa), (cb, wb)])`` with the same arithmetic, without the lists and the sort (the hot
-        path of every decode step)."""
+        """Time for two classes of CTAs started together, ``count`` CTAs of ``w`` bytes each, to all finish under
+        equal sharing: while ``k`` CTAs are resident each progresses at ``min(R, r x min(k, SMs)) / k`` bytes per
+        ns, the shorter class first (ties: the smaller count first).  Written out, without lists or a sort: the
+        hot path of every decode step (tests/test_decode_skew.py holds the general definition it equals)."""
         if not (ca > 0.0 and wa > 0.0):
             return wb * self._per_byte_ns(cb) if cb > 0.0 and wb > 0.0 else 0.0
         if not (cb > 0.0 and wb > 0.0):
@@ -133,7 +117,7 @@ class DecodeSkew:
         return t + (wb - wa) * self._per_byte_ns(k) if k > 0.0 else t
 
     def _triple(self, ca: float, wa: float, cb: float, wb: float, cc: float, wc: float) -> float:
-        """``_together`` of three classes with the same arithmetic (the sum of counts in sorted order)."""
+        """:meth:`_pair`'s sharing for three classes (the sum of counts in sorted order)."""
         if not (cc > 0.0 and wc > 0.0):
             return self._pair(ca, wa, cb, wb)
         if not (cb > 0.0 and wb > 0.0):

@@ -158,6 +158,7 @@ class KernelModel(StepModel):
         self.step_ops = StepOps(model, s, engine, Execution(KV_WITH_ATTENTION, True, model.vocab_size), pp)
         self._init_step_caches()
         self.skew = self._decode_skew()
+        self._graph_splits: dict[int, int] = {}  # decodes -> KV splits of the CUDA graph that runs them
         self.needs_ctx_max = self.skew is not None  # the scheduler then tracks the longest context
         if model.is_moe:
             from tpsim.perf.moe_costs import KernelExperts, moe_layer
@@ -325,8 +326,11 @@ class KernelModel(StepModel):
         t = self._decode_ns(n, ctx_sum)
         skew = self.skew
         if skew is not None and ctx_sq and ctx_max * n > ctx_sum:
-            if mode == FULL:  # the graph was captured at its padded batch and max_model_len
-                splits = skew.splits(self.graphs.mode(n, True)[1], self.engine.max_model_len)
+            if mode == FULL:  # the graph was captured at its padded batch and max_model_len: fixed per batch size
+                splits = self._graph_splits.get(n)
+                if splits is None:
+                    splits = self._graph_splits[n] = skew.splits(self.graphs.mode(n, True)[1],
+                                                                 self.engine.max_model_len)
             else:
                 splits = skew.splits(n, ctx_max)
             extra = skew.extra_ns(n, ctx_sum, ctx_sq, ctx_max, splits)
