@@ -253,16 +253,22 @@ class KernelModel(StepModel):
         return t
 
     def _chunk_ns(self, q: int, c: int) -> tuple[float, str]:
-        """Prefill attention of ``q`` new tokens after ``c`` cached ones (one sequence)."""
+        """Prefill attention of ``q`` new tokens after ``c`` cached ones (one sequence): (time, source)."""
+        if self.ctx_table is None:
+            return self._chunk_time_ns(q, c), "analytical"
+        return self._chunk_time_ns(q, c), (self._context(q)[1] if c == 0 else MODELLED)
+
+    def _chunk_time_ns(self, q: int, c: int) -> float:
+        """:meth:`_chunk_ns`'s time alone: a step's hot path (the source is read only where it is shown)."""
         r = self.roofline
         if self.ctx_table is None:
-            return r.attention_cost(BatchShape(((q, c),), 0, 0, 0, 0), False)[0], "analytical"
+            return r.attention_cost(BatchShape(((q, c),), 0, 0, 0, 0), False)[0]
         alone = self._context_ns(q)
         if c == 0:
-            return alone, self._context(q)[1]
+            return alone
         diff = self._context_ns(c + q) - self._context_ns(c)
         kv_read = (c + q) * r.kv_bytes_per_token / r.attn_bw
-        return max(diff, alone, kv_read), MODELLED
+        return max(diff, alone, kv_read)
 
     def _decode_ns(self, d: int, ctx_sum: int) -> float:
         t = self._decode_table_ns(d, ctx_sum)
@@ -349,7 +355,7 @@ class KernelModel(StepModel):
             return self._pure_decode_ns(batch.num_decode, batch.decode_ctx_sum, batch.decode_ctx_max,
                                         batch.decode_ctx_sq_sum, mode)
         floor = self._floor()
-        chunks = [self._chunk_ns(q, c)[0] for q, c in batch.prefill]
+        chunks = [self._chunk_time_ns(q, c) for q, c in batch.prefill]
         t_prefill = sum(chunks) - (len(chunks) - 1) * floor
         if not batch.num_decode:
             return self._eager(t_prefill, True)
