@@ -272,7 +272,8 @@ def test_an_moe_campaign_with_two_layouts_on_two_gpus_draws_the_layout_figure(tm
                             "ORDER BY ALL").fetchall()
     assert runs == [("model=Qwen--Qwen3-30B-A3B/dp=1/tp=2/ep=1", "ok", 1, 2, 1, 1, 2),
                     ("model=Qwen--Qwen3-30B-A3B/dp=2/tp=1/ep=2", "ok", 2, 1, 2, 2, 2)]
-    assert ranks == [("model=Qwen--Qwen3-30B-A3B/dp=1/tp=2/ep=1", 1, 20), ("model=Qwen--Qwen3-30B-A3B/dp=2/tp=1/ep=2", 2, 20)]
+    assert ranks == [("model=Qwen--Qwen3-30B-A3B/dp=1/tp=2/ep=1", 1, 20),
+                     ("model=Qwen--Qwen3-30B-A3B/dp=2/tp=1/ep=2", 2, 20)]
     cluster = json.loads((res / "runs/model=Qwen--Qwen3-30B-A3B/dp=2/tp=1/ep=2/cluster.json").read_text())
     assert [i["dp_group"] for i in cluster["nodes"][0]["instances"]] == ["dp", "dp"]
     import pandas as pd
