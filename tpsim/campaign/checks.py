@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from tpsim.campaign import form
+from tpsim.campaign.layouts import base_problem, has_layout
 from tpsim.campaign.reading import CampaignError, printable
 from tpsim.campaign.run_ids import ALWAYS_IN_PATH, PATH_KEYS, match_key
 from tpsim.config import catalog
@@ -164,6 +165,9 @@ class Checks:
                     self.base, self.instances = read_base(self.cluster)
                 except CampaignError as exc:
                     self.problems.append(str(exc))
+                    return
+                if has_layout(self.matrix):
+                    self.problems += [p for p in [base_problem(self.instances, printable(self.cluster))] if p]
 
     def workload(self) -> None:
         workload = self.doc.get("workload")

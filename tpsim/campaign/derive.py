@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from tpsim.campaign.checks import first_pp
+from tpsim.campaign.layouts import apply_layout, has_layout
 from tpsim.campaign.outputs import JSON_INDENT
 from tpsim.campaign.provenance import file_sha256, git_dirty
 from tpsim.errors import InputError
@@ -55,7 +56,9 @@ def derive_cluster_config(base: dict, params: dict, hw_memory: tuple[float, floa
       ``num_npus = tp_size x pp_size`` (its own pp);
     * ``hardware``: when it differs from an instance's, ``npu_mem.mem_size`` (GiB) and ``mem_bw``
       come from the catalog (``hw_memory``); otherwise the base's ``npu_mem`` stays;
-    * ``max_num_seqs`` / ``max_num_batched_tokens`` become instance keys when set.
+    * ``max_num_seqs`` / ``max_num_batched_tokens`` become instance keys when set;
+    * ``dp_size`` / ``ep_size`` (when the run has them): one node holding the run's DP group
+      (:func:`tpsim.campaign.layouts.apply_layout`).
     """
     doc = json.loads(json.dumps(base))
     doc["link_bw"] = params["link_bw"]
@@ -77,6 +80,8 @@ def derive_cluster_config(base: dict, params: dict, hw_memory: tuple[float, floa
             for key in ("max_num_seqs", "max_num_batched_tokens"):
                 if params.get(key) is not None:
                     inst[key] = params[key]
+    if has_layout(params):
+        apply_layout(doc, params)
     return doc
 
 

@@ -16,7 +16,10 @@ matrix varies of link_bw, hardware, rate, ...):
 * ``slo_attainment_vs_X``, ``goodput_vs_X``  with ``slo:``: the fraction of requests meeting it,
   and the SLO-meeting tokens/s per GPU;
 * ``memory_by_tp``          per GPU: weights, activations + reserve and KV-cache capacity, by TP;
-* ``ttft_tpot_cdf``         CDFs of TTFT and TPOT per model and TP, at both ends of X.
+* ``ttft_tpot_cdf``         CDFs of TTFT and TPOT per model and TP, at both ends of X;
+* ``layouts_by_gpus``       with ``dp_size`` / ``ep_size`` in the matrix and more than one layout at some
+  GPU count: mean TTFT, mean TPOT and tokens/s per GPU per layout ("TP4", "DP2·TP2·EP4"), by GPU count
+  (:mod:`~tpsim.campaign.figure_layouts`).
 
 A capacity search draws ``capacity_by_tp``, ``pareto_throughput_latency`` and
 ``attainment_vs_rate`` (:mod:`~tpsim.campaign.figure_capacity`).
@@ -45,10 +48,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tpsim.campaign import figure_bars, figure_capacity, figure_cdf, figure_lines
+from tpsim.campaign import figure_bars, figure_capacity, figure_cdf, figure_layouts, figure_lines
 from tpsim.campaign.figure_context import context
 from tpsim.campaign.figure_parts import empty_figure, plt, write_csv
-from tpsim.campaign.outputs import STYLE, figures_of
+from tpsim.campaign.outputs import LAYOUT_FIGURE, STYLE, figures_of
 
 #: the columns of the requests table the figures read
 REQUEST_COLUMNS = ("run_id", "model", "tp_size", "link_bw", "seed", "output_tokens", "ttft_ns", "tpot_ns")
@@ -66,6 +69,8 @@ def draw(name: str, ctx, tables: dict, out: dict) -> None:
         figure_bars.fig_ttft_by_tp(ctx, tables["runs"], out)
     elif name == "memory_by_tp":
         figure_bars.fig_memory_by_tp(ctx, tables["runs"], out)
+    elif name == LAYOUT_FIGURE:
+        figure_layouts.fig_layouts_by_gpus(ctx, tables["runs"], out)
     elif name == "ttft_tpot_cdf":
         figure_cdf.fig_cdf(ctx, tables["runs"], tables["requests"], out)
     elif "_vs_" in name:

@@ -3,6 +3,7 @@ with.  Light on purpose (no pandas, no matplotlib): the workflow reads it while 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 #: aggregate's outputs: key (the rule's output name) -> file name in results/<campaign>/
@@ -34,6 +35,8 @@ X_KEYS = ("link_bw", "hardware", "rate", "link_latency", "max_num_seqs", "max_nu
 #: the line figures (METRIC_vs_X), by metric; the SLO ones only for a campaign with slo:
 LINE_FIGURES = ("ttft", "tpot", "throughput")
 SLO_LINE_FIGURES = ("slo_attainment", "goodput")
+#: tensor- against expert-parallel layouts at equal GPU count (a matrix with dp_size or ep_size)
+LAYOUT_FIGURE = "layouts_by_gpus"
 #: the figures of a capacity search
 CAPACITY_FIGURES = ("capacity_by_tp", "pareto_throughput_latency", "attainment_vs_rate")
 #: the one style sheet of every campaign figure (package data: read beside this module)
@@ -55,7 +58,28 @@ def figures_of(doc: dict) -> tuple[str, ...]:
         return CAPACITY_FIGURES
     x = x_key(doc)
     lines = LINE_FIGURES + (SLO_LINE_FIGURES if doc.get("slo") else ())
-    return ("ttft_by_tp", *(f"{m}_vs_{x}" for m in lines), "memory_by_tp", "ttft_tpot_cdf")
+    layouts = (LAYOUT_FIGURE,) if layout_figure(doc) else ()
+    return ("ttft_by_tp", *(f"{m}_vs_{x}" for m in lines), "memory_by_tp", "ttft_tpot_cdf", *layouts)
+
+
+def layout_figure(doc: dict) -> bool:
+    """Whether a campaign draws :data:`LAYOUT_FIGURE`: its matrix has ``dp_size`` or ``ep_size`` and
+    more than one (DP, TP, EP) layout at some GPU count (DP x TP; the base's pp_size is common to all),
+    once the exclude rules that name only these keys are applied (a rule naming another key too, a
+    model, leaves the layout to the other runs)."""
+    matrix = doc.get("matrix") or {}
+    if "dp_size" not in matrix and "ep_size" not in matrix:
+        return False
+    keys = ("dp_size", "tp_size", "ep_size")
+    lists = [matrix.get(k) or [None] for k in keys]
+    rules = [r for r in doc.get("exclude") or [] if isinstance(r, dict) and r and set(r) <= set(keys)]
+    by_gpus: dict = {}
+    for combo in itertools.product(*lists):
+        values = dict(zip(keys, combo))
+        if any(all(values[k] in (v if isinstance(v, list) else [v]) for k, v in r.items()) for r in rules):
+            continue
+        by_gpus.setdefault((combo[0] or 1) * combo[1], set()).add(combo)
+    return any(len(layouts) > 1 for layouts in by_gpus.values())
 
 
 #: the figures of the default-shaped campaign (link_bw varies, no slo:)

@@ -1,7 +1,8 @@
 """Run ids: one Hive-style ``key=value`` folder per parameter, every byte safe in a path.
 
 A run id is a relative path such as ``model=Qwen--Qwen3-32B/tp=2/link_bw=16`` (the matrix keys
-beyond model and tp_size join it, when the matrix has them, in the fixed order of :data:`PATH_KEYS`), so DuckDB
+beyond model and tp_size join it, when the matrix has them, in the fixed order of :data:`PATH_KEYS`:
+``model=Qwen--Qwen3-30B-A3B/dp=2/tp=2/ep=4/link_bw=16`` with data and expert parallelism), so DuckDB
 and pandas can read the parameters back, and every folder name is safe for a shell, a path and Snakemake's patterns:
 
 * numbers are written canonically (``16`` and ``16.0`` are the same run: ``16``);
@@ -24,7 +25,9 @@ import re
 PATH_KEYS = {
     "model": "model",
     "hardware": "hardware",
+    "dp_size": "dp",
     "tp_size": "tp",
+    "ep_size": "ep",
     "link_bw": "link_bw",
     "link_latency": "link_latency",
     "max_num_seqs": "max_num_seqs",

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 
 from tpsim.campaign.checks import Checks, first_pp, rel_path
+from tpsim.campaign.layouts import base_dp, has_layout
+from tpsim.campaign.layouts import problems as layout_problems
 from tpsim.campaign.links import run_link
 from tpsim.campaign.links import warnings as link_warnings
 from tpsim.campaign.provenance import latency_inputs
@@ -91,6 +93,11 @@ def expand(doc: dict, checks: Checks, source: str, prefix: str) -> Campaign:
         camp.add(_run(camp, checks, values))
     if not camp.runs:
         raise CampaignError(f"{prefix}: exclude: the rules remove all {n_excluded} runs of the matrix")
+    if has_layout(matrix):
+        refused = layout_problems(camp.runs, checks.base, checks.model_paths)
+        if refused:
+            shown = refused[:20] + ([f"... and {len(refused) - 20} more problems"] if len(refused) > 20 else [])
+            raise CampaignError("\n".join(f"{prefix}: {line}" for line in shown))
     camp.warnings = link_warnings(camp.runs, checks.hardware_paths, prefix)
     return camp
 
@@ -111,7 +118,7 @@ def _run(camp: Campaign, checks: Checks, values: dict) -> Run:
         "tp_size": values["tp_size"],
         "pp_size": pp,
         "num_npus": values["tp_size"] * pp,
-        "num_instances": len(instances),
+        "num_instances": values.get("dp_size", len(instances)),
         "link_bw": link_bw,
         "link_latency": link_latency,
         "link_source": link_source,
@@ -122,6 +129,8 @@ def _run(camp: Campaign, checks: Checks, values: dict) -> Run:
         "perf_model": camp.doc["perf_model"],
         "workload": "generated" if generate else camp.trace,
     }
+    if has_layout(values):  # only then: the parameters (and keys) of runs without them stay as they were
+        params = _with_layout(params, values, checks.instances)
     trace_path = camp.trace
     if generate and not camp.capacity:
         rate_s, seed_s = fmt_value(params["rate"]), fmt_value(params["seed"])
@@ -134,6 +143,19 @@ def _run(camp: Campaign, checks: Checks, values: dict) -> Run:
     latency = _latency_inputs(camp.doc["perf_model"], hardware, values["model"])
     return Run(id=params["run_id"], params=params, trace=trace_path, model_config=checks.model_paths[values["model"]],
                hardware_config=checks.hardware_paths[hardware], hardware_override=override, latency_inputs=latency)
+
+
+def _with_layout(params: dict, values: dict, instances: list[dict]) -> dict:
+    """The run's DP ranks and EP degree beside its TP degree (``ep_size`` only when the matrix sets it:
+    otherwise the base's, which may be LLMServingSim's default)."""
+    out = {}
+    for key, value in params.items():
+        if key == "tp_size":
+            out["dp_size"] = values.get("dp_size", base_dp(instances))
+        out[key] = value
+        if key == "tp_size" and "ep_size" in values:
+            out["ep_size"] = values["ep_size"]
+    return out
 
 
 def _latency_inputs(perf_model: str, hardware: str, model: str) -> dict:

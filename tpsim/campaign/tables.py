@@ -30,6 +30,9 @@ PARAMS = {
     "pp_size": "BIGINT",
     "num_npus": "BIGINT",
     "num_instances": "INTEGER",
+    "dp_size": "INTEGER",
+    "ep_size": "INTEGER",
+    "num_gpus": "BIGINT",
     "link_bw": "DOUBLE",
     "link_latency": "DOUBLE",
     "link_source": "VARCHAR",
@@ -176,6 +179,7 @@ def run_row(params: dict, summary: RunSummary, run_dir: str) -> dict:
     totals = summary.totals or {}
     thr = summary.throughput or {}
     row = {k: params.get(k) for k in PARAMS}
+    row.update(_layout(params, summary, inst))
     row.update(status=summary.status, reason=summary.reason)
     row.update({k: totals.get(k) for k in TOTALS_KEYS})
     row.update(
@@ -203,6 +207,18 @@ def run_row(params: dict, summary: RunSummary, run_dir: str) -> dict:
     if summary.status == "infeasible" and isinstance(summary.extra.get("memory_needed"), dict):
         row.update({k: summary.extra["memory_needed"].get(k) for k in NEEDED_KEYS})
     return row
+
+
+def _layout(params: dict, summary: RunSummary, inst: dict) -> dict:
+    """``dp_size`` and ``ep_size``: the run's parameters when the matrix sets them, else what tpsim
+    resolved (the summary's ``parallel`` block; a plain dense instance has none: 1 and 1); unknown
+    (NULL) for an infeasible run without them, which tpsim stopped before laying out.  ``num_gpus``:
+    every GPU of the run, ``num_npus`` x ``num_instances`` (dp_size x tp_size x pp_size for one group)."""
+    parallel = inst.get("parallel") or ({"dp_size": 1, "ep_size": 1} if summary.instances else {})
+    npus, instances = params.get("num_npus"), params.get("num_instances")
+    gpus = npus * instances if isinstance(npus, int) and isinstance(instances, int) else None
+    return {"dp_size": params.get("dp_size", parallel.get("dp_size")),
+            "ep_size": params.get("ep_size", parallel.get("ep_size")), "num_gpus": gpus}
 
 
 #: what an infeasible run's summary says it needs, copied into the columns of the same name
