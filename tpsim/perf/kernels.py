@@ -34,13 +34,13 @@ back to the roofline, labelled analytical.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from math import exp, log
+from math import log
 
 from tpsim.kernels.streaming import decode_attention_floor, decode_streaming_rate
 from tpsim.perf.analytical import AnalyticalModel
 from tpsim.perf.base import BatchShape, OpTime
 from tpsim.perf.collectives import p2p_ns
+from tpsim.perf.decode_curve import DecodeCurve
 from tpsim.perf.decode_skew import TILE_ROWS, DecodeSkew
 from tpsim.perf.ops import (
     ATTENTION,
@@ -71,41 +71,6 @@ _GEMM_TABLE_DTYPE = {"bfloat16": "bfloat16", "float16": "bfloat16", "fp8": "fp8"
 
 #: GEMM estimates kept before the memo starts again (bounded memory; a run asks a few shapes at <= 64k m's)
 _GEMM_MEMO = 200_000
-
-
-class _DecodeCurve:
-    """Decode-attention time against mean context at one decode count: the generation table's time at
-    each context node (log-log between them), each node read the first time a query needs it."""
-
-    __slots__ = ("batch", "kv", "limit", "log_kv", "log_t", "nodes")
-
-    def __init__(self, nodes: list, log_kv: list[float], batch: int):
-        """``nodes``: one :class:`~tpsim.kernels.grid.GridLine` along the decode count per context node."""
-        self.nodes = nodes
-        self.kv = nodes[0].grid.axes[1]
-        self.log_kv = log_kv
-        self.batch = batch
-        self.log_t: list[float | None] = [None] * len(self.kv)
-        self.limit = self.kv[-1]
-
-    def _log_t(self, j: int) -> float:
-        lt = self.log_t[j]
-        if lt is None:
-            lt = self.log_t[j] = log(self.nodes[j].estimate(self.batch)[0])
-        return lt
-
-    def time_ns(self, kv: float) -> float | None:
-        """None beyond the grid (the caller asks the tables, which extrapolate)."""
-        if kv >= self.limit:
-            return exp(self._log_t(-1)) if kv == self.limit else None
-        if kv <= self.kv[0]:
-            return exp(self._log_t(0)) if kv == self.kv[0] else None
-        j = bisect_left(self.kv, kv)
-        if self.kv[j] == kv:
-            return exp(self._log_t(j))
-        lo, hi = self._log_t(j - 1), self._log_t(j)
-        w = (log(kv) - self.log_kv[j - 1]) / (self.log_kv[j] - self.log_kv[j - 1])
-        return exp(lo + w * (hi - lo))
 
 
 class KernelModel(StepModel):
@@ -145,13 +110,13 @@ class KernelModel(StepModel):
             self.gen_table = None
         s = self.shape
         self.heads = (s.heads, s.kv_heads, s.head_dim)
-        self._curves: dict[int, _DecodeCurve | None] = {}
+        self._curves: dict[int, DecodeCurve | None] = {}
         self._curve_nodes: list | None = None  # the generation table along the decode count, per context node
         self._curve_log_kv: list[float] = []
         self._gemm_lines: dict[tuple[int, int], object] = {}  # the GEMM table along m, per (n, k)
         self._gemm_ns: dict[tuple[int, int, int], tuple[float, str]] = {}  # its estimates, per (m, n, k)
         self._ctx_line = False  # the context table along the prompt length at batch 1 (None: heads not measured)
-        self._kv_stream = False  # the decode KV cache's DRAM streaming floor (None: the table has no such rows)
+        self._kv_terms: tuple[float, float, float] | None = None  # the decode KV cache's DRAM streaming floor
         self._ctx_ns: dict[int, float] = {}
         self._attn_floor: float | None = None  # _floor(), once known
         # logits gathered over the whole vocabulary; the KV-cache write runs with attention, the logits after the graph
@@ -265,8 +230,15 @@ class KernelModel(StepModel):
         return max(diff, alone, kv_read), MODELLED
 
     def _decode_ns(self, d: int, ctx_sum: int) -> float:
-        t = self._decode_table_ns(d, ctx_sum)
-        return max(t, self._kv_floor_ns(ctx_sum))
+        """The table at the mean context, at least the KV floor (:meth:`_kv_floor_ns`).  Every decode step asks
+        this: the cached curve and the floor's terms are read inline (same operations as the general path)."""
+        curve = self._curves.get(d)
+        t = curve.time_ns(ctx_sum / d) if curve is not None else None
+        if t is None:
+            t = self._decode_table_ns(d, ctx_sum)
+        f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
+        floor = f0 + ctx_sum * kvt * per_byte
+        return floor if floor > t else t
 
     def _decode_table_ns(self, d: int, ctx_sum: int) -> float:
         if self.gen_table is None:
@@ -280,7 +252,7 @@ class KernelModel(StepModel):
             t = self.tables.generation_attention(d, mean, *self.heads, "bfloat16", self.kv_dtype).time_ns
         return t
 
-    def _curve(self, d: int) -> _DecodeCurve | None:
+    def _curve(self, d: int) -> DecodeCurve | None:
         """The decode curve of ``d`` decodes (None: the heads or ``d`` are not on the table's grid)."""
         nodes = self._curve_nodes
         if nodes is None:
@@ -289,7 +261,7 @@ class KernelModel(StepModel):
             self._curve_log_kv = [log(kv) for kv in grid.axes[1]] if grid is not None else []
         if not nodes or d > nodes[0].grid.axes[0][-1]:
             return None
-        return _DecodeCurve(nodes, self._curve_log_kv, d)
+        return DecodeCurve(nodes, self._curve_log_kv, d)
 
     def _kv_floor_ns(self, ctx_sum: int) -> float:
         """Decode attention reads its layer's KV cache from DRAM in serving (every other layer's KV and
@@ -297,13 +269,17 @@ class KernelModel(StepModel):
         cache, which stays in L2 where it fits: so a decode takes at least the table's fastest time plus
         its KV bytes at the fastest rate the same table streams caches larger than twice the L2
         (:mod:`tpsim.kernels.streaming`); 0 where the table has no such rows."""
-        floor = self._kv_stream
+        f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
+        return f0 + ctx_sum * kvt * per_byte
+
+    def _kv_floor_terms(self) -> tuple[float, float, float]:
+        """:meth:`_kv_floor_ns` is ``floor_ns + ctx_sum x kv_bytes_per_token x ns_per_byte`` (StreamingFloor.ns's
+        operations): its terms, read from the table once; all 0 where there is no floor (then exactly 0.0)."""
         kvt = self.roofline.kv_bytes_per_token
-        if floor is False:
-            grid = self.tables.table(self.gen_table).groups.get(self.heads) if self.gen_table else None
-            floor = self._kv_stream = (decode_attention_floor(grid, kvt, self.roofline.l2_bytes)
-                                       if grid is not None else None)
-        return floor.ns(ctx_sum * kvt) if floor is not None else 0.0
+        grid = self.tables.table(self.gen_table).groups.get(self.heads) if self.gen_table else None
+        floor = decode_attention_floor(grid, kvt, self.roofline.l2_bytes) if grid is not None else None
+        self._kv_terms = (floor.floor_ns, kvt, floor.ns_per_byte) if floor is not None else (0.0, 0.0, 0.0)
+        return self._kv_terms
 
     def _decode_skew(self) -> DecodeSkew | None:
         """The uneven-context term (:mod:`tpsim.perf.decode_skew`): FlashAttention 2 only (FA3 and FlashInfer
@@ -323,7 +299,15 @@ class KernelModel(StepModel):
     def _pure_decode_ns(self, n: int, ctx_sum: int, ctx_max: int, ctx_sq: int, mode: str) -> float:
         """One layer's attention of a pure-decode step: the table at the mean context, plus what uneven
         contexts add on FlashAttention 2, at most the table's time with every context at the maximum."""
-        t = self._decode_ns(n, ctx_sum)
+        # every decode step asks this: _decode_ns, _kv_floor_ns and _eager written out (same operations)
+        curve = self._curves.get(n)
+        t = curve.time_ns(ctx_sum / n) if curve is not None else None
+        if t is None:
+            t = self._decode_table_ns(n, ctx_sum)
+        f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
+        floor = f0 + ctx_sum * kvt * per_byte
+        if floor > t:
+            t = floor
         skew = self.skew
         if skew is not None and ctx_sq and ctx_max * n > ctx_sum:
             if mode == FULL:  # the graph was captured at its padded batch and max_model_len: fixed per batch size
@@ -336,12 +320,12 @@ class KernelModel(StepModel):
             extra = skew.extra_ns(n, ctx_sum, ctx_sq, ctx_max, splits)
             if extra > 0.0:
                 # the cap is at least its KV floor: below that, the table need not be read (same result)
-                if t + extra < self._kv_floor_ns(n * ctx_max):
+                if t + extra < f0 + n * ctx_max * kvt * per_byte:
                     t = t + extra
                 else:
                     top = self._decode_ns(n, n * ctx_max)
                     t = t + extra if t + extra < top else (top if top > t else t)
-        return self._eager(t, mode != FULL)
+        return t if mode == FULL or t >= self.launch_ns else self.launch_ns
 
     def _attention(self, batch: BatchShape, mode: str) -> float:
         """Attention of one layer: the decode table, the prefill table, and a mixed step modelled."""
@@ -431,23 +415,18 @@ class KernelModel(StepModel):
                            bound: float, ends: list, ctx_sq: int = 0) -> bool:
         mode, n = self.graphs.mode(num_decode, True)
         fixed = self._fixed_ns(mode, n, num_decode, num_decode)
-        eager = mode != FULL
         layers = self.num_layers
-        decode, launch, pure = self._decode_ns, self._eager, self._pure_decode_ns
-        skewed = self.skew is not None and ctx_sq
-        host_visible = self.roofline.host_visible_ns
+        pure = self._pure_decode_ns
+        r = self.roofline  # host_visible_ns written out: its host time is fixed for the cohort
+        host, hidden = r.iter_ns + r.seq_ns * num_decode, r.async_scheduling
         append = ends.append
         for _ in range(steps):  # the arithmetic of decode_iteration_ns, constants hoisted
-            if skewed:
+            if ctx_sq:  # (0: no spread statistics)
                 ctx_sq += 2 * ctx_sum + num_decode
-                ctx_max += 1
+            ctx_max += 1
             ctx_sum += num_decode
-            gpu = fixed
-            if skewed:
-                gpu += pure(num_decode, ctx_sum, ctx_max, ctx_sq, mode) * layers
-            else:
-                gpu += launch(decode(num_decode, ctx_sum), eager) * layers
-            t += int(round(gpu + host_visible(gpu, num_decode)))
+            gpu = fixed + pure(num_decode, ctx_sum, ctx_max, ctx_sq, mode) * layers
+            t += int(round(gpu + (host if not hidden else (host - gpu if host > gpu else 0.0))))
             append(t)
             if t >= bound:
                 return True
