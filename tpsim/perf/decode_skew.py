@@ -84,7 +84,7 @@ class DecodeSkew:
         #: all CTAs' rate once every SM has one (``k >= SMs``): ``min(R, r x SMs)`` as :meth:`_per_byte_ns` computes it
         self._all_sms = rate if rate < dram_bytes_per_ns else dram_bytes_per_ns
         #: per (batch, splits): CTAs per sequence, the first wave's share (None: one wave), the uniform batch
-        self._shapes: dict[tuple[int, int], tuple[int, float | None, float, float]] = {}
+        self._shapes: dict[tuple[int, int], tuple] = {}
 
     def describe(self) -> dict:
         return {"dram_gbps": round(self.dram, 1), "per_sm_gbps": round(self.per_sm, 2), "num_sms": self.sms,
@@ -194,48 +194,16 @@ class DecodeSkew:
         a, b = self._uniform_ns_per_byte(n, splits)
         return w * a + w * b
 
-    def _waves_ns(self, first: float, cs: float, ws: float, cl: float, wl: float) -> float | None:
-        """:meth:`kernel_ns` past one wave, written out for :meth:`extra_ns` (same operations in the same order)
-        where every phase has all its classes and the long CTAs' remainder ``wl - ws`` is shorter than ``wl``, so
-        the late long CTAs sort last; None otherwise (the caller then asks :meth:`kernel_ns`)."""
-        s1, l1 = cs * first, cl * first
-        sq, lq = cs - s1, cl - l1
-        dw = wl - ws
-        if not (ws > 0.0 and wl > ws and dw < wl and s1 > 0.0 and l1 > 0.0 and sq > 0.0 and lq >= 0.0):
-            return None
-        full, sms, r, dram = self._all_sms, self.sms, self.per_sm, self.dram
-        # _pair(s1, ws, l1, ws): its second phase moves wb - wa = 0 bytes, adding exactly 0.0 to t
-        k = s1 + l1
-        t = ws * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
-        # _pair(l1, dw, sq, ws) and _triple(l1, dw, sq, ws, lq, wl) share their order: the shorter first
-        if ws < dw or (ws == dw and sq < l1):
-            c1, w1, c2, w2 = sq, ws, l1, dw
-        else:
-            c1, w1, c2, w2 = l1, dw, sq, ws
-        k = c1 + c2
-        without = w1 * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
-        k -= c1
-        if k > 0.0:
-            without = without + (w2 - w1) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
-        if not lq:
-            return t + without
-        k = c1 + c2 + lq
-        late = w1 * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
-        k -= c1
-        if k > 0.0:
-            late += (w2 - w1) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
-            k -= c2
-            if k > 0.0:
-                late += (wl - w2) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
-        return t + without + (lq if lq < 1.0 else 1.0) * (late - without)
-
-    def _shape(self, n: int, splits: int) -> tuple[int, float | None, float, float]:
+    def _shape(self, n: int, splits: int) -> tuple:
         """What :meth:`extra_ns` needs of a batch of ``n`` sequences run with ``splits`` splits, whatever their
         contexts (so cached): CTAs per sequence, the first wave's share of each class (None: one wave, as in
-        :meth:`kernel_ns`) and the uniform batch's ns per byte (:meth:`_uniform_ns_per_byte`)."""
+        :meth:`kernel_ns`), the uniform batch's ns per byte (:meth:`_uniform_ns_per_byte`), and the constants
+        (one tuple read instead of five attributes; counts as floats, whose products and comparisons with the
+        other floats are the int's exactly)."""
         per = self.kv_heads * splits
         total = n * per
-        shape = (per, None if total <= self.slots else self.slots / total, *self._uniform_ns_per_byte(n, splits))
+        shape = (float(per), None if total <= self.slots else self.slots / total, *self._uniform_ns_per_byte(n, splits),
+                 self.head_bytes, self._all_sms, float(self.sms), self.per_sm, self.dram)
         if len(self._shapes) > 4096:
             self._shapes.clear()
         self._shapes[(n, splits)] = shape
@@ -266,13 +234,11 @@ class DecodeSkew:
         shape = self._shapes.get((n, splits))
         if shape is None:
             shape = self._shape(n, splits)
-        per, first, ua, ub = shape
-        hb = self.head_bytes
+        per, first, ua, ub, hb, full, sms, r, dram = shape
         ws, wl = short * hb / splits, ctx_max * hb / splits
         cs, cl = (n - n_long) * per, n_long * per  # cs > 0: n_long < n
         # k CTAs' ns per byte, k / min(R, r x min(k, SMs)), is below written out as
         # k / (full if k >= sms else (r * k if r * k < dram else dram))
-        full, sms, r, dram = self._all_sms, self.sms, self.per_sm, self.dram
         if first is None:  # one wave: _pair(cs, ws, cl, wl) with the short CTAs first
             if ws > 0.0 and wl > ws and cl > 0.0:
                 k = cs + cl
@@ -282,9 +248,37 @@ class DecodeSkew:
                     t = t + (wl - ws) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
             else:
                 t = self.kernel_ns(n, n_long, short, ctx_max, splits)
-        else:
-            t = self._waves_ns(first, cs, ws, cl, wl)
-            if t is None:
+        else:  # past one wave: kernel_ns's phases, when each has all its classes and the late longs sort last
+            s1, l1 = cs * first, cl * first
+            sq, lq = cs - s1, cl - l1
+            dw = wl - ws
+            if ws > 0.0 and wl > ws and dw < wl and s1 > 0.0 and l1 > 0.0 and sq > 0.0 and lq >= 0.0:
+                # _pair(s1, ws, l1, ws): its second phase moves wb - wa = 0 bytes, adding exactly 0.0
+                k = s1 + l1
+                t = ws * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                # _pair(l1, dw, sq, ws) and _triple(l1, dw, sq, ws, lq, wl) share an order: the shorter first
+                if ws < dw or (ws == dw and sq < l1):
+                    c1, w1, c2, w2 = sq, ws, l1, dw
+                else:
+                    c1, w1, c2, w2 = l1, dw, sq, ws
+                k = c1 + c2
+                without = w1 * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                k -= c1
+                if k > 0.0:
+                    without = without + (w2 - w1) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                if lq:  # with the late long CTAs (weight min(1, lq)), as kernel_ns
+                    k = c1 + c2 + lq
+                    late = w1 * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                    k -= c1
+                    if k > 0.0:
+                        late += (w2 - w1) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                        k -= c2
+                        if k > 0.0:
+                            late += (wl - w2) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                    t = t + without + (lq if lq < 1.0 else 1.0) * (late - without)
+                else:
+                    t = t + without
+            else:
                 t = self.kernel_ns(n, n_long, short, ctx_max, splits)
         w = mean * hb / splits
         extra = t - (w * ua + w * ub if w > 0.0 else 0.0)
