@@ -252,3 +252,27 @@ def test_the_flat_decode_path_is_the_readable_model_bit_for_bit(batch, splits, c
         expected = _reference_extra_ns(skew, n, ctx_sum, ctx_sq, ctx_max, s)
         for _ in range(2):
             assert skew.extra_ns(n, ctx_sum, ctx_sq, ctx_max, s) == expected
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(st.integers(1, 600), st.integers(1, 40000), st.integers(0, 30000), st.integers(1, 12), st.booleans())
+def test_fast_forwarded_decode_steps_are_the_step_by_step_ones(n, short, spread, steps, stats):
+    """The fast-forward loop (a CUDA graph cohort's curve, KV floor and splits hoisted; eager above the largest
+    graph; no spread statistics) gives exactly the step-by-step decode_iteration_ns times, and stops at the bound."""
+    m = model("meta-llama/Llama-3.1-8B")
+    k = max(n // 3, 1)  # a third of the batch longer by ``spread``
+    ctx_sum, ctx_max = n * short + k * spread, short + spread
+    ctx_sq = (n - k) * short * short + k * ctx_max * ctx_max if stats else 0
+    start = (n, ctx_sum, ctx_max, 1000)
+    fast: list[int] = []
+    m.decode_steps(*start, steps, float("inf"), fast, ctx_sq)
+    cut: list[int] = []
+    m.decode_steps(*start, steps, fast[0], cut, ctx_sq)  # the first step already reaches the bound
+    slow, t = [], 1000
+    for _ in range(steps):
+        ctx_sq += 2 * ctx_sum + n if stats else 0
+        ctx_sum += n
+        ctx_max += 1
+        t += m.decode_iteration_ns(n, ctx_sum, ctx_max, ctx_sq)
+        slow.append(t)
+    assert fast == slow and cut == slow[:1]

@@ -243,14 +243,18 @@ class KernelModel(StepModel):
     def _decode_table_ns(self, d: int, ctx_sum: int) -> float:
         if self.gen_table is None:
             return self.roofline.attention_cost(BatchShape((), d, ctx_sum, 0, d), True)[0]
-        curve = self._curves.get(d, False)
-        if curve is False:
-            curve = self._curves[d] = self._curve(d)
+        curve = self._curve_of(d)
         mean = ctx_sum / d
         t = curve.time_ns(mean) if curve is not None else None
         if t is None:
             t = self.tables.generation_attention(d, mean, *self.heads, "bfloat16", self.kv_dtype).time_ns
         return t
+
+    def _curve_of(self, d: int) -> DecodeCurve | None:
+        curve = self._curves.get(d, False)
+        if curve is False:
+            curve = self._curves[d] = self._curve(d)
+        return curve
 
     def _curve(self, d: int) -> DecodeCurve | None:
         """The decode curve of ``d`` decodes (None: the heads or ``d`` are not on the table's grid)."""
@@ -310,22 +314,23 @@ class KernelModel(StepModel):
             t = floor
         skew = self.skew
         if skew is not None and ctx_sq and ctx_max * n > ctx_sum:
-            if mode == FULL:  # the graph was captured at its padded batch and max_model_len: fixed per batch size
-                splits = self._graph_splits.get(n)
-                if splits is None:
-                    splits = self._graph_splits[n] = skew.splits(self.graphs.mode(n, True)[1],
-                                                                 self.engine.max_model_len)
-            else:
-                splits = skew.splits(n, ctx_max)
+            splits = self._graph_splits.get(n) or self._graph_split(n) if mode == FULL else skew.splits(n, ctx_max)
             extra = skew.extra_ns(n, ctx_sum, ctx_sq, ctx_max, splits)
-            if extra > 0.0:
-                # the cap is at least its KV floor: below that, the table need not be read (same result)
-                if t + extra < f0 + n * ctx_max * kvt * per_byte:
-                    t = t + extra
-                else:
-                    top = self._decode_ns(n, n * ctx_max)
-                    t = t + extra if t + extra < top else (top if top > t else t)
+            if extra > 0.0:  # the cap is at least its KV floor: below that, the table need not be read
+                top_floor = f0 + n * ctx_max * kvt * per_byte
+                t = t + extra if t + extra < top_floor else self._capped_ns(t, extra, n, ctx_max)
         return t if mode == FULL or t >= self.launch_ns else self.launch_ns
+
+    def _graph_split(self, n: int) -> int:
+        """The KV splits of the CUDA graph that runs ``n`` decodes: captured at its padded batch and
+        ``max_model_len``, so fixed per batch size (kept)."""
+        splits = self._graph_splits[n] = self.skew.splits(self.graphs.mode(n, True)[1], self.engine.max_model_len)
+        return splits
+
+    def _capped_ns(self, t: float, extra: float, n: int, ctx_max: int) -> float:
+        """``t + extra`` at most the table's time with every context at the maximum, never below ``t``."""
+        top = self._decode_ns(n, n * ctx_max)
+        return t + extra if t + extra < top else (top if top > t else t)
 
     def _attention(self, batch: BatchShape, mode: str) -> float:
         """Attention of one layer: the decode table, the prefill table, and a mixed step modelled."""
@@ -415,10 +420,13 @@ class KernelModel(StepModel):
                            bound: float, ends: list, ctx_sq: int = 0) -> bool:
         mode, n = self.graphs.mode(num_decode, True)
         fixed = self._fixed_ns(mode, n, num_decode, num_decode)
-        layers = self.num_layers
-        pure = self._pure_decode_ns
         r = self.roofline  # host_visible_ns written out: its host time is fixed for the cohort
         host, hidden = r.iter_ns + r.seq_ns * num_decode, r.async_scheduling
+        if mode == FULL and ctx_sq and self.skew is not None and self.gen_table and self._curve_of(num_decode):
+            return self._skewed_graph_steps(num_decode, ctx_sum, ctx_max, ctx_sq, t, steps, bound, ends,
+                                            fixed, host, hidden)
+        layers = self.num_layers
+        pure = self._pure_decode_ns
         append = ends.append
         for _ in range(steps):  # the arithmetic of decode_iteration_ns, constants hoisted
             if ctx_sq:  # (0: no spread statistics)
@@ -426,6 +434,37 @@ class KernelModel(StepModel):
             ctx_max += 1
             ctx_sum += num_decode
             gpu = fixed + pure(num_decode, ctx_sum, ctx_max, ctx_sq, mode) * layers
+            t += int(round(gpu + (host if not hidden else (host - gpu if host > gpu else 0.0))))
+            append(t)
+            if t >= bound:
+                return True
+        return True
+
+    def _skewed_graph_steps(self, d: int, ctx_sum: int, ctx_max: int, ctx_sq: int, t: int, steps: int, bound: float,
+                            ends: list, fixed: float, host: float, hidden: bool) -> bool:
+        """:meth:`dense_decode_steps` for a CUDA graph's cohort with spread statistics (most of a loaded run's
+        steps): :meth:`_pure_decode_ns`'s operations with the cohort's curve, KV floor and splits hoisted."""
+        time_ns, table, extra_ns = self._curves[d].time_ns, self._decode_table_ns, self.skew.extra_ns
+        splits = self._graph_splits.get(d) or self._graph_split(d)
+        f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
+        layers = self.num_layers
+        append = ends.append
+        for _ in range(steps):
+            ctx_sq += 2 * ctx_sum + d
+            ctx_max += 1
+            ctx_sum += d
+            a = time_ns(ctx_sum / d)
+            if a is None:
+                a = table(d, ctx_sum)
+            floor = f0 + ctx_sum * kvt * per_byte
+            if floor > a:
+                a = floor
+            if ctx_max * d > ctx_sum:
+                extra = extra_ns(d, ctx_sum, ctx_sq, ctx_max, splits)
+                if extra > 0.0:
+                    top_floor = f0 + d * ctx_max * kvt * per_byte
+                    a = a + extra if a + extra < top_floor else self._capped_ns(a, extra, d, ctx_max)
+            gpu = fixed + a * layers
             t += int(round(gpu + (host if not hidden else (host - gpu if host > gpu else 0.0))))
             append(t)
             if t >= bound:
