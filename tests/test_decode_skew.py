@@ -6,14 +6,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+from unittest import mock
 
 import pytest
 from conftest import REPO, run_subprocess, write_trace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tpsim.perf.kernels as kernels
 from tpsim.build import standalone
 from tpsim.perf.base import BatchShape
+from tpsim.perf.decode_curve import DecodeCurve
 from tpsim.perf.decode_skew import num_splits
 
 QWEN_MOE = "Qwen/Qwen3-30B-A3B-Instruct-2507"
@@ -254,18 +258,26 @@ def test_the_flat_decode_path_is_the_readable_model_bit_for_bit(batch, splits, c
             assert skew.extra_ns(n, ctx_sum, ctx_sq, ctx_max, s) == expected
 
 
-@settings(max_examples=80, deadline=None, derandomize=True)
-@given(st.integers(1, 600), st.integers(1, 40000), st.integers(0, 30000), st.integers(1, 12), st.booleans())
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.one_of(st.integers(2, 128), st.integers(1, 600)), st.integers(1, 40000), st.integers(0, 30000),
+       st.integers(1, 12), st.booleans())
 def test_fast_forwarded_decode_steps_are_the_step_by_step_ones(n, short, spread, steps, stats):
-    """The fast-forward loop (a CUDA graph cohort's curve, KV floor and splits hoisted; eager above the largest
-    graph; no spread statistics) gives exactly the step-by-step decode_iteration_ns times, and stops at the bound."""
+    """The fast-forward loop (a CUDA graph cohort's curve, KV floor and splits hoisted, the curve's bracket read
+    inline; piecewise and eager above the graphs' 128 decodes; no spread statistics) gives exactly the step-by-step
+    decode_iteration_ns times, stops at the bound, and its inline curve reads are the curve's floats."""
     m = model("meta-llama/Llama-3.1-8B")
     k = max(n // 3, 1)  # a third of the batch longer by ``spread``
     ctx_sum, ctx_max = n * short + k * spread, short + spread
     ctx_sq = (n - k) * short * short + k * ctx_max * ctx_max if stats else 0
     start = (n, ctx_sum, ctx_max, 1000)
     fast: list[int] = []
-    m.decode_steps(*start, steps, float("inf"), fast, ctx_sq)
+    curve, reads = m._curve_of(n), []  # the loop's inline reads of the curve's bracket: (log's kv, exp's argument)
+    with mock.patch.object(kernels, "log", lambda x: reads.append([x]) or math.log(x)), \
+            mock.patch.object(kernels, "exp", lambda x: reads[-1].append(x) or math.exp(x)):
+        m.decode_steps(*start, steps, float("inf"), fast, ctx_sq)
+    for kv, arg in reads:  # each the curve's own float (a fresh one searches for the bracket)
+        assert math.exp(arg) == DecodeCurve(curve.nodes, curve.log_kv, n).time_ns(kv)
+    assert reads or not (stats and spread and n <= 128 and steps >= 4 and short >= 1024)
     cut: list[int] = []
     m.decode_steps(*start, steps, fast[0], cut, ctx_sq)  # the first step already reaches the bound
     slow, t = [], 1000
@@ -276,3 +288,18 @@ def test_fast_forwarded_decode_steps_are_the_step_by_step_ones(n, short, spread,
         t += m.decode_iteration_ns(n, ctx_sum, ctx_max, ctx_sq)
         slow.append(t)
     assert fast == slow and cut == slow[:1]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(1, 128), st.floats(0.5, 300_000.0), st.lists(st.floats(-50.0, 400.0), min_size=1, max_size=40))
+def test_the_decode_curves_bracket_is_its_search(d, start, steps):
+    """A curve answers a query inside its last bracket without searching (the fast-forward loop reads the same
+    bracket inline): the same floats as a fresh curve's search, along a cohort's drifting mean context, on grid
+    nodes and beyond the grid too."""
+    m = model("meta-llama/Llama-3.1-8B")
+    curve = m._curve_of(d)
+    kv = start
+    for step in steps:
+        kv = max(kv + step, 0.5)
+        for x in (kv, float(round(kv))):
+            assert curve.time_ns(x) == DecodeCurve(curve.nodes, curve.log_kv, d).time_ns(x)

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from math import ceil
 
+from tpsim.kernels.streaming import decode_streaming_rate
+
 #: CTAs resident per SM, as the split heuristic assumes (flash_api.cpp: "We multiply number of SMs by 2
 #: to hard-code the fact that we're using 128 threads per block")
 CTAS_PER_SM = 2
@@ -85,6 +87,18 @@ class DecodeSkew:
         self._all_sms = rate if rate < dram_bytes_per_ns else dram_bytes_per_ns
         #: per (batch, splits): CTAs per sequence, the first wave's share (None: one wave), the uniform batch
         self._shapes: dict[tuple[int, int], tuple] = {}
+
+    @classmethod
+    def from_table(cls, grid, kv_bytes_per_token: float, l2_bytes: float, attn_flops: float, kv_heads: int,
+                   head_dim: int, num_sms: int) -> DecodeSkew | None:
+        """The term for a generation table's heads group (``grid``): DRAM's rate is the fastest the table streams
+        caches over twice the L2 (None: no such row), an SM's the attention FLOP rate's share over the padded tile."""
+        rate = decode_streaming_rate(grid, kv_bytes_per_token, l2_bytes)
+        if rate is None:
+            return None
+        head_bytes = kv_bytes_per_token / kv_heads
+        per_sm = attn_flops / num_sms * head_bytes / (4.0 * TILE_ROWS * head_dim)
+        return cls(kv_heads, head_bytes, rate, per_sm, num_sms)
 
     def describe(self) -> dict:
         return {"dram_gbps": round(self.dram, 1), "per_sm_gbps": round(self.per_sm, 2), "num_sms": self.sms,

@@ -34,14 +34,14 @@ back to the roofline, labelled analytical.
 
 from __future__ import annotations
 
-from math import log
+from math import exp, log
 
-from tpsim.kernels.streaming import decode_attention_floor, decode_streaming_rate
+from tpsim.kernels.streaming import decode_attention_floor
 from tpsim.perf.analytical import AnalyticalModel
 from tpsim.perf.base import BatchShape, OpTime
 from tpsim.perf.collectives import p2p_ns
 from tpsim.perf.decode_curve import DecodeCurve
-from tpsim.perf.decode_skew import TILE_ROWS, DecodeSkew
+from tpsim.perf.decode_skew import DecodeSkew
 from tpsim.perf.ops import (
     ATTENTION,
     COLLECTIVE,
@@ -293,12 +293,8 @@ class KernelModel(StepModel):
         if self.backend != "fa2" or grid is None or sms <= 0:
             return None
         r = self.roofline
-        head_bytes = r.kv_bytes_per_token / self.shape.kv_heads
-        rate = decode_streaming_rate(grid, r.kv_bytes_per_token, r.l2_bytes)
-        if rate is None:
-            return None
-        per_sm = r.attn_flops / sms * head_bytes / (4.0 * TILE_ROWS * self.shape.head_dim)
-        return DecodeSkew(self.shape.kv_heads, head_bytes, rate, per_sm, sms)
+        return DecodeSkew.from_table(grid, r.kv_bytes_per_token, r.l2_bytes, r.attn_flops, self.shape.kv_heads,
+                                     self.shape.head_dim, sms)
 
     def _pure_decode_ns(self, n: int, ctx_sum: int, ctx_max: int, ctx_sq: int, mode: str) -> float:
         """One layer's attention of a pure-decode step: the table at the mean context, plus what uneven
@@ -444,7 +440,8 @@ class KernelModel(StepModel):
                             ends: list, fixed: float, host: float, hidden: bool) -> bool:
         """:meth:`dense_decode_steps` for a CUDA graph's cohort with spread statistics (most of a loaded run's
         steps): :meth:`_pure_decode_ns`'s operations with the cohort's curve, KV floor and splits hoisted."""
-        time_ns, table, extra_ns = self._curves[d].time_ns, self._decode_table_ns, self.skew.extra_ns
+        curve = self._curves[d]
+        time_ns, table, extra_ns = curve.time_ns, self._decode_table_ns, self.skew.extra_ns
         splits = self._graph_splits.get(d) or self._graph_split(d)
         f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
         layers = self.num_layers
@@ -453,9 +450,14 @@ class KernelModel(StepModel):
             ctx_sq += 2 * ctx_sum + d
             ctx_max += 1
             ctx_sum += d
-            a = time_ns(ctx_sum / d)
-            if a is None:
-                a = table(d, ctx_sum)
+            kv = ctx_sum / d
+            kv_lo, kv_hi, log_kv_lo, log_kv_span, lo, span = curve.bracket
+            if kv_lo < kv < kv_hi:  # DecodeCurve.time_ns's first case
+                a = exp(lo + (log(kv) - log_kv_lo) / log_kv_span * span)
+            else:
+                a = time_ns(kv)
+                if a is None:
+                    a = table(d, ctx_sum)
             floor = f0 + ctx_sum * kvt * per_byte
             if floor > a:
                 a = floor
