@@ -299,23 +299,16 @@ class KernelModel(StepModel):
     def _pure_decode_ns(self, n: int, ctx_sum: int, ctx_max: int, ctx_sq: int, mode: str) -> float:
         """One layer's attention of a pure-decode step: the table at the mean context, plus what uneven
         contexts add on FlashAttention 2, at most the table's time with every context at the maximum."""
-        # every decode step asks this: _decode_ns, _kv_floor_ns and _eager written out (same operations)
-        curve = self._curves.get(n)
-        t = curve.time_ns(ctx_sum / n) if curve is not None else None
-        if t is None:
-            t = self._decode_table_ns(n, ctx_sum)
-        f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
-        floor = f0 + ctx_sum * kvt * per_byte
-        if floor > t:
-            t = floor
+        t = self._decode_ns(n, ctx_sum)
         skew = self.skew
         if skew is not None and ctx_sq and ctx_max * n > ctx_sum:
             splits = self._graph_splits.get(n) or self._graph_split(n) if mode == FULL else skew.splits(n, ctx_max)
             extra = skew.extra_ns(n, ctx_sum, ctx_sq, ctx_max, splits)
             if extra > 0.0:  # the cap is at least its KV floor: below that, the table need not be read
+                f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
                 top_floor = f0 + n * ctx_max * kvt * per_byte
                 t = t + extra if t + extra < top_floor else self._capped_ns(t, extra, n, ctx_max)
-        return t if mode == FULL or t >= self.launch_ns else self.launch_ns
+        return t if mode == FULL or t >= self.launch_ns else self.launch_ns  # _eager
 
     def _graph_split(self, n: int) -> int:
         """The KV splits of the CUDA graph that runs ``n`` decodes: captured at its padded batch and
