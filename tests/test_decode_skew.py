@@ -6,14 +6,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+from unittest import mock
 
 import pytest
 from conftest import REPO, run_subprocess, write_trace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tpsim.perf.kernels as kernels
 from tpsim.build import standalone
 from tpsim.perf.base import BatchShape
+from tpsim.perf.decode_curve import DecodeCurve
 from tpsim.perf.decode_skew import num_splits
 
 QWEN_MOE = "Qwen/Qwen3-30B-A3B-Instruct-2507"
@@ -191,3 +195,111 @@ def _reference_kernel_ns(skew, n, n_long, short, long, splits):
     with_late = together(skew, [(l1, wl - ws), (sq, ws), (lq, wl)])
     weight = lq if lq < 1.0 else 1.0
     return t1 + without + weight * (with_late - without)
+
+
+def _reference_extra_ns(skew, n: int, ctx_sum: int, ctx_sq: int, ctx_max: int, splits: int) -> float:
+    """extra_ns as written before its flat path: the batch as two classes, every phase through ``together``."""
+    var_n2 = n * ctx_sq - ctx_sum * ctx_sum
+    if n < 2 or var_n2 <= 0 or ctx_max * n <= ctx_sum:
+        return 0.0
+    mean = ctx_sum / n
+    gap = ctx_max - mean
+    var = var_n2 / (n * n)
+    p = var / (var + gap * gap)
+    n_long = p * n
+    if n_long >= n:
+        return 0.0
+    short = (mean - p * ctx_max) / (1.0 - p)
+    extra = (_reference_kernel_ns(skew, n, n_long, short, ctx_max, splits)
+             - _reference_kernel_ns(skew, n, 0.0, mean, mean, splits))
+    return extra if extra > 0.0 else 0.0
+
+
+#: (KV heads, KV bytes per token and head, SMs, per-SM rate, DRAM rate): Llama-3.1-8B bf16 and fp8 on an RTX PRO
+#: 6000 and an A100, a many-head model on a small GPU, one head on one SM (every CTA count below or above SMs)
+_SKEWS = [(8, 512.0, 188, 22.02, 1480.3), (8, 256.0, 108, 19.5, 1555.0), (32, 256.0, 84, 30.0, 900.0),
+          (4, 512.0, 1, 150.0, 100.0), (1, 1024.0, 188, 8.0, 3000.0)]
+
+
+@st.composite
+def _batches(draw):
+    """A decode batch's spread statistics: up to four context lengths with their counts (a real batch), or
+    free integers in the statistics' range (whatever a caller passes)."""
+    n = draw(st.integers(2, 1024))
+    if draw(st.booleans()):
+        ctxs = draw(st.lists(st.integers(1, 131072), min_size=1, max_size=4))
+        if draw(st.booleans()):  # contexts c and 2c: the long CTAs' remainder ties the short ones (ordered by count)
+            ctxs = [-(-ctxs[0] // 2), 2 * -(-ctxs[0] // 2)]
+        cuts = sorted(draw(st.lists(st.integers(0, n), min_size=len(ctxs) - 1, max_size=len(ctxs) - 1)))
+        counts = [b - a for a, b in zip([0, *cuts], [*cuts, n])]
+        return n, sum(c * x for c, x in zip(counts, ctxs)), sum(c * x * x for c, x in zip(counts, ctxs)), \
+            max(x for c, x in zip(counts, ctxs) if c) if any(counts) else 1
+    ctx_max = draw(st.integers(1, 131072))
+    ctx_sum = draw(st.integers(n, n * ctx_max))
+    lo, hi = ctx_sum * ctx_sum // n - 1, ctx_max * ctx_sum + 1  # past a real batch's bounds on either side
+    return n, ctx_sum, draw(st.one_of(st.sampled_from([lo, lo + 1, lo + 2, hi - 1, hi]), st.integers(lo, hi))), ctx_max
+
+
+@settings(max_examples=600, deadline=None)
+@given(_batches(), st.integers(1, 128), st.sampled_from(_SKEWS))
+def test_the_flat_decode_path_is_the_readable_model_bit_for_bit(batch, splits, config):
+    """extra_ns (every decode step's term, written out flat) equals the model's readable definition exactly, for
+    the drawn splits and on both sides of the one-wave boundary (the most splits whose CTAs fit one wave, one
+    more); twice each, so the cached shape is checked as well as the freshly computed one."""
+    from tpsim.perf.decode_skew import DecodeSkew
+
+    kv_heads, head_bytes, sms, per_sm, dram = config
+    skew = DecodeSkew(kv_heads, head_bytes, dram, per_sm, sms)
+    n, ctx_sum, ctx_sq, ctx_max = batch
+    edge = skew.slots // (n * kv_heads)
+    for s in {splits, max(edge, 1), edge + 1}:
+        expected = _reference_extra_ns(skew, n, ctx_sum, ctx_sq, ctx_max, s)
+        for _ in range(2):
+            assert skew.extra_ns(n, ctx_sum, ctx_sq, ctx_max, s) == expected
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.one_of(st.integers(2, 128), st.integers(1, 600)), st.integers(1, 40000), st.integers(0, 30000),
+       st.integers(1, 12), st.booleans())
+def test_fast_forwarded_decode_steps_are_the_step_by_step_ones(n, short, spread, steps, stats):
+    """The fast-forward loop (a CUDA graph cohort's curve, KV floor and splits hoisted, the curve's bracket read
+    inline; piecewise and eager above the graphs' 128 decodes; no spread statistics) gives exactly the step-by-step
+    decode_iteration_ns times, stops at the bound, and its inline curve reads are the curve's floats."""
+    m = model("meta-llama/Llama-3.1-8B")
+    k = max(n // 3, 1)  # a third of the batch longer by ``spread``
+    ctx_sum, ctx_max = n * short + k * spread, short + spread
+    ctx_sq = (n - k) * short * short + k * ctx_max * ctx_max if stats else 0
+    start = (n, ctx_sum, ctx_max, 1000)
+    fast: list[int] = []
+    curve, reads = m._curve_of(n), []  # the loop's inline reads of the curve's bracket: (log's kv, exp's argument)
+    with mock.patch.object(kernels, "log", lambda x: reads.append([x]) or math.log(x)), \
+            mock.patch.object(kernels, "exp", lambda x: reads[-1].append(x) or math.exp(x)):
+        m.decode_steps(*start, steps, float("inf"), fast, ctx_sq)
+    for kv, arg in reads:  # each the curve's own float (a fresh one searches for the bracket)
+        assert math.exp(arg) == DecodeCurve(curve.nodes, curve.log_kv, n).time_ns(kv)
+    assert reads or not (stats and spread and n <= 128 and steps >= 4 and short >= 1024)
+    cut: list[int] = []
+    m.decode_steps(*start, steps, fast[0], cut, ctx_sq)  # the first step already reaches the bound
+    slow, t = [], 1000
+    for _ in range(steps):
+        ctx_sq += 2 * ctx_sum + n if stats else 0
+        ctx_sum += n
+        ctx_max += 1
+        t += m.decode_iteration_ns(n, ctx_sum, ctx_max, ctx_sq)
+        slow.append(t)
+    assert fast == slow and cut == slow[:1]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(1, 128), st.floats(0.5, 300_000.0), st.lists(st.floats(-50.0, 400.0), min_size=1, max_size=40))
+def test_the_decode_curves_bracket_is_its_search(d, start, steps):
+    """A curve answers a query inside its last bracket without searching (the fast-forward loop reads the same
+    bracket inline): the same floats as a fresh curve's search, along a cohort's drifting mean context, on grid
+    nodes and beyond the grid too."""
+    m = model("meta-llama/Llama-3.1-8B")
+    curve = m._curve_of(d)
+    kv = start
+    for step in steps:
+        kv = max(kv + step, 0.5)
+        for x in (kv, float(round(kv))):
+            assert curve.time_ns(x) == DecodeCurve(curve.nodes, curve.log_kv, d).time_ns(x)

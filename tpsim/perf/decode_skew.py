@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from math import ceil
 
+from tpsim.kernels.streaming import decode_streaming_rate
+
 #: CTAs resident per SM, as the split heuristic assumes (flash_api.cpp: "We multiply number of SMs by 2
 #: to hard-code the fact that we're using 128 threads per block")
 CTAS_PER_SM = 2
@@ -67,7 +69,8 @@ def num_splits(batch_heads: int, num_sms: int, num_n_blocks: int, max_splits: in
 class DecodeSkew:
     """The extra decode-attention time of a batch's context spread on FlashAttention 2 (see the module doc)."""
 
-    __slots__ = ("kv_heads", "head_bytes", "dram", "per_sm", "sms", "slots", "_splits", "_uniform")
+    __slots__ = ("kv_heads", "head_bytes", "dram", "per_sm", "sms", "slots", "_splits", "_uniform", "_all_sms",
+                 "_shapes")
 
     def __init__(self, kv_heads: int, head_bytes_per_token: float, dram_bytes_per_ns: float,
                  sm_bytes_per_ns: float, num_sms: int):
@@ -79,6 +82,23 @@ class DecodeSkew:
         self.slots = CTAS_PER_SM * num_sms
         self._splits: dict[tuple[int, int], int] = {}
         self._uniform: dict[tuple[int, int], tuple[float, float]] = {}
+        rate = sm_bytes_per_ns * num_sms
+        #: all CTAs' rate once every SM has one (``k >= SMs``): ``min(R, r x SMs)`` as :meth:`_per_byte_ns` computes it
+        self._all_sms = rate if rate < dram_bytes_per_ns else dram_bytes_per_ns
+        #: per (batch, splits): CTAs per sequence, the first wave's share (None: one wave), the uniform batch
+        self._shapes: dict[tuple[int, int], tuple] = {}
+
+    @classmethod
+    def from_table(cls, grid, kv_bytes_per_token: float, l2_bytes: float, attn_flops: float, kv_heads: int,
+                   head_dim: int, num_sms: int) -> DecodeSkew | None:
+        """The term for a generation table's heads group (``grid``): DRAM's rate is the fastest the table streams
+        caches over twice the L2 (None: no such row), an SM's the attention FLOP rate's share over the padded tile."""
+        rate = decode_streaming_rate(grid, kv_bytes_per_token, l2_bytes)
+        if rate is None:
+            return None
+        head_bytes = kv_bytes_per_token / kv_heads
+        per_sm = attn_flops / num_sms * head_bytes / (4.0 * TILE_ROWS * head_dim)
+        return cls(kv_heads, head_bytes, rate, per_sm, num_sms)
 
     def describe(self) -> dict:
         return {"dram_gbps": round(self.dram, 1), "per_sm_gbps": round(self.per_sm, 2), "num_sms": self.sms,
@@ -188,10 +208,32 @@ class DecodeSkew:
         a, b = self._uniform_ns_per_byte(n, splits)
         return w * a + w * b
 
+    def _shape(self, n: int, splits: int) -> tuple:
+        """What :meth:`extra_ns` needs of a batch of ``n`` sequences run with ``splits`` splits, whatever their
+        contexts (so cached): CTAs per sequence, the first wave's share of each class (None: one wave, as in
+        :meth:`kernel_ns`), the uniform batch's ns per byte (:meth:`_uniform_ns_per_byte`), and the constants
+        (one tuple read instead of five attributes; counts as floats, whose products and comparisons with the
+        other floats are the int's exactly)."""
+        per = self.kv_heads * splits
+        total = n * per
+        shape = (float(per), None if total <= self.slots else self.slots / total, *self._uniform_ns_per_byte(n, splits),
+                 self.head_bytes, self._all_sms, float(self.sms), self.per_sm, self.dram)
+        if len(self._shapes) > 4096:
+            self._shapes.clear()
+        self._shapes[(n, splits)] = shape
+        return shape
+
     def extra_ns(self, n: int, ctx_sum: int, ctx_sq: int, ctx_max: int, splits: int) -> float:
         """Time the spread adds to a batch of ``n`` decodes whose contexts sum to ``ctx_sum``, their squares
         to ``ctx_sq``, with maximum ``ctx_max``, run with ``splits`` KV splits (:meth:`splits`); 0 for a
-        uniform batch (or no spread statistics)."""
+        uniform batch (or no spread statistics): ``kernel_ns(n, n_long, short, ctx_max, splits) -
+        uniform_kernel_ns(n, mean, splits)``, never negative.
+
+        Every decode step of a skewed batch asks this, so it is written out flat: :meth:`kernel_ns`'s phases
+        (:meth:`_pair`, :meth:`_triple`, :meth:`_per_byte_ns`) inlined with the same operations in the same order
+        where every class is present and the long CTAs are the longest (any batch of positive contexts); anything
+        else takes :meth:`kernel_ns` itself.  Same floats bit for bit (tests/test_decode_skew.py checks ``==``
+        against the general sharing rule): a run's outputs do not depend on which way a step was priced."""
         var_n2 = n * ctx_sq - ctx_sum * ctx_sum  # n^2 x variance
         if n < 2 or var_n2 <= 0 or ctx_max * n <= ctx_sum:
             return 0.0
@@ -203,5 +245,55 @@ class DecodeSkew:
         if n_long >= n:
             return 0.0
         short = (mean - p * ctx_max) / (1.0 - p)
-        extra = self.kernel_ns(n, n_long, short, ctx_max, splits) - self.uniform_kernel_ns(n, mean, splits)
+        shape = self._shapes.get((n, splits))
+        if shape is None:
+            shape = self._shape(n, splits)
+        per, first, ua, ub, hb, full, sms, r, dram = shape
+        ws, wl = short * hb / splits, ctx_max * hb / splits
+        cs, cl = (n - n_long) * per, n_long * per  # cs > 0: n_long < n
+        # k CTAs' ns per byte, k / min(R, r x min(k, SMs)), is below written out as
+        # k / (full if k >= sms else (r * k if r * k < dram else dram))
+        if first is None:  # one wave: _pair(cs, ws, cl, wl) with the short CTAs first
+            if ws > 0.0 and wl > ws and cl > 0.0:
+                k = cs + cl
+                t = ws * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                k -= cs
+                if k > 0.0:
+                    t = t + (wl - ws) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+            else:
+                t = self.kernel_ns(n, n_long, short, ctx_max, splits)
+        else:  # past one wave: kernel_ns's phases, when each has all its classes and the late longs sort last
+            s1, l1 = cs * first, cl * first
+            sq, lq = cs - s1, cl - l1
+            dw = wl - ws
+            if ws > 0.0 and wl > ws and dw < wl and s1 > 0.0 and l1 > 0.0 and sq > 0.0 and lq >= 0.0:
+                # _pair(s1, ws, l1, ws): its second phase moves wb - wa = 0 bytes, adding exactly 0.0
+                k = s1 + l1
+                t = ws * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                # _pair(l1, dw, sq, ws) and _triple(l1, dw, sq, ws, lq, wl) share an order: the shorter first
+                if ws < dw or (ws == dw and sq < l1):
+                    c1, w1, c2, w2 = sq, ws, l1, dw
+                else:
+                    c1, w1, c2, w2 = l1, dw, sq, ws
+                k = c1 + c2
+                without = w1 * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                k -= c1
+                if k > 0.0:
+                    without = without + (w2 - w1) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                if lq:  # with the late long CTAs (weight min(1, lq)), as kernel_ns
+                    k = c1 + c2 + lq
+                    late = w1 * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                    k -= c1
+                    if k > 0.0:
+                        late += (w2 - w1) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                        k -= c2
+                        if k > 0.0:
+                            late += (wl - w2) * (k / (full if k >= sms else (r * k if r * k < dram else dram)))
+                    t = t + without + (lq if lq < 1.0 else 1.0) * (late - without)
+                else:
+                    t = t + without
+            else:
+                t = self.kernel_ns(n, n_long, short, ctx_max, splits)
+        w = mean * hb / splits
+        extra = t - (w * ua + w * ub if w > 0.0 else 0.0)
         return extra if extra > 0.0 else 0.0

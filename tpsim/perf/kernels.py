@@ -34,14 +34,14 @@ back to the roofline, labelled analytical.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from math import exp, log
 
-from tpsim.kernels.streaming import decode_attention_floor, decode_streaming_rate
+from tpsim.kernels.streaming import decode_attention_floor
 from tpsim.perf.analytical import AnalyticalModel
 from tpsim.perf.base import BatchShape, OpTime
 from tpsim.perf.collectives import p2p_ns
-from tpsim.perf.decode_skew import TILE_ROWS, DecodeSkew
+from tpsim.perf.decode_curve import DecodeCurve
+from tpsim.perf.decode_skew import DecodeSkew
 from tpsim.perf.ops import (
     ATTENTION,
     COLLECTIVE,
@@ -71,41 +71,6 @@ _GEMM_TABLE_DTYPE = {"bfloat16": "bfloat16", "float16": "bfloat16", "fp8": "fp8"
 
 #: GEMM estimates kept before the memo starts again (bounded memory; a run asks a few shapes at <= 64k m's)
 _GEMM_MEMO = 200_000
-
-
-class _DecodeCurve:
-    """Decode-attention time against mean context at one decode count: the generation table's time at
-    each context node (log-log between them), each node read the first time a query needs it."""
-
-    __slots__ = ("batch", "kv", "limit", "log_kv", "log_t", "nodes")
-
-    def __init__(self, nodes: list, log_kv: list[float], batch: int):
-        """``nodes``: one :class:`~tpsim.kernels.grid.GridLine` along the decode count per context node."""
-        self.nodes = nodes
-        self.kv = nodes[0].grid.axes[1]
-        self.log_kv = log_kv
-        self.batch = batch
-        self.log_t: list[float | None] = [None] * len(self.kv)
-        self.limit = self.kv[-1]
-
-    def _log_t(self, j: int) -> float:
-        lt = self.log_t[j]
-        if lt is None:
-            lt = self.log_t[j] = log(self.nodes[j].estimate(self.batch)[0])
-        return lt
-
-    def time_ns(self, kv: float) -> float | None:
-        """None beyond the grid (the caller asks the tables, which extrapolate)."""
-        if kv >= self.limit:
-            return exp(self._log_t(-1)) if kv == self.limit else None
-        if kv <= self.kv[0]:
-            return exp(self._log_t(0)) if kv == self.kv[0] else None
-        j = bisect_left(self.kv, kv)
-        if self.kv[j] == kv:
-            return exp(self._log_t(j))
-        lo, hi = self._log_t(j - 1), self._log_t(j)
-        w = (log(kv) - self.log_kv[j - 1]) / (self.log_kv[j] - self.log_kv[j - 1])
-        return exp(lo + w * (hi - lo))
 
 
 class KernelModel(StepModel):
@@ -145,13 +110,13 @@ class KernelModel(StepModel):
             self.gen_table = None
         s = self.shape
         self.heads = (s.heads, s.kv_heads, s.head_dim)
-        self._curves: dict[int, _DecodeCurve | None] = {}
+        self._curves: dict[int, DecodeCurve | None] = {}
         self._curve_nodes: list | None = None  # the generation table along the decode count, per context node
         self._curve_log_kv: list[float] = []
         self._gemm_lines: dict[tuple[int, int], object] = {}  # the GEMM table along m, per (n, k)
         self._gemm_ns: dict[tuple[int, int, int], tuple[float, str]] = {}  # its estimates, per (m, n, k)
         self._ctx_line = False  # the context table along the prompt length at batch 1 (None: heads not measured)
-        self._kv_stream = False  # the decode KV cache's DRAM streaming floor (None: the table has no such rows)
+        self._kv_terms: tuple[float, float, float] | None = None  # the decode KV cache's DRAM streaming floor
         self._ctx_ns: dict[int, float] = {}
         self._attn_floor: float | None = None  # _floor(), once known
         # logits gathered over the whole vocabulary; the KV-cache write runs with attention, the logits after the graph
@@ -271,22 +236,33 @@ class KernelModel(StepModel):
         return max(diff, alone, kv_read)
 
     def _decode_ns(self, d: int, ctx_sum: int) -> float:
-        t = self._decode_table_ns(d, ctx_sum)
-        return max(t, self._kv_floor_ns(ctx_sum))
+        """The table at the mean context, at least the KV floor (:meth:`_kv_floor_ns`).  Every decode step asks
+        this: the cached curve and the floor's terms are read inline (same operations as the general path)."""
+        curve = self._curves.get(d)
+        t = curve.time_ns(ctx_sum / d) if curve is not None else None
+        if t is None:
+            t = self._decode_table_ns(d, ctx_sum)
+        f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
+        floor = f0 + ctx_sum * kvt * per_byte
+        return floor if floor > t else t
 
     def _decode_table_ns(self, d: int, ctx_sum: int) -> float:
         if self.gen_table is None:
             return self.roofline.attention_cost(BatchShape((), d, ctx_sum, 0, d), True)[0]
-        curve = self._curves.get(d, False)
-        if curve is False:
-            curve = self._curves[d] = self._curve(d)
+        curve = self._curve_of(d)
         mean = ctx_sum / d
         t = curve.time_ns(mean) if curve is not None else None
         if t is None:
             t = self.tables.generation_attention(d, mean, *self.heads, "bfloat16", self.kv_dtype).time_ns
         return t
 
-    def _curve(self, d: int) -> _DecodeCurve | None:
+    def _curve_of(self, d: int) -> DecodeCurve | None:
+        curve = self._curves.get(d, False)
+        if curve is False:
+            curve = self._curves[d] = self._curve(d)
+        return curve
+
+    def _curve(self, d: int) -> DecodeCurve | None:
         """The decode curve of ``d`` decodes (None: the heads or ``d`` are not on the table's grid)."""
         nodes = self._curve_nodes
         if nodes is None:
@@ -295,7 +271,7 @@ class KernelModel(StepModel):
             self._curve_log_kv = [log(kv) for kv in grid.axes[1]] if grid is not None else []
         if not nodes or d > nodes[0].grid.axes[0][-1]:
             return None
-        return _DecodeCurve(nodes, self._curve_log_kv, d)
+        return DecodeCurve(nodes, self._curve_log_kv, d)
 
     def _kv_floor_ns(self, ctx_sum: int) -> float:
         """Decode attention reads its layer's KV cache from DRAM in serving (every other layer's KV and
@@ -303,13 +279,17 @@ class KernelModel(StepModel):
         cache, which stays in L2 where it fits: so a decode takes at least the table's fastest time plus
         its KV bytes at the fastest rate the same table streams caches larger than twice the L2
         (:mod:`tpsim.kernels.streaming`); 0 where the table has no such rows."""
-        floor = self._kv_stream
+        f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
+        return f0 + ctx_sum * kvt * per_byte
+
+    def _kv_floor_terms(self) -> tuple[float, float, float]:
+        """:meth:`_kv_floor_ns` is ``floor_ns + ctx_sum x kv_bytes_per_token x ns_per_byte`` (StreamingFloor.ns's
+        operations): its terms, read from the table once; all 0 where there is no floor (then exactly 0.0)."""
         kvt = self.roofline.kv_bytes_per_token
-        if floor is False:
-            grid = self.tables.table(self.gen_table).groups.get(self.heads) if self.gen_table else None
-            floor = self._kv_stream = (decode_attention_floor(grid, kvt, self.roofline.l2_bytes)
-                                       if grid is not None else None)
-        return floor.ns(ctx_sum * kvt) if floor is not None else 0.0
+        grid = self.tables.table(self.gen_table).groups.get(self.heads) if self.gen_table else None
+        floor = decode_attention_floor(grid, kvt, self.roofline.l2_bytes) if grid is not None else None
+        self._kv_terms = (floor.floor_ns, kvt, floor.ns_per_byte) if floor is not None else (0.0, 0.0, 0.0)
+        return self._kv_terms
 
     def _decode_skew(self) -> DecodeSkew | None:
         """The uneven-context term (:mod:`tpsim.perf.decode_skew`): FlashAttention 2 only (FA3 and FlashInfer
@@ -319,12 +299,8 @@ class KernelModel(StepModel):
         if self.backend != "fa2" or grid is None or sms <= 0:
             return None
         r = self.roofline
-        head_bytes = r.kv_bytes_per_token / self.shape.kv_heads
-        rate = decode_streaming_rate(grid, r.kv_bytes_per_token, r.l2_bytes)
-        if rate is None:
-            return None
-        per_sm = r.attn_flops / sms * head_bytes / (4.0 * TILE_ROWS * self.shape.head_dim)
-        return DecodeSkew(self.shape.kv_heads, head_bytes, rate, per_sm, sms)
+        return DecodeSkew.from_table(grid, r.kv_bytes_per_token, r.l2_bytes, r.attn_flops, self.shape.kv_heads,
+                                     self.shape.head_dim, sms)
 
     def _pure_decode_ns(self, n: int, ctx_sum: int, ctx_max: int, ctx_sq: int, mode: str) -> float:
         """One layer's attention of a pure-decode step: the table at the mean context, plus what uneven
@@ -332,22 +308,24 @@ class KernelModel(StepModel):
         t = self._decode_ns(n, ctx_sum)
         skew = self.skew
         if skew is not None and ctx_sq and ctx_max * n > ctx_sum:
-            if mode == FULL:  # the graph was captured at its padded batch and max_model_len: fixed per batch size
-                splits = self._graph_splits.get(n)
-                if splits is None:
-                    splits = self._graph_splits[n] = skew.splits(self.graphs.mode(n, True)[1],
-                                                                 self.engine.max_model_len)
-            else:
-                splits = skew.splits(n, ctx_max)
+            splits = self._graph_splits.get(n) or self._graph_split(n) if mode == FULL else skew.splits(n, ctx_max)
             extra = skew.extra_ns(n, ctx_sum, ctx_sq, ctx_max, splits)
-            if extra > 0.0:
-                # the cap is at least its KV floor: below that, the table need not be read (same result)
-                if t + extra < self._kv_floor_ns(n * ctx_max):
-                    t = t + extra
-                else:
-                    top = self._decode_ns(n, n * ctx_max)
-                    t = t + extra if t + extra < top else (top if top > t else t)
-        return self._eager(t, mode != FULL)
+            if extra > 0.0:  # the cap is at least its KV floor: below that, the table need not be read
+                f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
+                top_floor = f0 + n * ctx_max * kvt * per_byte
+                t = t + extra if t + extra < top_floor else self._capped_ns(t, extra, n, ctx_max)
+        return t if mode == FULL or t >= self.launch_ns else self.launch_ns  # _eager
+
+    def _graph_split(self, n: int) -> int:
+        """The KV splits of the CUDA graph that runs ``n`` decodes: captured at its padded batch and
+        ``max_model_len``, so fixed per batch size (kept)."""
+        splits = self._graph_splits[n] = self.skew.splits(self.graphs.mode(n, True)[1], self.engine.max_model_len)
+        return splits
+
+    def _capped_ns(self, t: float, extra: float, n: int, ctx_max: int) -> float:
+        """``t + extra`` at most the table's time with every context at the maximum, never below ``t``."""
+        top = self._decode_ns(n, n * ctx_max)
+        return t + extra if t + extra < top else (top if top > t else t)
 
     def _attention(self, batch: BatchShape, mode: str) -> float:
         """Attention of one layer: the decode table, the prefill table, and a mixed step modelled."""
@@ -437,23 +415,58 @@ class KernelModel(StepModel):
                            bound: float, ends: list, ctx_sq: int = 0) -> bool:
         mode, n = self.graphs.mode(num_decode, True)
         fixed = self._fixed_ns(mode, n, num_decode, num_decode)
-        eager = mode != FULL
+        r = self.roofline  # host_visible_ns written out: its host time is fixed for the cohort
+        host, hidden = r.iter_ns + r.seq_ns * num_decode, r.async_scheduling
+        if mode == FULL and ctx_sq and self.skew is not None and self.gen_table and self._curve_of(num_decode):
+            return self._skewed_graph_steps(num_decode, ctx_sum, ctx_max, ctx_sq, t, steps, bound, ends,
+                                            fixed, host, hidden)
         layers = self.num_layers
-        decode, launch, pure = self._decode_ns, self._eager, self._pure_decode_ns
-        skewed = self.skew is not None and ctx_sq
-        host_visible = self.roofline.host_visible_ns
+        pure = self._pure_decode_ns
         append = ends.append
         for _ in range(steps):  # the arithmetic of decode_iteration_ns, constants hoisted
-            if skewed:
+            if ctx_sq:  # (0: no spread statistics)
                 ctx_sq += 2 * ctx_sum + num_decode
-                ctx_max += 1
+            ctx_max += 1
             ctx_sum += num_decode
-            gpu = fixed
-            if skewed:
-                gpu += pure(num_decode, ctx_sum, ctx_max, ctx_sq, mode) * layers
+            gpu = fixed + pure(num_decode, ctx_sum, ctx_max, ctx_sq, mode) * layers
+            t += int(round(gpu + (host if not hidden else (host - gpu if host > gpu else 0.0))))
+            append(t)
+            if t >= bound:
+                return True
+        return True
+
+    def _skewed_graph_steps(self, d: int, ctx_sum: int, ctx_max: int, ctx_sq: int, t: int, steps: int, bound: float,
+                            ends: list, fixed: float, host: float, hidden: bool) -> bool:
+        """:meth:`dense_decode_steps` for a CUDA graph's cohort with spread statistics (most of a loaded run's
+        steps): :meth:`_pure_decode_ns`'s operations with the cohort's curve, KV floor and splits hoisted."""
+        curve = self._curves[d]
+        time_ns, table, extra_ns = curve.time_ns, self._decode_table_ns, self.skew.extra_ns
+        splits = self._graph_splits.get(d) or self._graph_split(d)
+        f0, kvt, per_byte = self._kv_terms or self._kv_floor_terms()
+        layers = self.num_layers
+        append = ends.append
+        for _ in range(steps):
+            ctx_sq += 2 * ctx_sum + d
+            ctx_max += 1
+            ctx_sum += d
+            kv = ctx_sum / d
+            kv_lo, kv_hi, log_kv_lo, log_kv_span, lo, span = curve.bracket
+            if kv_lo < kv < kv_hi:  # DecodeCurve.time_ns's first case
+                a = exp(lo + (log(kv) - log_kv_lo) / log_kv_span * span)
             else:
-                gpu += launch(decode(num_decode, ctx_sum), eager) * layers
-            t += int(round(gpu + host_visible(gpu, num_decode)))
+                a = time_ns(kv)
+                if a is None:
+                    a = table(d, ctx_sum)
+            floor = f0 + ctx_sum * kvt * per_byte
+            if floor > a:
+                a = floor
+            if ctx_max * d > ctx_sum:
+                extra = extra_ns(d, ctx_sum, ctx_sq, ctx_max, splits)
+                if extra > 0.0:
+                    top_floor = f0 + d * ctx_max * kvt * per_byte
+                    a = a + extra if a + extra < top_floor else self._capped_ns(a, extra, d, ctx_max)
+            gpu = fixed + a * layers
+            t += int(round(gpu + (host if not hidden else (host - gpu if host > gpu else 0.0))))
             append(t)
             if t >= bound:
                 return True
