@@ -6,6 +6,11 @@ default and DuckDB's ``quantile_cont``.
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_right
+from itertools import accumulate, compress, islice, repeat
+from operator import floordiv, mul, sub
+
 
 def percentile_sorted(values: list, q: float) -> float:
     """``q`` in [0, 100] of an already sorted list."""
@@ -79,17 +84,29 @@ class Values:
 
     def __init__(self, values):
         self.values = values
+        self._bounds: tuple[int, int] | None = None
 
     def weight(self) -> int:
         return len(self.values)
 
-    def bounds(self) -> tuple[int, int] | None:
-        return (min(self.values), max(self.values)) if len(self.values) else None
+    def entries(self) -> int:
+        """How many distinct entries (value, weight) the part holds."""
+        return len(self.values)
 
-    def pairs(self, lo: int, hi: int):
-        for v in self.values:
-            if lo <= v <= hi:
-                yield v, 1
+    def bounds(self) -> tuple[int, int] | None:
+        if self._bounds is None and len(self.values):
+            self._bounds = min(self.values), max(self.values)
+        return self._bounds
+
+    def columns(self, lo: int, hi: int) -> tuple:
+        """(values, weights) of the entries in [lo, hi], as two iterables in the same order."""
+        b = self.bounds()
+        if b is None:
+            return (), ()
+        if lo <= b[0] and b[1] <= hi:  # the whole part, at C speed
+            return self.values, repeat(1, len(self.values))
+        inside = [v for v in self.values if lo <= v <= hi]
+        return inside, repeat(1, len(inside))
 
     def total(self) -> int:
         return sum(self.values)
@@ -97,38 +114,46 @@ class Values:
 
 class StepGaps:
     """A sample's part: the durations of consecutive steps (``ends[i] - ends[i - 1]``), step ``i`` counted
-    ``weights[i]`` times; nothing but the two arrays is held."""
+    ``weights[i]`` times; nothing but the two arrays is held (the iterators below stream them at C speed:
+    a million-request run has millions of steps)."""
 
     def __init__(self, ends, weights):
         self.ends = ends
         self.weights = weights
+        self._bounds: tuple[int, int] | None = None
 
-    def _items(self):
-        ends = self.ends
-        for i, w in enumerate(self.weights):
-            if w and i:
-                yield ends[i] - ends[i - 1], w
+    def _gaps(self):
+        """The gaps of the steps of positive weight, in step order."""
+        ends, weights = self.ends, self.weights
+        return compress(map(sub, islice(ends, 1, None), ends), islice(weights, 1, None))
+
+    def _counts(self):
+        """Their weights, in the same order."""
+        return compress(islice(self.weights, 1, None), islice(self.weights, 1, None))
 
     def weight(self) -> int:
         return sum(self.weights[1:])
 
-    def bounds(self) -> tuple[int, int] | None:
-        lo: int | None = None
-        hi: int | None = None
-        for v, _ in self._items():  # one pass, nothing held
-            if lo is None or v < lo:
-                lo = v
-            if hi is None or v > hi:
-                hi = v
-        return None if lo is None or hi is None else (lo, hi)
+    def entries(self) -> int:
+        w = self.weights
+        return len(w) - 1 - w.count(0) + (w[0] == 0) if len(w) else 0
 
-    def pairs(self, lo: int, hi: int):
-        for v, w in self._items():
-            if lo <= v <= hi:
-                yield v, w
+    def bounds(self) -> tuple[int, int] | None:
+        if self._bounds is None and self.entries():
+            self._bounds = min(self._gaps()), max(self._gaps())
+        return self._bounds
+
+    def columns(self, lo: int, hi: int) -> tuple:
+        b = self.bounds()
+        if b is None:
+            return (), ()
+        if lo <= b[0] and b[1] <= hi:
+            return self._gaps(), self._counts()
+        keep = [lo <= v <= hi for v in self._gaps()]
+        return compress(self._gaps(), keep), compress(self._counts(), keep)
 
     def total(self) -> int:
-        return sum(v * w for v, w in self._items())
+        return sum(map(mul, self._gaps(), self._counts()))
 
 
 def describe_samples(parts: list, scale: float = 1.0, total: float | None = None) -> dict | None:
@@ -160,10 +185,14 @@ def describe_samples(parts: list, scale: float = 1.0, total: float | None = None
             "p90": round(pct(90) * scale, 6), "p99": round(pct(99) * scale, 6)}
 
 
-def _pairs(parts: list, lo: int, hi: int):
-    """(value, weight) of every sample in [lo, hi]."""
+def _columns(parts: list, lo: int, hi: int) -> tuple[array, array]:
+    """The values in [lo, hi] of every part and their weights, as two arrays in the same order."""
+    values, weights = array("q"), array("q")
     for part in parts:
-        yield from part.pairs(lo, hi)
+        v, w = part.columns(lo, hi)
+        values.extend(v)
+        weights.extend(w)
+    return values, weights
 
 
 def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[int],
@@ -172,13 +201,15 @@ def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[
     ``whole``: [lo, hi] holds every sample)."""
     if lo == hi:  # one value left (many equal samples): no need to sort them
         return dict.fromkeys(ranks, lo)
-    if inside > SORT_LIMIT:
+    if inside > SORT_LIMIT and (not whole or sum(p.entries() for p in parts) > SORT_LIMIT):
         span = hi - lo + 1
         counts = [0] * _BUCKETS
         entries = 0
-        for v, w in _pairs(parts, lo, hi):
-            counts[(v - lo) * _BUCKETS // span] += w
-            entries += 1
+        for part in parts:
+            v, w = part.columns(lo, hi)
+            for b, c in zip(map(floordiv, map(mul, map(sub, v, repeat(lo)), repeat(_BUCKETS)), repeat(span)), w):
+                counts[b] += c
+                entries += 1
         if entries > SORT_LIMIT:  # too many to sort: narrow each rank to its bucket
             out: dict[int, int] = {}
             seen = below
@@ -190,17 +221,15 @@ def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[
                     out.update(_select(parts, b_lo, b_hi, seen, c, mine))
                 seen += c
             return out
-    if all(type(p) is Values for p in parts):  # unweighted: sort the values themselves (no pairs)
+    if all(type(p) is Values for p in parts):  # unweighted: sort the values themselves
         if whole:
             values = sorted(v for p in parts for v in p.values) if len(parts) > 1 else sorted(parts[0].values)
         else:
             values = sorted(v for p in parts for v in p.values if lo <= v <= hi)
         return {rank: values[rank - below] for rank in ranks}
-    pairs = sorted(_pairs(parts, lo, hi))
-    out, seen, i = {}, below, 0
-    for rank in ranks:
-        while seen + pairs[i][1] <= rank:
-            seen += pairs[i][1]
-            i += 1
-        out[rank] = pairs[i][0]
-    return out
+    # weighted: the entries in value order (an index sort: ints compare faster than pairs), then each rank
+    # is the first entry whose running weight passes it
+    values, weights = _columns(parts, lo, hi)
+    order = sorted(range(len(values)), key=values.__getitem__)
+    running = list(accumulate(map(weights.__getitem__, order)))
+    return {rank: values[order[bisect_right(running, rank - below)]] for rank in ranks}
