@@ -223,10 +223,10 @@ def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[
             return out
     if all(type(p) is Values for p in parts):  # unweighted: sort the values themselves
         if whole:
-            values = sorted(v for p in parts for v in p.values) if len(parts) > 1 else sorted(parts[0].values)
+            ordered = sorted(v for p in parts for v in p.values) if len(parts) > 1 else sorted(parts[0].values)
         else:
-            values = sorted(v for p in parts for v in p.values if lo <= v <= hi)
-        return {rank: values[rank - below] for rank in ranks}
+            ordered = sorted(v for p in parts for v in p.values if lo <= v <= hi)
+        return {rank: ordered[rank - below] for rank in ranks}
     # weighted: the entries in value order (an index sort: ints compare faster than pairs), then each rank
     # is the first entry whose running weight passes it
     values, weights = _columns(parts, lo, hi)
