@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from array import array
+from itertools import accumulate
 
 import pytest
 from hypothesis import given, settings
@@ -46,6 +47,26 @@ def test_step_gaps_match_describe_weighted(steps, pauses, limit):
             counts[g] = counts.get(g, 0) + 1
         got = describe_samples([StepGaps(ends, weights), Values(array("q", pauses))])
         assert got == describe_weighted(counts)
+    finally:
+        stats.SORT_LIMIT = old
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.integers(0, 40), st.integers(0, 10**12)), st.integers(0, 200)), min_size=2,
+                max_size=300), st.sampled_from([1, 2, 5, 1 << 20]))
+def test_wide_step_gaps_narrow_over_several_levels(steps, limit):
+    """Gaps from a few ns to 1e12 ns, many equal: buckets of 2^26 and more, narrowed level after level, and
+    the buckets small enough gathered in one pass, give the same percentiles as sorting everything."""
+    old = stats.SORT_LIMIT
+    stats.SORT_LIMIT = limit
+    try:
+        ends = array("q", accumulate(g for g, _ in steps))
+        weights = array("i", [w for _, w in steps])
+        counts: dict = {}
+        for i in range(1, len(ends)):
+            if weights[i]:
+                counts[ends[i] - ends[i - 1]] = counts.get(ends[i] - ends[i - 1], 0) + weights[i]
+        assert describe_samples([StepGaps(ends, weights)]) == describe_weighted(counts)
     finally:
         stats.SORT_LIMIT = old
 

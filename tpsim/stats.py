@@ -9,7 +9,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_right
 from itertools import accumulate, compress, islice, repeat
-from operator import floordiv, mul, sub
+from operator import and_, le, mul, rshift, sub
 
 
 def percentile_sorted(values: list, q: float) -> float:
@@ -105,7 +105,7 @@ class Values:
             return (), ()
         if lo <= b[0] and b[1] <= hi:  # the whole part, at C speed
             return self.values, repeat(1, len(self.values))
-        inside = [v for v in self.values if lo <= v <= hi]
+        inside = list(compress(self.values, _in_range(self.values, self.values, lo, hi)))
         return inside, repeat(1, len(inside))
 
     def total(self) -> int:
@@ -149,7 +149,7 @@ class StepGaps:
             return (), ()
         if lo <= b[0] and b[1] <= hi:
             return self._gaps(), self._counts()
-        keep = [lo <= v <= hi for v in self._gaps()]
+        keep = _in_range(self._gaps(), self._gaps(), lo, hi)
         return compress(self._gaps(), keep), compress(self._counts(), keep)
 
     def total(self) -> int:
@@ -185,6 +185,11 @@ def describe_samples(parts: list, scale: float = 1.0, total: float | None = None
             "p90": round(pct(90) * scale, 6), "p99": round(pct(99) * scale, 6)}
 
 
+def _in_range(values, again, lo: int, hi: int) -> bytes:
+    """1 for each of ``values`` in [lo, hi], else 0 (``again``: the same values, a second iterator), at C speed."""
+    return bytes(map(and_, map(le, repeat(lo), values), map(le, again, repeat(hi))))
+
+
 def _columns(parts: list, lo: int, hi: int) -> tuple[array, array]:
     """The values in [lo, hi] of every part and their weights, as two arrays in the same order."""
     values, weights = array("q"), array("q")
@@ -195,6 +200,45 @@ def _columns(parts: list, lo: int, hi: int) -> tuple[array, array]:
     return values, weights
 
 
+def _ranked(values: array, weights: array, below: int, ranks: list[int]) -> dict[int, int]:
+    """The values at ``ranks`` (``below`` samples precede these): the entries in value order (an index sort:
+    ints compare faster than pairs), each rank at the first entry whose running weight passes it."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    running = list(accumulate(map(weights.__getitem__, order)))
+    return {rank: values[order[bisect_right(running, rank - below)]] for rank in ranks}
+
+
+def _shift(lo: int, hi: int) -> int:
+    """Buckets of [lo, hi] are ``2 ** shift`` values wide, few enough to count (at most :data:`_BUCKETS`)."""
+    return max(0, (hi - lo).bit_length() - _BUCKETS.bit_length() + 1)
+
+
+def _histogram(parts: list, lo: int, hi: int, shift: int) -> tuple[list[int], list[int]]:
+    """Per bucket of [lo, hi] (``(value - lo) >> shift``): the samples' weight and the entries (one pass)."""
+    counts = [0] * _BUCKETS
+    sizes = [0] * _BUCKETS
+    for part in parts:
+        v, w = part.columns(lo, hi)
+        for b, c in zip(map(rshift, map(sub, v, repeat(lo)), repeat(shift)), w):
+            counts[b] += c  # the one loop in Python: a weighted histogram has no C-speed form here
+            sizes[b] += 1
+    return counts, sizes
+
+
+def _gather(parts: list, lo: int, hi: int, shift: int, buckets: set[int]) -> dict[int, tuple[array, array]]:
+    """The entries of ``buckets`` (of [lo, hi], as in :func:`_histogram`), one pass over the parts."""
+    out = {b: (array("q"), array("q")) for b in buckets}
+    for part in parts:
+        v, w = part.columns(lo, hi)
+        for x, c in zip(v, w):
+            b = (x - lo) >> shift
+            if b in out:
+                values, weights = out[b]
+                values.append(x)
+                weights.append(c)
+    return out
+
+
 def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[int],
             whole: bool = False) -> dict[int, int]:
     """Values at ``ranks`` among the samples in [lo, hi] (``below`` samples are smaller, ``inside`` in it;
@@ -202,24 +246,25 @@ def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[
     if lo == hi:  # one value left (many equal samples): no need to sort them
         return dict.fromkeys(ranks, lo)
     if inside > SORT_LIMIT and (not whole or sum(p.entries() for p in parts) > SORT_LIMIT):
-        span = hi - lo + 1
-        counts = [0] * _BUCKETS
-        entries = 0
-        for part in parts:
-            v, w = part.columns(lo, hi)
-            for b, c in zip(map(floordiv, map(mul, map(sub, v, repeat(lo)), repeat(_BUCKETS)), repeat(span)), w):
-                counts[b] += c
-                entries += 1
-        if entries > SORT_LIMIT:  # too many to sort: narrow each rank to its bucket
-            out: dict[int, int] = {}
+        shift = _shift(lo, hi)
+        counts, sizes = _histogram(parts, lo, hi, shift)
+        if sum(sizes) > SORT_LIMIT:  # too many to sort: narrow each rank to its bucket
+            jobs = []
             seen = below
             for b, c in enumerate(counts):
                 mine = [r for r in ranks if seen <= r < seen + c]
                 if mine:
-                    b_lo = lo + -(-b * span // _BUCKETS)
-                    b_hi = lo + -(-(b + 1) * span // _BUCKETS) - 1
-                    out.update(_select(parts, b_lo, b_hi, seen, c, mine))
+                    jobs.append((b, seen, c, mine))
                 seen += c
+            small = {b for b, _, _, _ in jobs if sizes[b] <= SORT_LIMIT}  # gathered together in one more pass
+            gathered = _gather(parts, lo, hi, shift, small) if small else {}
+            out: dict[int, int] = {}
+            for b, seen, c, mine in jobs:
+                if b in gathered:
+                    out.update(_ranked(*gathered[b], seen, mine))
+                else:
+                    b_lo = lo + (b << shift)
+                    out.update(_select(parts, b_lo, min(hi, b_lo + (1 << shift) - 1), seen, c, mine))
             return out
     if all(type(p) is Values for p in parts):  # unweighted: sort the values themselves
         if whole:
@@ -227,9 +272,4 @@ def _select(parts: list, lo: int, hi: int, below: int, inside: int, ranks: list[
         else:
             ordered = sorted(v for p in parts for v in p.values if lo <= v <= hi)
         return {rank: ordered[rank - below] for rank in ranks}
-    # weighted: the entries in value order (an index sort: ints compare faster than pairs), then each rank
-    # is the first entry whose running weight passes it
-    values, weights = _columns(parts, lo, hi)
-    order = sorted(range(len(values)), key=values.__getitem__)
-    running = list(accumulate(map(weights.__getitem__, order)))
-    return {rank: values[order[bisect_right(running, rank - below)]] for rank in ranks}
+    return _ranked(*_columns(parts, lo, hi), below, ranks)
