@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from array import array
+from contextlib import contextmanager
 from itertools import accumulate
 
 import pytest
@@ -29,26 +30,39 @@ def test_unweighted_samples_match_describe(values, limit, split):
         stats.SORT_LIMIT = old
 
 
+@contextmanager
+def _sort_limit(limit: int):
+    """describe_samples sorts at most ``limit`` entries at once (1: every level narrows by histogram)."""
+    old = stats.SORT_LIMIT
+    stats.SORT_LIMIT = limit
+    try:
+        yield
+    finally:
+        stats.SORT_LIMIT = old
+
+
+def _gap_counts(ends, weights) -> dict:
+    """The weighted step durations as an in-memory {value: weight} (describe_weighted's input)."""
+    counts: dict = {}
+    for i in range(1, len(ends)):
+        if weights[i]:
+            counts[ends[i] - ends[i - 1]] = counts.get(ends[i] - ends[i - 1], 0) + weights[i]
+    return counts
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 4)), min_size=2, max_size=300),
        st.lists(st.integers(0, 10**6), max_size=6), st.sampled_from([1, 3, 50, 1 << 20]))
 def test_step_gaps_match_describe_weighted(steps, pauses, limit):
     """Step durations weighted by the requests sampling in them, plus gaps across pauses: the ITL sample."""
-    old = stats.SORT_LIMIT
-    stats.SORT_LIMIT = limit
-    try:
-        ends = array("q", sorted(t for t, _ in steps))
-        weights = array("i", [w for _, w in steps])
-        counts: dict = {}
-        for i in range(1, len(ends)):
-            if weights[i]:
-                counts[ends[i] - ends[i - 1]] = counts.get(ends[i] - ends[i - 1], 0) + weights[i]
-        for g in pauses:
-            counts[g] = counts.get(g, 0) + 1
+    ends = array("q", sorted(t for t, _ in steps))
+    weights = array("i", [w for _, w in steps])
+    counts = _gap_counts(ends, weights)
+    for g in pauses:
+        counts[g] = counts.get(g, 0) + 1
+    with _sort_limit(limit):
         got = describe_samples([StepGaps(ends, weights), Values(array("q", pauses))])
-        assert got == describe_weighted(counts)
-    finally:
-        stats.SORT_LIMIT = old
+    assert got == describe_weighted(counts)
 
 
 @settings(max_examples=200, deadline=None)
@@ -57,18 +71,11 @@ def test_step_gaps_match_describe_weighted(steps, pauses, limit):
 def test_wide_step_gaps_narrow_over_several_levels(steps, limit):
     """Gaps from a few ns to 1e12 ns, many equal: buckets of 2^26 and more, narrowed level after level, and
     the buckets small enough gathered in one pass, give the same percentiles as sorting everything."""
-    old = stats.SORT_LIMIT
-    stats.SORT_LIMIT = limit
-    try:
-        ends = array("q", accumulate(g for g, _ in steps))
-        weights = array("i", [w for _, w in steps])
-        counts: dict = {}
-        for i in range(1, len(ends)):
-            if weights[i]:
-                counts[ends[i] - ends[i - 1]] = counts.get(ends[i] - ends[i - 1], 0) + weights[i]
-        assert describe_samples([StepGaps(ends, weights)]) == describe_weighted(counts)
-    finally:
-        stats.SORT_LIMIT = old
+    ends = array("q", accumulate(g for g, _ in steps))
+    weights = array("i", [w for _, w in steps])
+    with _sort_limit(limit):
+        got = describe_samples([StepGaps(ends, weights)])
+    assert got == describe_weighted(_gap_counts(ends, weights))
 
 
 def test_no_samples_is_none():

@@ -27,6 +27,7 @@ from tpsim.campaign.figure_parts import (
     MEASURED_MARKER,
     bar_handle,
     blank_y,
+    draw_bar,
     fit_legend,
     grid,
     hide_inner_labels,
@@ -89,15 +90,11 @@ class Bars:
             mark_infeasible(ax, x, st["color"])
             self.cross_tps.add(tp)
             return
-        yerr = None
-        if np.isfinite(r["ci_low"]):
-            yerr = [[v - r["ci_low"]], [r["ci_high"] - v]]
-            self.values += [r["ci_low"], r["ci_high"]]
+        ends, overloaded = draw_bar(ax, x, v, r, st, self.width)
+        if ends:
+            self.values += ends
             self.intervals, self.n_seeds = True, max(self.n_seeds, int(r["n_runs"]))
-        overloaded = r["overloaded_runs"] > 0
-        ax.bar(x, v, self.width, yerr=yerr, color="white" if overloaded else st["color"], hatch=st["hatch"],
-               edgecolor=st["color"] if overloaded else "black", linewidth=0.9 if overloaded else 0.4)
-        self.overloaded |= bool(overloaded)
+        self.overloaded |= overloaded
         self.values.append(v)
         self.bar_tps.add(tp)
 

@@ -22,6 +22,7 @@ from tpsim.campaign.figure_bars import BAR_GROUP, bar_columns
 from tpsim.campaign.figure_context import Context, same_value, value_label
 from tpsim.campaign.figure_parts import (
     bar_handle,
+    draw_bar,
     fit_legend,
     grid,
     infeasible_handle,
@@ -104,15 +105,11 @@ class LayoutBars:
             mark_infeasible(ax, x, st["color"])
             self.crossed.add(lay)
             return []
-        yerr, values = None, [v]
-        if np.isfinite(r["ci_low"]):
-            yerr = [[v - r["ci_low"]], [r["ci_high"] - v]]
-            values += [r["ci_low"], r["ci_high"]]
+        ends, overloaded = draw_bar(ax, x, v, r, st, self.width)
+        values = [v] + ends
+        if ends:
             self.intervals, self.n_seeds = True, max(self.n_seeds, int(r["n_runs"]))
-        overloaded = r["overloaded_runs"] > 0
-        ax.bar(x, v, self.width, yerr=yerr, color="white" if overloaded else st["color"], hatch=st["hatch"],
-               edgecolor=st["color"] if overloaded else "black", linewidth=0.9 if overloaded else 0.4)
-        self.overloaded |= bool(overloaded)
+        self.overloaded |= overloaded
         self.drawn.add(lay)
         return values
 

@@ -10,6 +10,7 @@ as it needs).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -178,6 +179,18 @@ def interval_handle(n_seeds: int):
 
     return plt.Line2D([], [], color=NOTE_COLOR, marker="|", markersize=8, linestyle="none",
                       label=INTERVAL_TEXT.format(n=n_seeds))
+
+
+def draw_bar(ax, x: float, value: float, run, style: dict, width: float) -> tuple[list[float], bool]:
+    """One bar: ``value`` at ``x`` with its seeds' interval where ``run`` has one (``ci_low`` / ``ci_high``),
+    drawn white with a coloured outline when one of its runs was overloaded.  Returns the interval's ends
+    ([] without one) and whether it was overloaded."""
+    ends = [run["ci_low"], run["ci_high"]] if math.isfinite(run["ci_low"]) else []
+    yerr = [[value - ends[0]], [ends[1] - value]] if ends else None
+    overloaded = bool(run["overloaded_runs"] > 0)
+    ax.bar(x, value, width, yerr=yerr, color="white" if overloaded else style["color"], hatch=style["hatch"],
+           edgecolor=style["color"] if overloaded else "black", linewidth=0.9 if overloaded else 0.4)
+    return ends, overloaded
 
 
 def mark_infeasible(ax, x: float, color) -> None:
