@@ -81,9 +81,10 @@ def label(dp: int, tp: int, ep: int, pp: int = 1) -> str:
     return "\u00b7".join(p for p in parts if p)
 
 
-def problems(runs, base: dict, model_paths: dict) -> list[str]:
+def problems(runs, base: dict, model_paths: dict, derive) -> list[str]:
     """Each distinct layout of ``runs`` that tpsim's loader refuses, and EP on a dense model (one line
-    each, with the exclude rule that leaves it out)."""
+    each, with the exclude rule that leaves it out); ``derive``: :func:`tpsim.campaign.derive.derive_cluster_config`
+    (passed in: the derivation module imports this one)."""
     from tpsim.config.model import load_model_file
     from tpsim.errors import InputError
 
@@ -106,7 +107,7 @@ def problems(runs, base: dict, model_paths: dict) -> list[str]:
             continue
         key = (p.get("dp_size"), p["tp_size"], p.get("ep_size"))
         if key not in out:
-            out[key] = _refusal(base, p, model)
+            out[key] = _refusal(base, p, model, derive)
     lines = [_layout_line(key, reason) for key, reason in out.items() if reason]
     for name, eps in dense.items():
         eps = sorted(set(eps))
@@ -116,16 +117,15 @@ def problems(runs, base: dict, model_paths: dict) -> list[str]:
     return lines
 
 
-def _refusal(base: dict, params: dict, model) -> str | None:
+def _refusal(base: dict, params: dict, model, derive) -> str | None:
     """What tpsim's cluster loader says about the run's derived layout (None: it takes it; a layout the
     model's sizes forbid is the run's to record as infeasible)."""
-    from tpsim.campaign.derive import derive_cluster_config
     from tpsim.config.cluster import parse_cluster
     from tpsim.config.parallel import resolve_layouts
     from tpsim.errors import InfeasibleError, InputError
 
     params = {k: v for k, v in params.items() if k != "hardware"}
-    doc = derive_cluster_config(base, params, model_path=params["model"])
+    doc = derive(base, params, model_path=params["model"])
     try:
         cluster = parse_cluster(doc, "derived")
         resolve_layouts(cluster.instances, [model] * len(cluster.instances), "derived")

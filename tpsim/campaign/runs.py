@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from tpsim.campaign.checks import Checks, first_pp, rel_path
+from tpsim.campaign.derive import derive_cluster_config
 from tpsim.campaign.layouts import base_dp, has_layout
 from tpsim.campaign.layouts import problems as layout_problems
 from tpsim.campaign.links import run_link
@@ -94,7 +95,7 @@ def expand(doc: dict, checks: Checks, source: str, prefix: str) -> Campaign:
     if not camp.runs:
         raise CampaignError(f"{prefix}: exclude: the rules remove all {n_excluded} runs of the matrix")
     if has_layout(matrix):
-        refused = layout_problems(camp.runs, checks.base, checks.model_paths)
+        refused = layout_problems(camp.runs, checks.base, checks.model_paths, derive_cluster_config)
         if refused:
             shown = refused[:20] + ([f"... and {len(refused) - 20} more problems"] if len(refused) > 20 else [])
             raise CampaignError("\n".join(f"{prefix}: {line}" for line in shown))
