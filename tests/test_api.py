@@ -8,6 +8,7 @@ import dataclasses
 import json
 
 import jsonschema
+import msgspec
 import pytest
 from conftest import REPO, write_cluster, write_trace
 
@@ -87,7 +88,7 @@ def test_objects_win_over_the_catalog(tmp_path, test_configs):
     from tpsim.config.model import load_model
 
     spec = load_model("Qwen/Qwen3-0.6B")
-    smaller = dataclasses.replace(spec, num_layers=2, name="acme/Unknown-1B", source="given", sha256="0" * 64)
+    smaller = msgspec.structs.replace(spec, num_layers=2, name="acme/Unknown-1B", source="given", sha256="0" * 64)
     cfg = write_cluster(tmp_path / "c.json", model="acme/Unknown-1B")
     trace = write_trace(tmp_path / "t.jsonl", TRACE)
     with pytest.raises(InputError, match="unknown model 'acme/Unknown-1B'"):

@@ -23,7 +23,7 @@ HW_DIR = REPO / "configs" / "hardware"
 MODEL_DIR = REPO / "configs" / "model"
 
 HARDWARE = ["A100", "B200", "H100", "H200", "L40S", "RTX4090", "RTXPRO6000"]
-PERF_KEYS = list(PerfModelParams.__dataclass_fields__)
+PERF_KEYS = list(PerfModelParams.__struct_fields__)
 
 
 @pytest.fixture

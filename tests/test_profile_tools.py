@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import sys
 
+import msgspec
 import pytest
 import yaml
 from conftest import REPO, read_csv_rows, run_subprocess, run_tpsim, shared_path, write_cluster, write_trace
@@ -103,7 +103,7 @@ def synthetic_bundle(path, hw_name, model_name="meta-llama/Llama-3.2-1B", tp=2, 
     """What a perfect profiler would measure on a GPU that behaves exactly like the analytical model."""
     m = load_model(model_name)
     h = load_hardware(hw_name)
-    h = dataclasses.replace(h, perf=dataclasses.replace(h.perf, **params))
+    h = msgspec.structs.replace(h, perf=msgspec.structs.replace(h.perf, **params))
     e = resolve_engine(dict(DEFAULTS), {}, m.torch_dtype, m.max_position_embeddings, None, "test")
     am = AnalyticalModel(m, h, e, tp, 1, h.memory_bw_gbps, h.link_bw_gbps, h.link_latency_ns)
     g = GRIDS["small"]

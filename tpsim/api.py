@@ -11,7 +11,8 @@ summary; without one the API is silent.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+
+import msgspec
 
 from tpsim.config.run import RunConfig
 from tpsim.console import Console
@@ -29,8 +30,7 @@ from tpsim.sim.router import Router
 from tpsim.units import NS_PER_S
 
 
-@dataclass
-class RunResult:
+class RunResult(msgspec.Struct):
     """What :func:`run` returns: the summary, where the outputs went, and the simulation itself."""
 
     summary: RunSummary

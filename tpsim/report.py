@@ -131,7 +131,7 @@ def _instance_summary(s: InstanceSetup, inst: Instance | None, lockstep: dict | 
         "pp_size": c.pp_size,
         "num_npus": c.num_npus,
         "perf_model": s.latency.name,
-        "engine": {k: getattr(s.engine, k) for k in s.engine.__dataclass_fields__},
+        "engine": {k: getattr(s.engine, k) for k in s.engine.__struct_fields__},
         "memory": s.memory.as_dict(),
         "latency_model": s.latency.describe(),
     }

@@ -16,8 +16,9 @@ prefill/decode disaggregation) are rejected, never silently ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from tpsim.config import typed
 from tpsim.errors import InputError, NotSupportedError
@@ -59,16 +60,14 @@ _CPU_MEM_KEYS = {"mem_size", "mem_bw", "mem_latency", "pim_config"}
 _TOP_KEYS = {"num_nodes", "link_bw", "link_latency", "nodes", "cxl_mem"}
 
 
-@dataclass(frozen=True)
-class NpuMem:
+class NpuMem(msgspec.Struct, frozen=True):
     mem_size_gib: float
     mem_bw_gbps: float
     mem_latency_ns: float
     mem_util: float | None
 
 
-@dataclass(frozen=True)
-class InstanceConfig:
+class InstanceConfig(msgspec.Struct, frozen=True):
     index: int  # global instance id, in file order
     node: int
     model_name: str
@@ -86,8 +85,7 @@ class InstanceConfig:
     dp_group: str | None = None  # the DP group's name (for data_parallel_size: "data_parallel_size@<entry>")
 
 
-@dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(msgspec.Struct, frozen=True):
     path: str
     sha256: str
     num_nodes: int
@@ -95,7 +93,7 @@ class ClusterConfig:
     link_latency_ns: float
     instances: tuple[InstanceConfig, ...]
     unknown_keys: tuple[str, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
 
 #: limits no real deployment reaches; each is named in its error

@@ -6,7 +6,7 @@ config, then the command-line flag, then the built-in default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from tpsim.config import typed
 from tpsim.config.run import EngineOptions
@@ -20,8 +20,7 @@ UNLIMITED = 1 << 62
 DEFAULTS = EngineOptions().as_engine_keys()
 
 
-@dataclass(frozen=True)
-class EngineConfig:
+class EngineConfig(msgspec.Struct, frozen=True):
     max_num_seqs: int
     max_num_batched_tokens: int
     long_prefill_token_threshold: int

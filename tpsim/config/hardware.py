@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import MISSING, dataclass, field, fields
+
+import msgspec
 
 from tpsim.config import catalog, typed
 from tpsim.errors import InputError
@@ -24,8 +25,7 @@ from tpsim.hashing import sha256_bytes
 from tpsim.io.files import decode_utf8, parse_yaml, read_bytes
 
 
-@dataclass(frozen=True)
-class PerfModelParams:
+class PerfModelParams(msgspec.Struct, frozen=True):
     """Parameters of the analytical (roofline) latency model for one GPU type.
 
     Efficiencies are fractions of the spec-sheet peak that kernels achieve;
@@ -57,8 +57,7 @@ class PerfModelParams:
     gemm_floor_ns: float = 0.0
 
 
-@dataclass(frozen=True)
-class HardwareSpec:
+class HardwareSpec(msgspec.Struct, frozen=True):
     name: str
     description: str
     memory_gib: float
@@ -70,7 +69,7 @@ class HardwareSpec:
     link_latency_ns: float  # default GPU-to-GPU latency for derived configs
     interconnect: str
     perf: PerfModelParams
-    provenance: dict = field(default_factory=dict)
+    provenance: dict = msgspec.field(default_factory=dict)
     source: str = ""
     sha256: str = ""
 
@@ -87,7 +86,7 @@ class HardwareSpec:
 _MAY_BE_ZERO = ("mixed_decode_tile_rows", "l2_bandwidth_ratio", "num_sms", "gemm_tile_m", "gemm_tile_n")
 _INTEGER_KEYS = ("max_graph_batch", "mixed_decode_tile_rows", "num_sms", "gemm_tile_m", "gemm_tile_n")
 _REQUIRED_SPEC = ("memory_gib", "memory_bw_gbps", "peak_tflops", "interconnect")
-_PERF_FIELDS = {f.name: f for f in fields(PerfModelParams)}
+_PERF_FIELDS = {f.name: f for f in msgspec.structs.fields(PerfModelParams)}
 
 
 def _number(value, where: str, allow_zero: bool = False) -> float:
@@ -109,7 +108,7 @@ def _perf_values(perf: dict, where: str) -> dict:
     values = {}
     for key, fdef in _PERF_FIELDS.items():
         if key not in perf:
-            if fdef.default is not MISSING:
+            if not fdef.required:
                 continue
             raise InputError(f"{where}: missing field 'perf_model.{key}'")
         allow_zero = key.endswith("_ns") or key.endswith("_gib") or key in _MAY_BE_ZERO
@@ -207,7 +206,7 @@ def load_hardware(name: str) -> HardwareSpec:
     raw = read_bytes(path, "hardware entry", "hardware")
     doc = _parse_yaml(decode_utf8(raw, str(path)), path)
     spec = parse_hardware(doc, name, str(path))
-    return HardwareSpec(**{**spec.__dict__, "source": str(path), "sha256": sha256_bytes(raw)})
+    return msgspec.structs.replace(spec, source=str(path), sha256=sha256_bytes(raw))
 
 
 def available_hardware() -> list[str]:

@@ -16,8 +16,9 @@ here, once, so nothing downstream has to know about them:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from tpsim.config import catalog, typed
 from tpsim.config.moe import MoESpec, is_moe_config, parse_moe
@@ -29,8 +30,7 @@ from tpsim.units import HF_DTYPE_ALIASES
 _QK_NORM_TYPES = {"qwen3", "qwen3_moe"}
 
 
-@dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(msgspec.Struct, frozen=True):
     name: str
     model_type: str
     hidden_size: int
@@ -193,4 +193,4 @@ def load_model_file(path, name: str) -> ModelSpec:
     """The model config at ``path``, known by ``name`` (its catalog name, or the path itself)."""
     cfg, raw = read_json_file(path, "model config", "model_name")
     spec = parse_model_config(cfg, name, show_path(str(path)))
-    return ModelSpec(**{**spec.__dict__, "source": str(path), "sha256": sha256_bytes(raw)})
+    return msgspec.structs.replace(spec, source=str(path), sha256=sha256_bytes(raw))

@@ -17,7 +17,7 @@ guessing which layers are sparse would give wrong memory and latency without a w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from tpsim.config import typed
 from tpsim.errors import InputError, NotSupportedError
@@ -53,8 +53,7 @@ _READS = {
 _EXPERTS_KEY = {"qwen": "num_experts", "mixtral": "num_local_experts", "deepseek": "n_routed_experts"}
 
 
-@dataclass(frozen=True)
-class MoESpec:
+class MoESpec(msgspec.Struct, frozen=True):
     """The experts of an MoE model: what memory, parallel layout and latency need to know."""
 
     family: str  # the rule that read the config: "qwen", "mixtral" or "deepseek"

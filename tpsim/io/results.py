@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import msgspec
 
 from tpsim.errors import InputError
 
@@ -42,8 +43,7 @@ INT_COLUMNS = ("instance id", "request id", "input", "output", "arrival", "end_t
                 "TTFT", "TPOT")
 
 
-@dataclass(slots=True)
-class RequestRow:
+class RequestRow(msgspec.Struct):
     """One finished request: the CSV's columns (``itl_text`` is the ITL column without its quotes)."""
 
     instance_id: int

@@ -8,10 +8,12 @@ summaries (the campaign pipeline, validation) can rely on.
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("run_summary.schema.json")
@@ -23,28 +25,27 @@ def summary_path(csv_path: str) -> str:
     return (csv_path[:-4] if csv_path.lower().endswith(".csv") else csv_path) + ".summary.json"
 
 
-@dataclass
-class RunSummary:
+class RunSummary(msgspec.Struct):
     """What a run did (``status`` ok) or why it could not run (``status`` infeasible)."""
 
     status: str  # "ok" | "infeasible"
     tpsim_version: str
     provenance: dict  # git commit, argv, flags, seed, inputs (path and SHA-256 of each file)
     reason: str | None = None  # why an infeasible run cannot happen
-    instances: list = field(default_factory=list)  # per instance: config, engine, memory, latency model, counters
+    instances: list = msgspec.field(default_factory=list)  # per instance: config, engine, memory, latency model, counts
     totals: dict | None = None
     simulated_time_s: float | None = None
     mean_requests_in_system: float | None = None
     throughput: dict | None = None
     metrics_ms: dict | None = None  # ttft/tpot/itl/latency/queuing_delay -> mean, p50, p90, p99
     timeline_bin_s: float | None = None
-    timeline: list = field(default_factory=list)
-    rejected_requests: list = field(default_factory=list)
-    approximations: list = field(default_factory=list)
-    ignored: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
-    timing: dict = field(default_factory=dict)  # wall time and speed-up: the only field that varies between runs
-    extra: dict = field(default_factory=dict)  # further top-level blocks (e.g. replay), written last
+    timeline: list = msgspec.field(default_factory=list)
+    rejected_requests: list = msgspec.field(default_factory=list)
+    approximations: list = msgspec.field(default_factory=list)
+    ignored: list = msgspec.field(default_factory=list)
+    warnings: list = msgspec.field(default_factory=list)
+    timing: dict = msgspec.field(default_factory=dict)  # wall time and speed-up: the one field that varies by run
+    extra: dict = msgspec.field(default_factory=dict)  # further top-level blocks (e.g. replay), written last
     schema_version: int = SCHEMA_VERSION
 
     _ORDER = ("schema_version", "status", "reason", "tpsim_version", "provenance", "instances", "totals",
@@ -52,7 +53,7 @@ class RunSummary:
               "rejected_requests", "approximations", "ignored", "warnings", "timing")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {k: copy.deepcopy(getattr(self, k)) for k in self.__struct_fields__}  # a copy, as asdict made
         out = {k: d[k] for k in self._ORDER}
         out.update(self.extra)
         return out
@@ -64,7 +65,7 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, doc: dict) -> RunSummary:
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = set(cls.__struct_fields__) - {"extra"}
         values = {k: v for k, v in doc.items() if k in known}
         return cls(**values, extra={k: v for k, v in doc.items() if k not in known})
 

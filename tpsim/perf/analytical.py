@@ -329,7 +329,7 @@ class AnalyticalModel(StepModel):
             "hardware_source": self.hardware.source,
             "peak_tflops": self.hardware.peak_tflops.get(self.engine.dtype),
             "mem_bw_gbps": self.mem_bw,
-            "params": {k: getattr(p, k) for k in p.__dataclass_fields__},
+            "params": {k: getattr(p, k) for k in p.__struct_fields__},
             "provenance": self.hardware.provenance,
             "comm": self.comm.describe(),
             **({"moe": self.moe.describe()} if self.moe is not None else {}),

@@ -25,13 +25,14 @@ written to the catalog.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from tpsim.errors import InputError
 from tpsim.perf.analytical import AnalyticalModel
@@ -131,7 +132,7 @@ class Evaluator:
 
     def model(self, params: dict) -> AnalyticalModel:
         am = self.am
-        hw = dataclasses.replace(am.hardware, perf=dataclasses.replace(am.hardware.perf, **params))
+        hw = msgspec.structs.replace(am.hardware, perf=msgspec.structs.replace(am.hardware.perf, **params))
         return AnalyticalModel(am.model, hw, am.engine, am.tp, 1, am.mem_bw, am.link_bw, am.link_latency)
 
     def predict(self, params: dict, points: list[Point] | None = None) -> list[float]:

@@ -17,7 +17,8 @@ groups and lone instances.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+
+import msgspec
 
 from tpsim.errors import InputError
 from tpsim.sim.arrivals import Arrivals, request_from_trace
@@ -30,23 +31,21 @@ INF = float("inf")
 MAX_LISTED_REJECTIONS = 10_000
 
 
-@dataclass
-class Rejection:
+class Rejection(msgspec.Struct):
     request_id: int
     reason: str
 
 
-@dataclass
-class SimResult:
+class SimResult(msgspec.Struct):
     instances: list[Instance]
     rejected: list[Rejection]  # the first MAX_LISTED_REJECTIONS
     num_rejected: int
     end_ns: int
     interval_ns: int
-    prompt_bins: dict = field(default_factory=dict)  # interval index -> prompt tokens credited
-    gen_bins: dict = field(default_factory=dict)  # interval index -> tokens sampled
+    prompt_bins: dict = msgspec.field(default_factory=dict)  # interval index -> prompt tokens credited
+    gen_bins: dict = msgspec.field(default_factory=dict)  # interval index -> tokens sampled
     occupancy_ns: int = 0  # integral of the number of requests in the system over time
-    groups: list = field(default_factory=list)  # the lockstep DP groups (tpsim.sim.lockstep.LockstepGroup)
+    groups: list = msgspec.field(default_factory=list)  # the lockstep DP groups (tpsim.sim.lockstep.LockstepGroup)
 
     @property
     def iterations(self) -> int:
