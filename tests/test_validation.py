@@ -583,6 +583,41 @@ def test_snakemake_validate_target(tmp_path):
     # measured from arrival, the peer's CSV (also arrival-based) misses more: vLLM's pickup delay is left out
     assert float(rows[2]["ttft_from_arrival_mape_pct"]) == pytest.approx(15.0, abs=0.1)
     assert (tmp_path / "results" / "validation" / CASE / "tpsim-analytical" / "cdf.pdf").is_file()
+    # the replays carry tpsim's code digest as a parameter: the same code again is nothing to do
+    again = run_subprocess(["-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path),
+                            "--workflow-profile", "none", "--cores", "2", "validate", "-n", "--config",
+                            f"validation_root={root}", f"validation_profiles={tmp_path / 'no-profiles'}"])
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-2000:]
+
+
+def test_code_digest_follows_code_and_catalogs_only(tmp_path):
+    """tpsim.provenance.code_digest: any edit, rename or new file of the package or its catalogs changes it;
+    bytecode caches and other files do not; the order files are found in does not."""
+    from tpsim.provenance import code_digest
+
+    (tmp_path / "tpsim" / "sub").mkdir(parents=True)
+    (tmp_path / "configs" / "hardware").mkdir(parents=True)
+    (tmp_path / "tpsim" / "a.py").write_text("x = 1\n")
+    (tmp_path / "tpsim" / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "configs" / "hardware" / "G.yaml").write_text("memory_gib: 1\n")
+    first = code_digest(tmp_path)
+    (tmp_path / "tpsim" / "__pycache__").mkdir()
+    (tmp_path / "tpsim" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.csv").write_text("1\n")
+    assert code_digest(tmp_path) == first
+    changes = [
+        lambda: (tmp_path / "tpsim" / "a.py").write_text("x = 2\n"),
+        lambda: (tmp_path / "configs" / "hardware" / "G.yaml").write_text("memory_gib: 2\n"),
+        lambda: (tmp_path / "tpsim" / "sub" / "b.py").rename(tmp_path / "tpsim" / "sub" / "c.py"),
+        lambda: (tmp_path / "tpsim" / "new.yaml").write_text("k: v\n"),
+    ]
+    seen = {first}
+    for change in changes:
+        change()
+        digest = code_digest(tmp_path)
+        assert digest not in seen
+        seen.add(digest)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from tpsim.config.catalog import PACKAGE_ROOT
@@ -40,3 +41,22 @@ def existing_inputs(cluster_config: str, dataset: str | None) -> dict:
     if dataset and os.path.isfile(dataset):
         inputs["dataset"] = file_ref(dataset)
     return inputs
+
+
+#: what a run's numbers depend on beside its input files: the package and the catalogs it reads
+CODE_PATTERNS = ("tpsim/**/*.py", "tpsim/**/*.yaml", "tpsim/**/*.mplstyle", "configs/hardware/**/*",
+                 "configs/kernels/**/*", "configs/model/**/*")
+
+
+def code_digest(root=PACKAGE_ROOT) -> str:
+    """SHA-256 over the relative path and bytes of every file :data:`CODE_PATTERNS` match under ``root``
+    (sorted; bytecode caches are not matched).  A workflow passes it to the jobs whose outputs must follow
+    the code (the validation replays: Snakemake reruns a job whose parameters changed), since a commit
+    alone misses uncommitted edits."""
+    digest = hashlib.sha256()
+    files = sorted({f for pattern in CODE_PATTERNS for f in root.glob(pattern) if f.is_file()})
+    for f in files:
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(f.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()

@@ -12,6 +12,7 @@
 #   tpsim validate on each, and on the peer's <case>/llmservingsim/sim.csv when present
 #       -> results/validation/<case>/<simulator>/validation.{json,md}, cdf.*, throughput.*
 #   the accuracy table -> results/validation/accuracy.{csv,md}
+# A replay reruns when its case's files change and when tpsim's code or catalogs do (params.code).
 # See docs/validation.md.
 
 
@@ -34,6 +35,7 @@ rule validation_replay:
         python=VAL_PYTHON,
         measured=validation_measured_dir,
         flags=validation_replay_flags,
+        code=validation_replay_code,
     shell:
         "{params.python:q} -m tpsim replay --measured {params.measured:q} --output {output.csv:q}"
         " {params.flags} > {log:q} 2>&1"

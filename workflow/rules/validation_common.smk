@@ -3,10 +3,12 @@
 #   validation_root      measured case directories, one per subfolder (default ../shared/validation)
 #   validation_profiles  LLMServingSim-layout profile bundles (default ../shared/profiles/llmservingsim)
 # The logic is in tpsim/validation/ (tpsim importable, as for the campaign: README, Campaigns).
+import functools
 import shlex
 import sys
 from pathlib import Path
 
+from tpsim.provenance import code_digest
 from tpsim.validation import cases as validation_cases
 
 VAL_ROOT = config.get("validation_root", "../shared/validation")
@@ -67,6 +69,18 @@ def validation_case_inputs(wildcards):
         if Path(d, rel).is_file():
             files[key] = f"{d}/{rel}"
     return files
+
+
+@functools.cache
+def validation_code_digest():
+    """tpsim's code and catalogs (tpsim.provenance.code_digest): a replay reruns when they change, not only
+    when its measured case does (once per Snakemake invocation, only when replays are in the DAG).
+    """
+    return code_digest()
+
+
+def validation_replay_code(wildcards):
+    return validation_code_digest()
 
 
 def validation_replay_flags(wildcards):
