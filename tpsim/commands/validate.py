@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--label", default=None,
                    help="name of the simulator in tables and figures (default: tpsim-<perf model> from the run "
                         "summary, else the CSV's file name)")
+    p.add_argument("--arrival-groups", type=int, default=5, metavar="N",
+                   help="also split the paired TTFT and TPOT errors into N groups of consecutive arrivals, to see "
+                        "where a run's error sits: cold start, light load, the queue (default 5; 0: none)")
     p.add_argument("--json", action="store_true", help="print the validation JSON instead of the Markdown table")
     p.add_argument("--no-figures", dest="figures", action="store_false",
                    help="with --out: skip the figures (no matplotlib needed)")
@@ -48,11 +51,15 @@ def handle(args) -> int:
 
     from tpsim.errors import InputError
     from tpsim.io.writing import atomic_write_json, atomic_write_text
+    from tpsim.validation.by_arrival import MAX_GROUPS
     from tpsim.validation.figures import write_figures
     from tpsim.validation.report import markdown, validate
 
+    if not 0 <= args.arrival_groups <= MAX_GROUPS:
+        raise InputError(f"--arrival-groups must be between 0 and {MAX_GROUPS}, got {args.arrival_groups}")
     want_figures = args.out is not None and args.figures
-    doc, data = validate(args.measured, args.sim, label=args.label, with_itl=want_figures)
+    doc, data = validate(args.measured, args.sim, label=args.label, with_itl=want_figures,
+                         arrival_groups=args.arrival_groups)
     if args.out is not None:
         out = Path(args.out)
         if out.exists() and not out.is_dir():

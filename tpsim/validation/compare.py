@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tpsim.stats import percentile_sorted
+from tpsim.validation.by_arrival import DEFAULT_GROUPS, by_arrival
 
 #: metrics in report order: key -> label
 METRICS = {"ttft": "TTFT", "tpot": "TPOT", "latency": "latency", "queuing_delay": "queuing delay",
@@ -49,6 +50,11 @@ DEFINITIONS = {
                 "not reported for the queuing delay)",
     "mae_ms": "mean over paired requests of |sim - measured|",
     "pairing": "measured request_id 'bench-<i>' <-> sim 'request id' i",
+    "by_arrival": "the paired requests with a TTFT on both sides, ordered by measured queued_ts (ties by id), in "
+                  "groups of consecutive requests whose sizes differ by at most one; per group and metric: both "
+                  "sides' means, diff_pct of the means, the group's MAPE, and mape_points = the group's sum of "
+                  "|sim - measured| / measured over the metric's pairs in all groups * 100 (a metric's points add up "
+                  "to its MAPE over these requests); queued_from_s / queued_to_s: queued_ts after the first request's",
 }
 
 
@@ -80,6 +86,7 @@ class Side:
     unfinished: list = field(default_factory=list)
     emissions: list | None = None  # per request: token emission times (ns), only when asked for
     pickup_delay_ms: dict | None = None  # each request's wait for vLLM's engine loop to take it (measured or modelled)
+    queued_s: dict = field(default_factory=dict)  # measured side: request -> queued_ts in s after the first one
 
 
 def describe(values) -> dict | None:
@@ -113,13 +120,16 @@ def round_floats(x, nd=6):
         return None
     if isinstance(x, dict):
         return {k: round_floats(v, nd) for k, v in x.items()}
+    if isinstance(x, list):
+        return [round_floats(v, nd) for v in x]
     if isinstance(x, float):
         return round(x, nd)
     return x
 
 
-def compare(measured: Side, sim: Side) -> dict:
-    """Per-metric statistics of both sides, their % differences, and the paired MAPE."""
+def compare(measured: Side, sim: Side, arrival_groups: int = DEFAULT_GROUPS) -> dict:
+    """Per-metric statistics of both sides, their % differences, the paired MAPE, and the paired errors in
+    ``arrival_groups`` runs of consecutive arrivals (:mod:`tpsim.validation.by_arrival`; 0: none)."""
     m_ids, s_ids = set(measured.tokens), set(sim.tokens)
     paired = sorted(m_ids & s_ids)
     only_m, only_s = sorted(m_ids - s_ids), sorted(s_ids - m_ids)
@@ -160,4 +170,5 @@ def compare(measured: Side, sim: Side) -> dict:
         "pickup_delay_ms": describe(measured.pickup_delay_ms.values()) if measured.pickup_delay_ms else None,
         "sim_pickup_delay_ms": describe(sim.pickup_delay_ms.values()) if sim.pickup_delay_ms else None,
         "metrics": metrics,
+        "by_arrival": by_arrival(measured, sim, paired, arrival_groups),
     }

@@ -113,6 +113,8 @@ def read_measured(path) -> Side:
         vals["queuing_delay"] = {}
     _from_arrival(vals, arrivals, side)
     side.values = vals
+    first = min(side.queued_s.values())
+    side.queued_s = {i: q - first for i, q in side.queued_s.items()}
     return side
 
 
@@ -131,6 +133,7 @@ def _record(obj: dict, where: str, side: Side, vals: dict, arrivals: dict) -> bo
     sched = _num(obj, "scheduled_ts", where, optional=True)
     arrival = _num(obj, "arrival_time", where, optional=True)
     side.tokens[i] = (inp, out)
+    side.queued_s[i] = q
     side.requests += 1
     if first is None or last is None or first <= 0 or last <= 0:
         side.unfinished.append(i)  # vLLM never produced a token for it

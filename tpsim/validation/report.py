@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from tpsim.validation.compare import STATS, compare, definitions, round_floats
+from tpsim.validation.by_arrival import BY_ARRIVAL_METRICS, DEFAULT_GROUPS
+from tpsim.validation.compare import METRICS, STATS, compare, definitions, round_floats
 from tpsim.validation.measured import measured_paths, read_json, read_measured
 from tpsim.validation.simulated import (
     read_sim_csv,
@@ -16,8 +17,10 @@ from tpsim.validation.simulated import (
 SCHEMA_VERSION = 1
 
 
-def validate(measured_dir, sim_csv, *, label: str | None = None, with_itl: bool = False) -> tuple[dict, dict]:
-    """Read both sides and compare; returns (the validation document, data for the figures)."""
+def validate(measured_dir, sim_csv, *, label: str | None = None, with_itl: bool = False,
+             arrival_groups: int = DEFAULT_GROUPS) -> tuple[dict, dict]:
+    """Read both sides and compare (``arrival_groups``: runs of consecutive arrivals to split the paired
+    errors into, 0 for none); returns (the validation document, data for the figures)."""
     paths = measured_paths(measured_dir)
     measured = read_measured(paths["requests"])
     summary = read_sim_summary(sim_csv)
@@ -25,7 +28,7 @@ def validate(measured_dir, sim_csv, *, label: str | None = None, with_itl: bool 
     sim = read_sim_csv(sim_csv, with_itl=with_itl and not (summary and summary.get("timeline")),
                        pickup=origin == "pickup")
     meta = read_json(paths["meta"], "vLLM run metadata") if paths["meta"].is_file() else None
-    result = compare(measured, sim)
+    result = compare(measured, sim, arrival_groups)
     label = label or sim_label_of(summary, sim_csv)
     doc = {
         "schema_version": SCHEMA_VERSION,
@@ -82,6 +85,7 @@ def markdown(doc: dict) -> str:
     for m in doc["metrics"].values():
         pr = m["paired"]
         lines.append(f"| {m['label']} | {pr['n']} | {fmt(pr['mape_pct'], '.2f')} | {fmt(pr['mae_ms'], '.2f')} |")
+    lines += _by_arrival_lines(doc.get("by_arrival"))
     pickup = doc.get("pickup_delay_ms")
     if pickup:
         lines += ["", f"vLLM's engine loop took a request from its input queue {fmt(pickup['mean'], '.1f')} ms "
@@ -95,3 +99,29 @@ def markdown(doc: dict) -> str:
         else:
             lines.append("The simulation's TTFT and latency start at the arrival.")
     return "\n".join(lines) + "\n"
+
+
+#: a metric's cells in the by-arrival table: statistic, format
+_GROUP_CELLS = (("measured_mean", ".2f"), ("sim_mean", ".2f"), ("diff_pct", "+.1f"), ("mape_pct", ".1f"),
+                ("mape_points", ".2f"))
+
+
+def _by_arrival_lines(rows: list[dict] | None) -> list[str]:
+    """The paired errors by arrival group as a Markdown table (none without groups)."""
+    if not rows:
+        return []
+    head = ["group", "queued (s)", "requests"]
+    for key in BY_ARRIVAL_METRICS:
+        label = METRICS[key]
+        head += [f"{label} measured (ms)", f"{label} simulated (ms)", f"{label} diff %", f"{label} MAPE %",
+                 f"{label} MAPE points"]
+    lines = ["", f"Paired errors by arrival: {len(rows)} groups of consecutive requests (ordered by measured "
+                 "queued_ts); a metric's MAPE points add up to its MAPE over these requests.", "",
+             "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for g, row in enumerate(rows, 1):
+        cells = [str(g), f"{row['queued_from_s']:.1f}-{row['queued_to_s']:.1f}", str(row["n"])]
+        for key in BY_ARRIVAL_METRICS:
+            st = row[key] or {}
+            cells += [fmt(st.get(name), spec) for name, spec in _GROUP_CELLS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
