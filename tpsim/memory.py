@@ -121,6 +121,7 @@ class MemoryPlan(msgspec.Struct, frozen=True):
     block_size: int
     num_blocks: int
     experts: ExpertMemory | None = None  # MoE: the routed experts on the fullest GPU
+    estimated_blocks: int | None = None  # with num_gpu_blocks_override: what tpsim's estimate would have been
 
     @property
     def kv_capacity_bytes(self) -> int:
@@ -144,6 +145,8 @@ class MemoryPlan(msgspec.Struct, frozen=True):
             "kv_capacity_tokens": self.kv_capacity_tokens,
             "block_size": self.block_size,
             **({"experts": self.experts.as_dict()} if self.experts else {}),
+            **({"kv_capacity_source": "num_gpu_blocks_override", "kv_capacity_blocks_estimated": self.estimated_blocks}
+               if self.estimated_blocks is not None else {}),
         }
 
 
@@ -285,6 +288,11 @@ def plan_memory(model: ModelSpec, tp: int, pp: int, engine: EngineConfig, mem_si
     free = budget - weights - act - reserve
     per_block = per_token * engine.block_size
     blocks = free // per_block if free > 0 else 0
+    if engine.num_gpu_blocks_override is not None:
+        return _overridden(MemoryPlan(weights_bytes=weights, activation_bytes=act, reserve_bytes=reserve,
+                                      budget_bytes=budget, kv_bytes_per_token=per_token, block_size=engine.block_size,
+                                      num_blocks=engine.num_gpu_blocks_override, experts=experts,
+                                      estimated_blocks=int(blocks)), mem_size_gib, where)
     if blocks < 1:
         needed = weights + act + reserve + per_block
         spread = f", {experts.experts_per_gpu} of {experts.num_experts} experts per GPU" if experts else ""
@@ -309,6 +317,23 @@ def plan_memory(model: ModelSpec, tp: int, pp: int, engine: EngineConfig, mem_si
         num_blocks=int(blocks),
         experts=experts,
     )
+
+
+def _overridden(plan: MemoryPlan, mem_size_gib: float, where: str) -> MemoryPlan:
+    """A plan whose KV capacity was given (vLLM's ``num_gpu_blocks_override``), if it fits the whole GPU beside the
+    weights, activations and reserve: vLLM allocates the blocks asked for, ignoring its memory utilisation."""
+    from tpsim.errors import InputError
+
+    total = int(mem_size_gib * GiB)
+    kv = plan.kv_capacity_bytes
+    if plan.weights_bytes + plan.activation_bytes + plan.reserve_bytes + kv > total:
+        room = max(0, total - plan.weights_bytes - plan.activation_bytes - plan.reserve_bytes)
+        raise InputError(
+            f"{where}: num_gpu_blocks_override {plan.num_blocks:,} is {kv / GB:.1f} GB of KV cache per GPU, but "
+            f"{room / GB:.1f} GB of the GPU's {total / GB:.1f} GB are left after weights {plan.weights_bytes / GB:.1f} "
+            f"GB, activations {plan.activation_bytes / GB:.1f} GB and reserve {plan.reserve_bytes / GB:.1f} GB; "
+            f"at most {room // (plan.kv_bytes_per_token * plan.block_size):,} blocks fit; lower it")
+    return plan
 
 
 def blocks_for(tokens: int, block_size: int) -> int:

@@ -95,6 +95,8 @@ def banner(console: Console, cluster, setups: list[InstanceSetup], trace_desc: s
         console.line(
             f"  KV cache: {m.kv_capacity_bytes / GB:.2f} GB/GPU = {m.num_blocks:,} blocks x {m.block_size} = "
             f"{m.kv_capacity_tokens:,} tokens ({m.kv_bytes_per_token:,} B/token/GPU, {e.kv_cache_dtype})"
+            + ("" if m.estimated_blocks is None else
+               f"; blocks set by num_gpu_blocks_override (tpsim's estimate: {m.estimated_blocks:,})")
         )
         for line in layout_lines(s.layout, m):
             console.line(line)

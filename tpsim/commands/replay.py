@@ -12,7 +12,9 @@ Inputs taken from the directory (layout: :mod:`tpsim.validation`):
 * ``trace.jsonl``: the requests (``--dataset``);
 * ``vllm/meta.json``: ``engine_kwargs`` (max_num_seqs, max_num_batched_tokens,
   dtype, kv_cache_dtype, seed) and, where the run recorded it, the ``kv_cache``
-  block (block_size, enable_prefix_caching, gpu_memory_utilization) and
+  block (block_size, enable_prefix_caching, gpu_memory_utilization, and
+  num_gpu_blocks: the KV capacity vLLM allocated, used instead of tpsim's
+  estimate, as ``--num-gpu-blocks-override``) and
   ``resolved_config`` (chunked prefill, async scheduling); without those,
   async scheduling follows the vLLM version (on from 0.12);
 * ``model_config.json``: the model's Hugging Face config.  The cluster config
@@ -37,7 +39,8 @@ import sys
 
 #: meta.json engine setting -> run-flag destination
 _META_DESTS = ("max_num_seqs", "max_num_batched_tokens", "dtype", "kv_cache_dtype", "seed", "block_size",
-               "enable_prefix_caching", "npu_memory_utilization", "enable_chunked_prefill", "async_scheduling")
+               "enable_prefix_caching", "npu_memory_utilization", "enable_chunked_prefill", "async_scheduling",
+               "num_gpu_blocks_override")
 #: placeholder default: "not given on the command line" (not a string: argparse would parse a string default)
 _UNSET = object()
 _KV_DTYPES = {"auto": "auto", "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
@@ -76,7 +79,7 @@ def engine_from_meta(meta: dict, where: str) -> tuple[dict, dict, list[str]]:
         source[dest] = src
 
     _from_engine_kwargs(meta, where, take, notes)
-    _from_kv_cache(meta.get("kv_cache"), take, notes)
+    _from_kv_cache(meta.get("kv_cache"), take, where)
     _from_scheduler_config(meta.get("resolved_config"), take)
     if "async_scheduling" not in values:
         _async_from_version(meta.get("vllm_version"), take)
@@ -115,8 +118,11 @@ def _dtype_name(value, key: str, table: dict, where: str):
     return table[value]
 
 
-def _from_kv_cache(kv, take, notes: list[str]) -> None:
-    """The ``kv_cache`` block: block size, prefix caching, memory utilization (where recorded)."""
+def _from_kv_cache(kv, take, where: str) -> None:
+    """The ``kv_cache`` block: block size, prefix caching, memory utilization and the KV blocks vLLM allocated
+    (where recorded; the blocks are the run's KV capacity, which tpsim would otherwise estimate)."""
+    from tpsim.errors import InputError
+
     if not isinstance(kv, dict):
         return
     if isinstance(kv.get("block_size"), int) and not isinstance(kv["block_size"], bool):
@@ -126,9 +132,12 @@ def _from_kv_cache(kv, take, notes: list[str]) -> None:
     util = kv.get("gpu_memory_utilization")
     if isinstance(util, (int, float)) and not isinstance(util, bool):
         take("npu_memory_utilization", float(util), "kv_cache.gpu_memory_utilization")
-    if kv.get("num_gpu_blocks") is not None:
-        notes.append(f"vLLM measured {kv['num_gpu_blocks']} KV blocks; tpsim estimates its own capacity "
-                     "(see the run summary's memory block)")
+    blocks = kv.get("num_gpu_blocks")
+    if blocks is not None:
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+            raise InputError(f"{where}: kv_cache.num_gpu_blocks must be a positive integer, got {blocks!r}; "
+                             "fix or remove it (tpsim then estimates the KV capacity)")
+        take("num_gpu_blocks_override", blocks, "kv_cache.num_gpu_blocks")
 
 
 def _from_scheduler_config(rc, take) -> None:

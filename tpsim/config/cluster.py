@@ -37,6 +37,7 @@ ENGINE_KEYS = (
     "enable_prefix_caching",
     "reserve_full_isl",
     "async_scheduling",
+    "num_gpu_blocks_override",
 )
 #: per-instance keys that switch on features tpsim does not model
 UNSUPPORTED_INSTANCE_KEYS = {

@@ -33,6 +33,7 @@ class EngineConfig(msgspec.Struct, frozen=True):
     async_scheduling: bool  # host work of step N+1 overlaps the GPU's step N (vLLM >= 0.12 default)
     mem_util: float
     max_model_len: int
+    num_gpu_blocks_override: int | None = None  # the KV capacity in blocks, as vLLM's flag of that name
 
     @property
     def weight_bytes(self) -> int:
@@ -50,6 +51,8 @@ class EngineConfig(msgspec.Struct, frozen=True):
 
 #: largest KV block: the scheduler keeps one counter per token position in a block
 MAX_BLOCK_SIZE = 1 << 16
+#: most KV blocks an override may ask for (the memory plan then checks that they fit the GPU)
+MAX_KV_BLOCKS = 1 << 40
 
 
 def resolve_engine(cli: dict, overrides: dict, model_dtype: str, max_position: int, mem_util_cfg: float | None,
@@ -83,6 +86,9 @@ def resolve_engine(cli: dict, overrides: dict, model_dtype: str, max_position: i
     else:
         raise InputError(f"{src['kv_cache_dtype']}: unknown kv cache dtype {typed.show(kv)}; choose auto or fp8")
     util = typed.fraction(merged["mem_util"], src["mem_util"])
+    blocks = merged["num_gpu_blocks_override"]
+    if blocks is not None:
+        blocks = typed.integer(blocks, src["num_gpu_blocks_override"], 1, MAX_KV_BLOCKS)
     return EngineConfig(
         max_num_seqs=max_seqs,
         max_num_batched_tokens=max_tokens,
@@ -96,4 +102,5 @@ def resolve_engine(cli: dict, overrides: dict, model_dtype: str, max_position: i
         async_scheduling=typed.boolean(merged["async_scheduling"], src["async_scheduling"]),
         mem_util=float(util),
         max_model_len=max_position,
+        num_gpu_blocks_override=blocks,
     )

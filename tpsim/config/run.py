@@ -85,6 +85,10 @@ class EngineOptions:
     async_scheduling: bool = field(default=True, metadata=flag(
         "host work of the next step overlaps the current GPU step (vLLM's default since 0.12); "
         "--no-async-scheduling charges it in series (default on)", group=_ENGINE, kind="switch"))
+    num_gpu_blocks_override: int | None = field(default=None, metadata=flag(
+        "KV-cache blocks per GPU, as vLLM's --num-gpu-blocks-override: the KV capacity a run had, instead of "
+        "tpsim's estimate from memory (default: the estimate; tpsim replay takes vLLM's recorded "
+        "kv_cache.num_gpu_blocks)", group=_ENGINE, metavar="BLOCKS"))
     npu_memory_utilization: float = field(default=0.9, metadata=flag(
         "fraction of npu_mem.mem_size for weights, activations and KV (vLLM gpu_memory_utilization; default 0.9)",
         group=_ENGINE))
