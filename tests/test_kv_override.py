@@ -112,6 +112,18 @@ def test_replay_takes_the_recorded_blocks(tmp_path, test_configs):
     assert s["replay"]["settings"]["num_gpu_blocks_override"]["source"] == "command line"
 
 
+def test_replay_says_the_utilisation_sets_no_capacity(tmp_path, test_configs):
+    meta = _meta(64)
+    meta["kv_cache"]["gpu_memory_utilization"] = 0.8  # the cluster config says 0.9, which is used
+    d = _replay_dir(tmp_path / "case", test_configs, layers=4, meta=meta)
+    assert run_tpsim(["replay", "--measured", str(d), "--output", str(tmp_path / "r.csv"), "--perf-model",
+                      "analytical", "--log-interval", "0"]) == 0
+    notes = json.loads((tmp_path / "r.summary.json").read_text())["replay"]["notes"]
+    assert any(n.startswith("gpu_memory_utilization 0.8 (") and
+               n.endswith("which is used; the KV capacity is the given num_gpu_blocks_override either way")
+               for n in notes), notes
+
+
 @pytest.mark.parametrize("blocks", [0, -3, "lots", True, 1.5])
 def test_replay_rejects_a_bad_record(tmp_path, test_configs, capsys, blocks):
     d = _replay_dir(tmp_path / "case", test_configs, layers=4, meta=_meta(blocks))

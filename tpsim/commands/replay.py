@@ -208,8 +208,11 @@ def _cross_check(args, cluster, meta: dict, settings: dict, notes: list[str]) ->
         wanted = settings["npu_memory_utilization"]["value"]
         not_default = settings["npu_memory_utilization"]["source"] != "tpsim default"
         if not_default and any(abs(u - wanted) > 1e-9 for u in utils):
+            blocks = settings["num_gpu_blocks_override"]
+            sets_kv = ("; the KV capacity is the given num_gpu_blocks_override either way"
+                       if blocks["value"] is not None else "")
             notes.append(f"gpu_memory_utilization {wanted} ({settings['npu_memory_utilization']['source']}) differs "
-                         f"from the cluster config's npu_mem.mem_util {sorted(utils)}, which is used")
+                         f"from the cluster config's npu_mem.mem_util {sorted(utils)}, which is used{sets_kv}")
         settings["npu_memory_utilization"] = {"value": min(utils) if len(utils) == 1 else sorted(utils),
                                               "source": f"{args.cluster_config}: npu_mem.mem_util"}
     ek = meta.get("engine_kwargs") if isinstance(meta.get("engine_kwargs"), dict) else {}
