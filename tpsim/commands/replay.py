@@ -11,7 +11,7 @@ Inputs taken from the directory (layout: :mod:`tpsim.validation`):
 * ``config.json``: the cluster config (``--cluster-config``);
 * ``trace.jsonl``: the requests (``--dataset``);
 * ``vllm/meta.json``: ``engine_kwargs`` (max_num_seqs, max_num_batched_tokens,
-  dtype, kv_cache_dtype, seed) and, where the run recorded it, the ``kv_cache``
+  dtype, kv_cache_dtype, seed, max_model_len) and, where the run recorded it, the ``kv_cache``
   block (block_size, enable_prefix_caching, gpu_memory_utilization, and
   num_gpu_blocks: the KV capacity vLLM allocated, used instead of tpsim's
   estimate, as ``--num-gpu-blocks-override``) and
@@ -40,7 +40,7 @@ import sys
 #: meta.json engine setting -> run-flag destination
 _META_DESTS = ("max_num_seqs", "max_num_batched_tokens", "dtype", "kv_cache_dtype", "seed", "block_size",
                "enable_prefix_caching", "npu_memory_utilization", "enable_chunked_prefill", "async_scheduling",
-               "num_gpu_blocks_override")
+               "num_gpu_blocks_override", "max_model_len")
 #: placeholder default: "not given on the command line" (not a string: argparse would parse a string default)
 _UNSET = object()
 _KV_DTYPES = {"auto": "auto", "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
@@ -103,9 +103,11 @@ def _from_engine_kwargs(meta: dict, where: str, take, notes: list[str]) -> None:
     for key, table in (("dtype", _DTYPES), ("kv_cache_dtype", _KV_DTYPES)):
         if ek.get(key) is not None:
             take(key, _dtype_name(ek[key], key, table, where), f"engine_kwargs.{key}")
-    if ek.get("max_model_len") is not None:
-        notes.append(f"engine_kwargs.max_model_len={ek['max_model_len']} not applied (tpsim uses the model's "
-                     "max_position_embeddings)")
+    mml = ek.get("max_model_len")
+    if mml is not None:
+        if isinstance(mml, bool) or not isinstance(mml, int) or mml < 1:
+            raise InputError(f"{where}: engine_kwargs.max_model_len must be a positive integer or null, got {mml!r}")
+        take("max_model_len", mml, "engine_kwargs.max_model_len")
 
 
 def _dtype_name(value, key: str, table: dict, where: str):

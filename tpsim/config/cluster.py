@@ -38,6 +38,7 @@ ENGINE_KEYS = (
     "reserve_full_isl",
     "async_scheduling",
     "num_gpu_blocks_override",
+    "max_model_len",
 )
 #: per-instance keys that switch on features tpsim does not model
 UNSUPPORTED_INSTANCE_KEYS = {

@@ -86,6 +86,12 @@ def resolve_engine(cli: dict, overrides: dict, model_dtype: str, max_position: i
     else:
         raise InputError(f"{src['kv_cache_dtype']}: unknown kv cache dtype {typed.show(kv)}; choose auto or fp8")
     util = typed.fraction(merged["mem_util"], src["mem_util"])
+    max_len = merged["max_model_len"]
+    if max_len is not None:
+        max_len = typed.integer(max_len, src["max_model_len"], 1)
+        if max_len > max_position:
+            raise InputError(f"{src['max_model_len']} {max_len} exceeds the model's max_position_embeddings "
+                             f"({max_position}); lower it or leave it out")
     blocks = merged["num_gpu_blocks_override"]
     if blocks is not None:
         blocks = typed.integer(blocks, src["num_gpu_blocks_override"], 1, MAX_KV_BLOCKS)
@@ -101,6 +107,6 @@ def resolve_engine(cli: dict, overrides: dict, model_dtype: str, max_position: i
         reserve_full_isl=typed.boolean(merged["reserve_full_isl"], src["reserve_full_isl"]),
         async_scheduling=typed.boolean(merged["async_scheduling"], src["async_scheduling"]),
         mem_util=float(util),
-        max_model_len=max_position,
+        max_model_len=max_len or max_position,
         num_gpu_blocks_override=blocks,
     )

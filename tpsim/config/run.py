@@ -85,6 +85,9 @@ class EngineOptions:
     async_scheduling: bool = field(default=True, metadata=flag(
         "host work of the next step overlaps the current GPU step (vLLM's default since 0.12); "
         "--no-async-scheduling charges it in series (default on)", group=_ENGINE, kind="switch"))
+    max_model_len: int | None = field(default=None, metadata=flag(
+        "longest context (prompt + output) a request may reach, as vLLM's --max-model-len; a longer request is "
+        "rejected (default: the model's max_position_embeddings)", group=_ENGINE, metavar="TOKENS"))
     num_gpu_blocks_override: int | None = field(default=None, metadata=flag(
         "KV-cache blocks per GPU, as vLLM's --num-gpu-blocks-override: the KV capacity a run had, instead of "
         "tpsim's estimate from memory (default: the estimate; tpsim replay takes vLLM's recorded "
