@@ -8,7 +8,7 @@ import json
 
 import pytest
 from conftest import read_csv_rows, run_tpsim, write_cluster, write_trace
-from test_validation import _replay_dir
+from validation_cases import replay_dir
 
 from tpsim.config.engine import DEFAULTS, resolve_engine
 from tpsim.config.model import load_model
@@ -96,7 +96,7 @@ def _meta(blocks):
 
 
 def test_replay_takes_the_recorded_blocks(tmp_path, test_configs):
-    d = _replay_dir(tmp_path / "case", test_configs, layers=4, meta=_meta(64))
+    d = replay_dir(tmp_path / "case", test_configs, layers=4, meta=_meta(64))
     out = tmp_path / "r.csv"
     assert run_tpsim(["replay", "--measured", str(d), "--output", str(out), "--perf-model", "analytical",
                       "--log-interval", "0"]) == 0
@@ -115,7 +115,7 @@ def test_replay_takes_the_recorded_blocks(tmp_path, test_configs):
 def test_replay_says_the_utilisation_sets_no_capacity(tmp_path, test_configs):
     meta = _meta(64)
     meta["kv_cache"]["gpu_memory_utilization"] = 0.8  # the cluster config says 0.9, which is used
-    d = _replay_dir(tmp_path / "case", test_configs, layers=4, meta=meta)
+    d = replay_dir(tmp_path / "case", test_configs, layers=4, meta=meta)
     assert run_tpsim(["replay", "--measured", str(d), "--output", str(tmp_path / "r.csv"), "--perf-model",
                       "analytical", "--log-interval", "0"]) == 0
     notes = json.loads((tmp_path / "r.summary.json").read_text())["replay"]["notes"]
@@ -126,7 +126,7 @@ def test_replay_says_the_utilisation_sets_no_capacity(tmp_path, test_configs):
 
 @pytest.mark.parametrize("blocks", [0, -3, "lots", True, 1.5])
 def test_replay_rejects_a_bad_record(tmp_path, test_configs, capsys, blocks):
-    d = _replay_dir(tmp_path / "case", test_configs, layers=4, meta=_meta(blocks))
+    d = replay_dir(tmp_path / "case", test_configs, layers=4, meta=_meta(blocks))
     out = tmp_path / "r.csv"
     assert run_tpsim(["replay", "--measured", str(d), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from conftest import read_csv_rows, run_tpsim, write_cluster, write_trace
-from test_validation import _replay_dir
+from validation_cases import replay_dir
 
 from tpsim.config.engine import DEFAULTS, resolve_engine
 from tpsim.config.model import load_model
@@ -47,14 +47,14 @@ def test_longer_requests_are_rejected(tmp_path, test_configs):
 
 def test_replay_takes_it_and_rejects_a_bad_record(tmp_path, test_configs, capsys):
     meta = {"vllm_version": "0.19.0", "engine_kwargs": {"max_num_seqs": 4, "max_model_len": 2048}}
-    d = _replay_dir(tmp_path / "case", test_configs, layers=4, meta=meta)
+    d = replay_dir(tmp_path / "case", test_configs, layers=4, meta=meta)
     assert run_tpsim(["replay", "--measured", str(d), "--output", str(tmp_path / "r.csv"), "--perf-model",
                       "analytical", "--log-interval", "0"]) == 0
     s = json.loads((tmp_path / "r.summary.json").read_text())
     assert s["instances"][0]["engine"]["max_model_len"] == 2048
     assert s["replay"]["settings"]["max_model_len"]["source"].endswith("engine_kwargs.max_model_len")
     capsys.readouterr()
-    d2 = _replay_dir(tmp_path / "bad", test_configs, layers=4,
+    d2 = replay_dir(tmp_path / "bad", test_configs, layers=4,
                      meta={"vllm_version": "0.19.0", "engine_kwargs": {"max_model_len": "long"}})
     assert run_tpsim(["replay", "--measured", str(d2), "--output", str(tmp_path / "b.csv")]) == 2
     assert capsys.readouterr().err == (f"tpsim: error: {d2 / 'vllm' / 'meta.json'}: engine_kwargs.max_model_len must "

@@ -7,7 +7,7 @@ import pytest
 from conftest import run_subprocess
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_validation import write_measured, write_sim
+from validation_cases import write_measured, write_sim
 
 from tpsim.validation.by_arrival import split_even
 from tpsim.validation.compare import Side, compare
