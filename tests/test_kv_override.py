@@ -5,6 +5,7 @@ and the KV cache never over the given capacity."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import read_csv_rows, run_tpsim, write_cluster, write_trace
@@ -59,7 +60,7 @@ def test_more_than_the_estimate_is_allowed_up_to_the_whole_gpu():
 ])
 def test_bad_values(value, message):
     m = load_model("Qwen/Qwen3-0.6B")
-    with pytest.raises(InputError, match=message.replace("+", r"\+")):
+    with pytest.raises(InputError, match=re.escape(message)):
         _engine(m, num_gpu_blocks_override=value)
 
 

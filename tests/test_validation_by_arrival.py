@@ -50,7 +50,7 @@ def test_more_groups_than_requests_and_none(case):
     assert "Paired errors by arrival" not in markdown(doc)
 
 
-def test_default_is_five_groups_in_the_cli(case, tmp_path):
+def test_cli_default_of_five_groups_is_capped_by_the_requests(case, tmp_path):
     measured_dir, sim_csv = case
     r = run_subprocess(["-m", "tpsim", "validate", "--measured", str(measured_dir), "--sim", str(sim_csv)])
     assert r.returncode == 0, r.stderr

@@ -288,11 +288,12 @@ def plan_memory(model: ModelSpec, tp: int, pp: int, engine: EngineConfig, mem_si
     free = budget - weights - act - reserve
     per_block = per_token * engine.block_size
     blocks = free // per_block if free > 0 else 0
+    plan = MemoryPlan(weights_bytes=weights, activation_bytes=act, reserve_bytes=reserve, budget_bytes=budget,
+                      kv_bytes_per_token=per_token, block_size=engine.block_size, num_blocks=int(blocks),
+                      experts=experts)
     if engine.num_gpu_blocks_override is not None:
-        return _overridden(MemoryPlan(weights_bytes=weights, activation_bytes=act, reserve_bytes=reserve,
-                                      budget_bytes=budget, kv_bytes_per_token=per_token, block_size=engine.block_size,
-                                      num_blocks=engine.num_gpu_blocks_override, experts=experts,
-                                      estimated_blocks=int(blocks)), mem_size_gib, where)
+        return _overridden(msgspec.structs.replace(plan, num_blocks=engine.num_gpu_blocks_override,
+                                                   estimated_blocks=plan.num_blocks), mem_size_gib, where)
     if blocks < 1:
         needed = weights + act + reserve + per_block
         spread = f", {experts.experts_per_gpu} of {experts.num_experts} experts per GPU" if experts else ""
@@ -307,16 +308,7 @@ def plan_memory(model: ModelSpec, tp: int, pp: int, engine: EngineConfig, mem_si
                            "reserve_gb": reserve / GB, "kv_block_gb": per_block / GB, "budget_gb": budget / GB,
                            "tp_size": tp, "pp_size": pp},
         )
-    return MemoryPlan(
-        weights_bytes=weights,
-        activation_bytes=act,
-        reserve_bytes=reserve,
-        budget_bytes=budget,
-        kv_bytes_per_token=per_token,
-        block_size=engine.block_size,
-        num_blocks=int(blocks),
-        experts=experts,
-    )
+    return plan
 
 
 def _overridden(plan: MemoryPlan, mem_size_gib: float, where: str) -> MemoryPlan:

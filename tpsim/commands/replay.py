@@ -94,20 +94,24 @@ def _from_engine_kwargs(meta: dict, where: str, take, notes: list[str]) -> None:
     if not isinstance(ek, dict):
         raise InputError(f"{where}: 'engine_kwargs' must be an object")
     for key in ("max_num_seqs", "max_num_batched_tokens", "seed"):
-        v = ek.get(key)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise InputError(f"{where}: engine_kwargs.{key} must be a non-negative integer, got {v!r}")
-        take(key, v, f"engine_kwargs.{key}")
+        _take_int(take, key, ek.get(key), f"engine_kwargs.{key}", where, 0)
     for key, table in (("dtype", _DTYPES), ("kv_cache_dtype", _KV_DTYPES)):
         if ek.get(key) is not None:
             take(key, _dtype_name(ek[key], key, table, where), f"engine_kwargs.{key}")
-    mml = ek.get("max_model_len")
-    if mml is not None:
-        if isinstance(mml, bool) or not isinstance(mml, int) or mml < 1:
-            raise InputError(f"{where}: engine_kwargs.max_model_len must be a positive integer or null, got {mml!r}")
-        take("max_model_len", mml, "engine_kwargs.max_model_len")
+    _take_int(take, "max_model_len", ek.get("max_model_len"), "engine_kwargs.max_model_len", where, 1, " or null")
+
+
+def _take_int(take, dest: str, value, field: str, where: str, minimum: int, alternative: str = "",
+              hint: str = "") -> None:
+    """A recorded integer setting (None: not recorded) to ``take``, or one error line naming the field."""
+    from tpsim.errors import InputError
+
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "positive" if minimum else "non-negative"
+        raise InputError(f"{where}: {field} must be a {kind} integer{alternative}, got {value!r}{hint}")
+    take(dest, value, field)
 
 
 def _dtype_name(value, key: str, table: dict, where: str):
@@ -123,8 +127,6 @@ def _dtype_name(value, key: str, table: dict, where: str):
 def _from_kv_cache(kv, take, where: str) -> None:
     """The ``kv_cache`` block: block size, prefix caching, memory utilization and the KV blocks vLLM allocated
     (where recorded; the blocks are the run's KV capacity, which tpsim would otherwise estimate)."""
-    from tpsim.errors import InputError
-
     if not isinstance(kv, dict):
         return
     if isinstance(kv.get("block_size"), int) and not isinstance(kv["block_size"], bool):
@@ -134,12 +136,8 @@ def _from_kv_cache(kv, take, where: str) -> None:
     util = kv.get("gpu_memory_utilization")
     if isinstance(util, (int, float)) and not isinstance(util, bool):
         take("npu_memory_utilization", float(util), "kv_cache.gpu_memory_utilization")
-    blocks = kv.get("num_gpu_blocks")
-    if blocks is not None:
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
-            raise InputError(f"{where}: kv_cache.num_gpu_blocks must be a positive integer, got {blocks!r}; "
-                             "fix or remove it (tpsim then estimates the KV capacity)")
-        take("num_gpu_blocks_override", blocks, "kv_cache.num_gpu_blocks")
+    _take_int(take, "num_gpu_blocks_override", kv.get("num_gpu_blocks"), "kv_cache.num_gpu_blocks", where, 1,
+              hint="; fix or remove it (tpsim then estimates the KV capacity)")
 
 
 def _from_scheduler_config(rc, take) -> None:
